@@ -1,0 +1,402 @@
+//! Per-function call metrics under the names of the autometrics 1.0 specification:
+//! `function_calls_total{function,module,result}`, `function_calls_duration_seconds{function,module}`
+//! and `function_calls_concurrent{function,module}`.
+//!
+//! Each annotated function owns a `static` [`FunctionSite`] that the macro emits. A call costs
+//! two clock reads and four uncontended atomic additions (in-flight up and down, one bucket, the
+//! sum in nanoseconds), plus one more on error. There is no label lookup and no lock: the labels
+//! are the site's own `&'static str`s, turned into series only when `/metrics` is scraped.
+//!
+//! The call count is not stored separately: it is the sum of the buckets, and the `ok` count is
+//! that sum less the errors, kept monotonic per site so that a scrape that races an erroring
+//! call never makes the counter go backwards.
+
+use std::collections::BTreeMap;
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+/// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
+pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+const BUCKET_COUNT: usize = DURATION_BUCKETS_SECONDS.len();
+
+/// The same bounds in nanoseconds, so that a call compares integers.
+const DURATION_BUCKETS_NANOS: [u64; BUCKET_COUNT] = {
+    let mut out = [0u64; BUCKET_COUNT];
+    let mut i = 0;
+    while i < BUCKET_COUNT {
+        out[i] = (DURATION_BUCKETS_SECONDS[i] * 1e9) as u64;
+        i += 1;
+    }
+    out
+};
+
+pub(crate) const CALLS_TOTAL: &str = "function_calls_total";
+pub(crate) const CALLS_DURATION: &str = "function_calls_duration_seconds";
+pub(crate) const CALLS_CONCURRENT: &str = "function_calls_concurrent";
+
+/// The metrics of one annotated function. Created in a `static` by `#[instrumented]`.
+pub struct FunctionSite {
+    function: &'static str,
+    module: &'static str,
+    registered: AtomicBool,
+    concurrent: AtomicI64,
+    errors: AtomicU64,
+    /// Non-cumulative: `buckets[i]` counts calls in `(bound[i-1], bound[i]]`, the last one
+    /// everything above the largest bound.
+    buckets: [AtomicU64; BUCKET_COUNT + 1],
+    sum_nanos: AtomicU64,
+    ok_reported: AtomicU64,
+}
+
+static SITES: Mutex<Vec<&'static FunctionSite>> = Mutex::new(Vec::new());
+
+impl FunctionSite {
+    /// A site for `function` in `module` (the `function` and `module` label values).
+    pub const fn new(function: &'static str, module: &'static str) -> Self {
+        FunctionSite {
+            function,
+            module,
+            registered: AtomicBool::new(false),
+            concurrent: AtomicI64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: [const { AtomicU64::new(0) }; BUCKET_COUNT + 1],
+            sum_nanos: AtomicU64::new(0),
+            ok_reported: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts timing one call. Finish it with [`CallTimer::finish`]; dropping the timer
+    /// unfinished (a cancelled future) only releases the in-flight count, and dropping it while
+    /// panicking records an error.
+    #[inline]
+    pub fn start(&'static self) -> CallTimer {
+        if !self.registered.load(Relaxed) {
+            self.register();
+        }
+        self.concurrent.fetch_add(1, Relaxed);
+        CallTimer {
+            site: self,
+            start: quanta::Instant::now(),
+        }
+    }
+
+    #[cold]
+    fn register(&'static self) {
+        let mut sites = SITES.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.registered.swap(true, Relaxed) {
+            sites.push(self);
+            drop(sites);
+            // The collector lives in the global registry; make sure it exists.
+            let _ = super::Registry::global();
+        }
+    }
+
+    #[inline]
+    fn record(&self, nanos: u64, ok: bool) {
+        let index = DURATION_BUCKETS_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(BUCKET_COUNT);
+        // The error before the bucket: see `snapshot` for why the order matters.
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        self.buckets[index].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+        self.concurrent.fetch_sub(1, Relaxed);
+    }
+
+    /// Reads the site: (per-bucket counts, sum in seconds, ok calls, errors, in flight).
+    fn snapshot(&self) -> Snapshot {
+        // Buckets first, errors after. An erroring call bumps its error count before its bucket,
+        // so every error whose bucket was read is also in `errors`: `ok` may undercount for a
+        // moment (an error counted whose bucket was not yet read), never overcount. Holding
+        // the largest `ok` reported so far then keeps the counter monotonic without drift.
+        let buckets: [u64; BUCKET_COUNT + 1] = std::array::from_fn(|i| self.buckets[i].load(Relaxed));
+        let errors = self.errors.load(Relaxed);
+        let total: u64 = buckets.iter().sum();
+        let ok_now = total.saturating_sub(errors);
+        let ok = self.ok_reported.fetch_max(ok_now, Relaxed).max(ok_now);
+        Snapshot {
+            buckets,
+            sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+            ok,
+            errors,
+            concurrent: self.concurrent.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Snapshot {
+    buckets: [u64; BUCKET_COUNT + 1],
+    sum_seconds: f64,
+    ok: u64,
+    errors: u64,
+    concurrent: i64,
+}
+
+impl Snapshot {
+    fn add(&mut self, other: &Snapshot) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_seconds += other.sum_seconds;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.concurrent += other.concurrent;
+    }
+}
+
+/// One call being timed. See [`FunctionSite::start`].
+#[must_use = "a call timer records nothing unless finished"]
+pub struct CallTimer {
+    site: &'static FunctionSite,
+    start: quanta::Instant,
+}
+
+impl CallTimer {
+    /// Records the call as finished, successful or not.
+    #[inline]
+    pub fn finish(self, ok: bool) {
+        let this = ManuallyDrop::new(self);
+        let nanos = this.start.elapsed().as_nanos() as u64;
+        this.site.record(nanos, ok);
+    }
+}
+
+impl Drop for CallTimer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let nanos = self.start.elapsed().as_nanos() as u64;
+            self.site.record(nanos, false);
+        } else {
+            // Cancelled before completion: not a call that returned, but no longer in flight.
+            self.site.concurrent.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Renders every registered site as the three autometrics families. Registered once, in the
+/// global registry.
+pub(crate) struct FunctionMetricsCollector;
+
+fn descs() -> &'static [Desc; 3] {
+    static DESCS: OnceLock<[Desc; 3]> = OnceLock::new();
+    DESCS.get_or_init(|| {
+        let desc = |name: &str, help: &str, labels: &[&str]| {
+            Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+            .expect("static descriptor is valid")
+        };
+        [
+            desc(
+                CALLS_TOTAL,
+                "Calls of instrumented functions (autometrics 1.0)",
+                &["function", "module", "result"],
+            ),
+            desc(
+                CALLS_DURATION,
+                "Duration of instrumented function calls (autometrics 1.0)",
+                &["function", "module"],
+            ),
+            desc(
+                CALLS_CONCURRENT,
+                "Instrumented function calls in flight (autometrics 1.0)",
+                &["function", "module"],
+            ),
+        ]
+    })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = proto::LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_string());
+    family.set_help(help.to_string());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+impl Collector for FunctionMetricsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs().iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let sites: Vec<&'static FunctionSite> = SITES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Two sites may carry the same labels (`name = "..."` on two functions): one series each.
+        let mut grouped: BTreeMap<(&str, &str), Snapshot> = BTreeMap::new();
+        for site in sites {
+            grouped
+                .entry((site.function, site.module))
+                .or_default()
+                .add(&site.snapshot());
+        }
+        let (mut calls, mut durations, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
+        for ((function, module), snap) in &grouped {
+            for (result, value) in [("ok", snap.ok), ("error", snap.errors)] {
+                if result == "error" && value == 0 {
+                    continue; // like autometrics, the error series appears with the first error
+                }
+                let mut counter = proto::Counter::default();
+                counter.set_value(value as f64);
+                let mut metric = proto::Metric::default();
+                metric.set_label(labels(&[
+                    ("function", function),
+                    ("module", module),
+                    ("result", result),
+                ]));
+                metric.set_counter(counter);
+                calls.push(metric);
+            }
+
+            let mut cumulative = 0;
+            let mut buckets = Vec::with_capacity(BUCKET_COUNT);
+            for (bound, count) in DURATION_BUCKETS_SECONDS.iter().zip(snap.buckets) {
+                cumulative += count;
+                let mut bucket = proto::Bucket::default();
+                bucket.set_upper_bound(*bound);
+                bucket.set_cumulative_count(cumulative);
+                buckets.push(bucket);
+            }
+            let mut histogram = proto::Histogram::default();
+            histogram.set_sample_count(cumulative + snap.buckets[BUCKET_COUNT]);
+            histogram.set_sample_sum(snap.sum_seconds);
+            histogram.set_bucket(buckets);
+            let mut metric = proto::Metric::default();
+            metric.set_label(labels(&[("function", function), ("module", module)]));
+            metric.set_histogram(histogram);
+            durations.push(metric);
+
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(snap.concurrent.max(0) as f64);
+            let mut metric = proto::Metric::default();
+            metric.set_label(labels(&[("function", function), ("module", module)]));
+            metric.set_gauge(gauge);
+            concurrent.push(metric);
+        }
+        let [d_calls, d_duration, d_concurrent] = descs();
+        [
+            family(CALLS_TOTAL, &d_calls.help, MetricType::COUNTER, calls),
+            family(CALLS_DURATION, &d_duration.help, MetricType::HISTOGRAM, durations),
+            family(
+                CALLS_CONCURRENT,
+                &d_concurrent.help,
+                MetricType::GAUGE,
+                concurrent,
+            ),
+        ]
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SITE: FunctionSite = FunctionSite::new("unit_test_fn", "obskit::metrics::function::tests");
+
+    fn series(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn records_calls_errors_durations_and_in_flight() {
+        let t1 = SITE.start();
+        let t2 = SITE.start();
+        let in_flight = SITE.start();
+        t1.finish(true);
+        t2.finish(false);
+        let text = crate::metrics::Registry::global().encode_text();
+        let labels = r#"function="unit_test_fn",module="obskit::metrics::function::tests""#;
+        assert_eq!(
+            series(&text, &format!("function_calls_total{{{labels},result=\"ok\"}}")),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            series(
+                &text,
+                &format!("function_calls_total{{{labels},result=\"error\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series(
+                &text,
+                &format!("function_calls_duration_seconds_count{{{labels}}}")
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            series(&text, &format!("function_calls_concurrent{{{labels}}}")),
+            Some(1.0)
+        );
+        drop(in_flight); // cancelled: leaves the in-flight gauge, records no call
+        let text = crate::metrics::Registry::global().encode_text();
+        assert_eq!(
+            series(&text, &format!("function_calls_concurrent{{{labels}}}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            series(
+                &text,
+                &format!("function_calls_duration_seconds_count{{{labels}}}")
+            ),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn buckets_are_chosen_by_nanoseconds() {
+        static S: FunctionSite = FunctionSite::new("bucket_fn", "m");
+        S.record(4_000_000, true); // 4 ms -> le 0.005
+        S.record(5_000_000, true); // exactly 5 ms -> le 0.005 (upper bounds are inclusive)
+        S.record(20_000_000_000, true); // 20 s -> +Inf only
+        let snap = S.snapshot();
+        assert_eq!(snap.buckets[0], 2);
+        assert_eq!(snap.buckets[BUCKET_COUNT], 1);
+        assert_eq!(snap.ok, 3);
+        assert!((snap.sum_seconds - 20.009).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ok_count_never_goes_backwards() {
+        static S: FunctionSite = FunctionSite::new("mono_fn", "m");
+        S.record(1, true);
+        S.record(1, true);
+        assert_eq!(S.snapshot().ok, 2);
+        // An error counted before its bucket (a racing scrape) would make ok dip: it must not.
+        S.errors.fetch_add(1, Relaxed);
+        assert_eq!(S.snapshot().ok, 2);
+    }
+}

@@ -1,0 +1,618 @@
+//! Spans: a small span API that costs one atomic load when nothing consumes spans.
+//!
+//! A span has a name, a trace id and span id, a parent (the span current on this thread when it
+//! started, or an explicit remote parent), attributes, events and a status. When it ends it is
+//! handed to the installed [`SpanSink`]; with no sink installed, [`span`] returns a disabled
+//! span and nothing is allocated, timed or formatted.
+//!
+//! `#[instrumented]` opens one span per call (entered for the duration of a sync call, or for
+//! each poll of an async one), so spans nest the way the calls do.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use obskit::trace::{self, FinishedSpan, SpanSink};
+//!
+//! #[derive(Default)]
+//! struct Collect(Mutex<Vec<FinishedSpan>>);
+//! impl SpanSink for Collect {
+//!     fn on_end(&self, span: FinishedSpan) {
+//!         self.0.lock().unwrap().push(span);
+//!     }
+//! }
+//!
+//! let sink = Arc::new(Collect::default());
+//! trace::set_sink(sink.clone());
+//! {
+//!     let outer = trace::span("get_products").attr("products.category", "books").start();
+//!     let _entered = outer.enter();
+//!     let _query = trace::span("cassandra_query")
+//!         .attr("db.system.name", "cassandra")
+//!         .attr("db.collection.name", "products")
+//!         .start();
+//! }
+//! trace::clear_sink();
+//! let spans = sink.0.lock().unwrap();
+//! assert_eq!(spans[0].name, "cassandra_query");
+//! assert_eq!(spans[0].parent_span_id, Some(spans[1].context.span_id));
+//! assert_eq!(spans[0].context.trace_id, spans[1].context.trace_id);
+//! ```
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+/// The value of a span attribute.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    /// A string.
+    Str(Cow<'static, str>),
+    /// A signed integer.
+    I64(i64),
+    /// A float.
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttrValue::Str(s) => f.write_str(s),
+            AttrValue::I64(v) => write!(f, "{v}"),
+            AttrValue::F64(v) => write!(f, "{v}"),
+            AttrValue::Bool(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl From<&'static str> for AttrValue {
+    fn from(v: &'static str) -> Self {
+        AttrValue::Str(Cow::Borrowed(v))
+    }
+}
+impl From<String> for AttrValue {
+    fn from(v: String) -> Self {
+        AttrValue::Str(Cow::Owned(v))
+    }
+}
+impl From<Cow<'static, str>> for AttrValue {
+    fn from(v: Cow<'static, str>) -> Self {
+        AttrValue::Str(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+impl From<f64> for AttrValue {
+    fn from(v: f64) -> Self {
+        AttrValue::F64(v)
+    }
+}
+impl From<f32> for AttrValue {
+    fn from(v: f32) -> Self {
+        AttrValue::F64(f64::from(v))
+    }
+}
+macro_rules! int_attr {
+    ($($t:ty),*) => {$(
+        impl From<$t> for AttrValue {
+            fn from(v: $t) -> Self {
+                AttrValue::I64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+int_attr!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+/// Identifies a span within a trace (W3C trace-context sizes: 128-bit trace, 64-bit span).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpanContext {
+    /// The trace this span belongs to; never zero.
+    pub trace_id: u128,
+    /// This span; never zero.
+    pub span_id: u64,
+    /// Whether the trace is being recorded.
+    pub sampled: bool,
+}
+
+/// What role a span plays, as in OpenTelemetry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Work inside the process.
+    #[default]
+    Internal,
+    /// Handling an incoming request.
+    Server,
+    /// Making an outgoing request (HTTP, database).
+    Client,
+}
+
+/// How a span ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SpanStatus {
+    /// Nothing was said.
+    #[default]
+    Unset,
+    /// Explicitly successful.
+    Ok,
+    /// Failed, with a description.
+    Error(String),
+}
+
+/// Something that happened during a span (an exception, a retry).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    /// Event name, e.g. `exception`.
+    pub name: Cow<'static, str>,
+    /// When it happened.
+    pub time: SystemTime,
+    /// Its attributes, e.g. `exception.message`.
+    pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
+}
+
+/// A span that has ended, as handed to the [`SpanSink`].
+#[derive(Clone, Debug)]
+pub struct FinishedSpan {
+    /// Span name.
+    pub name: Cow<'static, str>,
+    /// Its identity.
+    pub context: SpanContext,
+    /// The parent span, if any.
+    pub parent_span_id: Option<u64>,
+    /// Its kind.
+    pub kind: SpanKind,
+    /// Wall-clock start.
+    pub start: SystemTime,
+    /// How long it lasted.
+    pub duration: Duration,
+    /// Attributes, in the order they were set.
+    pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    /// Events, in order.
+    pub events: Vec<SpanEvent>,
+    /// How it ended.
+    pub status: SpanStatus,
+}
+
+impl FinishedSpan {
+    /// The value of an attribute, if set.
+    pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Receives every span that ends while it is installed.
+pub trait SpanSink: Send + Sync + 'static {
+    /// Called once per span, on the thread that ended it. Must not block.
+    fn on_end(&self, span: FinishedSpan);
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static SINK: RwLock<Option<Arc<dyn SpanSink>>> = RwLock::new(None);
+
+/// Installs the sink that receives finished spans, replacing any previous one.
+pub fn set_sink(sink: Arc<dyn SpanSink>) {
+    *SINK.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// Removes the installed sink: spans become disabled again.
+pub fn clear_sink() {
+    ENABLED.store(false, Ordering::Release);
+    *SINK.write().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// Whether a sink is installed, i.e. whether new spans record anything.
+#[inline]
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<SpanContext>> = const { Cell::new(None) };
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS once per process and varies per instance: a fresh
+    // 64-bit seed per thread without a dependency on an RNG crate.
+    RandomState::new().hash_one(std::thread::current().id()) | 1
+}
+
+/// A non-zero random u64 (xorshift64*, seeded per thread).
+fn random_u64() -> u64 {
+    RNG.with(|rng| loop {
+        let mut x = rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        rng.set(x);
+        let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        if out != 0 {
+            return out;
+        }
+    })
+}
+
+/// The span current on this thread (entered with [`Span::enter`] or polled inside
+/// [`Instrumented`]), if any.
+pub fn current() -> Option<SpanContext> {
+    CURRENT.with(Cell::get)
+}
+
+/// Starts building a span named `name`. Disabled (free) when no sink is installed.
+#[inline]
+pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
+    if !is_enabled() {
+        return SpanBuilder { data: None };
+    }
+    SpanBuilder {
+        data: Some(Box::new(SpanData {
+            name: name.into(),
+            kind: SpanKind::Internal,
+            parent: None,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+            context: SpanContext {
+                trace_id: 0,
+                span_id: 0,
+                sampled: true,
+            },
+            start: SystemTime::UNIX_EPOCH,
+            started: None,
+        })),
+    }
+}
+
+struct SpanData {
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    parent: Option<SpanContext>,
+    attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    events: Vec<SpanEvent>,
+    status: SpanStatus,
+    context: SpanContext,
+    start: SystemTime,
+    started: Option<quanta::Instant>,
+}
+
+/// A span being described before it starts. See [`span`].
+#[must_use = "a span builder does nothing until started"]
+pub struct SpanBuilder {
+    data: Option<Box<SpanData>>,
+}
+
+impl SpanBuilder {
+    /// Whether the span will record anything (a sink is installed).
+    pub fn is_recording(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// Sets an attribute (OpenTelemetry semantic-convention names where one exists).
+    pub fn attr(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) -> Self {
+        if let Some(data) = &mut self.data {
+            data.attributes.push((key.into(), value.into()));
+        }
+        self
+    }
+
+    /// Sets the span kind.
+    pub fn kind(mut self, kind: SpanKind) -> Self {
+        if let Some(data) = &mut self.data {
+            data.kind = kind;
+        }
+        self
+    }
+
+    /// Makes `parent` the parent instead of the current span (a remote parent, for one).
+    pub fn parent(mut self, parent: SpanContext) -> Self {
+        if let Some(data) = &mut self.data {
+            data.parent = Some(parent);
+        }
+        self
+    }
+
+    /// Starts the span: it is timed from now and ends when dropped.
+    pub fn start(self) -> Span {
+        let Some(mut data) = self.data else {
+            return Span { data: None };
+        };
+        let parent = data.parent.or_else(current);
+        data.parent = parent;
+        data.context = SpanContext {
+            trace_id: match parent {
+                Some(p) => p.trace_id,
+                None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+            },
+            span_id: random_u64(),
+            sampled: parent.map_or(true, |p| p.sampled),
+        };
+        data.start = SystemTime::now();
+        data.started = Some(quanta::Instant::now());
+        Span { data: Some(data) }
+    }
+}
+
+/// A started span. It ends when dropped and is then handed to the [`SpanSink`].
+pub struct Span {
+    data: Option<Box<SpanData>>,
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.data {
+            Some(data) => f
+                .debug_struct("Span")
+                .field("name", &data.name)
+                .field("context", &data.context)
+                .finish(),
+            None => f.write_str("Span(disabled)"),
+        }
+    }
+}
+
+impl Span {
+    /// A span that records nothing.
+    pub const fn disabled() -> Span {
+        Span { data: None }
+    }
+
+    /// Whether this span records anything. Check it before computing costly attributes.
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// The span's identity, if it is recording.
+    pub fn context(&self) -> Option<SpanContext> {
+        self.data.as_ref().map(|d| d.context)
+    }
+
+    /// Sets an attribute.
+    pub fn set_attr(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
+        if let Some(data) = &mut self.data {
+            data.attributes.push((key.into(), value.into()));
+        }
+    }
+
+    /// Adds an event.
+    pub fn add_event(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    ) {
+        if let Some(data) = &mut self.data {
+            data.events.push(SpanEvent {
+                name: name.into(),
+                time: SystemTime::now(),
+                attributes,
+            });
+        }
+    }
+
+    /// Sets the status.
+    pub fn set_status(&mut self, status: SpanStatus) {
+        if let Some(data) = &mut self.data {
+            data.status = status;
+        }
+    }
+
+    /// Marks the span failed with `error`: status `Error` with its message, and an `exception`
+    /// event carrying `exception.message` and `exception.type` (OpenTelemetry conventions).
+    pub fn record_error(&mut self, error: &dyn fmt::Display, error_type: &'static str) {
+        if self.data.is_none() {
+            return;
+        }
+        let message = error.to_string();
+        self.add_event(
+            "exception",
+            vec![
+                (
+                    Cow::Borrowed("exception.message"),
+                    AttrValue::Str(Cow::Owned(message.clone())),
+                ),
+                (
+                    Cow::Borrowed("exception.type"),
+                    AttrValue::Str(Cow::Borrowed(error_type)),
+                ),
+            ],
+        );
+        self.set_status(SpanStatus::Error(message));
+    }
+
+    /// Makes this span current on this thread until the guard drops.
+    pub fn enter(&self) -> Entered<'_> {
+        let previous = match &self.data {
+            Some(data) => CURRENT.with(|c| c.replace(Some(data.context))),
+            None => None,
+        };
+        Entered {
+            previous,
+            active: self.data.is_some(),
+            _span: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs `f` with this span current.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _entered = self.enter();
+        f()
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let Some(data) = self.data.take() else { return };
+        let duration = data.started.map(|s| s.elapsed()).unwrap_or_default();
+        let finished = FinishedSpan {
+            name: data.name,
+            context: data.context,
+            parent_span_id: data.parent.map(|p| p.span_id),
+            kind: data.kind,
+            start: data.start,
+            duration,
+            attributes: data.attributes,
+            events: data.events,
+            status: data.status,
+        };
+        let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(sink) = sink {
+            sink.on_end(finished);
+        }
+    }
+}
+
+/// Restores the previously current span when dropped. See [`Span::enter`].
+pub struct Entered<'a> {
+    previous: Option<SpanContext>,
+    active: bool,
+    _span: std::marker::PhantomData<&'a Span>,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            CURRENT.with(|c| c.set(self.previous));
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose span is current while it is polled, and ends when the future completes
+    /// or is dropped.
+    pub struct Instrumented<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll(cx)
+    }
+}
+
+impl<F> Instrumented<F> {
+    /// The span, to set attributes or status on it.
+    pub fn span_mut(&mut self) -> &mut Span {
+        &mut self.span
+    }
+}
+
+/// Attaches a span to a future.
+pub trait InstrumentExt: Future + Sized {
+    /// Makes `span` current whenever this future is polled.
+    ///
+    /// ```
+    /// use obskit::trace::{span, InstrumentExt};
+    /// # async fn work() {}
+    /// # async fn run() {
+    /// work().instrument(span("work").start()).await;
+    /// # }
+    /// ```
+    fn instrument(self, span: Span) -> Instrumented<Self> {
+        Instrumented { inner: self, span }
+    }
+}
+
+impl<F: Future> InstrumentExt for F {}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Tests that install a sink run one at a time: the sink is process-wide.
+    pub(crate) static SINK_LOCK: Mutex<()> = Mutex::new(());
+
+    #[derive(Default)]
+    pub(crate) struct Collect(pub Mutex<Vec<FinishedSpan>>);
+    impl SpanSink for Collect {
+        fn on_end(&self, span: FinishedSpan) {
+            self.0.lock().unwrap().push(span);
+        }
+    }
+
+    #[test]
+    fn disabled_without_sink() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        clear_sink();
+        let s = span("x").attr("a", 1).start();
+        assert!(!s.is_recording());
+        let _e = s.enter();
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn nesting_errors_and_remote_parents() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        let remote = SpanContext {
+            trace_id: 42,
+            span_id: 7,
+            sampled: true,
+        };
+        {
+            let root = span("root").parent(remote).kind(SpanKind::Server).start();
+            let _e = root.enter();
+            let mut child = span("child").start();
+            child.record_error(&"boom", "test::Error");
+            assert_eq!(current(), root.context());
+        }
+        assert_eq!(current(), None);
+        clear_sink();
+        let spans = sink.0.lock().unwrap();
+        let (child, root) = (&spans[0], &spans[1]);
+        assert_eq!(root.context.trace_id, 42);
+        assert_eq!(root.parent_span_id, Some(7));
+        assert_eq!(child.parent_span_id, Some(root.context.span_id));
+        assert_eq!(child.status, SpanStatus::Error("boom".into()));
+        assert_eq!(child.events[0].name, "exception");
+        assert_ne!(child.context.span_id, root.context.span_id);
+    }
+
+    #[test]
+    fn instrumented_future_is_current_only_while_polled() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let seen = rt.block_on(async {
+            let s = span("fut").start();
+            let ctx = s.context();
+            let inner = async { current() }.instrument(s).await;
+            assert_eq!(current(), None);
+            (inner, ctx)
+        });
+        clear_sink();
+        assert_eq!(seen.0, seen.1);
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ids_are_random_and_non_zero() {
+        let a = random_u64();
+        let b = random_u64();
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+    }
+}
