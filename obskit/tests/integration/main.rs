@@ -1,0 +1,8 @@
+//! One integration-test binary for the whole crate (each test binary links the whole tree, so
+//! there is one). Modules by concern.
+
+mod common;
+mod health_debug;
+mod http_layer;
+mod macros;
+mod server;
