@@ -5,6 +5,9 @@
 //! debug endpoints, all wired by one builder.
 #![warn(missing_docs)]
 
+pub mod debug;
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod secrets;
 pub mod trace;

@@ -1,0 +1,1 @@
+//! Debug figures: `/debug/metrics` and `/debug/config`.

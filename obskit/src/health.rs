@@ -1,0 +1,1 @@
+//! Health checks: `/health`, `/health/live`, `/health/ready`.

@@ -1,0 +1,1 @@
+//! HTTP RED metrics: a `tower::Layer` and a plain hyper service wrapper.
