@@ -8,3 +8,48 @@ pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr")
 }
+
+/// Runs `promtool check metrics` on an exposition and fails the test on any error or warning
+/// (promtool is installed by `scripts/ensure-tools.sh`).
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (run scripts/ensure-tools.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics complained:\n{said}\n--- exposition ---\n{exposition}"
+    );
+}
+
+/// Secret values planted in the environment by [`set_secret_env`]; none may ever be served.
+pub const SECRET_VALUES: [&str; 4] = ["pw@h", "AKIAsecretvalue", "jwt-signing-secret", "apikeyvalue"];
+
+/// Plants secret-looking variables (unique names, so parallel tests do not collide), once.
+pub fn set_secret_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY (edition 2021 allows it safely): set once, before any test reads these names.
+        std::env::set_var("OBSKIT_IT_DATABASE_URL", "postgres://u:pw@h/db");
+        std::env::set_var("OBSKIT_IT_AWS_SECRET_ACCESS_KEY", "AKIAsecretvalue");
+        std::env::set_var("OBSKIT_IT_JWT_SIGNING_KEY", "jwt-signing-secret");
+        std::env::set_var("obskit_it_api_key", "apikeyvalue");
+    });
+}

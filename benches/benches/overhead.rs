@@ -1,0 +1,111 @@
+//! Cost per call of `#[instrumented]` against its peers, and of the RED layer per request
+//! against a bare service, measured side by side in one run.
+//!
+//! `cargo bench -p obskit-benches --bench overhead`; figures and method in BENCHMARKS.md.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service, ServiceExt};
+
+// The function under test in every variant: two black-boxed u64s added.
+#[inline(never)]
+fn bare(a: u64, b: u64) -> u64 {
+    black_box(a) + black_box(b)
+}
+
+#[obskit::instrumented]
+#[inline(never)]
+fn obskit_instrumented(a: u64, b: u64) -> u64 {
+    black_box(a) + black_box(b)
+}
+
+#[obskit::instrumented]
+#[inline(never)]
+fn obskit_instrumented_result(a: u64, b: u64) -> Result<u64, std::num::TryFromIntError> {
+    Ok(black_box(a) + u64::try_from(black_box(b))?)
+}
+
+#[tracing::instrument]
+#[inline(never)]
+fn tracing_instrumented(a: u64, b: u64) -> u64 {
+    black_box(a) + black_box(b)
+}
+
+#[autometrics::autometrics]
+#[inline(never)]
+fn autometrics_instrumented(a: u64, b: u64) -> u64 {
+    black_box(a) + black_box(b)
+}
+
+fn function_calls(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fn_call");
+    group.bench_function("bare", |b| b.iter(|| bare(black_box(1), black_box(2))));
+    group.bench_function("obskit_instrumented", |b| {
+        b.iter(|| obskit_instrumented(black_box(1), black_box(2)))
+    });
+    group.bench_function("obskit_instrumented_result", |b| {
+        b.iter(|| obskit_instrumented_result(black_box(1), black_box(2)))
+    });
+    group.bench_function("tracing_instrument_no_subscriber", |b| {
+        b.iter(|| tracing_instrumented(black_box(1), black_box(2)))
+    });
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || {
+        group.bench_function("tracing_instrument_registry", |b| {
+            b.iter(|| tracing_instrumented(black_box(1), black_box(2)))
+        });
+    });
+    group.bench_function("autometrics", |b| {
+        b.iter(|| autometrics_instrumented(black_box(1), black_box(2)))
+    });
+    group.finish();
+}
+
+async fn hello(_request: http::Request<Full<Bytes>>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    Ok(http::Response::new(Full::new(Bytes::from_static(b"hello"))))
+}
+
+fn middleware(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let registry = obskit::metrics::Registry::new();
+    let metrics = obskit::http::HttpMetrics::new(&registry).expect("metrics");
+    let routes = obskit::http::Routes::new(["/api/products", "/api/products/{id}", "/api/categories"])
+        .expect("routes");
+    let layer = obskit::http::HttpMetricsLayer::new(metrics).routes(routes);
+
+    let bare_service = tower::service_fn(hello);
+    let layered_service = layer.layer(tower::service_fn(hello));
+
+    let request = || {
+        http::Request::get("/api/products/42")
+            .body(Full::new(Bytes::from_static(b"")))
+            .expect("request")
+    };
+    let mut group = c.benchmark_group("http_request");
+    group.bench_function("bare_service", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut service = bare_service.clone();
+                let response = service.ready().await.unwrap().call(request()).await.unwrap();
+                black_box(response.into_body().collect().await.unwrap());
+            })
+        })
+    });
+    group.bench_function("with_red_layer", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut service = layered_service.clone();
+                let response = service.ready().await.unwrap().call(request()).await.unwrap();
+                black_box(response.into_body().collect().await.unwrap());
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, function_calls, middleware);
+criterion_main!(benches);

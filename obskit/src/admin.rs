@@ -1,0 +1,435 @@
+//! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`
+//! and `/debug/config`, and their protection.
+//!
+//! `/metrics` and `/health*` are open (scrapers and orchestrators need them). Everything under
+//! `/debug` is protected: when an admin token is configured (`OBSKIT_ADMIN_TOKEN`) it must come
+//! as `Authorization: Bearer <token>`, from any client; without a token, only loopback clients
+//! are served. A request that carries `Forwarded`, `X-Forwarded-For` or `X-Real-IP` came through
+//! a proxy, so its loopback peer says nothing about the real client: it is refused too.
+//!
+//! The peer address comes from the [`PeerAddr`] request extension, which [`crate::Obskit::serve`]
+//! inserts; a request without it is not treated as loopback.
+//!
+//! ```
+//! use obskit::admin::{AdminAccess, AdminSurface, PeerAddr};
+//! use obskit::health::HealthChecks;
+//! use obskit::metrics::Registry;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let admin = AdminSurface::new(Registry::new(), HealthChecks::new("demo", "1.0.0"))
+//!     .access(AdminAccess::LoopbackOnly);
+//! let mut request = http::Request::get("/debug/config").body(()).unwrap();
+//! request.extensions_mut().insert(PeerAddr("10.1.2.3:5555".parse().unwrap()));
+//! let response = admin.handle(request).await;
+//! assert_eq!(response.status(), 403);
+//! # });
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::debug::{self, ProcessStats};
+use crate::health::HealthChecks;
+use crate::metrics::{Registry, TEXT_CONTENT_TYPE};
+
+/// The address of the client that sent a request, as a request extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Who may call the protected admin endpoints (`/debug/*`, later `/profiles`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// Any client presenting this Bearer token.
+    Token(String),
+    /// Only clients connected from a loopback address, not through a proxy.
+    #[default]
+    LoopbackOnly,
+}
+
+impl fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // Never print the token, not even in a debug dump of the configuration.
+            AdminAccess::Token(_) => f.write_str("Token(***)"),
+            AdminAccess::LoopbackOnly => f.write_str("LoopbackOnly"),
+        }
+    }
+}
+
+/// Environment variable holding the admin Bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "OBSKIT_ADMIN_TOKEN";
+
+impl AdminAccess {
+    /// `Token` when `OBSKIT_ADMIN_TOKEN` is set and not empty, else `LoopbackOnly`.
+    ///
+    /// ```
+    /// let access = obskit::admin::AdminAccess::from_env();
+    /// # let _ = access;
+    /// ```
+    pub fn from_env() -> Self {
+        match std::env::var(ADMIN_TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => AdminAccess::Token(token.trim().to_string()),
+            _ => AdminAccess::LoopbackOnly,
+        }
+    }
+
+    /// Checks a request against this policy.
+    fn check<B>(&self, request: &Request<B>) -> Result<(), Refusal> {
+        match self {
+            AdminAccess::Token(expected) => {
+                let presented = request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        let (scheme, token) = v.split_once(' ')?;
+                        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                    });
+                match presented {
+                    Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+                    Some(_) => Err(Refusal::BadToken),
+                    None => Err(Refusal::NoToken),
+                }
+            }
+            AdminAccess::LoopbackOnly => {
+                let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+                    .iter()
+                    .any(|h| request.headers().contains_key(*h));
+                let loopback = request
+                    .extensions()
+                    .get::<PeerAddr>()
+                    .is_some_and(|peer| peer.0.ip().to_canonical().is_loopback());
+                if loopback && !forwarded {
+                    Ok(())
+                } else {
+                    Err(Refusal::NotLoopback)
+                }
+            }
+        }
+    }
+}
+
+enum Refusal {
+    NoToken,
+    BadToken,
+    NotLoopback,
+}
+
+/// Compares without an early exit, so the time taken says nothing about how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// The admin endpoints of one service. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminSurface {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    health: HealthChecks,
+    stats: Option<Arc<ProcessStats>>,
+    config: Vec<(String, String)>,
+    access: AdminAccess,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Metrics,
+    Health,
+    Live,
+    Ready,
+    DebugMetrics,
+    DebugConfig,
+    DebugUnknown,
+}
+
+impl Endpoint {
+    fn parse(path: &str) -> Option<Endpoint> {
+        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        Some(match path {
+            "/metrics" => Endpoint::Metrics,
+            "/health" => Endpoint::Health,
+            "/health/live" => Endpoint::Live,
+            "/health/ready" => Endpoint::Ready,
+            "/debug/metrics" => Endpoint::DebugMetrics,
+            "/debug/config" => Endpoint::DebugConfig,
+            p if p == "/debug" || p.starts_with("/debug/") => Endpoint::DebugUnknown,
+            _ => return None,
+        })
+    }
+
+    fn protected(self) -> bool {
+        matches!(self, Endpoint::DebugMetrics | Endpoint::DebugConfig | Endpoint::DebugUnknown)
+    }
+}
+
+impl AdminSurface {
+    /// An admin surface over a registry and health checks, loopback-only until told otherwise,
+    /// without process figures (see [`AdminSurface::process_stats`]).
+    pub fn new(registry: Registry, health: HealthChecks) -> Self {
+        AdminSurface {
+            inner: Arc::new(Inner {
+                registry,
+                health,
+                stats: None,
+                config: Vec::new(),
+                access: AdminAccess::LoopbackOnly,
+            }),
+        }
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => f(inner),
+            None => {
+                let old = &self.inner;
+                let mut inner = Inner {
+                    registry: old.registry.clone(),
+                    health: old.health.clone(),
+                    stats: old.stats.clone(),
+                    config: old.config.clone(),
+                    access: old.access.clone(),
+                };
+                f(&mut inner);
+                self.inner = Arc::new(inner);
+            }
+        }
+        self
+    }
+
+    /// Sets who may call the protected endpoints.
+    pub fn access(self, access: AdminAccess) -> Self {
+        self.update(|i| i.access = access)
+    }
+
+    /// The process sampler behind `/debug/metrics`.
+    pub fn process_stats(self, stats: Arc<ProcessStats>) -> Self {
+        self.update(|i| i.stats = Some(stats))
+    }
+
+    /// The effective configuration shown (masked) by `/debug/config`.
+    pub fn config(self, entries: Vec<(String, String)>) -> Self {
+        self.update(|i| i.config = entries)
+    }
+
+    /// Whether `path` belongs to the admin surface.
+    ///
+    /// ```
+    /// use obskit::admin::AdminSurface;
+    /// assert!(AdminSurface::is_admin_path("/metrics"));
+    /// assert!(AdminSurface::is_admin_path("/debug/config"));
+    /// assert!(!AdminSurface::is_admin_path("/metricsfoo"));
+    /// assert!(!AdminSurface::is_admin_path("/api/products"));
+    /// ```
+    pub fn is_admin_path(path: &str) -> bool {
+        Endpoint::parse(path).is_some()
+    }
+
+    /// Answers one admin request. Paths outside the admin surface get a JSON 404.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+        let Some(endpoint) = Endpoint::parse(request.uri().path()) else {
+            return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        if endpoint.protected() {
+            if let Err(refusal) = self.inner.access.check(&request) {
+                return match refusal {
+                    Refusal::NoToken | Refusal::BadToken => {
+                        let mut response = error(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "admin endpoints need `Authorization: Bearer <OBSKIT_ADMIN_TOKEN>`",
+                        );
+                        response
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                        response
+                    }
+                    Refusal::NotLoopback => error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "admin endpoints answer only to direct loopback clients unless OBSKIT_ADMIN_TOKEN is set",
+                    ),
+                };
+            }
+        }
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "admin endpoints answer GET and HEAD",
+            );
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        match endpoint {
+            Endpoint::Metrics => {
+                let body = self.inner.registry.encode_text();
+                with_type(StatusCode::OK, TEXT_CONTENT_TYPE, body.into())
+            }
+            Endpoint::Health => {
+                let report = self.inner.health.report().await;
+                json(status_of(report.http_status()), &report)
+            }
+            Endpoint::Live => {
+                let report = self.inner.health.liveness();
+                json(status_of(report.http_status()), &report)
+            }
+            Endpoint::Ready => {
+                let report = self.inner.health.readiness().await;
+                json(status_of(report.http_status()), &report)
+            }
+            Endpoint::DebugMetrics => match &self.inner.stats {
+                Some(stats) => json(StatusCode::OK, &stats.snapshot()),
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_configured",
+                    "process figures are sampled only when served through obskit",
+                ),
+            },
+            Endpoint::DebugConfig => {
+                let entries: Vec<(&str, String)> =
+                    self.inner.config.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                json(StatusCode::OK, &debug::config_report(&entries))
+            }
+            Endpoint::DebugUnknown => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such debug endpoint; try /debug/metrics or /debug/config",
+            ),
+        }
+    }
+}
+
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A JSON response.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => with_type(status, "application/json", body.into()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode the response"),
+    }
+}
+
+/// A JSON error `{"error": code, "message": ...}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": code, "message": message });
+    with_type(status, "application/json", body.to_string().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn surface(access: AdminAccess) -> AdminSurface {
+        AdminSurface::new(Registry::new(), HealthChecks::new("t", "0")).access(access)
+    }
+
+    fn request(path: &str, peer: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::get(path);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut request = builder.body(()).unwrap();
+        request.extensions_mut().insert(PeerAddr(peer.parse().unwrap()));
+        request
+    }
+
+    async fn status(admin: &AdminSurface, req: Request<()>) -> u16 {
+        admin.handle(req).await.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn loopback_policy() {
+        let admin = surface(AdminAccess::LoopbackOnly);
+        assert_eq!(status(&admin, request("/debug/config", "127.0.0.1:1", &[])).await, 200);
+        assert_eq!(status(&admin, request("/debug/config", "[::1]:1", &[])).await, 200);
+        assert_eq!(status(&admin, request("/debug/config", "[::ffff:127.0.0.1]:1", &[])).await, 200);
+        assert_eq!(status(&admin, request("/debug/config", "10.0.0.8:1", &[])).await, 403);
+        assert_eq!(
+            status(&admin, request("/debug/config", "127.0.0.1:1", &[("x-forwarded-for", "1.2.3.4")])).await,
+            403
+        );
+        let mut no_peer = Request::get("/debug/config").body(()).unwrap();
+        no_peer.extensions_mut().clear();
+        assert_eq!(status(&admin, no_peer).await, 403);
+        // Open endpoints stay open.
+        assert_eq!(status(&admin, request("/metrics", "10.0.0.8:1", &[])).await, 200);
+        assert_eq!(status(&admin, request("/health/live", "10.0.0.8:1", &[])).await, 200);
+    }
+
+    #[tokio::test]
+    async fn token_policy_applies_to_loopback_too() {
+        let admin = surface(AdminAccess::Token("s3cret".into()));
+        assert_eq!(status(&admin, request("/debug/metrics", "127.0.0.1:1", &[])).await, 401);
+        assert_eq!(
+            status(&admin, request("/debug/config", "127.0.0.1:1", &[("authorization", "Bearer nope")])).await,
+            401
+        );
+        assert_eq!(
+            status(&admin, request("/debug/config", "10.0.0.8:1", &[("authorization", "Bearer s3cret")])).await,
+            200
+        );
+        assert_eq!(
+            status(&admin, request("/debug/config", "10.0.0.8:1", &[("authorization", "bearer s3cret")])).await,
+            200
+        );
+        // Unknown debug paths do not reveal themselves to unauthenticated callers.
+        assert_eq!(status(&admin, request("/debug/nothing", "10.0.0.8:1", &[])).await, 401);
+    }
+
+    #[tokio::test]
+    async fn methods_and_unknown_paths() {
+        let admin = surface(AdminAccess::LoopbackOnly);
+        let mut post = request("/metrics", "127.0.0.1:1", &[]);
+        *post.method_mut() = Method::POST;
+        let response = admin.handle(post).await;
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "GET, HEAD");
+        let response = admin.handle(request("/nope", "127.0.0.1:1", &[])).await;
+        assert_eq!(response.status(), 404);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["error"], "not_found");
+    }
+
+    #[test]
+    fn token_is_never_printed() {
+        assert_eq!(format!("{:?}", AdminAccess::Token("abc".into())), "Token(***)");
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

@@ -1,0 +1,546 @@
+//! One-call setup: [`Obskit::builder`] wires the registry, the RED layer, health checks, process
+//! figures and the admin surface for one service, reading the standard environment variables.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use tokio::net::TcpListener;
+
+use crate::admin::{AdminAccess, AdminSurface};
+use crate::debug::{ConnectionStats, ProcessStats};
+use crate::health::HealthChecks;
+use crate::http::{HttpMetrics, HttpMetricsLayer, RequestBody, Routes, ADMIN_PATHS};
+use crate::metrics::{IntGaugeVec, Registry};
+use crate::server::{self, Dispatch};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Environment variable naming a separate admin listener (`127.0.0.1:9000`).
+pub const ADMIN_ADDR_ENV: &str = "OBSKIT_ADMIN_ADDR";
+
+/// Where the admin surface is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminListener {
+    /// On the service's own port, beside its routes (admin paths take precedence).
+    #[default]
+    SamePort,
+    /// On a listener of its own; the service's port then serves only the service.
+    Separate(SocketAddr),
+}
+
+/// Why [`ObskitBuilder::build`] failed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// A route template was refused.
+    Route(String),
+    /// A metric could not be registered (a name already taken in the registry, for one).
+    Metrics(crate::metrics::Error),
+    /// An environment variable had a value that cannot be used.
+    Environment {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Route(e) => write!(f, "invalid route template: {e}"),
+            BuildError::Metrics(e) => write!(f, "metrics: {e}"),
+            BuildError::Environment { name, problem } => write!(f, "environment variable {name}: {problem}"),
+        }
+    }
+}
+
+impl StdError for BuildError {}
+
+impl From<crate::metrics::Error> for BuildError {
+    fn from(e: crate::metrics::Error) -> Self {
+        BuildError::Metrics(e)
+    }
+}
+
+/// Configures an [`Obskit`]. See [`Obskit::builder`].
+#[must_use]
+pub struct ObskitBuilder {
+    service: Option<String>,
+    version: Option<String>,
+    environment: Option<String>,
+    commit: Option<String>,
+    registry: Option<Registry>,
+    routes: Vec<String>,
+    access: Option<AdminAccess>,
+    admin_listener: Option<AdminListener>,
+    measure_admin: bool,
+    memory_check: bool,
+    stats_interval: Duration,
+    config: Vec<(String, String)>,
+}
+
+/// The observability of one service: its registry, RED layer, health checks and admin surface.
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use http_body_util::Full;
+/// use hyper::{body::{Bytes, Incoming}, Request, Response};
+/// use obskit::http::RequestBody;
+///
+/// #[obskit::instrumented(skip(_req))]
+/// async fn hello(_req: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
+///     Ok(Response::new(Full::new(Bytes::from("hello"))))
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let obskit = obskit::Obskit::builder()
+///         .service("hello")
+///         .version(env!("CARGO_PKG_VERSION"))
+///         .routes(["/hello"])
+///         .build()?;
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+///     obskit.serve(listener, hyper::service::service_fn(hello)).await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Obskit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: String,
+    version: String,
+    registry: Registry,
+    http: HttpMetrics,
+    layer: HttpMetricsLayer,
+    health: HealthChecks,
+    admin: AdminSurface,
+    admin_listener: AdminListener,
+    connections: ConnectionStats,
+}
+
+impl fmt::Debug for Obskit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Obskit")
+            .field("service", &self.inner.service)
+            .field("version", &self.inner.version)
+            .field("admin_listener", &self.inner.admin_listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k2=v2`, values percent-decoded) into pairs.
+fn resource_attributes() -> Vec<(String, String)> {
+    let Ok(raw) = std::env::var("OTEL_RESOURCE_ATTRIBUTES") else {
+        return Vec::new();
+    };
+    raw.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim().to_string(), percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+impl Obskit {
+    /// Starts configuring obskit for a service.
+    pub fn builder() -> ObskitBuilder {
+        ObskitBuilder {
+            service: None,
+            version: None,
+            environment: None,
+            commit: None,
+            registry: None,
+            routes: Vec::new(),
+            access: None,
+            admin_listener: None,
+            measure_admin: false,
+            memory_check: true,
+            stats_interval: Duration::from_secs(1),
+            config: Vec::new(),
+        }
+    }
+
+    /// The service name (`service.name`).
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The service version (`service.version`).
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// The registry: declare business metrics here.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The health checks: register dependency checks here.
+    pub fn health(&self) -> &HealthChecks {
+        &self.inner.health
+    }
+
+    /// The HTTP RED metrics.
+    pub fn http_metrics(&self) -> &HttpMetrics {
+        &self.inner.http
+    }
+
+    /// The RED layer, for services served by other means (axum, tonic, your own loop).
+    pub fn layer(&self) -> HttpMetricsLayer {
+        self.inner.layer.clone()
+    }
+
+    /// The admin surface, for services served by other means.
+    pub fn admin(&self) -> &AdminSurface {
+        &self.inner.admin
+    }
+
+    /// Connection counts as the server keeps them.
+    pub fn connections(&self) -> &ConnectionStats {
+        &self.inner.connections
+    }
+
+    /// Serves `service` on `listener` with the RED layer and the admin surface until Ctrl-C
+    /// (SIGINT) or SIGTERM, then shuts down gracefully.
+    pub async fn serve<S, B>(&self, listener: TcpListener, service: S) -> std::io::Result<()>
+    where
+        S: Service<Request<RequestBody<Incoming>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with_shutdown(listener, service, shutdown_signal()).await
+    }
+
+    /// Like [`Obskit::serve`], stopping when `shutdown` resolves.
+    pub async fn serve_with_shutdown<S, B>(
+        &self,
+        listener: TcpListener,
+        service: S,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        S: Service<Request<RequestBody<Incoming>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin_task = match self.inner.admin_listener {
+            AdminListener::SamePort => None,
+            AdminListener::Separate(addr) => {
+                let admin_listener = TcpListener::bind(addr).await?;
+                let admin = server::admin_only(self.inner.admin.clone());
+                let layered = self.inner.layer.wrap_hyper(admin);
+                let connections = self.inner.connections.clone();
+                let mut stopped = admin_stopped.clone();
+                Some(tokio::spawn(async move {
+                    let until = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    server::serve_loop(admin_listener, layered, connections, until).await
+                }))
+            }
+        };
+        let admin = match self.inner.admin_listener {
+            AdminListener::SamePort => Some(self.inner.admin.clone()),
+            AdminListener::Separate(_) => None,
+        };
+        let dispatch = Dispatch {
+            admin,
+            inner: service,
+        };
+        let layered = self.inner.layer.wrap_hyper(dispatch);
+        let result = server::serve_loop(listener, layered, self.inner.connections.clone(), shutdown).await;
+        let _ = stop_admin.send(true);
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (what orchestrators send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+impl ObskitBuilder {
+    /// The service name. Without it, `OTEL_SERVICE_NAME`, then `service.name` from
+    /// `OTEL_RESOURCE_ATTRIBUTES`, then the executable's name.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// The service version. Without it, `service.version` from `OTEL_RESOURCE_ATTRIBUTES`,
+    /// else `unknown`.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// The deployment environment. Without it, `deployment.environment.name` from
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else `development`.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The commit the binary was built from (`build_info{commit}`). Without it, `OBSKIT_COMMIT`.
+    pub fn commit(mut self, commit: impl Into<String>) -> Self {
+        self.commit = Some(commit.into());
+        self
+    }
+
+    /// The registry to record into. Without it, the process-wide [`Registry::global`].
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The service's route templates (`/api/products/{id}`): the `endpoint` label of the RED
+    /// metrics. Paths matching none are `endpoint="unmatched"`.
+    pub fn routes<I, T>(mut self, routes: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.routes.extend(routes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Who may call `/debug/*`. Without it, [`AdminAccess::from_env`].
+    pub fn admin_access(mut self, access: AdminAccess) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Where the admin surface is served. Without it, a separate listener when
+    /// `OBSKIT_ADMIN_ADDR` is set, else the service's own port.
+    pub fn admin_listener(mut self, listener: AdminListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
+    }
+
+    /// Whether requests to the admin surface count in the RED metrics (default: no, so that
+    /// scrapes and probes do not dilute the service's own figures).
+    pub fn measure_admin_requests(mut self, measure: bool) -> Self {
+        self.measure_admin = measure;
+        self
+    }
+
+    /// Whether `/health` includes the seed's memory check (default: yes).
+    pub fn memory_check(mut self, enabled: bool) -> Self {
+        self.memory_check = enabled;
+        self
+    }
+
+    /// How often process figures (CPU percent) are sampled for `/debug/metrics` (default 1 s).
+    pub fn process_stats_interval(mut self, interval: Duration) -> Self {
+        self.stats_interval = interval;
+        self
+    }
+
+    /// An entry of the effective configuration shown by `/debug/config` (masked like the
+    /// environment: secret-looking keys never show their value).
+    pub fn config_entry(mut self, key: impl Into<String>, value: impl fmt::Display) -> Self {
+        self.config.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Wires everything. Must run inside a tokio runtime (process figures are sampled by a
+    /// background task).
+    pub fn build(self) -> Result<Obskit, BuildError> {
+        let attributes = resource_attributes();
+        let attribute = |key: &str| attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let service = self
+            .service
+            .or_else(|| env_nonempty("OTEL_SERVICE_NAME"))
+            .or_else(|| attribute("service.name"))
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            })
+            .unwrap_or_else(|| "unknown_service".to_string());
+        let version = self
+            .version
+            .or_else(|| attribute("service.version"))
+            .unwrap_or_else(|| "unknown".to_string());
+        let environment = self
+            .environment
+            .or_else(|| attribute("deployment.environment.name"))
+            .or_else(|| attribute("deployment.environment"))
+            .unwrap_or_else(|| "development".to_string());
+        let commit = self.commit.or_else(|| env_nonempty("OBSKIT_COMMIT")).unwrap_or_default();
+        let access = self.access.unwrap_or_else(AdminAccess::from_env);
+        let admin_listener = match self.admin_listener {
+            Some(listener) => listener,
+            None => match env_nonempty(ADMIN_ADDR_ENV) {
+                Some(addr) => AdminListener::Separate(addr.parse().map_err(|e| BuildError::Environment {
+                    name: ADMIN_ADDR_ENV,
+                    problem: format!("`{addr}` is not a socket address: {e}"),
+                })?),
+                None => AdminListener::SamePort,
+            },
+        };
+
+        let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
+        let (http, build_info) = per_registry_metrics(&registry)?;
+        build_info
+            .with(&[&service, &version, &commit, &environment])
+            .set(1);
+
+        let routes = Routes::new(self.routes.iter().map(String::as_str)).map_err(|e| BuildError::Route(e.to_string()))?;
+        let mut layer = HttpMetricsLayer::new(http.clone()).routes(routes);
+        if !self.measure_admin {
+            layer = layer.exclude_paths(ADMIN_PATHS);
+        }
+
+        let health = HealthChecks::new(&service, &version);
+        if self.memory_check {
+            health.register_memory_check();
+        }
+        let connections = ConnectionStats::default();
+        let stats = Arc::new(ProcessStats::start(self.stats_interval, connections.clone()));
+
+        let mut config = vec![
+            ("service.name".to_string(), service.clone()),
+            ("service.version".to_string(), version.clone()),
+            ("deployment.environment.name".to_string(), environment),
+            (
+                "admin.access".to_string(),
+                match access {
+                    AdminAccess::Token(_) => "bearer token (OBSKIT_ADMIN_TOKEN)".to_string(),
+                    AdminAccess::LoopbackOnly => "loopback clients only".to_string(),
+                },
+            ),
+            (
+                "admin.listener".to_string(),
+                match admin_listener {
+                    AdminListener::SamePort => "service port".to_string(),
+                    AdminListener::Separate(addr) => addr.to_string(),
+                },
+            ),
+            ("metrics.label_limit".to_string(), registry.label_limit().to_string()),
+            ("http.routes".to_string(), self.routes.join(" ")),
+        ];
+        config.extend(self.config);
+
+        let admin = AdminSurface::new(registry.clone(), health.clone())
+            .access(access)
+            .process_stats(stats)
+            .config(config);
+
+        Ok(Obskit {
+            inner: Arc::new(Inner {
+                service,
+                version,
+                registry,
+                http,
+                layer,
+                health,
+                admin,
+                admin_listener,
+                connections,
+            }),
+        })
+    }
+}
+
+/// The RED metrics and `build_info` of a registry, declared once per registry: building a
+/// second `Obskit` on the global registry (two services in one process, or a restart in a test)
+/// reuses them instead of failing on a duplicate name.
+fn per_registry_metrics(registry: &Registry) -> Result<(HttpMetrics, IntGaugeVec), BuildError> {
+    fn declare(registry: &Registry) -> Result<(HttpMetrics, IntGaugeVec), crate::metrics::Error> {
+        let http = HttpMetrics::new(registry)?;
+        // autometrics' published queries join on build_info; it also tells which version runs.
+        let build_info = registry.int_gauge_vec(
+            "build_info",
+            "Build information of the running service (value 1)",
+            &["service_name", "version", "commit", "environment"],
+        )?;
+        Ok((http, build_info))
+    }
+    if registry.is_global() {
+        static GLOBAL: Mutex<Option<(HttpMetrics, IntGaugeVec)>> = Mutex::new(None);
+        let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+        if global.is_none() {
+            *global = Some(declare(registry)?);
+        }
+        Ok(global.clone().expect("declared above"))
+    } else {
+        Ok(declare(registry)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(percent_decode("x%4"), "x%4");
+    }
+}

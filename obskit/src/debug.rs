@@ -1,1 +1,0 @@
-//! Debug figures: `/debug/metrics` and `/debug/config`.

@@ -1,1 +1,0 @@
-//! Health checks: `/health`, `/health/live`, `/health/ready`.

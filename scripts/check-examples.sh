@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs each example as a user would (`cargo run --example`), on a free loopback port, checks what
+# it serves through real HTTP (and `/metrics` with promtool), and stops it. Bounded: each example
+# gets 60 s to start and the whole check stops itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build -q -p obskit-examples --examples --locked
+workdir=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$workdir"; }
+trap cleanup EXIT
+
+fail() { echo "check-examples: $*" >&2; exit 1; }
+
+# start EXAMPLE: runs it with ADDR=127.0.0.1:0 and sets $base to the URL it prints.
+start() {
+  local out="$workdir/$1.out"
+  (cd "$workdir" && ADDR=127.0.0.1:0 exec timeout 120 "$OLDPWD/target/debug/examples/$1") >"$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    base=$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$out" | head -1)
+    [ -n "$base" ] && return 0
+    kill -0 "$pid" 2>/dev/null || fail "$1 exited early: $(cat "$out")"
+    sleep 0.1
+  done
+  fail "$1 did not start"
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+expect() { # expect STATUS METHOD PATH
+  local got
+  got=$(curl -s -o "$workdir/body" -w '%{http_code}' -X "$2" "$base$3")
+  [ "$got" = "$1" ] || fail "$2 $3: expected $1, got $got: $(cat "$workdir/body")"
+}
+metrics_has() { grep -qF -- "$1" "$workdir/metrics" || fail "/metrics lacks: $1"; }
+scrape() {
+  curl -sf "$base/metrics" >"$workdir/metrics"
+  promtool check metrics <"$workdir/metrics" || fail "promtool check metrics failed"
+}
+
+echo "-- minimal_server"
+start minimal_server
+expect 200 GET /hello/world
+grep -q "hello, world" "$workdir/body" || fail "unexpected body: $(cat "$workdir/body")"
+expect 404 GET /nothing/here
+expect 200 GET /health
+expect 200 GET /health/live
+expect 200 GET /debug/metrics
+expect 200 GET /debug/config
+scrape
+metrics_has 'http_requests_total{endpoint="/hello/{name}",method="GET",status="200"} 1'
+metrics_has 'http_requests_total{endpoint="unmatched",method="GET",status="404"} 1'
+metrics_has 'function_calls_total{function="hello",module="minimal_server",result="ok"} 2'
+metrics_has 'build_info{'
+stop
+
+echo "-- business_metrics"
+start business_metrics
+expect 201 POST '/orders?category=books&value=42.5'
+expect 422 POST '/orders?value=abc'
+for i in $(seq 1 30); do expect 200 GET "/products/$i?category=cat$i"; done
+expect 200 GET /health
+touch "$workdir/payments.down"
+expect 503 GET /health
+rm "$workdir/payments.down"
+expect 200 GET /health
+scrape
+metrics_has 'orders_created_total 1'
+metrics_has 'order_value_bucket{le="50"} 1'
+metrics_has 'product_views_total{category="__overflow__"} 10'
+metrics_has 'obskit_metric_label_overflow_total{metric="product_views_total"} 10'
+metrics_has 'http_requests_total{endpoint="/products/{id}",method="GET",status="200"} 30'
+stop
+echo "check-examples: all examples behaved"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs, idempotently, the real tools the test suite drives: promtool (Debian `prometheus`).
+# Later stacks add more here. Runs `apt-get update` at most once per machine, and only when
+# something is missing.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  stamp=/var/lib/apt/periodic/obskit-apt-updated
+  if [ ! -f "$stamp" ]; then
+    $SUDO apt-get update -qq
+    $SUDO mkdir -p "$(dirname "$stamp")" && $SUDO touch "$stamp"
+  fi
+  echo "ensure-tools: installing ${need[*]}" >&2
+  # --no-install-recommends keeps the install small; the daemons are not started by the tests
+  # through systemd (there is none), only the binaries are used.
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+promtool --version 2>&1 | head -1 >&2

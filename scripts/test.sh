@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: what CI runs (.ci/run) and what the README names.
+# Installs the real tools the tests drive (idempotently), then lints, builds and tests everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-tools.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test (unit, integration, trybuild, doc tests)"
+cargo test --workspace --locked
+
+echo "== benches, once each in test mode (they must run, not be timed here)"
+cargo test -p obskit-benches --benches --locked
+
+echo "== examples, run and checked through real HTTP"
+bash scripts/check-examples.sh
