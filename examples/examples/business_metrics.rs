@@ -36,7 +36,11 @@ impl ShopMetrics {
                 &[10.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
             )?,
             // `category` is a bounded set; a product id would not be, and never becomes a label.
-            product_views: registry.counter_vec("product_views_total", "Product pages viewed", &["category"])?,
+            product_views: registry.counter_vec(
+                "product_views_total",
+                "Product pages viewed",
+                &["category"],
+            )?,
             open_carts: registry.gauge("open_carts", "Carts with items and no order yet")?,
         })
     }
@@ -56,7 +60,10 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 #[obskit::instrumented(skip(metrics, request))]
-async fn handle(metrics: ShopMetrics, request: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    metrics: ShopMetrics,
+    request: Request<RequestBody<Incoming>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
     let response = match (request.method(), path) {
         (&Method::POST, "/orders") => match query(&request, "value").and_then(|v| v.parse::<f64>().ok()) {
@@ -66,7 +73,10 @@ async fn handle(metrics: ShopMetrics, request: Request<RequestBody<Incoming>>) -
                 metrics.open_carts.dec();
                 text(StatusCode::CREATED, format!("order of {value} created\n"))
             }
-            _ => text(StatusCode::UNPROCESSABLE_ENTITY, "value must be a non-negative number\n".into()),
+            _ => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "value must be a non-negative number\n".into(),
+            ),
         },
         (&Method::GET, p) if p.starts_with("/products/") => {
             let category = query(&request, "category").unwrap_or("unknown");

@@ -158,7 +158,11 @@ enum Endpoint {
 
 impl Endpoint {
     fn parse(path: &str) -> Option<Endpoint> {
-        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         Some(match path {
             "/metrics" => Endpoint::Metrics,
             "/health" => Endpoint::Health,
@@ -172,7 +176,10 @@ impl Endpoint {
     }
 
     fn protected(self) -> bool {
-        matches!(self, Endpoint::DebugMetrics | Endpoint::DebugConfig | Endpoint::DebugUnknown)
+        matches!(
+            self,
+            Endpoint::DebugMetrics | Endpoint::DebugConfig | Endpoint::DebugUnknown
+        )
     }
 }
 
@@ -271,7 +278,9 @@ impl AdminSurface {
                 "method_not_allowed",
                 "admin endpoints answer GET and HEAD",
             );
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
         match endpoint {
@@ -300,8 +309,12 @@ impl AdminSurface {
                 ),
             },
             Endpoint::DebugConfig => {
-                let entries: Vec<(&str, String)> =
-                    self.inner.config.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                let entries: Vec<(&str, String)> = self
+                    .inner
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
                 json(StatusCode::OK, &debug::config_report(&entries))
             }
             Endpoint::DebugUnknown => error(
@@ -333,7 +346,11 @@ fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Res
 pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => with_type(status, "application/json", body.into()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode the response"),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "could not encode the response",
+        ),
     }
 }
 
@@ -369,12 +386,28 @@ mod tests {
     #[tokio::test]
     async fn loopback_policy() {
         let admin = surface(AdminAccess::LoopbackOnly);
-        assert_eq!(status(&admin, request("/debug/config", "127.0.0.1:1", &[])).await, 200);
-        assert_eq!(status(&admin, request("/debug/config", "[::1]:1", &[])).await, 200);
-        assert_eq!(status(&admin, request("/debug/config", "[::ffff:127.0.0.1]:1", &[])).await, 200);
-        assert_eq!(status(&admin, request("/debug/config", "10.0.0.8:1", &[])).await, 403);
         assert_eq!(
-            status(&admin, request("/debug/config", "127.0.0.1:1", &[("x-forwarded-for", "1.2.3.4")])).await,
+            status(&admin, request("/debug/config", "127.0.0.1:1", &[])).await,
+            200
+        );
+        assert_eq!(
+            status(&admin, request("/debug/config", "[::1]:1", &[])).await,
+            200
+        );
+        assert_eq!(
+            status(&admin, request("/debug/config", "[::ffff:127.0.0.1]:1", &[])).await,
+            200
+        );
+        assert_eq!(
+            status(&admin, request("/debug/config", "10.0.0.8:1", &[])).await,
+            403
+        );
+        assert_eq!(
+            status(
+                &admin,
+                request("/debug/config", "127.0.0.1:1", &[("x-forwarded-for", "1.2.3.4")])
+            )
+            .await,
             403
         );
         let mut no_peer = Request::get("/debug/config").body(()).unwrap();
@@ -382,27 +415,60 @@ mod tests {
         assert_eq!(status(&admin, no_peer).await, 403);
         // Open endpoints stay open.
         assert_eq!(status(&admin, request("/metrics", "10.0.0.8:1", &[])).await, 200);
-        assert_eq!(status(&admin, request("/health/live", "10.0.0.8:1", &[])).await, 200);
+        assert_eq!(
+            status(&admin, request("/health/live", "10.0.0.8:1", &[])).await,
+            200
+        );
     }
 
     #[tokio::test]
     async fn token_policy_applies_to_loopback_too() {
         let admin = surface(AdminAccess::Token("s3cret".into()));
-        assert_eq!(status(&admin, request("/debug/metrics", "127.0.0.1:1", &[])).await, 401);
         assert_eq!(
-            status(&admin, request("/debug/config", "127.0.0.1:1", &[("authorization", "Bearer nope")])).await,
+            status(&admin, request("/debug/metrics", "127.0.0.1:1", &[])).await,
             401
         );
         assert_eq!(
-            status(&admin, request("/debug/config", "10.0.0.8:1", &[("authorization", "Bearer s3cret")])).await,
+            status(
+                &admin,
+                request(
+                    "/debug/config",
+                    "127.0.0.1:1",
+                    &[("authorization", "Bearer nope")]
+                )
+            )
+            .await,
+            401
+        );
+        assert_eq!(
+            status(
+                &admin,
+                request(
+                    "/debug/config",
+                    "10.0.0.8:1",
+                    &[("authorization", "Bearer s3cret")]
+                )
+            )
+            .await,
             200
         );
         assert_eq!(
-            status(&admin, request("/debug/config", "10.0.0.8:1", &[("authorization", "bearer s3cret")])).await,
+            status(
+                &admin,
+                request(
+                    "/debug/config",
+                    "10.0.0.8:1",
+                    &[("authorization", "bearer s3cret")]
+                )
+            )
+            .await,
             200
         );
         // Unknown debug paths do not reveal themselves to unauthenticated callers.
-        assert_eq!(status(&admin, request("/debug/nothing", "10.0.0.8:1", &[])).await, 401);
+        assert_eq!(
+            status(&admin, request("/debug/nothing", "10.0.0.8:1", &[])).await,
+            401
+        );
     }
 
     #[tokio::test]

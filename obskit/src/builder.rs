@@ -175,7 +175,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl Obskit {
@@ -247,7 +250,8 @@ impl Obskit {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.serve_with_shutdown(listener, service, shutdown_signal()).await
+        self.serve_with_shutdown(listener, service, shutdown_signal())
+            .await
     }
 
     /// Like [`Obskit::serve`], stopping when `shutdown` resolves.
@@ -429,7 +433,10 @@ impl ObskitBuilder {
             .or_else(|| attribute("deployment.environment.name"))
             .or_else(|| attribute("deployment.environment"))
             .unwrap_or_else(|| "development".to_string());
-        let commit = self.commit.or_else(|| env_nonempty("OBSKIT_COMMIT")).unwrap_or_default();
+        let commit = self
+            .commit
+            .or_else(|| env_nonempty("OBSKIT_COMMIT"))
+            .unwrap_or_default();
         let access = self.access.unwrap_or_else(AdminAccess::from_env);
         let admin_listener = match self.admin_listener {
             Some(listener) => listener,
@@ -448,7 +455,8 @@ impl ObskitBuilder {
             .with(&[&service, &version, &commit, &environment])
             .set(1);
 
-        let routes = Routes::new(self.routes.iter().map(String::as_str)).map_err(|e| BuildError::Route(e.to_string()))?;
+        let routes = Routes::new(self.routes.iter().map(String::as_str))
+            .map_err(|e| BuildError::Route(e.to_string()))?;
         let mut layer = HttpMetricsLayer::new(http.clone()).routes(routes);
         if !self.measure_admin {
             layer = layer.exclude_paths(ADMIN_PATHS);
@@ -479,7 +487,10 @@ impl ObskitBuilder {
                     AdminListener::Separate(addr) => addr.to_string(),
                 },
             ),
-            ("metrics.label_limit".to_string(), registry.label_limit().to_string()),
+            (
+                "metrics.label_limit".to_string(),
+                registry.label_limit().to_string(),
+            ),
             ("http.routes".to_string(), self.routes.join(" ")),
         ];
         config.extend(self.config);

@@ -12,8 +12,8 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod secrets;
-pub mod trace;
 mod server;
+pub mod trace;
 
 pub use builder::{shutdown_signal, AdminListener, BuildError, Obskit, ObskitBuilder, ADMIN_ADDR_ENV};
 

@@ -43,3 +43,91 @@ impl<E: fmt::Debug> fmt::Display for DebugAsDisplay<'_, E> {
         write!(f, "{:?}", self.0)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for `#[instrumented]` (obskit-macros): the pieces its expansion needs beyond the above.
+// ---------------------------------------------------------------------------------------------
+
+/// A field recorded with its `Display` form (`fields(key = %value)`), masked like
+/// [`debug_attr`] when its name looks like a secret.
+pub fn display_attr(name: &'static str, value: &dyn fmt::Display) -> crate::trace::AttrValue {
+    if crate::secrets::is_secret_key(name) {
+        crate::trace::AttrValue::from(crate::secrets::MASK)
+    } else {
+        crate::trace::AttrValue::from(value.to_string())
+    }
+}
+
+/// Calls `f` once and returns its value.
+///
+/// A sync function whose return value the expansion must see (it returns `Result`, or has
+/// `err`) runs its body in a `move` closure, so that `return` and `?` keep their meaning.
+/// Passing the closure here rather than calling it in place makes it `FnOnce`: the body may then
+/// return borrows of captured `&mut` parameters (`Ok(&mut self.field)`), which an `FnMut`
+/// closure could not. The expansion names `R` with a turbofish, so the body is type-checked
+/// against the declared return type exactly as the function body was.
+#[inline(always)]
+pub fn call_once<R, F: FnOnce() -> R>(f: F) -> R {
+    f()
+}
+
+/// Finishes the [`CallTimer`] of a sync function that cannot fail (it does not return
+/// `Result`) when dropped: `ok` on any normal return, including early `return`s, and an error
+/// when dropped while unwinding from a panic. The body then runs in place, unchanged.
+#[must_use = "the call is recorded when this guard drops"]
+pub struct FinishOnDrop(Option<CallTimer>);
+
+impl FinishOnDrop {
+    /// Guards `timer` until the end of the call.
+    #[inline(always)]
+    pub fn new(timer: CallTimer) -> Self {
+        FinishOnDrop(Some(timer))
+    }
+}
+
+impl Drop for FinishOnDrop {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(timer) = self.0.take() {
+            if !std::thread::panicking() {
+                timer.finish(true);
+            }
+            // Unwinding: the timer's own `Drop` records the call as an error.
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The body of an `async fn` under `#[instrumented(err)]`: like [`Instrumented`] (its span
+    /// is current during each poll), but hands the span back with the output so that the
+    /// expansion can record an `Err` on it before it ends. See [`in_span`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct InSpan<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+    }
+}
+
+/// Runs `future` with `span` current during each poll; resolves to its output and the span.
+#[inline]
+pub fn in_span<F: std::future::Future>(future: F, span: Span) -> InSpan<F> {
+    InSpan { inner: future, span }
+}
+
+impl<F: std::future::Future> std::future::Future for InSpan<F> {
+    type Output = (F::Output, Span);
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let output = {
+            let _entered = this.span.enter();
+            std::task::ready!(this.inner.poll(cx))
+        };
+        let span = std::mem::replace(this.span, Span::disabled());
+        std::task::Poll::Ready((output, span))
+    }
+}

@@ -326,6 +326,7 @@ impl SpanBuilder {
     }
 
     /// Starts the span: it is timed from now and ends when dropped.
+    #[inline]
     pub fn start(self) -> Span {
         let Some(mut data) = self.data else {
             return Span { data: None };
@@ -338,7 +339,7 @@ impl SpanBuilder {
                 None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
             },
             span_id: random_u64(),
-            sampled: parent.map_or(true, |p| p.sampled),
+            sampled: parent.is_none_or(|p| p.sampled),
         };
         data.start = SystemTime::now();
         data.started = Some(quanta::Instant::now());
@@ -434,6 +435,7 @@ impl Span {
     }
 
     /// Makes this span current on this thread until the guard drops.
+    #[inline]
     pub fn enter(&self) -> Entered<'_> {
         let previous = match &self.data {
             Some(data) => CURRENT.with(|c| c.replace(Some(data.context))),
@@ -454,24 +456,35 @@ impl Span {
 }
 
 impl Drop for Span {
+    #[inline]
     fn drop(&mut self) {
-        let Some(data) = self.data.take() else { return };
-        let duration = data.started.map(|s| s.elapsed()).unwrap_or_default();
-        let finished = FinishedSpan {
-            name: data.name,
-            context: data.context,
-            parent_span_id: data.parent.map(|p| p.span_id),
-            kind: data.kind,
-            start: data.start,
-            duration,
-            attributes: data.attributes,
-            events: data.events,
-            status: data.status,
-        };
-        let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(sink) = sink {
-            sink.on_end(finished);
+        if let Some(data) = self.data.take() {
+            finish(data);
         }
+    }
+}
+
+#[cold]
+fn finish(mut data: Box<SpanData>) {
+    if std::thread::panicking() && data.status == SpanStatus::Unset {
+        // Dropped while unwinding: the work this span covers did not complete.
+        data.status = SpanStatus::Error("panicked".to_string());
+    }
+    let duration = data.started.map(|s| s.elapsed()).unwrap_or_default();
+    let finished = FinishedSpan {
+        name: data.name,
+        context: data.context,
+        parent_span_id: data.parent.map(|p| p.span_id),
+        kind: data.kind,
+        start: data.start,
+        duration,
+        attributes: data.attributes,
+        events: data.events,
+        status: data.status,
+    };
+    let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(sink) = sink {
+        sink.on_end(finished);
     }
 }
 
@@ -483,6 +496,7 @@ pub struct Entered<'a> {
 }
 
 impl Drop for Entered<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.active {
             CURRENT.with(|c| c.set(self.previous));
@@ -606,6 +620,20 @@ pub(crate) mod tests {
         clear_sink();
         assert_eq!(seen.0, seen.1);
         assert_eq!(sink.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_span_dropped_while_unwinding_is_an_error() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        let _ = std::panic::catch_unwind(|| {
+            let _span = span("unwinds").start();
+            panic!("deliberate panic in a test");
+        });
+        clear_sink();
+        let spans = sink.0.lock().unwrap();
+        assert_eq!(spans[0].status, SpanStatus::Error("panicked".into()));
     }
 
     #[test]

@@ -115,7 +115,10 @@ fn builder() -> obskit::ObskitBuilder {
 }
 
 fn count_series(metrics: &str, family: &str) -> usize {
-    metrics.lines().filter(|l| l.starts_with(&format!("{family}{{"))).count()
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .count()
 }
 
 fn value_of(metrics: &str, series: &str) -> Option<f64> {
@@ -137,7 +140,11 @@ async fn red_metrics_use_route_templates() {
     assert_eq!(server.get("/no/such/route").await.0, 404);
     let client = reqwest::Client::new();
     let purge = reqwest::Method::from_bytes(b"PURGE").unwrap();
-    client.request(purge, server.url("/api/products/9")).send().await.unwrap();
+    client
+        .request(purge, server.url("/api/products/9"))
+        .send()
+        .await
+        .unwrap();
     client
         .post(server.url("/api/products"))
         .body(vec![b'x'; 3000])
@@ -148,41 +155,70 @@ async fn red_metrics_use_route_templates() {
     let metrics = server.metrics().await;
     let templ = r#"endpoint="/api/products/{id}""#;
     assert_eq!(
-        value_of(&metrics, &format!(r#"http_requests_total{{{templ},method="GET",status="200"}}"#)),
+        value_of(
+            &metrics,
+            &format!(r#"http_requests_total{{{templ},method="GET",status="200"}}"#)
+        ),
         Some(3.0),
         "{metrics}"
     );
     assert_eq!(
-        value_of(&metrics, &format!(r#"http_requests_total{{{templ},method="GET",status="404"}}"#)),
+        value_of(
+            &metrics,
+            &format!(r#"http_requests_total{{{templ},method="GET",status="404"}}"#)
+        ),
         Some(1.0)
     );
     assert_eq!(
-        value_of(&metrics, r#"http_requests_total{endpoint="unmatched",method="GET",status="404"}"#),
+        value_of(
+            &metrics,
+            r#"http_requests_total{endpoint="unmatched",method="GET",status="404"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
-        value_of(&metrics, &format!(r#"http_requests_total{{{templ},method="other",status="200"}}"#)),
+        value_of(
+            &metrics,
+            &format!(r#"http_requests_total{{{templ},method="other",status="200"}}"#)
+        ),
         Some(1.0)
     );
     assert_eq!(
-        value_of(&metrics, &format!(r#"http_request_duration_seconds_count{{{templ},method="GET"}}"#)),
+        value_of(
+            &metrics,
+            &format!(r#"http_request_duration_seconds_count{{{templ},method="GET"}}"#)
+        ),
         Some(4.0)
     );
-    assert_eq!(value_of(&metrics, &format!(r#"http_requests_in_flight{{{templ},method="GET"}}"#)), Some(0.0));
     assert_eq!(
-        value_of(&metrics, r#"http_request_size_bytes_sum{endpoint="/api/products",method="POST"}"#),
+        value_of(
+            &metrics,
+            &format!(r#"http_requests_in_flight{{{templ},method="GET"}}"#)
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value_of(
+            &metrics,
+            r#"http_request_size_bytes_sum{endpoint="/api/products",method="POST"}"#
+        ),
         Some(3000.0)
     );
     // `{"id":1}` is 8 bytes; three of them.
     assert_eq!(
-        value_of(&metrics, &format!(r#"http_response_size_bytes_sum{{{templ},method="GET"}}"#)),
+        value_of(
+            &metrics,
+            &format!(r#"http_response_size_bytes_sum{{{templ},method="GET"}}"#)
+        ),
         Some(8.0 * 3.0 + 21.0),
         "{metrics}"
     );
     // No raw path ever becomes a label value; admin requests are not counted by default.
     assert!(!metrics.contains("/api/products/1\""));
     assert!(!metrics.contains("endpoint=\"/metrics\""));
-    assert!(metrics.contains(r#"build_info{commit="",environment="development",service_name="test-shop",version="1.2.3"} 1"#));
+    assert!(metrics.contains(
+        r#"build_info{commit="",environment="development",service_name="test-shop",version="1.2.3"} 1"#
+    ));
     server.shutdown().await;
 }
 
@@ -202,21 +238,32 @@ async fn unknown_paths_add_no_series() {
         assert_eq!(status, 404);
     }
     let after = server.metrics().await;
-    let total_before: usize = ["http_requests_total", "http_request_duration_seconds_count", "http_requests_in_flight"]
-        .iter()
-        .map(|f| count_series(&before, f))
-        .sum();
-    let total_after: usize = ["http_requests_total", "http_request_duration_seconds_count", "http_requests_in_flight"]
-        .iter()
-        .map(|f| count_series(&after, f))
-        .sum();
+    let total_before: usize = [
+        "http_requests_total",
+        "http_request_duration_seconds_count",
+        "http_requests_in_flight",
+    ]
+    .iter()
+    .map(|f| count_series(&before, f))
+    .sum();
+    let total_after: usize = [
+        "http_requests_total",
+        "http_request_duration_seconds_count",
+        "http_requests_in_flight",
+    ]
+    .iter()
+    .map(|f| count_series(&after, f))
+    .sum();
     assert!(
         total_after <= total_before + 3,
         "10,000 unknown paths added {} series",
         total_after - total_before
     );
     assert_eq!(
-        value_of(&after, r#"http_requests_total{endpoint="unmatched",method="GET",status="404"}"#),
+        value_of(
+            &after,
+            r#"http_requests_total{endpoint="unmatched",method="GET",status="404"}"#
+        ),
         Some(10_000.0)
     );
     server.shutdown().await;
@@ -287,7 +334,13 @@ async fn a_hanging_check_times_out_and_the_endpoint_answers() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(status, 503, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(report["checks"]["hangs"]["message"].as_str().unwrap().contains("timed out"), "{body}");
+    assert!(
+        report["checks"]["hangs"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{body}"
+    );
     server.shutdown().await;
 }
 
@@ -302,7 +355,10 @@ async fn debug_config_masks_secrets() {
     }
     assert!(!body.contains("hunter2-config"));
     let config: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(config["environment"]["OBSKIT_IT_DATABASE_URL"], "postgres://u:***@h/db");
+    assert_eq!(
+        config["environment"]["OBSKIT_IT_DATABASE_URL"],
+        "postgres://u:***@h/db"
+    );
     assert_eq!(config["environment"]["OBSKIT_IT_AWS_SECRET_ACCESS_KEY"], "***");
     assert_eq!(config["environment"]["OBSKIT_IT_JWT_SIGNING_KEY"], "***");
     assert_eq!(config["environment"]["obskit_it_api_key"], "***");
@@ -317,9 +373,19 @@ async fn debug_endpoints_require_the_token_when_one_is_set() {
     for path in ["/debug/config", "/debug/metrics"] {
         let tokenless = client.get(server.url(path)).send().await.unwrap();
         assert_eq!(tokenless.status(), 401, "{path} without token");
-        let wrong = client.get(server.url(path)).bearer_auth("wrong").send().await.unwrap();
+        let wrong = client
+            .get(server.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(wrong.status(), 401, "{path} with a wrong token");
-        let right = client.get(server.url(path)).bearer_auth("t0ken-for-test").send().await.unwrap();
+        let right = client
+            .get(server.url(path))
+            .bearer_auth("t0ken-for-test")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(right.status(), 200, "{path} with the token");
     }
     // Open endpoints stay open.
@@ -369,7 +435,10 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn malformed_requests_never_break_the_server() {
     let server = TestServer::start(builder()).await;
-    let long_header = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
     let cases: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02\x03garbage\r\n\r\n".to_vec(),
         b"GET\r\n\r\n".to_vec(),
@@ -412,7 +481,9 @@ async fn separate_admin_listener() {
     }
     let metrics = metrics.expect("admin listener answers");
     assert!(metrics.contains(r#"endpoint="/api/products/{id}""#), "{metrics}");
-    let other = reqwest::get(format!("http://{admin_addr}/api/products/1")).await.unwrap();
+    let other = reqwest::get(format!("http://{admin_addr}/api/products/1"))
+        .await
+        .unwrap();
     assert_eq!(other.status(), 404);
     server.shutdown().await;
     // Both listeners are closed after shutdown.

@@ -1,0 +1,154 @@
+//! What one recorded request holds while it is in flight, and the recording done when it ends.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+
+use super::layer::Shared;
+use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
+use crate::trace::{self, Span, SpanKind, SpanStatus};
+
+/// The status counted for a request whose future was dropped before the service produced a
+/// response (the client went away, a timeout layer outside gave up, the server shut down).
+/// 499 is nginx's "client closed request": no real response carries it, so it cannot be
+/// confused with one, and counting these requests keeps slow endpoints whose clients give up
+/// visible in the latency and error panels instead of silently vanishing from them.
+pub(crate) const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => panic!("499 is a valid status code"),
+};
+
+/// How far a request got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// No response head yet.
+    Pending,
+    /// The service answered with this status.
+    Response(StatusCode),
+    /// The service returned `Err`: counted as 500.
+    ServiceError,
+}
+
+/// Holds one in-flight request: created (and the in-flight gauge incremented) when the request
+/// enters, carried by the response future and then by the response body, and dropped exactly
+/// once, wherever that happens: at the end of the body, when hyper drops the body early (client
+/// gone, HEAD, 204/304), or with the future if it is cancelled or fails. Its `Drop` does all
+/// the recording, so no path can skip it or do it twice.
+pub(crate) struct RequestGuard {
+    shared: Arc<Shared>,
+    slot: usize,
+    start: quanta::Instant,
+    pub(crate) outcome: Outcome,
+    pub(crate) response_bytes: u64,
+    /// The response body reached its end (or had none).
+    pub(crate) body_complete: bool,
+    /// The response body yielded an error.
+    pub(crate) body_failed: bool,
+    /// The server span; disabled (free) when no span sink is installed.
+    pub(crate) span: Span,
+}
+
+impl RequestGuard {
+    /// Starts recording a request for the given handle slot; the caller has incremented the
+    /// in-flight gauge (so the increment and this guard's decrement pair up one to one).
+    pub(crate) fn new(shared: Arc<Shared>, slot: usize, span: Span) -> RequestGuard {
+        RequestGuard {
+            shared,
+            slot,
+            start: quanta::Instant::now(),
+            outcome: Outcome::Pending,
+            response_bytes: 0,
+            body_complete: false,
+            body_failed: false,
+            span,
+        }
+    }
+
+    fn finish_span(&mut self) {
+        let span = &mut self.span;
+        match self.outcome {
+            Outcome::Pending => span.add_event("request cancelled before a response", Vec::new()),
+            Outcome::ServiceError => {
+                let status = StatusCode::INTERNAL_SERVER_ERROR;
+                span.set_attr("http.response.status_code", i64::from(status.as_u16()));
+                span.set_attr("error.type", "service_error");
+                span.set_status(SpanStatus::Error(
+                    "the service returned an error instead of a response".to_string(),
+                ));
+            }
+            Outcome::Response(status) => {
+                span.set_attr("http.response.status_code", i64::from(status.as_u16()));
+                if status.is_server_error() {
+                    // OpenTelemetry HTTP conventions: 5xx is a server span error, and
+                    // `error.type` is the status code.
+                    span.set_attr("error.type", status.as_str().to_string());
+                    span.set_status(SpanStatus::Error(status.to_string()));
+                }
+                if self.body_failed {
+                    span.set_status(SpanStatus::Error("the response body failed".to_string()));
+                } else if !self.body_complete && self.slot % METHOD_COUNT != HEAD_INDEX {
+                    // HEAD bodies are dropped unread by design; any other early drop means the
+                    // client did not get the whole response.
+                    span.add_event("response body dropped before its end", Vec::new());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let status = match self.outcome {
+            Outcome::Pending => CLIENT_CLOSED_REQUEST,
+            Outcome::Response(status) => status,
+            Outcome::ServiceError => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let shared = &*self.shared;
+        let method = METHOD_LABELS[self.slot % METHOD_COUNT];
+        let endpoint = shared.endpoint(self.slot / METHOD_COUNT);
+        let handles = shared.handles(self.slot);
+        handles.duration.observe(self.start.elapsed().as_secs_f64());
+        handles.response_size.observe(self.response_bytes as f64);
+        handles.count_request(shared.metrics(), method, endpoint, status);
+        handles.in_flight.dec();
+        if self.span.is_recording() {
+            self.finish_span();
+        }
+        // The span ends (and goes to the sink) when the fields drop, right after this.
+    }
+}
+
+/// Opens the server span of a request, or a disabled one (without formatting or allocating)
+/// when no span sink is installed. Names and attributes follow the OpenTelemetry HTTP server
+/// conventions: `{method} {route}`, just `{method}` without a route, and `HTTP` for a
+/// non-standard method, whose `http.request.method` is then `_OTHER`.
+pub(crate) fn server_span(method: &Method, method_index: usize, route: Option<&str>, path: &str) -> Span {
+    if !trace::is_enabled() {
+        return Span::disabled();
+    }
+    let method_attr = if method_index == OTHER_INDEX {
+        "_OTHER"
+    } else {
+        METHOD_LABELS[method_index]
+    };
+    let name_method = if method_index == OTHER_INDEX {
+        "HTTP"
+    } else {
+        method_attr
+    };
+    let name: Cow<'static, str> = match route {
+        Some(route) => Cow::Owned(format!("{name_method} {route}")),
+        None => Cow::Borrowed(name_method),
+    };
+    let mut builder = trace::span(name)
+        .kind(SpanKind::Server)
+        .attr("http.request.method", method_attr);
+    if method_index == OTHER_INDEX {
+        builder = builder.attr("http.request.method_original", method.as_str().to_string());
+    }
+    if let Some(route) = route {
+        builder = builder.attr("http.route", route.to_string());
+    }
+    builder.attr("url.path", path.to_string()).start()
+}

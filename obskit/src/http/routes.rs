@@ -1,0 +1,524 @@
+//! Route templates, the match a request carries into the inner service, and method labels.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
+
+/// The `endpoint` label of a request whose path matches none of the [`Routes`].
+///
+/// ```
+/// use obskit::http::{Routes, UNMATCHED_ENDPOINT};
+/// let routes = Routes::new(["/api/products"]).unwrap();
+/// assert_eq!(routes.endpoint("/wp-login.php"), UNMATCHED_ENDPOINT);
+/// ```
+pub const UNMATCHED_ENDPOINT: &str = "unmatched";
+
+/// The `method` label of a request whose method is not one of the nine standard ones
+/// (`GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH`).
+///
+/// ```
+/// use obskit::http::{method_label, OTHER_METHOD};
+/// let purge = http::Method::from_bytes(b"PURGE").unwrap();
+/// assert_eq!(method_label(&purge), OTHER_METHOD);
+/// assert_eq!(method_label(&http::Method::GET), "GET");
+/// ```
+pub const OTHER_METHOD: &str = "other";
+
+/// Label values of the methods, indexed by [`method_index`]; the last one is [`OTHER_METHOD`].
+pub(crate) const METHOD_LABELS: [&str; METHOD_COUNT] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    OTHER_METHOD,
+];
+
+/// How many distinct `method` label values there are: the nine standard methods and `other`.
+pub(crate) const METHOD_COUNT: usize = 10;
+
+/// Index of `HEAD` in [`METHOD_LABELS`].
+pub(crate) const HEAD_INDEX: usize = 1;
+
+/// Index of [`OTHER_METHOD`] in [`METHOD_LABELS`].
+pub(crate) const OTHER_INDEX: usize = METHOD_COUNT - 1;
+
+/// Position of `method` in [`METHOD_LABELS`].
+///
+/// Methods are case-sensitive (RFC 9110), so `get` is `other`, not `GET`: a client choosing
+/// its own spelling must not create series.
+pub(crate) fn method_index(method: &Method) -> usize {
+    match method.as_str() {
+        "GET" => 0,
+        "HEAD" => 1,
+        "POST" => 2,
+        "PUT" => 3,
+        "DELETE" => 4,
+        "CONNECT" => 5,
+        "OPTIONS" => 6,
+        "TRACE" => 7,
+        "PATCH" => 8,
+        _ => OTHER_INDEX,
+    }
+}
+
+/// The `method` label value for `method`: its name for the nine standard methods,
+/// [`OTHER_METHOD`] for anything else, so a client cannot create series by inventing methods.
+///
+/// ```
+/// use http::Method;
+/// use obskit::http::method_label;
+/// assert_eq!(method_label(&Method::PATCH), "PATCH");
+/// assert_eq!(method_label(&Method::from_bytes(b"PROPFIND").unwrap()), "other");
+/// ```
+pub fn method_label(method: &Method) -> &'static str {
+    METHOD_LABELS[method_index(method)]
+}
+
+/// Why [`Routes::new`] refused a template.
+///
+/// ```
+/// use obskit::http::Routes;
+/// let err = Routes::new(["/api/products/{id"]).unwrap_err();
+/// assert_eq!(err.template(), "/api/products/{id");
+/// assert!(err.to_string().starts_with("invalid route template `/api/products/{id`"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    template: String,
+    reason: String,
+}
+
+impl RouteError {
+    /// The template that was refused.
+    ///
+    /// ```
+    /// let err = obskit::http::Routes::new(["no-leading-slash"]).unwrap_err();
+    /// assert_eq!(err.template(), "no-leading-slash");
+    /// ```
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// Why it was refused, in words.
+    ///
+    /// ```
+    /// let err = obskit::http::Routes::new(["/a/{x}", "/a/{y}"]).unwrap_err();
+    /// assert!(err.reason().contains("conflict"), "{}", err.reason());
+    /// ```
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid route template `{}`: {}", self.template, self.reason)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// The route templates of a service, matched against request paths to produce the `endpoint`
+/// label. Cheap to clone (shared).
+///
+/// Templates use [matchit](https://docs.rs/matchit/0.9) syntax: `{id}` matches one path
+/// segment, `{*rest}` the rest of the path; `{{` and `}}` are literal braces. Static segments
+/// win over parameters (`/users/me` before `/users/{id}`). Paths are matched as they arrive,
+/// not percent-decoded, and a trailing slash matters (`/api/products/` is not
+/// `/api/products`).
+///
+/// The `endpoint` label is always a template or [`UNMATCHED_ENDPOINT`], never the raw path, so
+/// the number of series is bounded by the number of templates whatever clients send.
+///
+/// ```
+/// use obskit::http::Routes;
+///
+/// let routes = Routes::new(["/api/products", "/api/products/{id}", "/static/{*file}"]).unwrap();
+/// assert_eq!(routes.endpoint("/api/products/42"), "/api/products/{id}");
+/// assert_eq!(routes.endpoint("/static/css/site.css"), "/static/{*file}");
+/// assert_eq!(routes.endpoint("/api/products/42/reviews"), "unmatched");
+///
+/// let matched = routes.find("/api/products/42").unwrap();
+/// assert_eq!(matched.param("id"), Some("42"));
+/// ```
+#[derive(Clone)]
+pub struct Routes {
+    inner: Arc<RoutesInner>,
+}
+
+struct RoutesInner {
+    router: matchit::Router<usize>,
+    templates: Box<[Box<str>]>,
+    /// Parameter names of each template, shared so a match can name its parameters without
+    /// allocating a key per request.
+    param_names: Box<[Box<[Arc<str>]>]>,
+}
+
+impl Default for Routes {
+    /// No templates: every path is unmatched.
+    fn default() -> Self {
+        Routes {
+            inner: Arc::new(RoutesInner {
+                router: matchit::Router::new(),
+                templates: Box::default(),
+                param_names: Box::default(),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.templates()).finish()
+    }
+}
+
+impl Routes {
+    /// Compiles `templates`, in order; a template's position is its [`MatchedRoute::index`].
+    ///
+    /// Fails on the first template that does not start with `/`, has unbalanced braces or an
+    /// empty parameter name, two parameters in one segment, a catch-all that is not last, or
+    /// that conflicts with an earlier template (including a duplicate).
+    ///
+    /// ```
+    /// use obskit::http::Routes;
+    /// let routes = Routes::new(vec![String::from("/health"), String::from("/users/{id}")]).unwrap();
+    /// assert_eq!(routes.len(), 2);
+    /// assert!(Routes::new(["/files/{*path}/meta"]).is_err());
+    /// ```
+    pub fn new<I>(templates: I) -> Result<Routes, RouteError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut router = matchit::Router::new();
+        let mut list = Vec::new();
+        let mut param_names = Vec::new();
+        for template in templates {
+            let template = template.as_ref();
+            let refuse = |reason: String| RouteError {
+                template: template.to_string(),
+                reason,
+            };
+            if !template.starts_with('/') {
+                return Err(refuse("a template must start with `/`".to_string()));
+            }
+            router
+                .insert(template, list.len())
+                .map_err(|e| refuse(e.to_string()))?;
+            list.push(Box::<str>::from(template));
+            param_names.push(parse_param_names(template));
+        }
+        Ok(Routes {
+            inner: Arc::new(RoutesInner {
+                router,
+                templates: list.into_boxed_slice(),
+                param_names: param_names.into_boxed_slice(),
+            }),
+        })
+    }
+
+    /// How many templates there are.
+    ///
+    /// ```
+    /// assert_eq!(obskit::http::Routes::new(["/a", "/b"]).unwrap().len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.inner.templates.len()
+    }
+
+    /// Whether there are no templates (every request is [`UNMATCHED_ENDPOINT`]).
+    ///
+    /// ```
+    /// assert!(obskit::http::Routes::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.inner.templates.is_empty()
+    }
+
+    /// The templates, in the order given to [`Routes::new`].
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/a", "/b/{id}"]).unwrap();
+    /// assert_eq!(routes.templates().collect::<Vec<_>>(), ["/a", "/b/{id}"]);
+    /// ```
+    pub fn templates(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.inner.templates.iter().map(|t| &**t)
+    }
+
+    /// The template at `index` (see [`MatchedRoute::index`]).
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/a", "/b/{id}"]).unwrap();
+    /// assert_eq!(routes.template(1), Some("/b/{id}"));
+    /// assert_eq!(routes.template(2), None);
+    /// ```
+    pub fn template(&self, index: usize) -> Option<&str> {
+        self.inner.templates.get(index).map(|t| &**t)
+    }
+
+    /// The position of the template `path` matches, without collecting its parameters.
+    pub(crate) fn index_of(&self, path: &str) -> Option<usize> {
+        self.inner.router.at(path).ok().map(|m| *m.value)
+    }
+
+    /// The `endpoint` label for `path`: the matching template, or [`UNMATCHED_ENDPOINT`].
+    /// Does not allocate.
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/api/products/{id}"]).unwrap();
+    /// assert_eq!(routes.endpoint("/api/products/7"), "/api/products/{id}");
+    /// assert_eq!(routes.endpoint("/api/products/7/"), "unmatched");
+    /// ```
+    pub fn endpoint(&self, path: &str) -> &str {
+        match self.index_of(path) {
+            Some(index) => &self.inner.templates[index],
+            None => UNMATCHED_ENDPOINT,
+        }
+    }
+
+    /// Matches `path` and returns the template with the path parameters, or `None` when no
+    /// template matches.
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/cart/{user_id}/items/{product_id}"]).unwrap();
+    /// let m = routes.find("/cart/u1/items/p9").unwrap();
+    /// assert_eq!(m.template(), "/cart/{user_id}/items/{product_id}");
+    /// assert_eq!(m.param("user_id"), Some("u1"));
+    /// assert_eq!(m.param("product_id"), Some("p9"));
+    /// assert!(routes.find("/cart/u1").is_none());
+    /// ```
+    pub fn find(&self, path: &str) -> Option<MatchedRoute> {
+        let matched = self.inner.router.at(path).ok()?;
+        let index = *matched.value;
+        let names = &self.inner.param_names[index];
+        // Values must be owned: the match outlives the request's URI borrow once it sits in
+        // the extensions. Keys are the template's interned names, so a route without
+        // parameters allocates nothing here and one with parameters allocates only the values.
+        let mut params = Vec::with_capacity(matched.params.len());
+        for (key, value) in matched.params.iter() {
+            let name = names
+                .iter()
+                .find(|n| &***n == key)
+                .cloned()
+                // The names are parsed from the same template matchit parsed, so this is not
+                // expected; should the two ever disagree, the parameter is kept all the same.
+                .unwrap_or_else(|| Arc::from(key));
+            params.push((name, Box::<str>::from(value)));
+        }
+        Some(MatchedRoute {
+            routes: self.clone(),
+            index,
+            params: params.into_boxed_slice(),
+        })
+    }
+}
+
+/// The parameter names of a template, in order: `{name}` and `{*name}`, skipping the `{{` and
+/// `}}` escapes. Only called on templates matchit accepted, so braces are balanced.
+fn parse_param_names(template: &str) -> Box<[Arc<str>]> {
+    let mut names = Vec::new();
+    let bytes = template.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' if bytes.get(i + 1) == Some(&b'{') => i += 2,
+            b'}' if bytes.get(i + 1) == Some(&b'}') => i += 2,
+            b'{' => {
+                let start = i + 1;
+                let end = template[start..].find('}').map_or(template.len(), |e| start + e);
+                let name = template[start..end].trim_start_matches('*');
+                names.push(Arc::from(name));
+                i = end + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    names.into_boxed_slice()
+}
+
+/// The route a request matched, put into the request's extensions by
+/// [`HttpMetricsService`](super::HttpMetricsService) before the inner service is called.
+///
+/// The layer has to match the path anyway to label the request, so a hand-written router can
+/// dispatch on [`template`](MatchedRoute::template) (or [`index`](MatchedRoute::index)) and read
+/// its [`param`](MatchedRoute::param)s instead of matching a second time. It is absent when no
+/// template matched: answer 404. Parameter values are the raw (not percent-decoded) path
+/// segments. Excluded paths (see [`HttpMetricsLayer::exclude_paths`](super::HttpMetricsLayer::exclude_paths))
+/// get it too: exclusion is about recording, not routing.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use obskit::http::{HttpMetrics, HttpMetricsLayer, MatchedRoute, RequestBody, Routes};
+/// use obskit::metrics::Registry;
+/// use tower::{Layer, ServiceExt};
+///
+/// async fn router<B>(req: Request<RequestBody<B>>) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
+///     let route = req.extensions().get::<MatchedRoute>();
+///     let (status, body) = match route.map(|r| (r.template(), r)) {
+///         Some(("/api/products/{id}", r)) => (StatusCode::OK, format!("product {}", r.param("id").unwrap())),
+///         _ => (StatusCode::NOT_FOUND, "not found".to_string()),
+///     };
+///     Ok(Response::builder().status(status).body(Full::from(body)).unwrap())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = HttpMetricsLayer::new(HttpMetrics::new(&Registry::new()).unwrap())
+///     .routes(Routes::new(["/api/products/{id}"]).unwrap());
+/// let service = layer.layer(tower::service_fn(router));
+/// let request = Request::get("/api/products/42").body(Full::<bytes::Bytes>::default()).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MatchedRoute {
+    routes: Routes,
+    index: usize,
+    params: Box<[(Arc<str>, Box<str>)]>,
+}
+
+impl fmt::Debug for MatchedRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MatchedRoute")
+            .field("template", &self.template())
+            .field("params", &self.params().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl MatchedRoute {
+    /// The template that matched, e.g. `/api/products/{id}`.
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/api/products/{id}"]).unwrap();
+    /// assert_eq!(routes.find("/api/products/1").unwrap().template(), "/api/products/{id}");
+    /// ```
+    pub fn template(&self) -> &str {
+        &self.routes.inner.templates[self.index]
+    }
+
+    /// The template's position in the list given to [`Routes::new`]: a cheap key to dispatch on.
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/a", "/b/{id}"]).unwrap();
+    /// assert_eq!(routes.find("/b/1").unwrap().index(), 1);
+    /// ```
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The value of the path parameter `name`, as it appears in the path.
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/files/{*path}"]).unwrap();
+    /// let m = routes.find("/files/a/b%20c.txt").unwrap();
+    /// assert_eq!(m.param("path"), Some("a/b%20c.txt"));
+    /// assert_eq!(m.param("other"), None);
+    /// ```
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| &**key == name)
+            .map(|(_, value)| &**value)
+    }
+
+    /// All path parameters as `(name, value)`, in template order.
+    ///
+    /// ```
+    /// let routes = obskit::http::Routes::new(["/u/{user}/o/{order}"]).unwrap();
+    /// let m = routes.find("/u/7/o/9").unwrap();
+    /// assert_eq!(m.params().collect::<Vec<_>>(), [("user", "7"), ("order", "9")]);
+    /// ```
+    pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.params.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_and_label_by_template() {
+        let routes = Routes::new([
+            "/api/products",
+            "/api/products/{id}",
+            "/api/products/featured",
+            "/static/{*file}",
+        ])
+        .unwrap();
+        assert_eq!(routes.endpoint("/api/products"), "/api/products");
+        assert_eq!(routes.endpoint("/api/products/17"), "/api/products/{id}");
+        // Static segments win over parameters.
+        assert_eq!(
+            routes.endpoint("/api/products/featured"),
+            "/api/products/featured"
+        );
+        assert_eq!(routes.endpoint("/static/a/b/c.js"), "/static/{*file}");
+        let m = routes.find("/static/a/b/c.js").unwrap();
+        assert_eq!(m.param("file"), Some("a/b/c.js"));
+        assert_eq!(m.index(), 3);
+    }
+
+    #[test]
+    fn unknown_paths_are_unmatched() {
+        let routes = Routes::new(["/api/products/{id}"]).unwrap();
+        for path in [
+            "/",
+            "",
+            "*",
+            "/api",
+            "/api/products",
+            "/api/products/1/2",
+            "/API/products/1",
+        ] {
+            assert_eq!(routes.endpoint(path), UNMATCHED_ENDPOINT, "{path}");
+            assert!(routes.find(path).is_none(), "{path}");
+        }
+        assert_eq!(Routes::default().endpoint("/anything"), UNMATCHED_ENDPOINT);
+    }
+
+    #[test]
+    fn invalid_templates_are_refused_with_the_template_named() {
+        for bad in ["api/products", "/a/{id", "/a/{}", "/a/{x}{y}", "/a/{*rest}/b"] {
+            let err = Routes::new(["/ok", bad]).unwrap_err();
+            assert_eq!(err.template(), bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        let dup = Routes::new(["/a/{id}", "/a/{id}"]).unwrap_err();
+        assert!(dup.reason().contains("conflict"), "{dup}");
+    }
+
+    #[test]
+    fn param_names_skip_escaped_braces() {
+        let names = parse_param_names("/a/{{literal}}/{id}/x-{name}.json/{*rest}");
+        let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["id", "name", "rest"]);
+        let routes = Routes::new(["/a/{{x}}/{id}"]).unwrap();
+        let m = routes.find("/a/{x}/5").unwrap();
+        assert_eq!(m.params().collect::<Vec<_>>(), [("id", "5")]);
+    }
+
+    #[test]
+    fn standard_methods_keep_their_name_and_others_fold() {
+        for label in &METHOD_LABELS[..OTHER_INDEX] {
+            let method = Method::from_bytes(label.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), *label);
+        }
+        for other in ["PURGE", "get", "PROPFIND", "X"] {
+            let method = Method::from_bytes(other.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), OTHER_METHOD, "{other}");
+        }
+        assert_eq!(METHOD_LABELS[HEAD_INDEX], "HEAD");
+    }
+}

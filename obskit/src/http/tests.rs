@@ -1,0 +1,550 @@
+//! Unit tests of the layer driven through `tower::ServiceExt::oneshot`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty, Full};
+use tower::{Layer, Service, ServiceExt};
+
+use super::*;
+use crate::metrics::Registry;
+use crate::trace::{self, AttrValue, SpanKind, SpanStatus};
+
+const ROUTES: [&str; 3] = ["/api/products", "/api/products/{id}", "/files/{*path}"];
+
+fn layer(registry: &Registry) -> HttpMetricsLayer {
+    HttpMetricsLayer::new(HttpMetrics::new(registry).unwrap()).routes(Routes::new(ROUTES).unwrap())
+}
+
+/// The value of one series in the text exposition, e.g. `http_requests_total{...}`.
+fn sample(registry: &Registry, series: &str) -> Option<f64> {
+    let text = registry.encode_text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn series(family: &str, endpoint: &str, method: &str) -> String {
+    format!(r#"{family}{{endpoint="{endpoint}",method="{method}"}}"#)
+}
+
+fn requests(endpoint: &str, method: &str, status: u16) -> String {
+    format!(r#"http_requests_total{{endpoint="{endpoint}",method="{method}",status="{status}"}}"#)
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::default()).unwrap()
+}
+
+/// A body yielding the given chunks one frame at a time, and only then `None` (it never says
+/// `is_end_stream` early, unlike `Full`).
+struct Frames(VecDeque<Bytes>);
+
+impl Frames {
+    fn new(chunks: &[&'static str]) -> Frames {
+        Frames(chunks.iter().map(|c| Bytes::from_static(c.as_bytes())).collect())
+    }
+}
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+fn ok<B>(body: B) -> Result<Response<B>, Infallible> {
+    Ok(Response::new(body))
+}
+
+#[tokio::test]
+async fn endpoint_is_the_template_unmatched_or_other() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(|_req: Request<_>| async {
+        ok(Full::new(Bytes::from_static(b"ok")))
+    }));
+    for path in [
+        "/api/products/1",
+        "/api/products/2",
+        "/files/a/b.txt",
+        "/wp-admin/x",
+        "/api/products/1/x",
+    ] {
+        let response = service.clone().oneshot(get(path)).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let purge = Request::builder()
+        .method(Method::from_bytes(b"PURGE").unwrap())
+        .uri("/api/products")
+        .body(Full::default())
+        .unwrap();
+    let response = service.clone().oneshot(purge).await.unwrap();
+    response.into_body().collect().await.unwrap();
+
+    assert_eq!(
+        sample(&registry, &requests("/api/products/{id}", "GET", 200)),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&registry, &requests("/files/{*path}", "GET", 200)),
+        Some(1.0)
+    );
+    assert_eq!(sample(&registry, &requests("unmatched", "GET", 200)), Some(2.0));
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "other", 200)),
+        Some(1.0)
+    );
+    let text = registry.encode_text();
+    assert!(!text.contains("/api/products/1\""), "{text}");
+    assert!(!text.contains("PURGE"), "{text}");
+}
+
+#[tokio::test]
+async fn the_match_reaches_the_inner_service() {
+    let registry = Registry::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let service = layer(&registry).layer(tower::service_fn(
+        move |req: Request<RequestBody<Full<Bytes>>>| {
+            let route = req.extensions().get::<MatchedRoute>().cloned();
+            record.lock().unwrap().push(route.map(|r| {
+                let params: Vec<(String, String)> = r.params().map(|(k, v)| (k.into(), v.into())).collect();
+                (r.template().to_string(), r.index(), params)
+            }));
+            async { ok(Empty::<Bytes>::new()) }
+        },
+    ));
+    for path in ["/api/products/42", "/api/products", "/nope"] {
+        service.clone().oneshot(get(path)).await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0],
+        Some((
+            "/api/products/{id}".to_string(),
+            1,
+            vec![("id".to_string(), "42".to_string())]
+        ))
+    );
+    assert_eq!(seen[1], Some(("/api/products".to_string(), 0, vec![])));
+    assert_eq!(seen[2], None);
+}
+
+#[tokio::test]
+async fn the_match_can_be_left_out_and_labels_stay_templated() {
+    let registry = Registry::new();
+    let service = layer(&registry)
+        .insert_matched_route(false)
+        .layer(tower::service_fn(
+            |req: Request<RequestBody<Full<Bytes>>>| async move {
+                assert!(req.extensions().get::<MatchedRoute>().is_none());
+                ok(Empty::<Bytes>::new())
+            },
+        ));
+    service.oneshot(get("/api/products/5")).await.unwrap();
+    assert_eq!(
+        sample(&registry, &requests("/api/products/{id}", "GET", 200)),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn request_size_is_what_the_handler_read_to_the_end() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(
+        |req: Request<RequestBody<Frames>>| async move {
+            let read = req.into_body().collect().await.unwrap().to_bytes();
+            ok(Full::new(read))
+        },
+    ));
+    // The header lies: what was read wins.
+    let request = Request::post("/api/products")
+        .header("content-length", "1000")
+        .body(Frames::new(&["abc", "de", "f"]))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(
+        &response.into_body().collect().await.unwrap().to_bytes()[..],
+        b"abcdef"
+    );
+    let sum = series("http_request_size_bytes_sum", "/api/products", "POST");
+    let count = series("http_request_size_bytes_count", "/api/products", "POST");
+    assert_eq!(sample(&registry, &sum), Some(6.0));
+    assert_eq!(sample(&registry, &count), Some(1.0), "recorded once");
+}
+
+#[tokio::test]
+async fn request_size_falls_back_to_content_length_then_zero() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(
+        |req: Request<RequestBody<Frames>>| async move {
+            // Reads one frame of three, then gives up on the rest.
+            let mut body = req.into_body();
+            let _first = body.frame().await;
+            drop(body);
+            ok(Empty::<Bytes>::new())
+        },
+    ));
+    let with_length = Request::put("/api/products/1")
+        .header("content-length", "9")
+        .body(Frames::new(&["abc", "def", "ghi"]))
+        .unwrap();
+    service.clone().oneshot(with_length).await.unwrap();
+    let sum = series("http_request_size_bytes_sum", "/api/products/{id}", "PUT");
+    assert_eq!(sample(&registry, &sum), Some(9.0));
+
+    let without_length = Request::put("/api/products/1")
+        .body(Frames::new(&["abc", "def"]))
+        .unwrap();
+    service.oneshot(without_length).await.unwrap();
+    assert_eq!(sample(&registry, &sum), Some(9.0));
+    let count = series("http_request_size_bytes_count", "/api/products/{id}", "PUT");
+    assert_eq!(sample(&registry, &count), Some(2.0));
+}
+
+#[tokio::test]
+async fn streamed_response_is_in_flight_until_its_body_ends() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(|_req: Request<_>| async {
+        ok(Frames::new(&["one ", "two ", "three"]))
+    }));
+    let response = service.oneshot(get("/files/big.bin")).await.unwrap();
+    let in_flight = series("http_requests_in_flight", "/files/{*path}", "GET");
+    assert_eq!(sample(&registry, &in_flight), Some(1.0));
+    assert_eq!(
+        sample(&registry, &requests("/files/{*path}", "GET", 200)),
+        None,
+        "not counted before the end"
+    );
+
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    assert_eq!(sample(&registry, &in_flight), Some(1.0));
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"two three");
+
+    assert_eq!(sample(&registry, &in_flight), Some(0.0));
+    assert_eq!(
+        sample(&registry, &requests("/files/{*path}", "GET", 200)),
+        Some(1.0)
+    );
+    let size = series("http_response_size_bytes_sum", "/files/{*path}", "GET");
+    assert_eq!(sample(&registry, &size), Some(13.0));
+    let duration = series("http_request_duration_seconds_count", "/files/{*path}", "GET");
+    assert_eq!(sample(&registry, &duration), Some(1.0));
+}
+
+#[tokio::test]
+async fn bodies_dropped_unread_are_recorded_once_with_the_head_status() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(
+        |req: Request<RequestBody<Full<Bytes>>>| async move {
+            let status = if req.method() == Method::DELETE {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Frames::new(&["unsent"]))
+                    .unwrap(),
+            )
+        },
+    ));
+    // What hyper does for HEAD and for a client that goes away: drop the body unpolled.
+    let head = Request::head("/api/products").body(Full::default()).unwrap();
+    drop(service.clone().oneshot(head).await.unwrap());
+    let delete = Request::delete("/api/products/3").body(Full::default()).unwrap();
+    drop(service.clone().oneshot(delete).await.unwrap());
+
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "HEAD", 200)),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&registry, &requests("/api/products/{id}", "DELETE", 204)),
+        Some(1.0)
+    );
+    let size = series("http_response_size_bytes_sum", "/api/products", "HEAD");
+    assert_eq!(sample(&registry, &size), Some(0.0));
+    for (endpoint, method) in [("/api/products", "HEAD"), ("/api/products/{id}", "DELETE")] {
+        assert_eq!(
+            sample(&registry, &series("http_requests_in_flight", endpoint, method)),
+            Some(0.0)
+        );
+        let count = series("http_request_duration_seconds_count", endpoint, method);
+        assert_eq!(sample(&registry, &count), Some(1.0));
+    }
+}
+
+#[tokio::test]
+async fn service_errors_count_as_500_and_pass_through() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(|_req: Request<_>| async {
+        Err::<Response<Empty<Bytes>>, _>("boom")
+    }));
+    assert_eq!(service.oneshot(get("/api/products")).await.unwrap_err(), "boom");
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "GET", 500)),
+        Some(1.0)
+    );
+    let in_flight = series("http_requests_in_flight", "/api/products", "GET");
+    assert_eq!(sample(&registry, &in_flight), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_cancelled_request_leaves_nothing_in_flight() {
+    let registry = Registry::new();
+    let mut service = layer(&registry).layer(tower::service_fn(|_req: Request<_>| async {
+        std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>().await
+    }));
+    let in_flight = series("http_requests_in_flight", "/api/products/{id}", "GET");
+    let future = service.call(get("/api/products/9"));
+    assert_eq!(sample(&registry, &in_flight), Some(1.0));
+    // Polled once, then abandoned, as when a client disconnects or a timeout fires.
+    let timed_out = tokio::time::timeout(std::time::Duration::from_millis(5), future).await;
+    assert!(timed_out.is_err());
+    assert_eq!(sample(&registry, &in_flight), Some(0.0));
+    assert_eq!(
+        sample(&registry, &requests("/api/products/{id}", "GET", 499)),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn excluded_paths_record_nothing_on_segment_boundaries() {
+    let registry = Registry::new();
+    let routes = Routes::new(["/health/{probe}", "/metrics"]).unwrap();
+    let matched = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&matched);
+    let service = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
+        .routes(routes)
+        .exclude_paths(ADMIN_PATHS)
+        .layer(tower::service_fn(
+            move |req: Request<RequestBody<Full<Bytes>>>| {
+                let template = req
+                    .extensions()
+                    .get::<MatchedRoute>()
+                    .map(|m| m.template().to_string());
+                record.lock().unwrap().push(template);
+                async { ok(Full::new(Bytes::from_static(b"x"))) }
+            },
+        ));
+    for path in [
+        "/metrics",
+        "/metrics/",
+        "/health/ready",
+        "/debug/pprof/profile",
+        "/profiles/cpu",
+    ] {
+        let response = service.clone().oneshot(get(path)).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let text = registry.encode_text();
+    assert!(!text.lines().any(|l| l.starts_with("http_")), "{text}");
+    // Exclusion is about recording, not routing.
+    assert_eq!(matched.lock().unwrap()[2].as_deref(), Some("/health/{probe}"));
+
+    for path in ["/metricsx", "/debugger", "/api/profiles"] {
+        let response = service.clone().oneshot(get(path)).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(sample(&registry, &requests("unmatched", "GET", 200)), Some(3.0));
+}
+
+#[tokio::test]
+async fn label_sets_stay_bounded_and_rare_statuses_are_counted() {
+    let registry = Registry::new();
+    let layer = layer(&registry);
+    let metrics = layer.metrics().clone();
+    let service = layer.layer(tower::service_fn(
+        |req: Request<RequestBody<Full<Bytes>>>| async move {
+            let status = if req.uri().query() == Some("teapot") {
+                StatusCode::IM_A_TEAPOT
+            } else {
+                StatusCode::OK
+            };
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Empty::<Bytes>::new())
+                    .unwrap(),
+            )
+        },
+    ));
+    for i in 0..500 {
+        let mut path = if i % 2 == 0 {
+            format!("/api/products/{i}")
+        } else {
+            format!("/random/{i}/{}", i * 31)
+        };
+        if i % 20 < 2 {
+            path.push_str("?teapot");
+        }
+        service.clone().oneshot(get(&path)).await.unwrap();
+    }
+    assert_eq!(metrics.duration.label_sets(), 2);
+    assert_eq!(metrics.in_flight.label_sets(), 2);
+    // One in ten requests of each endpoint is a teapot: 2 endpoints x 2 statuses.
+    assert_eq!(metrics.requests.label_sets(), 4);
+    assert_eq!(
+        sample(&registry, &requests("/api/products/{id}", "GET", 418)),
+        Some(25.0)
+    );
+    assert_eq!(sample(&registry, &requests("unmatched", "GET", 418)), Some(25.0));
+}
+
+// The sink is process-wide: the lock serialises the tests that install one, across awaits.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn server_span_covers_the_body_and_records_the_status() {
+    let _lock = trace::tests::SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Arc::new(trace::tests::Collect::default());
+    trace::set_sink(sink.clone());
+
+    let registry = Registry::new();
+    let current_in_handler = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&current_in_handler);
+    let service = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
+        .routes(Routes::new(["/span-test/{id}"]).unwrap())
+        .layer(tower::service_fn(
+            move |_req: Request<RequestBody<Full<Bytes>>>| {
+                let record = Arc::clone(&record);
+                async move {
+                    record.lock().unwrap().push(trace::current());
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(StatusCode::SERVICE_UNAVAILABLE)
+                            .body(Frames::new(&["down", "!"]))
+                            .unwrap(),
+                    )
+                }
+            },
+        ));
+    let response = service.clone().oneshot(get("/span-test/5")).await.unwrap();
+    let ours = |sink: &trace::tests::Collect| {
+        sink.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name.contains("/span-test/"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        ours(&sink).is_empty(),
+        "the span stays open while the body streams"
+    );
+    response.into_body().collect().await.unwrap();
+
+    let purge = Request::builder()
+        .method(Method::from_bytes(b"PURGE").unwrap())
+        .uri("/span-test/6")
+        .body(Full::default())
+        .unwrap();
+    service
+        .oneshot(purge)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    trace::clear_sink();
+
+    let spans = ours(&sink);
+    assert_eq!(spans.len(), 2);
+    let span = &spans[0];
+    assert_eq!(span.name, "GET /span-test/{id}");
+    assert_eq!(span.kind, SpanKind::Server);
+    assert_eq!(current_in_handler.lock().unwrap()[0], Some(span.context));
+    assert_eq!(
+        span.attribute("http.request.method"),
+        Some(&AttrValue::from("GET"))
+    );
+    assert_eq!(
+        span.attribute("http.route"),
+        Some(&AttrValue::from("/span-test/{id}"))
+    );
+    assert_eq!(span.attribute("url.path"), Some(&AttrValue::from("/span-test/5")));
+    assert_eq!(
+        span.attribute("http.response.status_code"),
+        Some(&AttrValue::I64(503))
+    );
+    assert!(matches!(span.status, SpanStatus::Error(_)), "{:?}", span.status);
+
+    let other = &spans[1];
+    assert_eq!(other.name, "HTTP /span-test/{id}");
+    assert_eq!(
+        other.attribute("http.request.method"),
+        Some(&AttrValue::from("_OTHER"))
+    );
+    assert_eq!(
+        other.attribute("http.request.method_original"),
+        Some(&AttrValue::from("PURGE"))
+    );
+    assert_eq!(
+        other.attribute("http.response.status_code"),
+        Some(&AttrValue::I64(503))
+    );
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn no_span_is_made_without_a_sink() {
+    let _lock = trace::tests::SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    trace::clear_sink();
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(|_req: Request<_>| async {
+        assert_eq!(trace::current(), None);
+        ok(Empty::<Bytes>::new())
+    }));
+    service.oneshot(get("/api/products")).await.unwrap();
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn failed_and_cancelled_requests_end_their_spans() {
+    let _lock = trace::tests::SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Arc::new(trace::tests::Collect::default());
+    trace::set_sink(sink.clone());
+    let registry = Registry::new();
+    let service = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
+        .routes(Routes::new(["/span-fail", "/span-hang"]).unwrap())
+        .layer(tower::service_fn(
+            |req: Request<RequestBody<Full<Bytes>>>| async move {
+                if req.uri().path() == "/span-fail" {
+                    return Err("boom");
+                }
+                std::future::pending::<Result<Response<Empty<Bytes>>, &str>>().await
+            },
+        ));
+    assert!(service.clone().oneshot(get("/span-fail")).await.is_err());
+    let hang = service.oneshot(get("/span-hang"));
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(5), hang)
+        .await
+        .is_err());
+    trace::clear_sink();
+
+    let spans = sink.0.lock().unwrap();
+    let failed = spans.iter().find(|s| s.name == "GET /span-fail").unwrap();
+    assert_eq!(
+        failed.attribute("http.response.status_code"),
+        Some(&AttrValue::I64(500))
+    );
+    assert!(matches!(failed.status, SpanStatus::Error(_)));
+    let cancelled = spans.iter().find(|s| s.name == "GET /span-hang").unwrap();
+    assert_eq!(cancelled.attribute("http.response.status_code"), None);
+    assert_eq!(cancelled.events[0].name, "request cancelled before a response");
+}

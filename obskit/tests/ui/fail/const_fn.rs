@@ -1,0 +1,10 @@
+use obskit::instrumented;
+
+#[instrumented]
+const fn answer() -> u32 {
+    42
+}
+
+fn main() {
+    let _ = answer();
+}
