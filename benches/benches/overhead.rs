@@ -80,7 +80,12 @@ fn middleware(c: &mut Criterion) {
     let layer = obskit::http::HttpMetricsLayer::new(metrics).routes(routes);
 
     let bare_service = tower::service_fn(hello::<Full<Bytes>>);
-    let layered_service = layer.layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
+    let layered_service = layer
+        .clone()
+        .layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
+    let layered_no_match = layer
+        .insert_matched_route(false)
+        .layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
 
     let request = || {
         http::Request::get("/api/products/42")
@@ -101,6 +106,15 @@ fn middleware(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let mut service = layered_service.clone();
+                let response = service.ready().await.unwrap().call(request()).await.unwrap();
+                black_box(response.into_body().collect().await.unwrap());
+            })
+        })
+    });
+    group.bench_function("with_red_layer_no_matched_route_extension", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut service = layered_no_match.clone();
                 let response = service.ready().await.unwrap().call(request()).await.unwrap();
                 black_box(response.into_body().collect().await.unwrap());
             })
