@@ -59,6 +59,9 @@ pub type HistogramVec = Labeled<prometheus::HistogramVec>;
 /// series, unless [`Registry::with_label_limit`] says otherwise.
 pub const DEFAULT_LABEL_LIMIT: usize = 1000;
 
+/// Environment variable that sets the label-set limit of [`Registry::global`].
+pub const LABEL_LIMIT_ENV: &str = "OBSKIT_LABEL_LIMIT";
+
 /// Name of the counter that counts label sets folded into an overflow series.
 pub const LABEL_OVERFLOW_METRIC: &str = "obskit_metric_label_overflow_total";
 
@@ -190,10 +193,18 @@ impl Registry {
 
     /// The process-wide default registry: where `#[instrumented]` records, and what
     /// [`crate::Obskit`] uses unless given another.
+    ///
+    /// Its label-set limit is [`DEFAULT_LABEL_LIMIT`], or `OBSKIT_LABEL_LIMIT` when that is set
+    /// to a positive number when the global registry is first used.
     pub fn global() -> &'static Registry {
         static GLOBAL: OnceLock<Registry> = OnceLock::new();
         GLOBAL.get_or_init(|| {
-            let registry = Registry::build(DEFAULT_LABEL_LIMIT, true);
+            let limit = std::env::var(LABEL_LIMIT_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&limit| limit > 0)
+                .unwrap_or(DEFAULT_LABEL_LIMIT);
+            let registry = Registry::build(limit, true);
             registry
                 .register_collector(Box::new(function::FunctionMetricsCollector))
                 .expect("function metrics are registered once");
@@ -485,6 +496,30 @@ mod tests {
         );
         let series = text.lines().filter(|l| l.starts_with("views_total{")).count();
         assert_eq!(series, 6);
+    }
+
+    #[test]
+    fn a_million_distinct_values_keep_the_metric_bounded() {
+        let r = Registry::with_label_limit(100);
+        let c = r
+            .counter_vec("requests_by_user_total", "x", &["user_id"])
+            .unwrap();
+        for i in 0..1_000_000u32 {
+            c.with(&[&i.to_string()]).inc();
+        }
+        // What holds memory: the guard's set of hashes and the series. Both stay at the limit.
+        assert_eq!(c.label_sets(), 100);
+        let text = r.encode_text();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("requests_by_user_total{"))
+                .count(),
+            101
+        );
+        assert!(text.contains(r#"requests_by_user_total{user_id="__overflow__"} 999900"#));
+        assert!(
+            text.contains(r#"obskit_metric_label_overflow_total{metric="requests_by_user_total"} 999900"#)
+        );
     }
 
     #[test]
