@@ -44,9 +44,8 @@ impl<E: fmt::Debug> fmt::Display for DebugAsDisplay<'_, E> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Added for `#[instrumented]` (obskit-macros): the pieces its expansion needs beyond the above.
-// ---------------------------------------------------------------------------------------------
+// The expansion's control-flow helpers: running a sync body so its value can be inspected,
+// finishing timers on drop, and handing an async body's span back for `err`.
 
 /// A field recorded with its `Display` form (`fields(key = %value)`), masked like
 /// [`debug_attr`] when its name looks like a secret.
