@@ -1,0 +1,236 @@
+//! The backend's calls, one handler each. Handlers answer `Err(ApiError)` for every failure,
+//! so `function_calls_total{result="error"}` counts client errors (404, 422) as well as server
+//! errors; the RED metrics' `status` label tells them apart.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use obskit::http::MatchedRoute;
+use serde::Deserialize;
+use shop_common::http::{json_response, no_content, query_param, read_json, ApiError};
+use shop_common::router::{Reply, Request};
+use shop_common::store::{NewProduct, Product, ProductUpdate, StoreError};
+
+use crate::App;
+
+/// Default page size of product listings.
+const DEFAULT_LIMIT: u32 = 20;
+/// Largest page size of product listings.
+const MAX_LIMIT: u32 = 100;
+/// Largest page number accepted: far past any catalogue, small enough that the offset cannot
+/// overflow.
+const MAX_PAGE: u32 = 1_000_000;
+/// Most units one restock call may add.
+const MAX_RESTOCK: i64 = 1_000_000;
+/// Most units a product may hold.
+const MAX_STOCK: i64 = 1_000_000_000;
+/// Highest price accepted.
+const MAX_PRICE: f64 = 1_000_000.0;
+
+fn path_id(request: &Request) -> Result<String, ApiError> {
+    request
+        .extensions()
+        .get::<MatchedRoute>()
+        .and_then(|m| m.param("id"))
+        .map(shop_common::http::percent_decode)
+        .ok_or_else(|| ApiError::not_found("no product id in the path"))
+}
+
+fn product_not_found(id: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
+    move |e| match e {
+        StoreError::NotFound => ApiError::not_found(format!("no product {id}")),
+        e => e.into(),
+    }
+}
+
+/// `GET /api/categories`: the category names, sorted.
+#[obskit::instrumented(skip(app, _request))]
+pub(crate) async fn list_categories(app: Arc<App>, _request: Request) -> Reply {
+    let categories = app.store.categories().await?;
+    Ok(json_response(StatusCode::OK, &categories))
+}
+
+/// Parses an optional positive whole-number query parameter within `1..=max`.
+fn bounded(query: Option<&str>, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+    match query_param(query, key).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=max).contains(v))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`{key}` must be a whole number from 1 to {max}, not {raw:?}"
+                ))
+            }),
+    }
+}
+
+/// `GET /api/products?category=&page=&limit=`: one page of products, sorted by name.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn list_products(app: Arc<App>, request: Request) -> Reply {
+    let query = request.uri().query();
+    let page = bounded(query, "page", 1, MAX_PAGE)?;
+    let limit = bounded(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let category = query_param(query, "category").filter(|c| !c.is_empty());
+    let products = app.store.list_products(category.as_deref(), page, limit).await?;
+    // The label is the category only when it exists, so clients cannot mint series; the
+    // cardinality guard would cap them anyway.
+    let label = match &category {
+        None => "all".to_string(),
+        Some(c) if !products.is_empty() || app.store.category_exists(c).await? => c.clone(),
+        Some(_) => "unknown".to_string(),
+    };
+    app.metrics.category_requests.with(&[&label]).inc();
+    Ok(json_response(StatusCode::OK, &products))
+}
+
+/// `GET /api/products/{id}`: one product.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn get_product(app: Arc<App>, request: Request) -> Reply {
+    let id = path_id(&request)?;
+    let product = app.store.product(&id).await.map_err(product_not_found(&id))?;
+    app.metrics.product_views.with(&[&product.category]).inc();
+    Ok(json_response(StatusCode::OK, &product))
+}
+
+/// The fields a client may send for a product; all optional so that a missing one gets a
+/// clear 422 naming it rather than serde's message.
+#[derive(Deserialize)]
+struct ProductInput {
+    name: Option<String>,
+    description: Option<String>,
+    price: Option<f64>,
+    category: Option<String>,
+    stock: Option<i64>,
+}
+
+fn text_field(
+    value: Option<String>,
+    key: &str,
+    max: usize,
+    empty_ok: bool,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let value = value.trim().to_string();
+    if value.is_empty() && !empty_ok {
+        return Err(ApiError::invalid(format!("`{key}` must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(format!(
+            "`{key}` must be at most {max} characters"
+        )));
+    }
+    Ok(Some(value))
+}
+
+impl ProductInput {
+    fn validate(self) -> Result<ProductUpdate, ApiError> {
+        if let Some(price) = self.price {
+            if !price.is_finite() || !(0.0..=MAX_PRICE).contains(&price) {
+                return Err(ApiError::invalid(format!(
+                    "`price` must be from 0 to {MAX_PRICE}"
+                )));
+            }
+        }
+        if let Some(stock) = self.stock {
+            if !(0..=MAX_STOCK).contains(&stock) {
+                return Err(ApiError::invalid(format!(
+                    "`stock` must be from 0 to {MAX_STOCK}"
+                )));
+            }
+        }
+        Ok(ProductUpdate {
+            name: text_field(self.name, "name", 200, false)?,
+            description: text_field(self.description, "description", 2000, true)?,
+            price: self.price,
+            category: text_field(self.category, "category", 100, false)?,
+            stock: self.stock,
+        })
+    }
+}
+
+fn required<T>(value: Option<T>, key: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(format!("`{key}` is required")))
+}
+
+/// `POST /api/products` (admin): creates a product; 201 with it.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn create_product(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_admin(request.headers())?;
+    let input: ProductInput = read_json(request, app.body_limit).await?;
+    let fields = input.validate()?;
+    let product = NewProduct {
+        name: required(fields.name, "name")?,
+        description: fields.description.unwrap_or_default(),
+        price: required(fields.price, "price")?,
+        category: required(fields.category, "category")?,
+        stock: fields.stock.unwrap_or(0),
+    };
+    let created: Product = app.store.create_product(product).await?;
+    app.metrics.admin_operations.with(&["create"]).inc();
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// `PUT /api/products/{id}` (admin): changes the fields given; 200 with the product.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn update_product(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_admin(request.headers())?;
+    let id = path_id(&request)?;
+    let input: ProductInput = read_json(request, app.body_limit).await?;
+    let update = input.validate()?;
+    if update == ProductUpdate::default() {
+        return Err(ApiError::invalid(
+            "give at least one of `name`, `description`, `price`, `category`, `stock`",
+        ));
+    }
+    let product = app
+        .store
+        .update_product(&id, update)
+        .await
+        .map_err(product_not_found(&id))?;
+    app.metrics.admin_operations.with(&["update"]).inc();
+    Ok(json_response(StatusCode::OK, &product))
+}
+
+/// `DELETE /api/products/{id}` (admin): 204.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn delete_product(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_admin(request.headers())?;
+    let id = path_id(&request)?;
+    app.store
+        .delete_product(&id)
+        .await
+        .map_err(product_not_found(&id))?;
+    app.metrics.admin_operations.with(&["delete"]).inc();
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct RestockInput {
+    quantity: i64,
+}
+
+/// `POST /api/products/{id}/restock` `{quantity}` (admin): adds stock; 200 with the product.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn restock_product(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_admin(request.headers())?;
+    let id = path_id(&request)?;
+    let input: RestockInput = read_json(request, app.body_limit).await?;
+    if !(1..=MAX_RESTOCK).contains(&input.quantity) {
+        return Err(ApiError::invalid(format!(
+            "`quantity` must be from 1 to {MAX_RESTOCK}"
+        )));
+    }
+    let current = app.store.product(&id).await.map_err(product_not_found(&id))?;
+    if current.stock + input.quantity > MAX_STOCK {
+        return Err(ApiError::invalid(format!("stock would exceed {MAX_STOCK}")));
+    }
+    let product = app
+        .store
+        .restock(&id, input.quantity)
+        .await
+        .map_err(product_not_found(&id))?;
+    app.metrics.admin_operations.with(&["restock"]).inc();
+    Ok(json_response(StatusCode::OK, &product))
+}

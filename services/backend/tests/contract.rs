@@ -1,0 +1,554 @@
+//! Contract tests of the backend (`shop-api.md`, backend section): the service runs in-process
+//! on 127.0.0.1:0 with a temporary data directory, and every call and every listed failure is
+//! checked through real HTTP.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use backend::Config;
+use obskit::metrics::Registry;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER};
+use shop_common::store::{QueryMetrics, Store, StoreError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const SECRET: &[u8] = b"contract-test-secret";
+
+fn keys() -> JwtKeys {
+    JwtKeys::new(SECRET, Duration::from_secs(600))
+}
+
+fn admin_token() -> String {
+    keys().mint("admin-1", "root", ROLE_ADMIN).unwrap()
+}
+
+fn customer_token() -> String {
+    keys().mint("user-1", "ann", ROLE_CUSTOMER).unwrap()
+}
+
+/// A temporary data directory, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(tag: &str) -> DataDir {
+        let unique = shop_common::store::new_id();
+        let dir = std::env::temp_dir().join(format!("backend-contract-{tag}-{unique}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        DataDir(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A backend running in this process.
+struct Running {
+    base: String,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl Running {
+    async fn start(data_dir: &Path) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = Config {
+            data_dir: data_dir.to_path_buf(),
+            jwt: keys(),
+            body_limit: 64 * 1024,
+            registry: Registry::new(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(backend::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let running = Running {
+            base,
+            client,
+            stop: Some(stop),
+            task,
+        };
+        for _ in 0..200 {
+            if let Ok(r) = running.client.get(running.url("/health/live")).send().await {
+                if r.status().is_success() {
+                    return running;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the backend did not come up");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stop(mut self) {
+        drop(self.client);
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the backend stops within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token.unwrap_or_default())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None, None).await
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
+    };
+    (status, value)
+}
+
+/// Asserts the contract's error shape and status.
+#[track_caller]
+fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
+    assert_eq!(got.1["error"], code, "{:?}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{:?}",
+        got.1
+    );
+}
+
+fn new_product() -> Value {
+    json!({"name": "Contract Widget", "description": "made in a test", "price": 12.5, "category": "Gadgets", "stock": 10})
+}
+
+#[tokio::test]
+async fn catalogue_reads() {
+    let dir = DataDir::new("reads");
+    let shop = Running::start(&dir.0).await;
+
+    let (status, categories) = shop.get("/api/categories").await;
+    assert_eq!(status, 200);
+    let categories: Vec<String> = serde_json::from_value(categories).unwrap();
+    assert!(categories.len() >= 4, "{categories:?}");
+
+    let (status, products) = shop.get("/api/products").await;
+    assert_eq!(status, 200);
+    let products = products.as_array().unwrap().clone();
+    assert_eq!(products.len(), 20, "limit defaults to 20");
+    for key in ["id", "name", "description", "price", "category", "stock"] {
+        assert!(products[0].get(key).is_some(), "{key} in {:?}", products[0]);
+    }
+    assert!(products.iter().all(|p| p["stock"].as_i64().unwrap() >= 1000));
+
+    let category = &categories[0];
+    let (status, in_category) = shop
+        .get(&format!("/api/products?category={category}&limit=100"))
+        .await;
+    assert_eq!(status, 200);
+    let in_category = in_category.as_array().unwrap();
+    assert!(!in_category.is_empty());
+    assert!(in_category.iter().all(|p| p["category"] == category.as_str()));
+
+    let (_, page1) = shop.get("/api/products?limit=5&page=1").await;
+    let (_, page2) = shop.get("/api/products?limit=5&page=2").await;
+    assert_eq!(page1.as_array().unwrap().len(), 5);
+    assert_eq!(page2.as_array().unwrap().len(), 5);
+    assert_ne!(page1[0]["id"], page2[0]["id"]);
+    let (status, far) = shop.get("/api/products?page=1000").await;
+    assert_eq!((status.as_u16(), far), (200, json!([])));
+    let (status, none) = shop.get("/api/products?category=No%20Such%20Thing").await;
+    assert_eq!((status.as_u16(), none), (200, json!([])));
+    let (status, max) = shop.get("/api/products?limit=100").await;
+    assert_eq!(status, 200);
+    assert!(max.as_array().unwrap().len() > 20);
+
+    for bad in [
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "page=1.5",
+        "limit=0",
+        "limit=101",
+        "limit=x",
+    ] {
+        assert_error(
+            shop.get(&format!("/api/products?{bad}")).await,
+            422,
+            "invalid_field",
+        );
+    }
+
+    let id = products[0]["id"].as_str().unwrap();
+    let (status, one) = shop.get(&format!("/api/products/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(one, products[0]);
+    assert_error(shop.get("/api/products/no-such-product").await, 404, "not_found");
+
+    assert_error(shop.get("/api/no-such-call").await, 404, "not_found");
+    assert_error(
+        shop.call(Method::PATCH, "/api/products", None, None).await,
+        405,
+        "method_not_allowed",
+    );
+
+    let (status, health) = shop.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["checks"]["database"]["status"], "healthy", "{health}");
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn admin_calls_need_an_admin_token() {
+    let dir = DataDir::new("auth");
+    let shop = Running::start(&dir.0).await;
+    let (_, products) = shop.get("/api/products?limit=1").await;
+    let id = products[0]["id"].as_str().unwrap().to_string();
+
+    let now = unix_now();
+    let expired = keys()
+        .mint_claims(&Claims {
+            sub: "admin-1".into(),
+            username: "root".into(),
+            role: ROLE_ADMIN.into(),
+            iat: now - 7200,
+            exp: now - 3600,
+        })
+        .unwrap();
+    let forged = JwtKeys::new(b"someone else's secret", Duration::from_secs(600))
+        .mint("admin-1", "root", ROLE_ADMIN)
+        .unwrap();
+    let calls = [
+        (Method::POST, "/api/products".to_string(), Some(new_product())),
+        (
+            Method::PUT,
+            format!("/api/products/{id}"),
+            Some(json!({"price": 1.0})),
+        ),
+        (Method::DELETE, format!("/api/products/{id}"), None),
+        (
+            Method::POST,
+            format!("/api/products/{id}/restock"),
+            Some(json!({"quantity": 5})),
+        ),
+    ];
+    for (method, path, body) in &calls {
+        for token in [
+            None,
+            Some("not-a-jwt".to_string()),
+            Some(expired.clone()),
+            Some(forged.clone()),
+        ] {
+            let got = shop
+                .call(method.clone(), path, token.as_deref(), body.clone())
+                .await;
+            assert_error(got, 401, "unauthorized");
+        }
+        let got = shop
+            .call(method.clone(), path, Some(&customer_token()), body.clone())
+            .await;
+        assert_error(got, 403, "forbidden");
+    }
+    // Nothing changed.
+    let (_, same) = shop.get(&format!("/api/products/{id}")).await;
+    assert_eq!(same, products[0]);
+    shop.stop().await;
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn admin_writes_validation_and_metrics() {
+    let dir = DataDir::new("writes");
+    let shop = Running::start(&dir.0).await;
+    let admin = admin_token();
+    let admin = Some(admin.as_str());
+
+    let (status, created) = shop
+        .call(Method::POST, "/api/products", admin, Some(new_product()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["name"], "Contract Widget");
+    assert_eq!(created["stock"], 10);
+    let (status, fetched) = shop.get(&format!("/api/products/{id}")).await;
+    assert_eq!((status.as_u16(), &fetched), (200, &created));
+    let (_, categories) = shop.get("/api/categories").await;
+    assert!(categories.as_array().unwrap().contains(&json!("Gadgets")));
+
+    let path = format!("/api/products/{id}");
+    let (status, updated) = shop
+        .call(
+            Method::PUT,
+            &path,
+            admin,
+            Some(json!({"price": 15.0, "name": "Widget II"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        (updated["price"].as_f64(), &updated["name"]),
+        (Some(15.0), &json!("Widget II"))
+    );
+    assert_eq!(updated["category"], "Gadgets", "fields not given are kept");
+
+    let restock = format!("/api/products/{id}/restock");
+    let (status, restocked) = shop
+        .call(Method::POST, &restock, admin, Some(json!({"quantity": 90})))
+        .await;
+    assert_eq!(status, 200, "{restocked}");
+    assert_eq!(restocked["stock"], 100);
+
+    // 422: invalid fields.
+    for body in [
+        json!({"price": 1.0, "category": "Gadgets"}),
+        json!({"name": "", "price": 1.0, "category": "Gadgets"}),
+        json!({"name": "x", "price": -1.0, "category": "Gadgets"}),
+        json!({"name": "x", "price": 1.0, "category": "  "}),
+        json!({"name": "x", "price": 1.0, "category": "Gadgets", "stock": -1}),
+        json!({"name": "x".repeat(201), "price": 1.0, "category": "Gadgets"}),
+        json!({"name": "x", "price": "cheap", "category": "Gadgets"}),
+        json!([1, 2, 3]),
+    ] {
+        let got = shop
+            .call(Method::POST, "/api/products", admin, Some(body.clone()))
+            .await;
+        assert_eq!(got.0, 422, "{body} -> {:?}", got.1);
+        assert_error(got, 422, "invalid_field");
+    }
+    assert_error(
+        shop.call(Method::PUT, &path, admin, Some(json!({}))).await,
+        422,
+        "invalid_field",
+    );
+    for quantity in [json!(0), json!(-5), json!(2_000_000), json!("many")] {
+        let got = shop
+            .call(
+                Method::POST,
+                &restock,
+                admin,
+                Some(json!({ "quantity": quantity })),
+            )
+            .await;
+        assert_error(got, 422, "invalid_field");
+    }
+
+    // 400: not JSON at all.
+    for body in [&b"{\"name\": "[..], b"not json", b""] {
+        let got = shop
+            .raw(Method::POST, "/api/products", admin, body.to_vec())
+            .await;
+        assert_error(got, 400, "malformed_json");
+    }
+    assert_error(
+        shop.raw(Method::PUT, &path, admin, b"{oops".to_vec()).await,
+        400,
+        "malformed_json",
+    );
+
+    // 413: a body over the cap, however valid it would be.
+    let mut big = new_product();
+    big["description"] = json!("x".repeat(100 * 1024));
+    let got = shop
+        .raw(
+            Method::POST,
+            "/api/products",
+            admin,
+            serde_json::to_vec(&big).unwrap(),
+        )
+        .await;
+    assert_error(got, 413, "payload_too_large");
+
+    // 404 on unknown products.
+    let missing = "/api/products/no-such-product";
+    assert_error(
+        shop.call(Method::PUT, missing, admin, Some(json!({"price": 1.0})))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        shop.call(Method::DELETE, missing, admin, None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        shop.call(
+            Method::POST,
+            &format!("{missing}/restock"),
+            admin,
+            Some(json!({"quantity": 1})),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+
+    // Delete: 204, then it is gone.
+    let (status, body) = shop.call(Method::DELETE, &path, admin, None).await;
+    assert_eq!((status.as_u16(), body), (204, Value::Null));
+    assert_error(shop.get(&path).await, 404, "not_found");
+    assert_error(
+        shop.call(Method::DELETE, &path, admin, None).await,
+        404,
+        "not_found",
+    );
+
+    // Business and query metrics after the calls, from the service's own /metrics.
+    let (_, listing) = shop.get("/api/products?category=Books&limit=1").await;
+    let book = listing[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(shop.get(&format!("/api/products/{book}")).await.0, 200);
+    let text = shop
+        .client
+        .get(shop.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (series, at_least) in [
+        (r#"product_views_total{category="Books"}"#, 1.0),
+        (r#"category_requests_total{category="Books"}"#, 1.0),
+        (r#"admin_operations_total{operation="create"}"#, 1.0),
+        (r#"admin_operations_total{operation="update"}"#, 1.0),
+        (r#"admin_operations_total{operation="restock"}"#, 1.0),
+        (r#"admin_operations_total{operation="delete"}"#, 1.0),
+        (
+            r#"cassandra_query_duration_seconds_count{operation="SELECT",table="products"}"#,
+            1.0,
+        ),
+        (
+            r#"cassandra_query_duration_seconds_count{operation="INSERT",table="products"}"#,
+            1.0,
+        ),
+    ] {
+        let value = sample(&text, series).unwrap_or_else(|| panic!("{series} missing in\n{text}"));
+        assert!(value >= at_least, "{series} = {value}");
+    }
+    assert!(!text.contains(&id), "identifiers never become labels");
+    shop.stop().await;
+}
+
+/// The value of the series written exactly as `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_restart_keeps_what_was_written() {
+    let dir = DataDir::new("restart");
+    let shop = Running::start(&dir.0).await;
+    let admin = admin_token();
+    let (status, created) = shop
+        .call(Method::POST, "/api/products", Some(&admin), Some(new_product()))
+        .await;
+    assert_eq!(status, 201);
+    let (_, before) = shop.get("/api/products?limit=100").await;
+    shop.stop().await;
+
+    let shop = Running::start(&dir.0).await;
+    let id = created["id"].as_str().unwrap();
+    let (status, fetched) = shop.get(&format!("/api/products/{id}")).await;
+    assert_eq!((status.as_u16(), &fetched), (200, &created));
+    let (_, after) = shop.get("/api/products?limit=100").await;
+    assert_eq!(before, after, "the catalogue is seeded once, not on every start");
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_never_goes_negative_under_50_concurrent_decrements() {
+    let dir = DataDir::new("stock");
+    let shop = Running::start(&dir.0).await;
+    let mut product = new_product();
+    product["stock"] = json!(10);
+    let (_, created) = shop
+        .call(Method::POST, "/api/products", Some(&admin_token()), Some(product))
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+
+    // A second store on the same file, as another process would open it, racing for the last
+    // ten units while the service keeps serving.
+    let store = Store::open_sqlite(
+        &dir.0.join("backend.db"),
+        QueryMetrics::declare(&Registry::new()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { store.decrement_stock(vec![(id, 1)]).await })
+        })
+        .collect();
+    let (mut taken, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => taken += 1,
+            Err(StoreError::InsufficientStock { available: 0, .. }) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((taken, refused), (10, 40));
+    let (status, after) = shop.get(&format!("/api/products/{id}")).await;
+    assert_eq!((status.as_u16(), &after["stock"]), (200, &json!(0)));
+    shop.stop().await;
+}
