@@ -3,6 +3,7 @@
 //!
 //! [`run`] serves until its shutdown future resolves, so tests start the service in-process on
 //! a port of their choosing; the binary calls it with Ctrl-C/SIGTERM.
+#![warn(missing_docs)]
 
 mod handlers;
 mod seed;

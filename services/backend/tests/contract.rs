@@ -483,6 +483,24 @@ async fn admin_writes_validation_and_metrics() {
         assert!(value >= at_least, "{series} = {value}");
     }
     assert!(!text.contains(&id), "identifiers never become labels");
+    // Every handler is `#[instrumented]`: its calls show in the function metrics.
+    for function in [
+        "list_categories",
+        "list_products",
+        "get_product",
+        "create_product",
+        "update_product",
+        "delete_product",
+        "restock_product",
+    ] {
+        let series = format!(
+            r#"function_calls_total{{function="{function}",module="backend::handlers",result="ok"}}"#
+        );
+        assert!(
+            sample(&text, &series).is_some_and(|v| v >= 1.0),
+            "{series} missing"
+        );
+    }
     shop.stop().await;
 }
 
