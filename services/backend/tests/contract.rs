@@ -570,3 +570,60 @@ async fn stock_never_goes_negative_under_50_concurrent_decrements() {
     assert_eq!((status.as_u16(), &after["stock"]), (200, &json!(0)));
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn queries_are_child_spans_of_the_handler_span_of_the_request() {
+    use std::sync::{Arc, Mutex};
+
+    use obskit::trace::{AttrValue, FinishedSpan, SpanKind, SpanSink};
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<FinishedSpan>>);
+    impl SpanSink for Collect {
+        fn on_end(&self, span: FinishedSpan) {
+            self.0.lock().unwrap().push(span);
+        }
+    }
+
+    let dir = DataDir::new("spans");
+    let shop = Running::start(&dir.0).await;
+    let (_, listing) = shop.get("/api/products?limit=1").await;
+    let id = listing[0]["id"].as_str().unwrap().to_string();
+
+    // The sink is process-wide: spans of the other tests running meanwhile land in it too, so
+    // the assertions pick this request's trace by the product id.
+    let sink = Arc::new(Collect::default());
+    obskit::trace::set_sink(sink.clone());
+    assert_eq!(shop.get(&format!("/api/products/{id}")).await.0, 200);
+    obskit::trace::clear_sink();
+
+    let spans = std::mem::take(&mut *sink.0.lock().unwrap());
+    let path = format!("/api/products/{id}");
+    let server = spans
+        .iter()
+        .find(|s| {
+            s.kind == SpanKind::Server && s.attribute("url.path") == Some(&AttrValue::from(path.clone()))
+        })
+        .unwrap_or_else(|| panic!("no server span for {path} in {spans:#?}"));
+    let handler = spans
+        .iter()
+        .find(|s| s.parent_span_id == Some(server.context.span_id))
+        .expect("the handler span under the request's server span");
+    assert_eq!(handler.name, "get_product");
+    let query = spans
+        .iter()
+        .find(|s| s.parent_span_id == Some(handler.context.span_id))
+        .expect("a query span under the handler span");
+    assert_eq!(query.name, "SELECT products");
+    assert_eq!(query.kind, SpanKind::Client);
+    assert_eq!(query.context.trace_id, server.context.trace_id);
+    for (key, value) in [
+        ("db.system.name", "sqlite"),
+        ("db.namespace", "backend"),
+        ("db.collection.name", "products"),
+        ("db.operation.name", "SELECT"),
+    ] {
+        assert_eq!(query.attribute(key), Some(&AttrValue::from(value)), "{key}");
+    }
+    shop.stop().await;
+}

@@ -1,7 +1,7 @@
 //! The one storage interface of the shop: products, categories, users, carts and orders.
 //!
 //! [`Store`] is a struct of async methods over an enum of backends. Every query goes through
-//! [`Store::query`], which times it into `cassandra_query_duration_seconds{table,operation}`
+//! one private helper, which times it into `cassandra_query_duration_seconds{table,operation}`
 //! and wraps it in a client span with the OpenTelemetry database conventions, so every backend
 //! reports the same tables and operations whatever engine it runs on.
 //!
