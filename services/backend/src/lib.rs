@@ -40,21 +40,23 @@ pub struct Config {
     pub jwt: JwtKeys,
     /// Cap on request bodies; larger ones get 413.
     pub body_limit: usize,
-    /// Registry for the service's metrics. A fresh one by default, so that a service started
-    /// twice in one process (a restart test) declares its metrics again without clashing;
-    /// `/metrics` shows the global function metrics of `#[instrumented]` beside it anyway.
+    /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
+    /// registry serves one run of the service per process: the binary uses the global one
+    /// (which honours `OBSKIT_LABEL_LIMIT`), tests that start the service twice give each run
+    /// a fresh [`Registry::new`]; `/metrics` shows the global function metrics of
+    /// `#[instrumented]` beside a fresh one anyway.
     pub registry: Registry,
 }
 
 impl Config {
     /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`) and
-    /// `JWT_SECRET` (random per start, with a warning, when unset).
+    /// `JWT_SECRET` (random per start, with a warning, when unset), on the global registry.
     pub fn from_env() -> Config {
         Config {
             data_dir: shop_common::data_dir_from_env(),
             jwt: JwtKeys::from_env(Duration::from_secs(3600)),
             body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
-            registry: Registry::new(),
+            registry: Registry::global().clone(),
         }
     }
 }
