@@ -83,6 +83,7 @@ pub struct ObskitBuilder {
     access: Option<AdminAccess>,
     admin_listener: Option<AdminListener>,
     measure_admin: bool,
+    response_traceparent: bool,
     memory_check: bool,
     stats_interval: Duration,
     config: Vec<(String, String)>,
@@ -194,6 +195,7 @@ impl Obskit {
             access: None,
             admin_listener: None,
             measure_admin: false,
+            response_traceparent: false,
             memory_check: true,
             stats_interval: Duration::from_secs(1),
             config: Vec::new(),
@@ -390,6 +392,13 @@ impl ObskitBuilder {
         self
     }
 
+    /// Whether responses carry a `traceparent` header naming their server span (default: no).
+    /// See [`HttpMetricsLayer::response_traceparent`].
+    pub fn response_traceparent(mut self, enabled: bool) -> Self {
+        self.response_traceparent = enabled;
+        self
+    }
+
     /// Whether `/health` includes the seed's memory check (default: yes).
     pub fn memory_check(mut self, enabled: bool) -> Self {
         self.memory_check = enabled;
@@ -457,7 +466,9 @@ impl ObskitBuilder {
 
         let routes = Routes::new(self.routes.iter().map(String::as_str))
             .map_err(|e| BuildError::Route(e.to_string()))?;
-        let mut layer = HttpMetricsLayer::new(http.clone()).routes(routes);
+        let mut layer = HttpMetricsLayer::new(http.clone())
+            .routes(routes)
+            .response_traceparent(self.response_traceparent);
         if !self.measure_admin {
             layer = layer.exclude_paths(ADMIN_PATHS);
         }

@@ -47,6 +47,8 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+pub mod propagation;
+
 /// The value of a span attribute.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {

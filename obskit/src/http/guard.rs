@@ -7,7 +7,8 @@ use http::{Method, StatusCode};
 
 use super::layer::Shared;
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
-use crate::trace::{self, Span, SpanKind, SpanStatus};
+use crate::trace::propagation::traceparent_header;
+use crate::trace::{self, Span, SpanContext, SpanKind, SpanStatus};
 
 /// The status counted for a request whose future was dropped before the service produced a
 /// response (the client went away, a timeout layer outside gave up, the server shut down).
@@ -63,6 +64,15 @@ impl RequestGuard {
             body_failed: false,
             span,
         }
+    }
+
+    /// The `traceparent` to return on the response, when the layer is configured to and the
+    /// request has a span.
+    pub(crate) fn response_traceparent(&self) -> Option<http::HeaderValue> {
+        if !self.shared.response_traceparent() {
+            return None;
+        }
+        self.span.context().map(|context| traceparent_header(&context))
     }
 
     fn finish_span(&mut self) {
@@ -123,7 +133,16 @@ impl Drop for RequestGuard {
 /// when no span sink is installed. Names and attributes follow the OpenTelemetry HTTP server
 /// conventions: `{method} {route}`, just `{method}` without a route, and `HTTP` for a
 /// non-standard method, whose `http.request.method` is then `_OTHER`.
-pub(crate) fn server_span(method: &Method, method_index: usize, route: Option<&str>, path: &str) -> Span {
+///
+/// `parent` is the caller's span from the request's `traceparent`: the server span joins its
+/// trace and inherits its `sampled` flag.
+pub(crate) fn server_span(
+    method: &Method,
+    method_index: usize,
+    route: Option<&str>,
+    path: &str,
+    parent: Option<SpanContext>,
+) -> Span {
     if !trace::is_enabled() {
         return Span::disabled();
     }
@@ -141,7 +160,11 @@ pub(crate) fn server_span(method: &Method, method_index: usize, route: Option<&s
         Some(route) => Cow::Owned(format!("{name_method} {route}")),
         None => Cow::Borrowed(name_method),
     };
-    let mut builder = trace::span(name)
+    let mut builder = trace::span(name);
+    if let Some(parent) = parent {
+        builder = builder.parent(parent);
+    }
+    builder = builder
         .kind(SpanKind::Server)
         .attr("http.request.method", method_attr);
     if method_index == OTHER_INDEX {
