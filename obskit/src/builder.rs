@@ -21,6 +21,7 @@ use crate::health::HealthChecks;
 use crate::http::{HttpMetrics, HttpMetricsLayer, RequestBody, Routes, ADMIN_PATHS};
 use crate::metrics::{IntGaugeVec, Registry};
 use crate::server::{self, Dispatch};
+use crate::trace::{self, RecentSpans};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -84,6 +85,7 @@ pub struct ObskitBuilder {
     admin_listener: Option<AdminListener>,
     measure_admin: bool,
     response_traceparent: bool,
+    recent_spans: usize,
     memory_check: bool,
     stats_interval: Duration,
     config: Vec<(String, String)>,
@@ -196,6 +198,7 @@ impl Obskit {
             admin_listener: None,
             measure_admin: false,
             response_traceparent: false,
+            recent_spans: crate::trace::DEFAULT_CAPACITY,
             memory_check: true,
             stats_interval: Duration::from_secs(1),
             config: Vec::new(),
@@ -399,6 +402,17 @@ impl ObskitBuilder {
         self
     }
 
+    /// How many finished spans `/debug/traces` keeps (default
+    /// [`DEFAULT_CAPACITY`](crate::trace::DEFAULT_CAPACITY)); 0 turns the buffer off.
+    ///
+    /// Spans are process-wide, so the buffer is [`RecentSpans::global`]: the last `build`
+    /// sets its capacity. `build` installs it as the span sink (through
+    /// [`trace::set_default_sink`], so a sink installed with [`trace::set_sink`] is kept).
+    pub fn recent_spans(mut self, capacity: usize) -> Self {
+        self.recent_spans = capacity;
+        self
+    }
+
     /// Whether `/health` includes the seed's memory check (default: yes).
     pub fn memory_check(mut self, enabled: bool) -> Self {
         self.memory_check = enabled;
@@ -503,13 +517,20 @@ impl ObskitBuilder {
                 registry.label_limit().to_string(),
             ),
             ("http.routes".to_string(), self.routes.join(" ")),
+            ("trace.recent_spans".to_string(), self.recent_spans.to_string()),
         ];
         config.extend(self.config);
 
-        let admin = AdminSurface::new(registry.clone(), health.clone())
+        let mut admin = AdminSurface::new(registry.clone(), health.clone())
             .access(access)
             .process_stats(stats)
             .config(config);
+        if self.recent_spans > 0 {
+            let recent = RecentSpans::global();
+            recent.set_capacity(self.recent_spans);
+            trace::set_default_sink(Arc::new(recent.clone()));
+            admin = admin.recent_spans(recent.clone());
+        }
 
         Ok(Obskit {
             inner: Arc::new(Inner {

@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 
+/// Tests that install a span sink, or need to know which one is installed, hold this lock: the
+/// sink is process-wide. (Servers built by other tests use `.recent_spans(0)` and install none.)
+pub static SINK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A free loopback address: bind port 0 and read the port back.
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -6,3 +6,4 @@ mod health_debug;
 mod http_layer;
 mod macros;
 mod server;
+mod traces;
