@@ -47,8 +47,13 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+pub mod otlp;
 pub mod propagation;
 mod recent;
+mod sampler;
+
+pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
+pub use sampler::{sample, Sampler};
 
 pub use recent::{
     RecentSpans, StatusFilter, TraceQuery, DEFAULT_CAPACITY, SLOW_MINUTES_KEPT, SLOW_PER_MINUTE,
@@ -178,7 +183,10 @@ pub struct FinishedSpan {
     pub kind: SpanKind,
     /// Wall-clock start.
     pub start: SystemTime,
-    /// How long it lasted.
+    /// Wall-clock end. Start and end are read from the system clock, as OpenTelemetry does, so
+    /// that a child span always lies within its parent on the exported timeline.
+    pub end: SystemTime,
+    /// How long it lasted, measured on a monotonic clock (immune to wall-clock steps).
     pub duration: Duration,
     /// Attributes, in the order they were set.
     pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
@@ -203,6 +211,22 @@ impl FinishedSpan {
 pub trait SpanSink: Send + Sync + 'static {
     /// Called once per span, on the thread that ended it. Must not block.
     fn on_end(&self, span: FinishedSpan);
+}
+
+/// `value` as it may leave the process (exported, or shown by `/debug/traces`): [`MASK`] when
+/// `key` looks secret, URL credentials masked in strings.
+///
+/// [`MASK`]: crate::secrets::MASK
+pub(crate) fn masked_attr(key: &str, value: AttrValue) -> AttrValue {
+    if crate::secrets::is_secret_key(key) {
+        return AttrValue::Str(Cow::Borrowed(crate::secrets::MASK));
+    }
+    match value {
+        AttrValue::Str(s) if s.contains("://") => {
+            AttrValue::Str(Cow::Owned(crate::secrets::mask_url_userinfo(&s)))
+        }
+        other => other,
+    }
 }
 
 /// Hands every span to several sinks, in order (the recent-span buffer and an exporter, say).
@@ -429,13 +453,14 @@ impl SpanBuilder {
         };
         let parent = data.parent.or_else(current);
         data.parent = parent;
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+        };
         data.context = SpanContext {
-            trace_id: match parent {
-                Some(p) => p.trace_id,
-                None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
-            },
+            trace_id,
             span_id: random_u64(),
-            sampled: parent.is_none_or(|p| p.sampled),
+            sampled: sample(parent.as_ref(), trace_id),
         };
         data.start = SystemTime::now();
         data.started = Some(quanta::Instant::now());
@@ -573,6 +598,7 @@ fn finish(mut data: Box<SpanData>) {
         parent_span_id: data.parent.map(|p| p.span_id),
         kind: data.kind,
         start: data.start,
+        end: SystemTime::now().max(data.start),
         duration,
         attributes: data.attributes,
         events: data.events,

@@ -79,6 +79,7 @@ struct SlowTrace {
     trace_id: u128,
     root: String,
     start: SystemTime,
+    end: SystemTime,
     duration: Duration,
     error: bool,
     status_code: Option<i64>,
@@ -201,7 +202,7 @@ impl RecentSpans {
             .slow
             .iter()
             .flat_map(|(_, traces)| traces)
-            .filter(|t| t.start + t.duration >= since)
+            .filter(|t| t.end >= since)
             .collect();
         slowest.sort_by_key(|t| std::cmp::Reverse(t.duration));
         let slowest: Vec<Value> = slowest
@@ -246,7 +247,7 @@ impl SpanSink for RecentSpans {
 }
 
 fn remember_if_slow(slow: &mut VecDeque<(u64, Vec<SlowTrace>)>, span: &FinishedSpan) {
-    let end = span.start + span.duration;
+    let end = span.end;
     let minute = end
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() / 60)
@@ -272,6 +273,7 @@ fn remember_if_slow(slow: &mut VecDeque<(u64, Vec<SlowTrace>)>, span: &FinishedS
         trace_id: span.context.trace_id,
         root: span.name.to_string(),
         start: span.start,
+        end: span.end,
         duration: span.duration,
         error: matches!(span.status, SpanStatus::Error(_)),
         status_code,
@@ -410,7 +412,7 @@ impl Group<'_> {
         let trace_id = first.context.trace_id;
         self.spans.sort_by_key(|s| s.start);
         let start = self.spans.iter().map(|s| s.start).min()?;
-        let end = self.spans.iter().map(|s| s.start + s.duration).max()?;
+        let end = self.spans.iter().map(|s| s.end).max()?;
         let duration = end.duration_since(start).unwrap_or_default();
         let error = self
             .spans
@@ -546,6 +548,7 @@ mod tests {
             kind: SpanKind::Internal,
             start: *BASE.get_or_init(|| SystemTime::now() - Duration::from_secs(1))
                 + Duration::from_millis(start_ms),
+            end: *BASE.get().unwrap() + Duration::from_millis(start_ms + duration_ms),
             duration: Duration::from_millis(duration_ms),
             attributes: Vec::new(),
             events: Vec::new(),
