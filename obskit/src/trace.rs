@@ -47,11 +47,13 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+mod client;
 pub mod otlp;
 pub mod propagation;
 mod recent;
 mod sampler;
 
+pub use client::TracedRequest;
 pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
 pub use sampler::{sample, Sampler};
 

@@ -16,7 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use obskit::admin::AdminAccess;
 use obskit::http::{MatchedRoute, RequestBody};
 use obskit::metrics::Registry;
-use obskit::trace::{self, propagation::RemoteContext, OtlpConfig, OtlpProtocol};
+use obskit::trace::{self, OtlpConfig, OtlpProtocol, TracedRequest};
 use obskit::Obskit;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -136,18 +136,11 @@ fn reserve_item(_id: u32) -> Result<(), OutOfStock> {
     Err(OutOfStock)
 }
 
-/// The outgoing call carries the current span as `traceparent`.
+/// The outgoing call opens a client span and carries it as `traceparent`.
 #[obskit::instrumented]
 async fn call_backend(path: String) -> u16 {
-    let mut headers = reqwest::header::HeaderMap::new();
-    RemoteContext::default().inject(trace::current().as_ref(), &mut headers);
     let url = format!("{}{path}", BACKEND.get().expect("backend started"));
-    let response = reqwest::Client::new()
-        .get(url)
-        .headers(headers)
-        .send()
-        .await
-        .unwrap();
+    let response = reqwest::Client::new().get(url).send_traced().await.unwrap();
     let status = response.status().as_u16();
     response.bytes().await.unwrap();
     status
@@ -278,16 +271,38 @@ async fn spans_reach_the_collector_as_one_trace_across_two_services() {
     assert_eq!(resource["deployment.environment.name"], "test");
     assert_eq!(resource["service.instance.id"].len(), 36);
     let (_, call) = named("call_backend");
+    let (_, client) = named("GET");
     let (_, items) = named("GET /api/items/{id}");
     let (_, lookup) = named("lookup_item");
 
-    // One trace: checkout (server) -> call_backend -> items (server, other service) -> lookup.
-    for span in [call, items, lookup] {
+    // One trace: checkout (server) -> call_backend -> GET (client, reqwest) -> items (server,
+    // the other service) -> lookup.
+    for span in [call, client, items, lookup] {
         assert_eq!(hex(&span.trace_id), hex(&checkout.trace_id));
     }
     assert!(checkout.parent_span_id.is_empty());
     assert_eq!(call.parent_span_id, checkout.span_id);
-    assert_eq!(items.parent_span_id, call.span_id);
+    assert_eq!(client.parent_span_id, call.span_id);
+    assert_eq!(items.parent_span_id, client.span_id);
+    assert_eq!(client.kind, SpanKind::Client as i32);
+    let attribute = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.clone())
+    };
+    assert_eq!(
+        attribute(client, "http.response.status_code"),
+        Some(AnyValue::IntValue(200))
+    );
+    assert_eq!(
+        attribute(client, "http.request.method"),
+        Some(AnyValue::StringValue("GET".into()))
+    );
+    assert_eq!(
+        attribute(client, "server.address"),
+        Some(AnyValue::StringValue("127.0.0.1".into()))
+    );
     assert_eq!(lookup.parent_span_id, items.span_id);
     assert_eq!(checkout.kind, SpanKind::Server as i32);
     assert_eq!(items.kind, SpanKind::Server as i32);
@@ -303,12 +318,10 @@ async fn spans_reach_the_collector_as_one_trace_across_two_services() {
     assert_eq!(failing.status.as_ref().unwrap().message, "item out of stock");
     assert_eq!(failing.events[0].name, "exception");
     assert_eq!(failing.parent_span_id, reserve.span_id);
-    let status_code = reserve
-        .attributes
-        .iter()
-        .find(|kv| kv.key == "http.response.status_code")
-        .and_then(|kv| kv.value.as_ref()?.value.clone());
-    assert_eq!(status_code, Some(AnyValue::IntValue(503)));
+    assert_eq!(
+        attribute(reserve, "http.response.status_code"),
+        Some(AnyValue::IntValue(503))
+    );
 
     let metrics = cart.obskit.registry().encode_text();
     assert!(
