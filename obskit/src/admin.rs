@@ -35,7 +35,7 @@ use http_body_util::Full;
 
 use crate::debug::{self, ProcessStats};
 use crate::health::HealthChecks;
-use crate::metrics::{Registry, TEXT_CONTENT_TYPE};
+use crate::metrics::{accepts_openmetrics, Registry, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::trace::{RecentSpans, TraceQuery};
 
 /// The address of the client that sent a request, as a request extension.
@@ -309,8 +309,21 @@ impl AdminSurface {
         }
         match endpoint {
             Endpoint::Metrics => {
-                let body = self.inner.registry.encode_text();
-                with_type(StatusCode::OK, TEXT_CONTENT_TYPE, body.into())
+                // OpenMetrics (with exemplars) only when asked for: Prometheus 3 refuses content
+                // types it did not accept, and 0.0.4 text is what every other scraper reads.
+                let openmetrics = request
+                    .headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(accepts_openmetrics);
+                if openmetrics {
+                    let body = self.inner.registry.encode_openmetrics();
+                    with_type(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body.into())
+                } else {
+                    let body = self.inner.registry.encode_text();
+                    with_type(StatusCode::OK, TEXT_CONTENT_TYPE, body.into())
+                }
             }
             Endpoint::Health => {
                 let report = self.inner.health.report().await;

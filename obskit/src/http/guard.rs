@@ -118,7 +118,16 @@ impl Drop for RequestGuard {
         let method = METHOD_LABELS[self.slot % METHOD_COUNT];
         let endpoint = shared.endpoint(self.slot / METHOD_COUNT);
         let handles = shared.handles(self.slot);
-        handles.duration.observe(self.start.elapsed().as_secs_f64());
+        let seconds = self.start.elapsed().as_secs_f64();
+        handles.duration.observe(seconds);
+        // The trace of a sampled request becomes its bucket's exemplar: the jump from a latency
+        // spike on a dashboard to the trace behind it. Unsampled traces are not exported, so
+        // pointing at them would lead nowhere.
+        if let Some(context) = self.span.context().filter(|c| c.sampled) {
+            handles
+                .duration_exemplars
+                .record(seconds, context.trace_id, Some(context.span_id));
+        }
         handles.response_size.observe(self.response_bytes as f64);
         handles.count_request(shared.metrics(), method, endpoint, status);
         handles.in_flight.dec();

@@ -329,6 +329,50 @@ async fn spans_reach_the_collector_as_one_trace_across_two_services() {
         "{metrics}"
     );
 
+    // /metrics in OpenMetrics form, when asked, carries the checkout's trace id as an
+    // exemplar of its latency bucket; plain text otherwise.
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/metrics", cart.url))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        obskit::metrics::OPENMETRICS_CONTENT_TYPE
+    );
+    let openmetrics = response.text().await.unwrap();
+    assert!(crate::common::openmetrics_check(&openmetrics) >= 1);
+    let trace_id = hex(&checkout.trace_id);
+    let exemplar_line = openmetrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"http_request_duration_seconds_bucket{endpoint="/api/checkout/{id}",method="GET",le="#,
+            ) && l.contains(&format!("# {{trace_id=\"{trace_id}\""))
+        })
+        .unwrap_or_else(|| panic!("no exemplar of trace {trace_id}:\n{openmetrics}"));
+    assert!(exemplar_line.contains(&format!("span_id=\"{}\"", hex(&checkout.span_id))));
+    // `#[instrumented]` latencies too: the trace that `lookup_item` ran in, on the other service.
+    assert!(
+        openmetrics.lines().any(|l| l
+            .starts_with(r#"function_calls_duration_seconds_bucket{function="lookup_item","#)
+            && l.contains(&format!("# {{trace_id=\"{trace_id}\"}}"))),
+        "{openmetrics}"
+    );
+    let plain = reqwest::get(format!("{}/metrics", cart.url)).await.unwrap();
+    assert!(plain.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let plain = plain.text().await.unwrap();
+    assert!(!plain.contains("# EOF") && !plain.contains("trace_id"));
+    crate::common::promtool_check_metrics(&plain);
+
     cart.shutdown().await;
     backend.shutdown().await;
     receiver.stop();
