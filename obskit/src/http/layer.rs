@@ -421,7 +421,10 @@ impl Shared {
             None
         };
         let parent = remote.as_ref().and_then(|r| r.parent);
-        let span = server_span(request.method(), method, template, request.uri().path(), parent);
+        let mut span = server_span(request.method(), method, template, request.uri().path(), parent);
+        if span.is_recording() {
+            request_attributes(&mut span, request);
+        }
         let content_length = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -431,6 +434,57 @@ impl Shared {
         // Incremented here, decremented only by the guard's `Drop`: one to one.
         handles.in_flight.inc();
         (size, RequestGuard::new(Arc::clone(self), slot, span), remote)
+    }
+}
+
+/// The OpenTelemetry HTTP server attributes read from the request head beyond those
+/// [`server_span`] sets: `server.address` and `server.port` (from `Host`, or the URI's authority
+/// in HTTP/2), `user_agent.original` and `network.protocol.version`.
+fn request_attributes<B>(span: &mut trace::Span, request: &Request<B>) {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
+    if let Some(authority) = authority {
+        let (address, port) = split_authority(&authority);
+        span.set_attr("server.address", address.to_string());
+        if let Some(port) = port {
+            span.set_attr("server.port", i64::from(port));
+        }
+    }
+    if let Some(agent) = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.set_attr("user_agent.original", agent.to_string());
+    }
+    let version = match request.version() {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_11 => "1.1",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => return,
+    };
+    span.set_attr("network.protocol.version", version);
+}
+
+/// `host:port`, `[v6]:port` or a bare host, into the host (without brackets) and the port.
+pub(crate) fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
     }
 }
 

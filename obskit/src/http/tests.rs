@@ -646,3 +646,55 @@ async fn server_span_continues_the_callers_trace() {
         "baggage passes regardless"
     );
 }
+
+#[test]
+fn authorities_split_into_address_and_port() {
+    use super::layer::split_authority;
+    assert_eq!(split_authority("shop.example:8080"), ("shop.example", Some(8080)));
+    assert_eq!(split_authority("shop.example"), ("shop.example", None));
+    assert_eq!(split_authority("[::1]:9000"), ("::1", Some(9000)));
+    assert_eq!(split_authority("[::1]"), ("::1", None));
+    assert_eq!(split_authority("host:notaport"), ("host:notaport", None));
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn server_span_has_the_request_head_attributes() {
+    let _lock = trace::tests::SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Arc::new(trace::tests::Collect::default());
+    trace::set_sink(sink.clone());
+    let service = HttpMetricsLayer::new(HttpMetrics::new(&Registry::new()).unwrap())
+        .routes(Routes::new(["/head-attrs"]).unwrap())
+        .layer(tower::service_fn(|_req: Request<_>| async {
+            ok(Empty::<Bytes>::new())
+        }));
+    let request = Request::get("/head-attrs")
+        .header("host", "shop.example:8080")
+        .header("user-agent", "locust/2.0")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    service
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    trace::clear_sink();
+    let spans = sink.0.lock().unwrap();
+    let span = spans.iter().find(|s| s.name == "GET /head-attrs").unwrap();
+    assert_eq!(
+        span.attribute("server.address"),
+        Some(&AttrValue::from("shop.example"))
+    );
+    assert_eq!(span.attribute("server.port"), Some(&AttrValue::I64(8080)));
+    assert_eq!(
+        span.attribute("user_agent.original"),
+        Some(&AttrValue::from("locust/2.0"))
+    );
+    assert_eq!(
+        span.attribute("network.protocol.version"),
+        Some(&AttrValue::from("1.1"))
+    );
+}
