@@ -23,4 +23,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The strict OpenMetrics parser of the Python client library, for `/metrics` in OpenMetrics
+# form (promtool 2.42 reads only the 0.0.4 text format).
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "ensure-tools: installing prometheus-client (PyPI)" >&2
+  python3 -m pip install -q prometheus-client >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages prometheus-client >/dev/null
+fi
+
 promtool --version 2>&1 | head -1 >&2

@@ -1,5 +1,5 @@
-//! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`
-//! and `/debug/config`, and their protection.
+//! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`,
+//! `/debug/config` and `/debug/traces`, and their protection.
 //!
 //! `/metrics` and `/health*` are open (scrapers and orchestrators need them). Everything under
 //! `/debug` is protected: when an admin token is configured (`OBSKIT_ADMIN_TOKEN`) it must come
@@ -35,7 +35,8 @@ use http_body_util::Full;
 
 use crate::debug::{self, ProcessStats};
 use crate::health::HealthChecks;
-use crate::metrics::{Registry, TEXT_CONTENT_TYPE};
+use crate::metrics::{accepts_openmetrics, Registry, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::trace::{RecentSpans, TraceQuery};
 
 /// The address of the client that sent a request, as a request extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +143,7 @@ struct Inner {
     health: HealthChecks,
     stats: Option<Arc<ProcessStats>>,
     config: Vec<(String, String)>,
+    traces: Option<RecentSpans>,
     access: AdminAccess,
 }
 
@@ -153,6 +155,7 @@ enum Endpoint {
     Ready,
     DebugMetrics,
     DebugConfig,
+    DebugTraces,
     DebugUnknown,
 }
 
@@ -170,6 +173,7 @@ impl Endpoint {
             "/health/ready" => Endpoint::Ready,
             "/debug/metrics" => Endpoint::DebugMetrics,
             "/debug/config" => Endpoint::DebugConfig,
+            "/debug/traces" => Endpoint::DebugTraces,
             p if p == "/debug" || p.starts_with("/debug/") => Endpoint::DebugUnknown,
             _ => return None,
         })
@@ -178,7 +182,7 @@ impl Endpoint {
     fn protected(self) -> bool {
         matches!(
             self,
-            Endpoint::DebugMetrics | Endpoint::DebugConfig | Endpoint::DebugUnknown
+            Endpoint::DebugMetrics | Endpoint::DebugConfig | Endpoint::DebugTraces | Endpoint::DebugUnknown
         )
     }
 }
@@ -193,6 +197,7 @@ impl AdminSurface {
                 health,
                 stats: None,
                 config: Vec::new(),
+                traces: None,
                 access: AdminAccess::LoopbackOnly,
             }),
         }
@@ -208,6 +213,7 @@ impl AdminSurface {
                     health: old.health.clone(),
                     stats: old.stats.clone(),
                     config: old.config.clone(),
+                    traces: old.traces.clone(),
                     access: old.access.clone(),
                 };
                 f(&mut inner);
@@ -230,6 +236,24 @@ impl AdminSurface {
     /// The effective configuration shown (masked) by `/debug/config`.
     pub fn config(self, entries: Vec<(String, String)>) -> Self {
         self.update(|i| i.config = entries)
+    }
+
+    /// The recent-span buffer behind `/debug/traces` (without it, the endpoint answers 503).
+    ///
+    /// ```
+    /// use obskit::admin::{AdminSurface, PeerAddr};
+    /// use obskit::trace::{RecentSpans, SpanSink};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let recent = RecentSpans::new(64);
+    /// let admin = AdminSurface::new(obskit::metrics::Registry::new(), obskit::health::HealthChecks::new("demo", "1"))
+    ///     .recent_spans(recent.clone());
+    /// let mut request = http::Request::get("/debug/traces?status=error&limit=5").body(()).unwrap();
+    /// request.extensions_mut().insert(PeerAddr("127.0.0.1:4000".parse().unwrap()));
+    /// assert_eq!(admin.handle(request).await.status(), 200);
+    /// # });
+    /// ```
+    pub fn recent_spans(self, recent: RecentSpans) -> Self {
+        self.update(|i| i.traces = Some(recent))
     }
 
     /// Whether `path` belongs to the admin surface.
@@ -285,8 +309,21 @@ impl AdminSurface {
         }
         match endpoint {
             Endpoint::Metrics => {
-                let body = self.inner.registry.encode_text();
-                with_type(StatusCode::OK, TEXT_CONTENT_TYPE, body.into())
+                // OpenMetrics (with exemplars) only when asked for: Prometheus 3 refuses content
+                // types it did not accept, and 0.0.4 text is what every other scraper reads.
+                let openmetrics = request
+                    .headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(accepts_openmetrics);
+                if openmetrics {
+                    let body = self.inner.registry.encode_openmetrics();
+                    with_type(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body.into())
+                } else {
+                    let body = self.inner.registry.encode_text();
+                    with_type(StatusCode::OK, TEXT_CONTENT_TYPE, body.into())
+                }
             }
             Endpoint::Health => {
                 let report = self.inner.health.report().await;
@@ -317,10 +354,21 @@ impl AdminSurface {
                     .collect();
                 json(StatusCode::OK, &debug::config_report(&entries))
             }
+            Endpoint::DebugTraces => match &self.inner.traces {
+                Some(recent) => match TraceQuery::parse(request.uri().query()) {
+                    Ok(query) => json(StatusCode::OK, &recent.report(&query)),
+                    Err(problem) => error(StatusCode::BAD_REQUEST, "bad_query", &problem),
+                },
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_configured",
+                    "no recent-span buffer is installed",
+                ),
+            },
             Endpoint::DebugUnknown => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such debug endpoint; try /debug/metrics or /debug/config",
+                "no such debug endpoint; try /debug/metrics, /debug/config or /debug/traces",
             ),
         }
     }

@@ -21,6 +21,7 @@ use crate::health::HealthChecks;
 use crate::http::{HttpMetrics, HttpMetricsLayer, RequestBody, Routes, ADMIN_PATHS};
 use crate::metrics::{IntGaugeVec, Registry};
 use crate::server::{self, Dispatch};
+use crate::trace::{self, ExportCounters, FanOut, OtlpConfig, OtlpSink, RecentSpans, Sampler, SpanSink};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -44,6 +45,8 @@ pub enum BuildError {
     Route(String),
     /// A metric could not be registered (a name already taken in the registry, for one).
     Metrics(crate::metrics::Error),
+    /// The OTLP exporter could not be built.
+    Exporter(crate::trace::OtlpError),
     /// An environment variable had a value that cannot be used.
     Environment {
         /// The variable.
@@ -58,6 +61,7 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::Route(e) => write!(f, "invalid route template: {e}"),
             BuildError::Metrics(e) => write!(f, "metrics: {e}"),
+            BuildError::Exporter(e) => write!(f, "tracing: {e}"),
             BuildError::Environment { name, problem } => write!(f, "environment variable {name}: {problem}"),
         }
     }
@@ -83,6 +87,11 @@ pub struct ObskitBuilder {
     access: Option<AdminAccess>,
     admin_listener: Option<AdminListener>,
     measure_admin: bool,
+    response_traceparent: bool,
+    recent_spans: usize,
+    otlp: Option<Option<OtlpConfig>>,
+    sampler: Option<Sampler>,
+    shutdown_timeout: Duration,
     memory_check: bool,
     stats_interval: Duration,
     config: Vec<(String, String)>,
@@ -128,6 +137,8 @@ struct Inner {
     admin: AdminSurface,
     admin_listener: AdminListener,
     connections: ConnectionStats,
+    otlp: Option<Arc<OtlpSink>>,
+    shutdown_timeout: Duration,
 }
 
 impl fmt::Debug for Obskit {
@@ -174,6 +185,26 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A random UUID (version 4) for `service.instance.id`: unique per process start, as the
+/// semantic conventions recommend when nothing better identifies the instance.
+fn random_instance_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS; two differently seeded hashes give 128 random bits.
+    let a = RandomState::new().hash_one(std::process::id());
+    let b = RandomState::new().hash_one(std::time::SystemTime::now());
+    let bits = (u128::from(a) << 64 | u128::from(b)) & !(0xf000 << 64) & !(0xc000 << 48);
+    let bits = bits | 0x4000 << 64 | 0x8000 << 48;
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name)
         .ok()
@@ -194,6 +225,11 @@ impl Obskit {
             access: None,
             admin_listener: None,
             measure_admin: false,
+            response_traceparent: false,
+            recent_spans: crate::trace::DEFAULT_CAPACITY,
+            otlp: None,
+            sampler: None,
+            shutdown_timeout: Duration::from_secs(5),
             memory_check: true,
             stats_interval: Duration::from_secs(1),
             config: Vec::new(),
@@ -233,6 +269,18 @@ impl Obskit {
     /// The admin surface, for services served by other means.
     pub fn admin(&self) -> &AdminSurface {
         &self.inner.admin
+    }
+
+    /// Exports the spans queued so far, waiting at most `timeout`; true when done in time (or
+    /// when nothing is exported). [`Obskit::serve`] does it when the server has stopped.
+    pub async fn flush_traces(&self, timeout: Duration) -> bool {
+        let Some(otlp) = self.inner.otlp.clone() else {
+            return true;
+        };
+        // The flush blocks a thread; a gRPC exporter needs this runtime meanwhile.
+        tokio::task::spawn_blocking(move || otlp.flush(timeout))
+            .await
+            .unwrap_or(false)
     }
 
     /// Connection counts as the server keeps them.
@@ -299,6 +347,8 @@ impl Obskit {
         if let Some(task) = admin_task {
             let _ = task.await;
         }
+        // What the last requests traced is exported before the process goes, within bounds.
+        self.flush_traces(self.inner.shutdown_timeout).await;
         result
     }
 }
@@ -390,6 +440,51 @@ impl ObskitBuilder {
         self
     }
 
+    /// Whether responses carry a `traceparent` header naming their server span (default: no).
+    /// See [`HttpMetricsLayer::response_traceparent`].
+    pub fn response_traceparent(mut self, enabled: bool) -> Self {
+        self.response_traceparent = enabled;
+        self
+    }
+
+    /// How many finished spans `/debug/traces` keeps (default
+    /// [`DEFAULT_CAPACITY`](crate::trace::DEFAULT_CAPACITY)); 0 turns the buffer off.
+    ///
+    /// Spans are process-wide, so the buffer is [`RecentSpans::global`]: the last `build`
+    /// sets its capacity. `build` installs it as the span sink (through
+    /// [`trace::set_default_sink`], so a sink installed with [`trace::set_sink`] is kept).
+    pub fn recent_spans(mut self, capacity: usize) -> Self {
+        self.recent_spans = capacity;
+        self
+    }
+
+    /// Where spans are exported over OTLP; `None` exports nothing. Without it, the standard
+    /// variables decide (see [`OtlpConfig::from_env`]): with no endpoint set, nothing is
+    /// exported and nothing connects anywhere, and spans still reach `/debug/traces`.
+    ///
+    /// Spans are process-wide: the exporter of the last `build` receives every span of the
+    /// process, with that build's resource attributes (`service.name`, `service.version`,
+    /// `deployment.environment.name`, `service.instance.id`, and the rest of
+    /// `OTEL_RESOURCE_ATTRIBUTES`).
+    pub fn otlp(mut self, config: Option<OtlpConfig>) -> Self {
+        self.otlp = Some(config);
+        self
+    }
+
+    /// The head sampler. Without it, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, by
+    /// default parent-based, always on. Process-wide, like spans.
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = Some(sampler);
+        self
+    }
+
+    /// How long [`Obskit::serve`] waits, after the server stopped, for queued spans to be
+    /// exported (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
     /// Whether `/health` includes the seed's memory check (default: yes).
     pub fn memory_check(mut self, enabled: bool) -> Self {
         self.memory_check = enabled;
@@ -450,14 +545,16 @@ impl ObskitBuilder {
         };
 
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
-        let (http, build_info) = per_registry_metrics(&registry)?;
+        let (http, build_info, span_counters) = per_registry_metrics(&registry)?;
         build_info
             .with(&[&service, &version, &commit, &environment])
             .set(1);
 
         let routes = Routes::new(self.routes.iter().map(String::as_str))
             .map_err(|e| BuildError::Route(e.to_string()))?;
-        let mut layer = HttpMetricsLayer::new(http.clone()).routes(routes);
+        let mut layer = HttpMetricsLayer::new(http.clone())
+            .routes(routes)
+            .response_traceparent(self.response_traceparent);
         if !self.measure_admin {
             layer = layer.exclude_paths(ADMIN_PATHS);
         }
@@ -469,10 +566,35 @@ impl ObskitBuilder {
         let connections = ConnectionStats::default();
         let stats = Arc::new(ProcessStats::start(self.stats_interval, connections.clone()));
 
+        let env_error = |(name, problem): (&'static str, String)| BuildError::Environment { name, problem };
+        let otlp_config = match self.otlp {
+            Some(config) => config,
+            None => OtlpConfig::from_env().map_err(env_error)?,
+        };
+        let sampler = match self.sampler {
+            Some(sampler) => sampler,
+            None => Sampler::from_env().map_err(env_error)?,
+        };
+        // The resource: the standard attributes as resolved above, an instance id (from
+        // OTEL_RESOURCE_ATTRIBUTES, else random per process start), then the other attributes
+        // given in OTEL_RESOURCE_ATTRIBUTES.
+        let instance = attribute("service.instance.id").unwrap_or_else(random_instance_id);
+        let mut resource = vec![
+            ("service.name".to_string(), service.clone()),
+            ("service.version".to_string(), version.clone()),
+            ("deployment.environment.name".to_string(), environment.clone()),
+            ("service.instance.id".to_string(), instance),
+        ];
+        for (key, value) in &attributes {
+            if !resource.iter().any(|(k, _)| k == key) && key != "deployment.environment" {
+                resource.push((key.clone(), value.clone()));
+            }
+        }
+
         let mut config = vec![
             ("service.name".to_string(), service.clone()),
             ("service.version".to_string(), version.clone()),
-            ("deployment.environment.name".to_string(), environment),
+            ("deployment.environment.name".to_string(), environment.clone()),
             (
                 "admin.access".to_string(),
                 match access {
@@ -492,13 +614,48 @@ impl ObskitBuilder {
                 registry.label_limit().to_string(),
             ),
             ("http.routes".to_string(), self.routes.join(" ")),
+            ("trace.recent_spans".to_string(), self.recent_spans.to_string()),
+            (
+                "trace.otlp".to_string(),
+                match &otlp_config {
+                    Some(c) => format!("{:?} {}", c.protocol, c.endpoint),
+                    None => "off (no OTEL_EXPORTER_OTLP_ENDPOINT)".to_string(),
+                },
+            ),
+            ("trace.sampler".to_string(), format!("{sampler:?}")),
         ];
         config.extend(self.config);
 
-        let admin = AdminSurface::new(registry.clone(), health.clone())
+        let mut admin = AdminSurface::new(registry.clone(), health.clone())
             .access(access)
             .process_stats(stats)
             .config(config);
+        let mut sinks: Vec<Arc<dyn SpanSink>> = Vec::new();
+        if self.recent_spans > 0 {
+            let recent = RecentSpans::global();
+            recent.set_capacity(self.recent_spans);
+            sinks.push(Arc::new(recent.clone()));
+            admin = admin.recent_spans(recent.clone());
+        }
+        let otlp = match otlp_config {
+            Some(config) => {
+                let sink = OtlpSink::start(&config, resource, span_counters).map_err(BuildError::Exporter)?;
+                let sink = Arc::new(sink);
+                sinks.push(sink.clone());
+                Some(sink)
+            }
+            None => None,
+        };
+        sampler.install();
+        match sinks.len() {
+            0 => {}
+            1 => {
+                trace::set_default_sink(sinks.pop().expect("one sink"));
+            }
+            _ => {
+                trace::set_default_sink(Arc::new(FanOut::new(sinks)));
+            }
+        }
 
         Ok(Obskit {
             inner: Arc::new(Inner {
@@ -511,27 +668,32 @@ impl ObskitBuilder {
                 admin,
                 admin_listener,
                 connections,
+                otlp,
+                shutdown_timeout: self.shutdown_timeout,
             }),
         })
     }
 }
 
-/// The RED metrics and `build_info` of a registry, declared once per registry: building a
+type RegistryMetrics = (HttpMetrics, IntGaugeVec, ExportCounters);
+
+/// The RED metrics, `build_info` and span export counters of a registry, declared once per registry: building a
 /// second `Obskit` on the global registry (two services in one process, or a restart in a test)
 /// reuses them instead of failing on a duplicate name.
-fn per_registry_metrics(registry: &Registry) -> Result<(HttpMetrics, IntGaugeVec), BuildError> {
-    fn declare(registry: &Registry) -> Result<(HttpMetrics, IntGaugeVec), crate::metrics::Error> {
+fn per_registry_metrics(registry: &Registry) -> Result<RegistryMetrics, BuildError> {
+    fn declare(registry: &Registry) -> Result<RegistryMetrics, crate::metrics::Error> {
         let http = HttpMetrics::new(registry)?;
+        let spans = ExportCounters::new(registry)?;
         // autometrics' published queries join on build_info; it also tells which version runs.
         let build_info = registry.int_gauge_vec(
             "build_info",
             "Build information of the running service (value 1)",
             &["service_name", "version", "commit", "environment"],
         )?;
-        Ok((http, build_info))
+        Ok((http, build_info, spans))
     }
     if registry.is_global() {
-        static GLOBAL: Mutex<Option<(HttpMetrics, IntGaugeVec)>> = Mutex::new(None);
+        static GLOBAL: Mutex<Option<RegistryMetrics>> = Mutex::new(None);
         let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
         if global.is_none() {
             *global = Some(declare(registry)?);
@@ -545,6 +707,15 @@ fn per_registry_metrics(registry: &Registry) -> Result<(HttpMetrics, IntGaugeVec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_ids_are_uuid_v4() {
+        let id = random_instance_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4", "{id}");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, random_instance_id());
+    }
 
     #[test]
     fn percent_decoding() {

@@ -47,6 +47,20 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+mod client;
+pub mod otlp;
+pub mod propagation;
+mod recent;
+mod sampler;
+
+pub use client::TracedRequest;
+pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
+pub use sampler::{sample, Sampler};
+
+pub use recent::{
+    RecentSpans, StatusFilter, TraceQuery, DEFAULT_CAPACITY, SLOW_MINUTES_KEPT, SLOW_PER_MINUTE,
+};
+
 /// The value of a span attribute.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
@@ -171,7 +185,10 @@ pub struct FinishedSpan {
     pub kind: SpanKind,
     /// Wall-clock start.
     pub start: SystemTime,
-    /// How long it lasted.
+    /// Wall-clock end. Start and end are read from the system clock, as OpenTelemetry does, so
+    /// that a child span always lies within its parent on the exported timeline.
+    pub end: SystemTime,
+    /// How long it lasted, measured on a monotonic clock (immune to wall-clock steps).
     pub duration: Duration,
     /// Attributes, in the order they were set.
     pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
@@ -198,19 +215,124 @@ pub trait SpanSink: Send + Sync + 'static {
     fn on_end(&self, span: FinishedSpan);
 }
 
+/// `value` as it may leave the process (exported, or shown by `/debug/traces`): [`MASK`] when
+/// `key` looks secret, URL credentials masked in strings.
+///
+/// [`MASK`]: crate::secrets::MASK
+pub(crate) fn masked_attr(key: &str, value: AttrValue) -> AttrValue {
+    if crate::secrets::is_secret_key(key) {
+        return AttrValue::Str(Cow::Borrowed(crate::secrets::MASK));
+    }
+    match value {
+        AttrValue::Str(s) if s.contains("://") => {
+            AttrValue::Str(Cow::Owned(crate::secrets::mask_url_userinfo(&s)))
+        }
+        other => other,
+    }
+}
+
+/// Hands every span to several sinks, in order (the recent-span buffer and an exporter, say).
+///
+/// ```
+/// use std::sync::Arc;
+/// use obskit::trace::{self, FanOut, RecentSpans};
+///
+/// let (a, b) = (RecentSpans::new(8), RecentSpans::new(8));
+/// trace::set_sink(Arc::new(FanOut::new(vec![Arc::new(a.clone()), Arc::new(b.clone())])));
+/// drop(trace::span("work").start());
+/// trace::clear_sink();
+/// assert_eq!((a.len(), b.len()), (1, 1));
+/// ```
+pub struct FanOut {
+    sinks: Vec<Arc<dyn SpanSink>>,
+}
+
+impl FanOut {
+    /// A sink forwarding to each of `sinks`.
+    pub fn new(sinks: Vec<Arc<dyn SpanSink>>) -> FanOut {
+        FanOut { sinks }
+    }
+}
+
+impl fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl SpanSink for FanOut {
+    fn on_end(&self, span: FinishedSpan) {
+        if let Some((last, rest)) = self.sinks.split_last() {
+            for sink in rest {
+                sink.on_end(span.clone());
+            }
+            // The last one gets the original: one clone fewer.
+            last.on_end(span);
+        }
+    }
+}
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static SINK: RwLock<Option<Arc<dyn SpanSink>>> = RwLock::new(None);
+static SINK: RwLock<Installed> = RwLock::new(Installed {
+    sink: None,
+    default: false,
+});
+
+struct Installed {
+    sink: Option<Arc<dyn SpanSink>>,
+    /// Installed by [`set_default_sink`]: a later default may replace it.
+    default: bool,
+}
 
 /// Installs the sink that receives finished spans, replacing any previous one.
 pub fn set_sink(sink: Arc<dyn SpanSink>) {
-    *SINK.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    let mut installed = SINK.write().unwrap_or_else(|p| p.into_inner());
+    *installed = Installed {
+        sink: Some(sink),
+        default: false,
+    };
     ENABLED.store(true, Ordering::Release);
+}
+
+/// Installs `sink` unless a sink was installed with [`set_sink`]: what [`crate::Obskit`] does,
+/// so that a sink the application chose is never silently replaced. Returns whether it was
+/// installed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use obskit::trace::{self, RecentSpans};
+///
+/// let mine = RecentSpans::new(8);
+/// trace::set_sink(Arc::new(mine.clone()));
+/// assert!(!trace::set_default_sink(Arc::new(RecentSpans::new(8))));
+/// drop(trace::span("work").start());
+/// assert_eq!(mine.len(), 1);
+/// trace::clear_sink();
+/// assert!(trace::set_default_sink(Arc::new(RecentSpans::new(8))));
+/// # trace::clear_sink();
+/// ```
+pub fn set_default_sink(sink: Arc<dyn SpanSink>) -> bool {
+    let mut installed = SINK.write().unwrap_or_else(|p| p.into_inner());
+    if installed.sink.is_some() && !installed.default {
+        return false;
+    }
+    *installed = Installed {
+        sink: Some(sink),
+        default: true,
+    };
+    ENABLED.store(true, Ordering::Release);
+    true
 }
 
 /// Removes the installed sink: spans become disabled again.
 pub fn clear_sink() {
     ENABLED.store(false, Ordering::Release);
-    *SINK.write().unwrap_or_else(|p| p.into_inner()) = None;
+    *SINK.write().unwrap_or_else(|p| p.into_inner()) = Installed {
+        sink: None,
+        default: false,
+    };
 }
 
 /// Whether a sink is installed, i.e. whether new spans record anything.
@@ -333,13 +455,14 @@ impl SpanBuilder {
         };
         let parent = data.parent.or_else(current);
         data.parent = parent;
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+        };
         data.context = SpanContext {
-            trace_id: match parent {
-                Some(p) => p.trace_id,
-                None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
-            },
+            trace_id,
             span_id: random_u64(),
-            sampled: parent.is_none_or(|p| p.sampled),
+            sampled: sample(parent.as_ref(), trace_id),
         };
         data.start = SystemTime::now();
         data.started = Some(quanta::Instant::now());
@@ -477,12 +600,13 @@ fn finish(mut data: Box<SpanData>) {
         parent_span_id: data.parent.map(|p| p.span_id),
         kind: data.kind,
         start: data.start,
+        end: SystemTime::now().max(data.start),
         duration,
         attributes: data.attributes,
         events: data.events,
         status: data.status,
     };
-    let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).sink.clone();
     if let Some(sink) = sink {
         sink.on_end(finished);
     }

@@ -7,7 +7,8 @@ use http::{Method, StatusCode};
 
 use super::layer::Shared;
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
-use crate::trace::{self, Span, SpanKind, SpanStatus};
+use crate::trace::propagation::traceparent_header;
+use crate::trace::{self, Span, SpanContext, SpanKind, SpanStatus};
 
 /// The status counted for a request whose future was dropped before the service produced a
 /// response (the client went away, a timeout layer outside gave up, the server shut down).
@@ -65,6 +66,15 @@ impl RequestGuard {
         }
     }
 
+    /// The `traceparent` to return on the response, when the layer is configured to and the
+    /// request has a span.
+    pub(crate) fn response_traceparent(&self) -> Option<http::HeaderValue> {
+        if !self.shared.response_traceparent() {
+            return None;
+        }
+        self.span.context().map(|context| traceparent_header(&context))
+    }
+
     fn finish_span(&mut self) {
         let span = &mut self.span;
         match self.outcome {
@@ -108,7 +118,16 @@ impl Drop for RequestGuard {
         let method = METHOD_LABELS[self.slot % METHOD_COUNT];
         let endpoint = shared.endpoint(self.slot / METHOD_COUNT);
         let handles = shared.handles(self.slot);
-        handles.duration.observe(self.start.elapsed().as_secs_f64());
+        let seconds = self.start.elapsed().as_secs_f64();
+        handles.duration.observe(seconds);
+        // The trace of a sampled request becomes its bucket's exemplar: the jump from a latency
+        // spike on a dashboard to the trace behind it. Unsampled traces are not exported, so
+        // pointing at them would lead nowhere.
+        if let Some(context) = self.span.context().filter(|c| c.sampled) {
+            handles
+                .duration_exemplars
+                .record(seconds, context.trace_id, Some(context.span_id));
+        }
         handles.response_size.observe(self.response_bytes as f64);
         handles.count_request(shared.metrics(), method, endpoint, status);
         handles.in_flight.dec();
@@ -123,7 +142,16 @@ impl Drop for RequestGuard {
 /// when no span sink is installed. Names and attributes follow the OpenTelemetry HTTP server
 /// conventions: `{method} {route}`, just `{method}` without a route, and `HTTP` for a
 /// non-standard method, whose `http.request.method` is then `_OTHER`.
-pub(crate) fn server_span(method: &Method, method_index: usize, route: Option<&str>, path: &str) -> Span {
+///
+/// `parent` is the caller's span from the request's `traceparent`: the server span joins its
+/// trace and inherits its `sampled` flag.
+pub(crate) fn server_span(
+    method: &Method,
+    method_index: usize,
+    route: Option<&str>,
+    path: &str,
+    parent: Option<SpanContext>,
+) -> Span {
     if !trace::is_enabled() {
         return Span::disabled();
     }
@@ -141,7 +169,11 @@ pub(crate) fn server_span(method: &Method, method_index: usize, route: Option<&s
         Some(route) => Cow::Owned(format!("{name_method} {route}")),
         None => Cow::Borrowed(name_method),
     };
-    let mut builder = trace::span(name)
+    let mut builder = trace::span(name);
+    if let Some(parent) = parent {
+        builder = builder.parent(parent);
+    }
+    builder = builder
         .kind(SpanKind::Server)
         .attr("http.request.method", method_attr);
     if method_index == OTHER_INDEX {

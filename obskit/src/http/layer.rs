@@ -13,6 +13,8 @@ use super::body::{RequestBody, RequestSize, ResponseBody};
 use super::guard::{server_span, Outcome, RequestGuard};
 use super::metrics::{HandleTable, Handles, HttpMetrics};
 use super::routes::{method_index, MatchedRoute, Routes, METHOD_COUNT, METHOD_LABELS, UNMATCHED_ENDPOINT};
+use crate::trace;
+use crate::trace::propagation::{self, RemoteContext};
 
 /// The path prefixes of the obskit admin surface (`/metrics`, `/health`, `/debug`,
 /// `/profiles`): pass them to [`HttpMetricsLayer::exclude_paths`] so that scrapes and probes do
@@ -70,6 +72,7 @@ impl fmt::Debug for HttpMetricsLayer {
             .field("routes", &self.shared.config.routes)
             .field("excluded", &self.shared.config.excluded)
             .field("insert_matched_route", &self.shared.config.insert_matched_route)
+            .field("response_traceparent", &self.shared.config.response_traceparent)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +94,7 @@ impl HttpMetricsLayer {
                 routes: Routes::default(),
                 excluded: Box::default(),
                 insert_matched_route: true,
+                response_traceparent: false,
             }),
         }
     }
@@ -158,6 +162,48 @@ impl HttpMetricsLayer {
     /// ```
     pub fn insert_matched_route(self, insert: bool) -> HttpMetricsLayer {
         self.reconfigure(|config| config.insert_matched_route = insert)
+    }
+
+    /// Whether responses carry a `traceparent` header naming the request's server span
+    /// (default: no). A load tester or a browser can then correlate a slow response with its
+    /// trace without any backend. Off by default because it tells every client the trace ids
+    /// of the service's traces; only requests that record a span (a span sink is installed,
+    /// the path is not excluded) get the header.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use http_body_util::Full;
+    /// use obskit::http::{HttpMetrics, HttpMetricsLayer};
+    /// use obskit::trace::{self, propagation::parse_traceparent, FinishedSpan, SpanSink};
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// struct Discard;
+    /// impl SpanSink for Discard {
+    ///     fn on_end(&self, _span: FinishedSpan) {}
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// trace::set_sink(Arc::new(Discard));
+    /// let layer = HttpMetricsLayer::new(HttpMetrics::new(&obskit::metrics::Registry::new()).unwrap())
+    ///     .response_traceparent(true);
+    /// let service = layer.layer(tower::service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::<bytes::Bytes>::default()))
+    /// }));
+    /// let request = http::Request::get("/")
+    ///     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///     .body(Full::<bytes::Bytes>::default())
+    ///     .unwrap();
+    /// let response = service.oneshot(request).await.unwrap();
+    /// let returned = response.headers()["traceparent"].to_str().unwrap();
+    /// let context = parse_traceparent(returned).unwrap();
+    /// assert_eq!(context.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736, "the caller's trace");
+    /// assert_ne!(context.span_id, 0x00f067aa0ba902b7, "the server span, child of the caller's");
+    /// trace::clear_sink();
+    /// # }
+    /// ```
+    pub fn response_traceparent(self, enabled: bool) -> HttpMetricsLayer {
+        self.reconfigure(|config| config.response_traceparent = enabled)
     }
 
     /// A layer with a changed copy of this one's configuration (and a fresh handle table).
@@ -273,6 +319,7 @@ struct Config {
     routes: Routes,
     excluded: Box<[Box<str>]>,
     insert_matched_route: bool,
+    response_traceparent: bool,
 }
 
 /// What every service of one layer shares: immutable after construction except for the
@@ -309,6 +356,10 @@ impl Shared {
         })
     }
 
+    pub(crate) fn response_traceparent(&self) -> bool {
+        self.config.response_traceparent
+    }
+
     fn is_excluded(&self, path: &str) -> bool {
         self.config.excluded.iter().any(|prefix| {
             path.strip_prefix(&**prefix)
@@ -337,26 +388,43 @@ impl Shared {
             request.extensions_mut().insert(matched);
         }
         match recording {
-            Some((size, guard)) => (
-                request.map(|body| RequestBody::recording(body, size)),
-                Some(guard),
-            ),
+            Some((size, guard, remote)) => {
+                if let Some(remote) = remote {
+                    // For handlers that call other services: `tracestate` and `baggage` go on.
+                    request.extensions_mut().insert(remote);
+                }
+                (
+                    request.map(|body| RequestBody::recording(body, size)),
+                    Some(guard),
+                )
+            }
             None => (request.map(RequestBody::new), None),
         }
     }
 
-    /// Resolves the request's handles, opens its span and counts it in flight.
+    /// Resolves the request's handles, opens its span (a child of the caller's, from the
+    /// propagation headers, which are read only while spans are recorded) and counts it in
+    /// flight.
     fn start_recording<B>(
         self: &Arc<Self>,
         request: &Request<B>,
         route: Option<usize>,
-    ) -> (RequestSize, RequestGuard) {
+    ) -> (RequestSize, RequestGuard, Option<RemoteContext>) {
         let routes = &self.config.routes;
         let method = method_index(request.method());
         let slot = route.unwrap_or(routes.len()) * METHOD_COUNT + method;
         let handles = self.handles(slot);
         let template = route.and_then(|r| routes.template(r));
-        let span = server_span(request.method(), method, template, request.uri().path());
+        let remote = if trace::is_enabled() {
+            Some(RemoteContext::extract(request.headers())).filter(|r| *r != RemoteContext::default())
+        } else {
+            None
+        };
+        let parent = remote.as_ref().and_then(|r| r.parent);
+        let mut span = server_span(request.method(), method, template, request.uri().path(), parent);
+        if span.is_recording() {
+            request_attributes(&mut span, request);
+        }
         let content_length = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -365,7 +433,58 @@ impl Shared {
         let size = RequestSize::new(handles.request_size.clone(), content_length);
         // Incremented here, decremented only by the guard's `Drop`: one to one.
         handles.in_flight.inc();
-        (size, RequestGuard::new(Arc::clone(self), slot, span))
+        (size, RequestGuard::new(Arc::clone(self), slot, span), remote)
+    }
+}
+
+/// The OpenTelemetry HTTP server attributes read from the request head beyond those
+/// [`server_span`] sets: `server.address` and `server.port` (from `Host`, or the URI's authority
+/// in HTTP/2), `user_agent.original` and `network.protocol.version`.
+fn request_attributes<B>(span: &mut trace::Span, request: &Request<B>) {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
+    if let Some(authority) = authority {
+        let (address, port) = split_authority(&authority);
+        span.set_attr("server.address", address.to_string());
+        if let Some(port) = port {
+            span.set_attr("server.port", i64::from(port));
+        }
+    }
+    if let Some(agent) = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.set_attr("user_agent.original", agent.to_string());
+    }
+    let version = match request.version() {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_11 => "1.1",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => return,
+    };
+    span.set_attr("network.protocol.version", version);
+}
+
+/// `host:port`, `[v6]:port` or a bare host, into the host (without brackets) and the port.
+pub(crate) fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
     }
 }
 
@@ -522,8 +641,13 @@ where
         };
         let mut guard = this.guard.take();
         match result {
-            Ok(response) => {
+            Ok(mut response) => {
                 if let Some(guard) = &mut guard {
+                    if let Some(traceparent) = guard.response_traceparent() {
+                        response
+                            .headers_mut()
+                            .insert(propagation::TRACEPARENT, traceparent);
+                    }
                     guard.outcome = Outcome::Response(response.status());
                     // A body that is already at its end is never polled by hyper (it is
                     // dropped after the head is written): that is a complete response.

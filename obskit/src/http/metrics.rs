@@ -1,10 +1,11 @@
 //! The five RED metric families and the per-(route, method) handle cache.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::metrics::{
-    buckets, Counter, CounterVec, Error, Histogram, HistogramVec, IntGauge, IntGaugeVec, Registry,
+    buckets, Counter, CounterVec, Error, ExemplarStore, Histogram, HistogramExemplars, HistogramVec,
+    IntGauge, IntGaugeVec, Registry,
 };
 
 /// The HTTP RED metric families, declared once in a [`Registry`]:
@@ -37,6 +38,8 @@ pub struct HttpMetrics {
     pub(crate) in_flight: IntGaugeVec,
     pub(crate) request_size: HistogramVec,
     pub(crate) response_size: HistogramVec,
+    /// Trace-id exemplars of `http_request_duration_seconds`.
+    pub(crate) exemplars: ExemplarStore,
 }
 
 impl fmt::Debug for HttpMetrics {
@@ -62,13 +65,14 @@ impl HttpMetrics {
     pub fn new(registry: &Registry) -> Result<HttpMetrics, Error> {
         const LABELS: &[&str] = &["method", "endpoint"];
         Ok(HttpMetrics {
+            exemplars: registry.exemplars().clone(),
             requests: registry.counter_vec(
                 "http_requests_total",
                 "HTTP requests handled, by method, route template and status code",
                 &["method", "endpoint", "status"],
             )?,
             duration: registry.histogram_vec(
-                "http_request_duration_seconds",
+                DURATION_FAMILY,
                 "Time from receiving an HTTP request to the end of its response body",
                 LABELS,
                 buckets::HTTP_LATENCY_SECONDS,
@@ -96,6 +100,8 @@ impl HttpMetrics {
 
 /// Status codes common enough to be worth a cached counter handle per (route, method); any
 /// other code is looked up per request, which is correct, only slower.
+const DURATION_FAMILY: &str = "http_request_duration_seconds";
+
 const CACHED_STATUSES: [u16; 20] = [
     200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 409, 422, 429, 499, 500, 502, 503, 504,
 ];
@@ -107,6 +113,8 @@ pub(crate) struct Handles {
     pub(crate) in_flight: IntGauge,
     pub(crate) request_size: Histogram,
     pub(crate) response_size: Histogram,
+    /// Exemplar cells of this pair's duration series, written only by sampled requests.
+    pub(crate) duration_exemplars: Arc<HistogramExemplars>,
     statuses: [OnceLock<Counter>; CACHED_STATUSES.len()],
 }
 
@@ -118,6 +126,11 @@ impl Handles {
             in_flight: metrics.in_flight.with(&labels),
             request_size: metrics.request_size.with(&labels),
             response_size: metrics.response_size.with(&labels),
+            duration_exemplars: metrics.exemplars.histogram(
+                DURATION_FAMILY,
+                &[("method", method), ("endpoint", endpoint)],
+                buckets::HTTP_LATENCY_SECONDS,
+            ),
             statuses: Default::default(),
         }
     }

@@ -548,3 +548,153 @@ async fn failed_and_cancelled_requests_end_their_spans() {
     assert_eq!(cancelled.attribute("http.response.status_code"), None);
     assert_eq!(cancelled.events[0].name, "request cancelled before a response");
 }
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn server_span_continues_the_callers_trace() {
+    use crate::trace::propagation::{parse_traceparent, RemoteContext};
+
+    let _lock = trace::tests::SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Arc::new(trace::tests::Collect::default());
+    trace::set_sink(sink.clone());
+    let registry = Registry::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let inner = tower::service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+        record
+            .lock()
+            .unwrap()
+            .push((trace::current(), req.extensions().get::<RemoteContext>().cloned()));
+        async { ok(Full::<Bytes>::default()) }
+    });
+    let plain = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
+        .routes(Routes::new(["/propagate"]).unwrap())
+        .layer(inner.clone());
+    let answering = HttpMetricsLayer::new(HttpMetrics::new(&Registry::new()).unwrap())
+        .routes(Routes::new(["/propagate"]).unwrap())
+        .response_traceparent(true)
+        .layer(inner);
+    let with = |traceparent: &str| {
+        Request::get("/propagate")
+            .header("traceparent", traceparent)
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .header("baggage", "user.tier=gold")
+            .body(Full::default())
+            .unwrap()
+    };
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+    let response = plain.clone().oneshot(with(sampled)).await.unwrap();
+    assert!(
+        !response.headers().contains_key("traceparent"),
+        "no response traceparent unless asked for"
+    );
+    response.into_body().collect().await.unwrap();
+    let response = answering.clone().oneshot(with(unsampled)).await.unwrap();
+    let returned = parse_traceparent(response.headers()["traceparent"].to_str().unwrap()).unwrap();
+    response.into_body().collect().await.unwrap();
+    // A malformed traceparent (uppercase hex) starts a new trace and drops the tracestate.
+    let response = answering
+        .oneshot(with("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"))
+        .await
+        .unwrap();
+    let fresh = parse_traceparent(response.headers()["traceparent"].to_str().unwrap()).unwrap();
+    response.into_body().collect().await.unwrap();
+    trace::clear_sink();
+
+    let spans: Vec<_> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.name == "GET /propagate")
+        .cloned()
+        .collect();
+    assert_eq!(spans.len(), 3);
+    assert_eq!(spans[0].context.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+    assert_eq!(spans[0].parent_span_id, Some(0x00f067aa0ba902b7));
+    assert!(spans[0].context.sampled);
+    assert_eq!(spans[1].context.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+    assert!(
+        !spans[1].context.sampled,
+        "the caller's sampling decision is kept"
+    );
+    assert_eq!(returned, spans[1].context, "the response names the server span");
+    assert_eq!(spans[2].parent_span_id, None);
+    assert_eq!(fresh, spans[2].context);
+    assert!(fresh.sampled);
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0].0,
+        Some(spans[0].context),
+        "the server span is current in the handler"
+    );
+    let remote = seen[0]
+        .1
+        .as_ref()
+        .expect("the remote context is a request extension");
+    assert_eq!(remote.trace_state.get("congo"), Some("t61rcWkgMzE"));
+    assert_eq!(remote.baggage.as_deref(), Some("user.tier=gold"));
+    let remote = seen[2].1.as_ref().unwrap();
+    assert_eq!(remote.parent, None);
+    assert!(remote.trace_state.is_empty());
+    assert_eq!(
+        remote.baggage.as_deref(),
+        Some("user.tier=gold"),
+        "baggage passes regardless"
+    );
+}
+
+#[test]
+fn authorities_split_into_address_and_port() {
+    use super::layer::split_authority;
+    assert_eq!(split_authority("shop.example:8080"), ("shop.example", Some(8080)));
+    assert_eq!(split_authority("shop.example"), ("shop.example", None));
+    assert_eq!(split_authority("[::1]:9000"), ("::1", Some(9000)));
+    assert_eq!(split_authority("[::1]"), ("::1", None));
+    assert_eq!(split_authority("host:notaport"), ("host:notaport", None));
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn server_span_has_the_request_head_attributes() {
+    let _lock = trace::tests::SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Arc::new(trace::tests::Collect::default());
+    trace::set_sink(sink.clone());
+    let service = HttpMetricsLayer::new(HttpMetrics::new(&Registry::new()).unwrap())
+        .routes(Routes::new(["/head-attrs"]).unwrap())
+        .layer(tower::service_fn(|_req: Request<_>| async {
+            ok(Empty::<Bytes>::new())
+        }));
+    let request = Request::get("/head-attrs")
+        .header("host", "shop.example:8080")
+        .header("user-agent", "locust/2.0")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    service
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    trace::clear_sink();
+    let spans = sink.0.lock().unwrap();
+    let span = spans.iter().find(|s| s.name == "GET /head-attrs").unwrap();
+    assert_eq!(
+        span.attribute("server.address"),
+        Some(&AttrValue::from("shop.example"))
+    );
+    assert_eq!(span.attribute("server.port"), Some(&AttrValue::I64(8080)));
+    assert_eq!(
+        span.attribute("user_agent.original"),
+        Some(&AttrValue::from("locust/2.0"))
+    );
+    assert_eq!(
+        span.attribute("network.protocol.version"),
+        Some(&AttrValue::from("1.1"))
+    );
+}

@@ -14,10 +14,12 @@
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
+
+use super::HistogramExemplars;
 
 /// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
 pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
@@ -53,6 +55,8 @@ pub struct FunctionSite {
     buckets: [AtomicU64; BUCKET_COUNT + 1],
     sum_nanos: AtomicU64,
     ok_reported: AtomicU64,
+    /// Exemplar cells of this site's duration series, resolved at the first sampled call.
+    exemplars: OnceLock<Arc<HistogramExemplars>>,
 }
 
 static SITES: Mutex<Vec<&'static FunctionSite>> = Mutex::new(Vec::new());
@@ -69,6 +73,7 @@ impl FunctionSite {
             buckets: [const { AtomicU64::new(0) }; BUCKET_COUNT + 1],
             sum_nanos: AtomicU64::new(0),
             ok_reported: AtomicU64::new(0),
+            exemplars: OnceLock::new(),
         }
     }
 
@@ -111,6 +116,25 @@ impl FunctionSite {
         self.buckets[index].fetch_add(1, Relaxed);
         self.sum_nanos.fetch_add(nanos, Relaxed);
         self.concurrent.fetch_sub(1, Relaxed);
+        if crate::trace::is_enabled() {
+            self.record_exemplar(nanos);
+        }
+    }
+
+    /// The trace the call ran in becomes its bucket's exemplar. The function's own span has
+    /// ended by now, so only the trace id is recorded (the span current here is the caller's).
+    #[cold]
+    fn record_exemplar(&self, nanos: u64) {
+        if let Some(context) = crate::trace::current().filter(|c| c.sampled) {
+            let exemplars = self.exemplars.get_or_init(|| {
+                super::Registry::global().exemplars().histogram(
+                    CALLS_DURATION,
+                    &[("function", self.function), ("module", self.module)],
+                    &DURATION_BUCKETS_SECONDS,
+                )
+            });
+            exemplars.record(nanos as f64 / 1e9, context.trace_id, None);
+        }
     }
 
     /// Reads the site: (per-bucket counts, sum in seconds, ok calls, errors, in flight).

@@ -26,6 +26,7 @@
 mod exposition;
 pub(crate) mod function;
 mod guard;
+mod openmetrics;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -36,6 +37,7 @@ use prometheus::{HistogramOpts, IntCounterVec, Opts};
 pub use exposition::TEXT_CONTENT_TYPE;
 use guard::LabelGuard;
 pub use guard::OVERFLOW_LABEL_VALUE;
+pub use openmetrics::{accepts_openmetrics, ExemplarStore, HistogramExemplars, OPENMETRICS_CONTENT_TYPE};
 
 /// A monotonically increasing integer counter (`_total`).
 pub type Counter = prometheus::IntCounter;
@@ -125,6 +127,7 @@ struct Inner {
     label_limit: usize,
     overflow: IntCounterVec,
     is_global: bool,
+    exemplars: ExemplarStore,
 }
 
 impl Default for Registry {
@@ -187,6 +190,7 @@ impl Registry {
                 label_limit,
                 overflow,
                 is_global,
+                exemplars: ExemplarStore::default(),
             }),
         }
     }
@@ -336,6 +340,32 @@ impl Registry {
     /// The registry in Prometheus text format 0.0.4.
     pub fn encode_text(&self) -> String {
         exposition::encode_text(&self.gather())
+    }
+
+    /// The exemplars of this registry's histograms (trace ids of sampled observations).
+    pub fn exemplars(&self) -> &ExemplarStore {
+        &self.inner.exemplars
+    }
+
+    /// The registry in OpenMetrics text 1.0, with exemplars (see [`ExemplarStore`]).
+    ///
+    /// ```
+    /// let registry = obskit::metrics::Registry::new();
+    /// registry.counter("jobs_done_total", "Jobs done").unwrap().inc();
+    /// let text = registry.encode_openmetrics();
+    /// assert!(text.contains("# TYPE jobs_done counter\n"));
+    /// assert!(text.contains("jobs_done_total 1\n"));
+    /// assert!(text.ends_with("# EOF\n"));
+    /// ```
+    pub fn encode_openmetrics(&self) -> String {
+        // The global registry's families (function metrics) come with this one's: so do their
+        // exemplars.
+        let global = Registry::global();
+        let mut stores = vec![&self.inner.exemplars];
+        if !self.inner.is_global {
+            stores.push(&global.inner.exemplars);
+        }
+        openmetrics::encode(&self.gather(), &stores)
     }
 
     fn labeled<T: MetricVecBuilder + 'static>(

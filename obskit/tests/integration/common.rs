@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 
+/// Tests that install a span sink, or need to know which one is installed, hold this lock: the
+/// sink is process-wide. (Servers built by other tests use `.recent_spans(0)` and install none.)
+pub static SINK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A free loopback address: bind port 0 and read the port back.
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -37,6 +41,38 @@ pub fn promtool_check_metrics(exposition: &str) {
         output.status.success() && said.trim().is_empty(),
         "promtool check metrics complained:\n{said}\n--- exposition ---\n{exposition}"
     );
+}
+
+/// Parses an OpenMetrics exposition with the strict parser of the Python `prometheus_client`
+/// (installed by `scripts/ensure-tools.sh`; promtool 2.42 reads only the 0.0.4 format) and
+/// fails the test on any error. Returns how many samples carry an exemplar.
+pub fn openmetrics_check(exposition: &str) -> usize {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const SCRIPT: &str = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+families = list(parse(sys.stdin.read()))\n\
+print(sum(1 for f in families for s in f.samples if s.exemplar))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the OpenMetrics parser refused the exposition:\n{}\n--- exposition ---\n{exposition}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
 }
 
 /// Secret values planted in the environment by [`set_secret_env`]; none may ever be served.

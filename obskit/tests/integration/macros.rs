@@ -75,7 +75,7 @@ fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 }
 
 /// Span tests run one at a time: the sink is process-wide.
-static SINK_LOCK: Mutex<()> = Mutex::new(());
+use crate::common::SINK_LOCK;
 
 #[derive(Default)]
 struct Collect(Mutex<Vec<FinishedSpan>>);

@@ -5,4 +5,6 @@ mod common;
 mod health_debug;
 mod http_layer;
 mod macros;
+mod otlp;
 mod server;
+mod traces;

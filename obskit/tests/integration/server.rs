@@ -112,6 +112,8 @@ fn builder() -> obskit::ObskitBuilder {
         .routes(ROUTES)
         .admin_access(AdminAccess::LoopbackOnly)
         .process_stats_interval(Duration::from_millis(200))
+        // No span sink: the sink is process-wide and the span tests (`macros`, `traces`) own it.
+        .recent_spans(0)
 }
 
 fn count_series(metrics: &str, family: &str) -> usize {

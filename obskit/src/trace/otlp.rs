@@ -1,0 +1,626 @@
+//! OTLP export: a [`SpanSink`] that converts obskit's spans into the OpenTelemetry SDK's
+//! `SpanData` and exports them with `opentelemetry-otlp` (gRPC or HTTP/protobuf), so Jaeger or
+//! any OpenTelemetry Collector receives them.
+//!
+//! obskit keeps its own span API as the fast path (one atomic load when disabled, no SDK
+//! machinery per span) and meets OpenTelemetry only here, off the request path:
+//!
+//! - [`SpanSink::on_end`] only tries to put the span into a bounded queue. When the queue is
+//!   full the span is dropped and counted (`obskit_spans_dropped_total{reason="queue_full"}`):
+//!   a slow or absent collector never slows or fails a request, and memory stays bounded.
+//! - A background thread drains the queue in batches (up to [`OtlpConfig::max_batch`] spans, or
+//!   whatever arrived within [`OtlpConfig::interval`]), converts them, masks secret-looking
+//!   attributes as `/debug/traces` does, and exports. Spans of a batch that failed to export are
+//!   counted as `reason="export_failed"`; the exporter is not retried, so one outage costs at
+//!   most one export timeout per batch. Memory is bounded by the queue plus one batch.
+//! - Unsampled spans (`sampled == false`) are not exported: they were recorded only for the
+//!   in-process view.
+//!
+//! ```
+//! use obskit::trace::{OtlpConfig, OtlpProtocol};
+//! let config = OtlpConfig::new("http://127.0.0.1:4318/v1/traces", OtlpProtocol::HttpProtobuf);
+//! assert_eq!(config.queue_size, 2048);
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{
+    SpanContext as OtelSpanContext, SpanId, SpanKind as OtelSpanKind, Status, TraceFlags, TraceId,
+    TraceState as OtelTraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+
+use super::{masked_attr, AttrValue, FinishedSpan, SpanKind, SpanSink, SpanStatus};
+use crate::metrics::Counter;
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (tonic), conventionally on port 4317.
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies, conventionally on port 4318 at `/v1/traces`.
+    HttpProtobuf,
+}
+
+/// Where and how spans are exported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtlpConfig {
+    /// The traces endpoint: for HTTP the full URL (`http://collector:4318/v1/traces`), for gRPC
+    /// the collector's address (`http://collector:4317`).
+    pub endpoint: String,
+    /// The transport.
+    pub protocol: OtlpProtocol,
+    /// How many spans may wait for export; beyond that they are dropped and counted.
+    pub queue_size: usize,
+    /// The most spans sent in one export.
+    pub max_batch: usize,
+    /// How long a span may wait before a partial batch is sent.
+    pub interval: Duration,
+    /// How long one export may take before it is given up.
+    pub export_timeout: Duration,
+}
+
+impl OtlpConfig {
+    /// A configuration with the OpenTelemetry batch-processor defaults (queue 2048, batches of
+    /// 512, every 5 s... except the interval: 1 s, so traces show up while one is looking).
+    pub fn new(endpoint: impl Into<String>, protocol: OtlpProtocol) -> OtlpConfig {
+        OtlpConfig {
+            endpoint: endpoint.into(),
+            protocol,
+            queue_size: 2048,
+            max_batch: 512,
+            interval: Duration::from_secs(1),
+            export_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads the standard variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is), else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces` for HTTP);
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or
+    /// `http/protobuf` (the default, as the specification says). `Ok(None)` when no endpoint is
+    /// set: then nothing is exported and nothing connects anywhere.
+    ///
+    /// ```
+    /// // With no OTEL_EXPORTER_OTLP_* variable set:
+    /// # if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
+    /// assert_eq!(obskit::trace::OtlpConfig::from_env().unwrap(), None);
+    /// # }
+    /// ```
+    pub fn from_env() -> Result<Option<OtlpConfig>, (&'static str, String)> {
+        Self::from_vars(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
+    }
+
+    pub(crate) fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<OtlpConfig>, (&'static str, String)> {
+        let (protocol_var, protocol) = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        };
+        let protocol = match protocol.as_deref() {
+            None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some("grpc") => OtlpProtocol::Grpc,
+            Some(other) => {
+                return Err((
+                    protocol_var,
+                    format!("`{other}` is not supported; use grpc or http/protobuf"),
+                ))
+            }
+        };
+        let endpoint = if let Some(endpoint) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            endpoint
+        } else if let Some(base) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            match protocol {
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base,
+            }
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(OtlpConfig::new(endpoint, protocol)))
+    }
+}
+
+/// The counters an [`OtlpSink`] keeps: spans exported, and spans dropped by reason.
+#[derive(Clone, Debug)]
+pub struct ExportCounters {
+    /// `obskit_spans_exported_total`.
+    pub exported: Counter,
+    /// `obskit_spans_dropped_total{reason="queue_full"}`.
+    pub dropped_queue_full: Counter,
+    /// `obskit_spans_dropped_total{reason="export_failed"}`.
+    pub dropped_export_failed: Counter,
+}
+
+impl ExportCounters {
+    /// Declares the counters in `registry`.
+    ///
+    /// ```
+    /// let registry = obskit::metrics::Registry::new();
+    /// let counters = obskit::trace::ExportCounters::new(&registry).unwrap();
+    /// counters.dropped_queue_full.inc();
+    /// assert!(registry.encode_text().contains(r#"obskit_spans_dropped_total{reason="queue_full"} 1"#));
+    /// ```
+    pub fn new(registry: &crate::metrics::Registry) -> Result<ExportCounters, crate::metrics::Error> {
+        let exported = registry.counter(
+            "obskit_spans_exported_total",
+            "Spans handed to the OTLP exporter successfully",
+        )?;
+        let dropped = registry.counter_vec(
+            "obskit_spans_dropped_total",
+            "Spans not exported: the export queue was full, or the export failed",
+            &["reason"],
+        )?;
+        Ok(ExportCounters {
+            exported,
+            dropped_queue_full: dropped.with(&["queue_full"]),
+            dropped_export_failed: dropped.with(&["export_failed"]),
+        })
+    }
+}
+
+/// Why an exporter could not be built.
+#[derive(Debug)]
+pub struct OtlpError(String);
+
+impl fmt::Display for OtlpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OtlpError {}
+
+enum Message {
+    Span(FinishedSpan),
+    /// Export everything queued before this message, then answer.
+    Flush(mpsc::Sender<()>),
+}
+
+/// Exports finished spans over OTLP from a bounded queue. See the [module](self) docs.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use obskit::trace::{self, ExportCounters, OtlpConfig, OtlpProtocol, OtlpSink};
+///
+/// let registry = obskit::metrics::Registry::new();
+/// let config = OtlpConfig::new("http://otel-collector:4317", OtlpProtocol::Grpc);
+/// let resource = vec![("service.name".to_string(), "backend".to_string())];
+/// let sink = Arc::new(OtlpSink::start(&config, resource, ExportCounters::new(&registry).unwrap()).unwrap());
+/// trace::set_sink(sink.clone());
+/// // ... serve ...
+/// let flushed = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(5))).await.unwrap();
+/// # let _ = flushed; }
+/// ```
+pub struct OtlpSink {
+    queue: SyncSender<Message>,
+    counters: ExportCounters,
+    /// Serialises flushes, whose answer channel must not be confused.
+    flush: Mutex<()>,
+}
+
+impl fmt::Debug for OtlpSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpSink").finish_non_exhaustive()
+    }
+}
+
+impl OtlpSink {
+    /// Builds the exporter and starts its background thread. `resource` holds the resource
+    /// attributes (`service.name`, `service.version`, `deployment.environment.name`,
+    /// `service.instance.id`...). The exporter connects lazily: building succeeds with the
+    /// collector down. A gRPC exporter must be built inside a tokio runtime, which then carries
+    /// its connections.
+    pub fn start(
+        config: &OtlpConfig,
+        resource: Vec<(String, String)>,
+        counters: ExportCounters,
+    ) -> Result<OtlpSink, OtlpError> {
+        let failed = |e: &dyn fmt::Display| OtlpError(format!("OTLP exporter for {}: {e}", config.endpoint));
+        let mut exporter = match config.protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&config.endpoint)
+                .with_protocol(Protocol::Grpc)
+                .with_timeout(config.export_timeout)
+                .build(),
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(&config.endpoint)
+                .with_protocol(Protocol::HttpBinary)
+                .with_timeout(config.export_timeout)
+                .build(),
+        }
+        .map_err(|e| failed(&e))?;
+        let resource = Resource::builder_empty()
+            .with_attributes(resource.into_iter().map(|(k, v)| KeyValue::new(k, v)))
+            .build();
+        exporter.set_resource(&resource);
+
+        let (queue, receiver) = mpsc::sync_channel(config.queue_size.max(1));
+        let worker = Worker {
+            exporter,
+            receiver,
+            counters: counters.clone(),
+            scope: InstrumentationScope::builder("obskit")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            max_batch: config.max_batch.max(1),
+            interval: config.interval,
+        };
+        std::thread::Builder::new()
+            .name("obskit-otlp".to_string())
+            .spawn(move || worker.run())
+            .map_err(|e| failed(&e))?;
+        Ok(OtlpSink {
+            queue,
+            counters,
+            flush: Mutex::new(()),
+        })
+    }
+
+    /// Exports everything queued so far, waiting at most `timeout`. Returns whether it
+    /// finished in time. Blocks the calling thread: from async code, call it through
+    /// `tokio::task::spawn_blocking` (a gRPC exporter needs the runtime meanwhile).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let _one_at_a_time = self.flush.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + timeout;
+        let (done, finished) = mpsc::channel();
+        let mut message = Message::Flush(done);
+        // The queue may be full: retry until the deadline rather than block on it.
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        finished
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+impl SpanSink for OtlpSink {
+    fn on_end(&self, span: FinishedSpan) {
+        if !span.context.sampled {
+            return;
+        }
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(Message::Span(span))
+        {
+            self.counters.dropped_queue_full.inc();
+        }
+    }
+}
+
+struct Worker {
+    exporter: opentelemetry_otlp::SpanExporter,
+    receiver: Receiver<Message>,
+    counters: ExportCounters,
+    scope: InstrumentationScope,
+    max_batch: usize,
+    interval: Duration,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut batch: Vec<SpanData> = Vec::with_capacity(self.max_batch);
+        let mut due = Instant::now() + self.interval;
+        loop {
+            match self
+                .receiver
+                .recv_timeout(due.saturating_duration_since(Instant::now()))
+            {
+                Ok(Message::Span(span)) => {
+                    batch.push(to_span_data(span, &self.scope));
+                    if batch.len() >= self.max_batch {
+                        self.export(&mut batch);
+                    }
+                }
+                Ok(Message::Flush(done)) => {
+                    self.export(&mut batch);
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.export(&mut batch);
+                    due = Instant::now() + self.interval;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.export(&mut batch);
+                    let _ = self.exporter.shutdown();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn export(&self, batch: &mut Vec<SpanData>) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
+        let count = spans.len() as u64;
+        // The exporters' futures complete without a runtime of their own (the HTTP one uses a
+        // blocking client; tonic's connection tasks run on the runtime it was built in), which
+        // is how the SDK's own batch processor drives them.
+        match futures_executor::block_on(self.exporter.export(spans)) {
+            Ok(()) => self.counters.exported.inc_by(count),
+            Err(_) => self.counters.dropped_export_failed.inc_by(count),
+        }
+    }
+}
+
+fn otel_value(value: AttrValue) -> Value {
+    match value {
+        AttrValue::Str(s) => Value::String(s.into()),
+        AttrValue::I64(v) => Value::I64(v),
+        AttrValue::F64(v) => Value::F64(v),
+        AttrValue::Bool(v) => Value::Bool(v),
+    }
+}
+
+fn attributes(attributes: Vec<(Cow<'static, str>, AttrValue)>) -> Vec<KeyValue> {
+    attributes
+        .into_iter()
+        .map(|(key, value)| {
+            let value = otel_value(masked_attr(&key, value));
+            KeyValue::new(key, value)
+        })
+        .collect()
+}
+
+/// The SDK's form of a finished span.
+pub(crate) fn to_span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
+    let flags = if span.context.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let mut events = SpanEvents::default();
+    events.events = span
+        .events
+        .into_iter()
+        .map(|event| {
+            opentelemetry::trace::Event::new(event.name, event.time, attributes(event.attributes), 0)
+        })
+        .collect();
+    SpanData {
+        span_context: OtelSpanContext::new(
+            TraceId::from(span.context.trace_id),
+            SpanId::from(span.context.span_id),
+            flags,
+            false,
+            OtelTraceState::default(),
+        ),
+        parent_span_id: span.parent_span_id.map_or(SpanId::INVALID, SpanId::from),
+        // A server span's parent is the caller's span, in another process.
+        parent_span_is_remote: span.parent_span_id.is_some() && span.kind == SpanKind::Server,
+        span_kind: match span.kind {
+            SpanKind::Internal => OtelSpanKind::Internal,
+            SpanKind::Server => OtelSpanKind::Server,
+            SpanKind::Client => OtelSpanKind::Client,
+        },
+        name: span.name,
+        start_time: span.start,
+        end_time: span.end,
+        attributes: attributes(span.attributes),
+        dropped_attributes_count: 0,
+        events,
+        links: Default::default(),
+        status: match span.status {
+            SpanStatus::Unset => Status::Unset,
+            SpanStatus::Ok => Status::Ok,
+            SpanStatus::Error(message) => Status::error(crate::secrets::mask_url_userinfo(&message)),
+        },
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{SpanContext, SpanEvent};
+    use std::time::SystemTime;
+
+    #[test]
+    fn configuration_from_the_standard_variables() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(OtlpConfig::from_vars(vars(&[])).unwrap(), None);
+        let http = OtlpConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(http.endpoint, "http://otel:4318/v1/traces");
+        assert_eq!(http.protocol, OtlpProtocol::HttpProtobuf);
+        let grpc = OtlpConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (grpc.endpoint.as_str(), grpc.protocol),
+            ("http://jaeger:4317", OtlpProtocol::Grpc)
+        );
+        let specific = OtlpConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:9999/custom"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(specific.endpoint, "http://traces:9999/custom");
+        assert_eq!(specific.protocol, OtlpProtocol::HttpProtobuf);
+        let bad = OtlpConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ]));
+        assert_eq!(bad.unwrap_err().0, "OTEL_EXPORTER_OTLP_PROTOCOL");
+    }
+
+    #[test]
+    fn conversion_keeps_ids_links_status_and_masks_secrets() {
+        let start = SystemTime::now();
+        let span = FinishedSpan {
+            name: Cow::Borrowed("GET /api/orders/{id}"),
+            context: SpanContext {
+                trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+                span_id: 0x1234,
+                sampled: true,
+            },
+            parent_span_id: Some(0x00f067aa0ba902b7),
+            kind: SpanKind::Server,
+            start,
+            end: start + Duration::from_millis(7),
+            duration: Duration::from_millis(7),
+            attributes: vec![
+                (Cow::Borrowed("http.response.status_code"), AttrValue::I64(503)),
+                (Cow::Borrowed("db.password"), AttrValue::from("hunter2")),
+                (Cow::Borrowed("url.full"), AttrValue::from("http://u:pw@h/x")),
+            ],
+            events: vec![SpanEvent {
+                name: Cow::Borrowed("exception"),
+                time: start,
+                attributes: vec![(Cow::Borrowed("exception.message"), AttrValue::from("boom"))],
+            }],
+            status: SpanStatus::Error("503 Service Unavailable".into()),
+        };
+        let scope = InstrumentationScope::builder("obskit").build();
+        let data = to_span_data(span, &scope);
+        assert_eq!(
+            data.span_context.trace_id(),
+            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736)
+        );
+        assert_eq!(data.span_context.span_id(), SpanId::from(0x1234));
+        assert!(data.span_context.is_sampled());
+        assert_eq!(data.parent_span_id, SpanId::from(0x00f067aa0ba902b7));
+        assert!(data.parent_span_is_remote);
+        assert_eq!(data.span_kind, OtelSpanKind::Server);
+        assert_eq!(
+            data.end_time.duration_since(data.start_time).unwrap(),
+            Duration::from_millis(7)
+        );
+        assert_eq!(data.status, Status::error("503 Service Unavailable"));
+        let value = |key: &str| {
+            data.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(value("http.response.status_code"), Some(Value::I64(503)));
+        assert_eq!(value("db.password"), Some(Value::from("***")));
+        assert_eq!(value("url.full"), Some(Value::from("http://u:***@h/x")));
+        assert_eq!(data.events.events[0].name, "exception");
+    }
+
+    /// The gRPC exporter builds inside a (current-thread) runtime, connects lazily, and a
+    /// collector that is not there costs a counted failure, not a hang or a panic.
+    #[tokio::test]
+    async fn grpc_to_an_absent_collector_fails_and_counts() {
+        let registry = crate::metrics::Registry::new();
+        let counters = ExportCounters::new(&registry).unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let config = OtlpConfig::new(endpoint, OtlpProtocol::Grpc);
+        let sink = std::sync::Arc::new(OtlpSink::start(&config, Vec::new(), counters.clone()).unwrap());
+        sink.on_end(FinishedSpan {
+            name: Cow::Borrowed("x"),
+            context: SpanContext {
+                trace_id: 1,
+                span_id: 1,
+                sampled: true,
+            },
+            parent_span_id: None,
+            kind: SpanKind::Internal,
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            duration: Duration::ZERO,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+        });
+        let flushing = std::sync::Arc::clone(&sink);
+        let flushed = tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert!(flushed);
+        assert_eq!(counters.dropped_export_failed.get(), 1);
+        assert_eq!(counters.exported.get(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let registry = crate::metrics::Registry::new();
+        let counters = ExportCounters::new(&registry).unwrap();
+        // A collector that never answers: the kernel completes the connection (backlog) but
+        // nobody reads, so each export of one span takes the whole export timeout, during which
+        // the queue of one fills up.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}/v1/traces", silent.local_addr().unwrap());
+        let mut config = OtlpConfig::new(endpoint, OtlpProtocol::HttpProtobuf);
+        config.queue_size = 1;
+        config.max_batch = 1;
+        config.export_timeout = Duration::from_millis(500);
+        let sink = OtlpSink::start(
+            &config,
+            vec![("service.name".into(), "t".into())],
+            counters.clone(),
+        )
+        .unwrap();
+        let span = |sampled| FinishedSpan {
+            name: Cow::Borrowed("x"),
+            context: SpanContext {
+                trace_id: 1,
+                span_id: 1,
+                sampled,
+            },
+            parent_span_id: None,
+            kind: SpanKind::Internal,
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            duration: Duration::ZERO,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+        };
+        let started = Instant::now();
+        for _ in 0..100 {
+            sink.on_end(span(true));
+            sink.on_end(span(false));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "on_end never waits");
+        assert!(
+            counters.dropped_queue_full.get() >= 95,
+            "{}",
+            counters.dropped_queue_full.get()
+        );
+        assert!(sink.flush(Duration::from_secs(10)));
+        assert_eq!(counters.exported.get(), 0);
+        let dropped = counters.dropped_queue_full.get() + counters.dropped_export_failed.get();
+        assert_eq!(
+            dropped, 100,
+            "every sampled span is either dropped or failed, none unsampled"
+        );
+    }
+}

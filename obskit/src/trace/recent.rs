@@ -1,0 +1,711 @@
+//! The recent-span buffer behind `/debug/traces`: the last N finished spans of this process,
+//! grouped into traces on demand, and a record of the slowest traces of the last hour.
+//!
+//! It exists so that an on-call engineer can see the last slow or failed request of one instance
+//! with no tracing backend running. Memory is bounded twice: at most N spans (the oldest are
+//! overwritten), and at most [`SLOW_PER_MINUTE`] trace summaries per minute for
+//! [`SLOW_MINUTES_KEPT`] minutes. Spans are stored as they end and masked only when shown
+//! (attribute keys that look secret show `***`, URL credentials are masked in every string), so
+//! the hot path does no formatting; the stored values never leave the process unmasked.
+//!
+//! Unsampled spans (the caller's `traceparent` said not to record) are kept too, marked
+//! `"sampled": false`: an exporter drops them, but the local view is free to show them.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use obskit::trace::{self, RecentSpans, TraceQuery};
+//!
+//! let recent = RecentSpans::new(100);
+//! trace::set_sink(Arc::new(recent.clone()));
+//! {
+//!     let root = trace::span("GET /api/orders").attr("db.password", "hunter2").start();
+//!     let _entered = root.enter();
+//!     let _query = trace::span("cassandra_query").attr("db.system.name", "cassandra").start();
+//! }
+//! trace::clear_sink();
+//!
+//! let report = recent.report(&TraceQuery::default());
+//! let trace = &report["traces"][0];
+//! assert_eq!(trace["root"], "GET /api/orders");
+//! assert_eq!(trace["span_count"], 2);
+//! assert_eq!(trace["spans"][0]["attributes"]["db.password"], "***");
+//! assert_eq!(report["slowest"]["traces"][0]["root"], "GET /api/orders");
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use super::{AttrValue, FinishedSpan, SpanKind, SpanSink, SpanStatus};
+use crate::secrets::{is_secret_key, mask_url_userinfo, MASK};
+
+/// How many spans a buffer holds unless told otherwise.
+pub const DEFAULT_CAPACITY: usize = 2048;
+/// How many of the slowest traces are remembered per minute.
+pub const SLOW_PER_MINUTE: usize = 10;
+/// How many minutes of slowest traces are remembered.
+pub const SLOW_MINUTES_KEPT: usize = 60;
+
+/// A bounded ring buffer of finished spans; a [`SpanSink`]. Cheap to clone (clones share the
+/// buffer).
+#[derive(Clone)]
+pub struct RecentSpans {
+    inner: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for RecentSpans {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("RecentSpans")
+            .field("capacity", &state.capacity)
+            .field("held", &state.spans.len())
+            .finish()
+    }
+}
+
+struct State {
+    capacity: usize,
+    spans: VecDeque<FinishedSpan>,
+    /// Per minute (since the epoch), its slowest local roots, slowest first.
+    slow: VecDeque<(u64, Vec<SlowTrace>)>,
+}
+
+/// A summary of one slow trace, as seen from this process: its local root span.
+#[derive(Clone, Debug)]
+struct SlowTrace {
+    trace_id: u128,
+    root: String,
+    start: SystemTime,
+    end: SystemTime,
+    duration: Duration,
+    error: bool,
+    status_code: Option<i64>,
+}
+
+impl RecentSpans {
+    /// A buffer of `capacity` spans (at least 1).
+    ///
+    /// ```
+    /// let recent = obskit::trace::RecentSpans::new(16);
+    /// assert_eq!(recent.capacity(), 16);
+    /// assert_eq!(recent.len(), 0);
+    /// ```
+    pub fn new(capacity: usize) -> RecentSpans {
+        let capacity = capacity.max(1);
+        RecentSpans {
+            inner: Arc::new(Mutex::new(State {
+                capacity,
+                // Grown as spans come: a large capacity costs nothing until it is used.
+                spans: VecDeque::new(),
+                slow: VecDeque::new(),
+            })),
+        }
+    }
+
+    /// The process-wide buffer that [`crate::Obskit`] installs and `/debug/traces` serves.
+    /// Spans are process-wide (one sink), so their buffer is too.
+    ///
+    /// ```
+    /// let a = obskit::trace::RecentSpans::global();
+    /// let b = obskit::trace::RecentSpans::global();
+    /// assert!(a.same_as(&b));
+    /// ```
+    pub fn global() -> &'static RecentSpans {
+        static GLOBAL: OnceLock<RecentSpans> = OnceLock::new();
+        GLOBAL.get_or_init(|| RecentSpans::new(DEFAULT_CAPACITY))
+    }
+
+    /// Whether both handles share one buffer.
+    pub fn same_as(&self, other: &RecentSpans) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the buffer consistent (each step is one push or
+        // pop), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many spans it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity
+    }
+
+    /// Changes how many spans it holds at most (at least 1), dropping the oldest if needed.
+    ///
+    /// ```
+    /// let recent = obskit::trace::RecentSpans::new(16);
+    /// recent.set_capacity(4);
+    /// assert_eq!(recent.capacity(), 4);
+    /// ```
+    pub fn set_capacity(&self, capacity: usize) {
+        let mut state = self.lock();
+        state.capacity = capacity.max(1);
+        while state.spans.len() > state.capacity {
+            state.spans.pop_front();
+        }
+        let capacity = state.capacity;
+        state.spans.shrink_to(capacity);
+    }
+
+    /// How many spans it holds now.
+    pub fn len(&self) -> usize {
+        self.lock().spans.len()
+    }
+
+    /// Whether it holds no span.
+    pub fn is_empty(&self) -> bool {
+        self.lock().spans.is_empty()
+    }
+
+    /// The `/debug/traces` report for `query`:
+    /// `{"capacity", "spans_held", "traces": [...], "slowest": {"minutes", "traces": [...]}}`.
+    /// Traces are newest first (by their last span's end); each lists its spans by start time.
+    pub fn report(&self, query: &TraceQuery) -> Value {
+        let state = self.lock();
+        let now = SystemTime::now();
+
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut index: HashMap<u128, usize> = HashMap::new();
+        for span in state.spans.iter().rev() {
+            if query.trace_id.is_some_and(|id| id != span.context.trace_id) {
+                continue;
+            }
+            let slot = *index.entry(span.context.trace_id).or_insert_with(|| {
+                groups.push(Group::default());
+                groups.len() - 1
+            });
+            groups[slot].spans.push(span);
+        }
+        let mut traces: Vec<(SystemTime, Value)> = groups
+            .iter_mut()
+            .filter_map(|group| group.summarize())
+            .filter(|(summary, _)| {
+                query.min_duration.is_none_or(|min| summary.duration >= min)
+                    && match query.status {
+                        StatusFilter::Any => true,
+                        StatusFilter::Error => summary.error,
+                        StatusFilter::Ok => !summary.error,
+                    }
+            })
+            .map(|(summary, value)| (summary.end, value))
+            .collect();
+        traces.sort_by_key(|t| std::cmp::Reverse(t.0));
+        let traces: Vec<Value> = traces.into_iter().take(query.limit).map(|(_, v)| v).collect();
+
+        let window = Duration::from_secs(60 * query.slowest_minutes as u64);
+        let since = now.checked_sub(window).unwrap_or(UNIX_EPOCH);
+        let mut slowest: Vec<&SlowTrace> = state
+            .slow
+            .iter()
+            .flat_map(|(_, traces)| traces)
+            .filter(|t| t.end >= since)
+            .collect();
+        slowest.sort_by_key(|t| std::cmp::Reverse(t.duration));
+        let slowest: Vec<Value> = slowest
+            .into_iter()
+            .take(SLOW_PER_MINUTE)
+            .map(|t| {
+                json!({
+                    "trace_id": format!("{:032x}", t.trace_id),
+                    "root": mask_url_userinfo(&t.root),
+                    "start": rfc3339(t.start),
+                    "duration_ms": millis(t.duration),
+                    "error": t.error,
+                    "http.response.status_code": t.status_code,
+                    "spans_held": state.spans.iter().any(|s| s.context.trace_id == t.trace_id),
+                })
+            })
+            .collect();
+
+        json!({
+            "capacity": state.capacity,
+            "spans_held": state.spans.len(),
+            "traces": traces,
+            "slowest": { "minutes": query.slowest_minutes, "traces": slowest },
+        })
+    }
+}
+
+impl SpanSink for RecentSpans {
+    fn on_end(&self, span: FinishedSpan) {
+        let mut state = self.lock();
+        // A local root (no parent, or the server span of a request from another process) ends
+        // its trace's part in this process: remember it if it is among the slowest of its
+        // minute.
+        if span.parent_span_id.is_none() || span.kind == SpanKind::Server {
+            remember_if_slow(&mut state.slow, &span);
+        }
+        if state.spans.len() >= state.capacity {
+            state.spans.pop_front();
+        }
+        state.spans.push_back(span);
+    }
+}
+
+fn remember_if_slow(slow: &mut VecDeque<(u64, Vec<SlowTrace>)>, span: &FinishedSpan) {
+    let end = span.end;
+    let minute = end
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0);
+    if slow.back().is_none_or(|(m, _)| *m < minute) {
+        slow.push_back((minute, Vec::with_capacity(SLOW_PER_MINUTE)));
+        while slow.len() > SLOW_MINUTES_KEPT {
+            slow.pop_front();
+        }
+    }
+    // Spans end nearly in order; one ending in an earlier minute goes to that minute if kept.
+    let Some((_, traces)) = slow.iter_mut().rev().find(|(m, _)| *m <= minute) else {
+        return;
+    };
+    if traces.len() == SLOW_PER_MINUTE && traces.last().is_some_and(|t| t.duration >= span.duration) {
+        return;
+    }
+    let status_code = match span.attribute("http.response.status_code") {
+        Some(AttrValue::I64(code)) => Some(*code),
+        _ => None,
+    };
+    let entry = SlowTrace {
+        trace_id: span.context.trace_id,
+        root: span.name.to_string(),
+        start: span.start,
+        end: span.end,
+        duration: span.duration,
+        error: matches!(span.status, SpanStatus::Error(_)),
+        status_code,
+    };
+    let at = traces.partition_point(|t| t.duration >= span.duration);
+    traces.insert(at, entry);
+    traces.truncate(SLOW_PER_MINUTE);
+}
+
+/// Which traces the report shows. Parsed from the `/debug/traces` query string by
+/// [`TraceQuery::parse`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceQuery {
+    /// Only traces lasting at least this long (`?min_duration_ms=`).
+    pub min_duration: Option<Duration>,
+    /// Only failed or only successful traces (`?status=error|ok`).
+    pub status: StatusFilter,
+    /// At most this many traces (`?limit=`, default 20, at most 1000).
+    pub limit: usize,
+    /// Only this trace (`?trace_id=`, 32 lowercase hex digits).
+    pub trace_id: Option<u128>,
+    /// The slowest traces of how many last minutes (`?slowest_minutes=`, default 15, at most
+    /// [`SLOW_MINUTES_KEPT`]).
+    pub slowest_minutes: usize,
+}
+
+/// A filter on trace status. A trace failed when any of its spans did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// All traces.
+    #[default]
+    Any,
+    /// Traces with an error span.
+    Error,
+    /// Traces without one.
+    Ok,
+}
+
+impl Default for TraceQuery {
+    fn default() -> Self {
+        TraceQuery {
+            min_duration: None,
+            status: StatusFilter::Any,
+            limit: 20,
+            trace_id: None,
+            slowest_minutes: 15,
+        }
+    }
+}
+
+impl TraceQuery {
+    /// The largest `?limit=`.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// Parses a query string (`min_duration_ms=250&status=error&limit=5`). Unknown parameters
+    /// are ignored; a known one with a bad value is an error naming it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use obskit::trace::{StatusFilter, TraceQuery};
+    /// let query = TraceQuery::parse(Some("min_duration_ms=2.5&status=error&limit=5")).unwrap();
+    /// assert_eq!(query.min_duration, Some(Duration::from_micros(2500)));
+    /// assert_eq!(query.status, StatusFilter::Error);
+    /// assert_eq!(query.limit, 5);
+    /// assert!(TraceQuery::parse(Some("limit=lots")).is_err());
+    /// ```
+    pub fn parse(query: Option<&str>) -> Result<TraceQuery, String> {
+        let mut out = TraceQuery::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "min_duration_ms" => {
+                    let ms: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0 && *ms < 1e12)
+                        .ok_or("min_duration_ms must be a non-negative number of milliseconds")?;
+                    out.min_duration = Some(Duration::from_secs_f64(ms / 1000.0));
+                }
+                "status" => {
+                    out.status = match value {
+                        "error" => StatusFilter::Error,
+                        "ok" => StatusFilter::Ok,
+                        "any" | "" => StatusFilter::Any,
+                        _ => return Err("status must be error, ok or any".to_string()),
+                    }
+                }
+                "limit" => {
+                    out.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|l| (1..=Self::MAX_LIMIT).contains(l))
+                        .ok_or(format!("limit must be between 1 and {}", Self::MAX_LIMIT))?;
+                }
+                "trace_id" => {
+                    let valid =
+                        value.len() == 32 && value.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+                    let id = valid
+                        .then(|| u128::from_str_radix(value, 16).ok())
+                        .flatten()
+                        .filter(|id| *id != 0)
+                        .ok_or("trace_id must be 32 lowercase hex digits, not all zero")?;
+                    out.trace_id = Some(id);
+                }
+                "slowest_minutes" => {
+                    out.slowest_minutes = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|m| (1..=SLOW_MINUTES_KEPT).contains(m))
+                        .ok_or(format!(
+                            "slowest_minutes must be between 1 and {SLOW_MINUTES_KEPT}"
+                        ))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Default)]
+struct Group<'a> {
+    /// Newest (last ended) first.
+    spans: Vec<&'a FinishedSpan>,
+}
+
+struct Summary {
+    end: SystemTime,
+    duration: Duration,
+    error: bool,
+}
+
+impl Group<'_> {
+    fn summarize(&mut self) -> Option<(Summary, Value)> {
+        let first: &FinishedSpan = self.spans.first()?;
+        let trace_id = first.context.trace_id;
+        self.spans.sort_by_key(|s| s.start);
+        let start = self.spans.iter().map(|s| s.start).min()?;
+        let end = self.spans.iter().map(|s| s.end).max()?;
+        let duration = end.duration_since(start).unwrap_or_default();
+        let error = self
+            .spans
+            .iter()
+            .any(|s| matches!(s.status, SpanStatus::Error(_)));
+        let held: Vec<u64> = self.spans.iter().map(|s| s.context.span_id).collect();
+        // The root as seen here: the earliest span whose parent is not held (it is remote, or
+        // was overwritten in the buffer).
+        let root = self
+            .spans
+            .iter()
+            .find(|s| s.parent_span_id.is_none_or(|p| !held.contains(&p)))
+            .copied()
+            .unwrap_or(first);
+        let value = json!({
+            "trace_id": format!("{trace_id:032x}"),
+            "root": mask_url_userinfo(&root.name),
+            "start": rfc3339(start),
+            "duration_ms": millis(duration),
+            "span_count": self.spans.len(),
+            "error": error,
+            "sampled": root.context.sampled,
+            "spans": self.spans.iter().map(|s| span_json(s, start)).collect::<Vec<_>>(),
+        });
+        Some((Summary { end, duration, error }, value))
+    }
+}
+
+fn span_json(span: &FinishedSpan, trace_start: SystemTime) -> Value {
+    let (status, message) = match &span.status {
+        SpanStatus::Unset => ("unset", None),
+        SpanStatus::Ok => ("ok", None),
+        SpanStatus::Error(message) => ("error", Some(mask_url_userinfo(message))),
+    };
+    let kind = match span.kind {
+        SpanKind::Internal => "internal",
+        SpanKind::Server => "server",
+        SpanKind::Client => "client",
+    };
+    let events: Vec<Value> = span
+        .events
+        .iter()
+        .map(|event| {
+            json!({
+                "name": mask_url_userinfo(&event.name),
+                "offset_ms": millis(event.time.duration_since(trace_start).unwrap_or_default()),
+                "attributes": attributes_json(&event.attributes),
+            })
+        })
+        .collect();
+    json!({
+        "span_id": format!("{:016x}", span.context.span_id),
+        "parent_span_id": span.parent_span_id.map(|p| format!("{p:016x}")),
+        "name": mask_url_userinfo(&span.name),
+        "kind": kind,
+        "offset_ms": millis(span.start.duration_since(trace_start).unwrap_or_default()),
+        "duration_ms": millis(span.duration),
+        "status": status,
+        "status_message": message,
+        "attributes": attributes_json(&span.attributes),
+        "events": events,
+    })
+}
+
+/// Attributes as a JSON object, secrets masked: a secret-looking key shows `***` whatever its
+/// type, and URL credentials are masked in every string value.
+fn attributes_json(attributes: &[(std::borrow::Cow<'static, str>, AttrValue)]) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (key, value) in attributes {
+        let shown = if is_secret_key(key) {
+            Value::from(MASK)
+        } else {
+            match value {
+                AttrValue::Str(s) => Value::from(mask_url_userinfo(s)),
+                AttrValue::I64(v) => Value::from(*v),
+                AttrValue::F64(v) => Value::from(*v),
+                AttrValue::Bool(v) => Value::from(*v),
+            }
+        };
+        // A key set twice shows its last value, as `FinishedSpan::attribute` reads it.
+        map.insert(key.to_string(), shown);
+    }
+    map
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
+}
+
+/// `2026-11-24T13:59:20.123456Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{SpanContext, SpanEvent};
+    use std::borrow::Cow;
+
+    /// One base time for all test spans, so that offsets are exact.
+    static BASE: OnceLock<SystemTime> = OnceLock::new();
+
+    fn span(trace: u128, id: u64, parent: Option<u64>, start_ms: u64, duration_ms: u64) -> FinishedSpan {
+        FinishedSpan {
+            name: Cow::Owned(format!("span-{id}")),
+            context: SpanContext {
+                trace_id: trace,
+                span_id: id,
+                sampled: true,
+            },
+            parent_span_id: parent,
+            kind: SpanKind::Internal,
+            start: *BASE.get_or_init(|| SystemTime::now() - Duration::from_secs(1))
+                + Duration::from_millis(start_ms),
+            end: *BASE.get().unwrap() + Duration::from_millis(start_ms + duration_ms),
+            duration: Duration::from_millis(duration_ms),
+            attributes: Vec::new(),
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+        }
+    }
+
+    #[test]
+    fn bounded_grouped_newest_first() {
+        let recent = RecentSpans::new(5);
+        recent.on_end(span(1, 11, Some(10), 0, 5));
+        recent.on_end(span(1, 10, None, 0, 10));
+        let mut failed = span(2, 21, Some(20), 20, 50);
+        failed.status = SpanStatus::Error("db down at postgres://u:pw@h/db".into());
+        recent.on_end(failed);
+        recent.on_end(span(2, 20, None, 15, 60));
+        recent.on_end(span(3, 30, None, 100, 1));
+        assert_eq!(recent.len(), 5);
+        let report = recent.report(&TraceQuery::default());
+        let ids: Vec<&str> = report["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                format!("{:032x}", 3),
+                format!("{:032x}", 2),
+                format!("{:032x}", 1)
+            ]
+        );
+        let two = &report["traces"][1];
+        assert_eq!(two["root"], "span-20");
+        assert_eq!(two["duration_ms"], 60.0);
+        assert_eq!(two["error"], true);
+        assert_eq!(two["spans"][0]["name"], "span-20", "spans by start time");
+        assert_eq!(two["spans"][1]["offset_ms"], 5.0);
+        assert_eq!(
+            two["spans"][1]["status_message"],
+            "db down at postgres://u:***@h/db"
+        );
+        assert_eq!(two["spans"][1]["parent_span_id"], format!("{:016x}", 20));
+
+        // One more span overwrites the oldest (trace 1's child): its trace now shows one span.
+        recent.on_end(span(4, 40, None, 200, 1));
+        assert_eq!(recent.len(), 5);
+        let report = recent.report(&TraceQuery::default());
+        let one = report["traces"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(one["span_count"], 1);
+        recent.set_capacity(2);
+        assert_eq!(recent.len(), 2);
+    }
+
+    #[test]
+    fn filters() {
+        let recent = RecentSpans::new(100);
+        recent.on_end(span(1, 10, None, 0, 10));
+        let mut failed = span(2, 20, None, 0, 300);
+        failed.status = SpanStatus::Error("boom".into());
+        recent.on_end(failed);
+        recent.on_end(span(3, 30, None, 0, 500));
+        let ids = |query: &str| -> Vec<String> {
+            let report = recent.report(&TraceQuery::parse(Some(query)).unwrap());
+            report["traces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    t["trace_id"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches('0')
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(ids(""), ["3", "2", "1"]);
+        assert_eq!(ids("min_duration_ms=300"), ["3", "2"]);
+        assert_eq!(ids("status=error"), ["2"]);
+        assert_eq!(ids("status=ok&min_duration_ms=11"), ["3"]);
+        assert_eq!(ids("limit=1"), ["3"]);
+        assert_eq!(ids(&format!("trace_id={:032x}", 1)), ["1"]);
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "status=bad",
+            "min_duration_ms=-1",
+            "trace_id=XYZ",
+            "slowest_minutes=61",
+        ] {
+            assert!(TraceQuery::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn attributes_are_masked() {
+        let recent = RecentSpans::new(10);
+        let mut s = span(1, 1, None, 0, 1);
+        s.attributes = vec![
+            (Cow::Borrowed("db.password"), AttrValue::from("hunter2")),
+            (Cow::Borrowed("api_key"), AttrValue::I64(1234)),
+            (
+                Cow::Borrowed("db.connection_string"),
+                AttrValue::from("postgres://u:pw@h/db"),
+            ),
+            (Cow::Borrowed("http.response.status_code"), AttrValue::I64(200)),
+        ];
+        s.events = vec![SpanEvent {
+            name: Cow::Borrowed("exception"),
+            time: s.start,
+            attributes: vec![(Cow::Borrowed("session_token"), AttrValue::from("abc"))],
+        }];
+        recent.on_end(s);
+        let report = recent.report(&TraceQuery::default());
+        let attributes = &report["traces"][0]["spans"][0]["attributes"];
+        assert_eq!(attributes["db.password"], "***");
+        assert_eq!(attributes["api_key"], "***");
+        assert_eq!(attributes["db.connection_string"], "postgres://u:***@h/db");
+        assert_eq!(attributes["http.response.status_code"], 200);
+        assert_eq!(
+            report["traces"][0]["spans"][0]["events"][0]["attributes"]["session_token"],
+            "***"
+        );
+        let text = report.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("pw@") && !text.contains("1234"));
+    }
+
+    #[test]
+    fn slowest_survive_the_ring() {
+        let recent = RecentSpans::new(2);
+        for i in 1..=30u64 {
+            recent.on_end(span(u128::from(i), i, None, 0, i));
+        }
+        let report = recent.report(&TraceQuery::default());
+        let slowest = report["slowest"]["traces"].as_array().unwrap();
+        assert_eq!(slowest.len(), SLOW_PER_MINUTE);
+        assert_eq!(slowest[0]["duration_ms"], 30.0);
+        assert_eq!(slowest[9]["duration_ms"], 21.0);
+        assert_eq!(slowest[0]["spans_held"], true);
+        assert_eq!(slowest[9]["spans_held"], false);
+        // Children are not roots.
+        let recent = RecentSpans::new(10);
+        recent.on_end(span(1, 2, Some(1), 0, 500));
+        assert!(recent.report(&TraceQuery::default())["slowest"]["traces"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_960_760_123_456);
+        assert_eq!(rfc3339(t), "2026-11-29T13:59:20.123456Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+    }
+}
