@@ -451,6 +451,10 @@ impl ObskitBuilder {
 
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
         let (http, build_info) = per_registry_metrics(&registry)?;
+        // Profiles are process-wide (one SIGPROF timer per process): their metrics join this
+        // registry, and their flamegraphs are titled with this service.
+        crate::profile::register_metrics(&registry);
+        crate::profile::set_service(&service);
         build_info
             .with(&[&service, &version, &commit, &environment])
             .set(1);

@@ -11,6 +11,7 @@ pub mod debug;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod profile;
 pub mod secrets;
 mod server;
 pub mod trace;
