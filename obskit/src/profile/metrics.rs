@@ -14,6 +14,9 @@ pub(crate) struct ProfileMetrics {
     pub(crate) store_bytes: IntGauge,
 }
 
+/// The `function` label of on-demand captures.
+pub(crate) const ON_DEMAND: &str = "on_demand";
+
 /// Skip reasons, the only values of `obskit_profiles_skipped_total{reason}`.
 pub(crate) const SKIP_BUSY: &str = "busy";
 pub(crate) const SKIP_ERROR: &str = "error";

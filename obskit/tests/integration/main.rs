@@ -5,4 +5,5 @@ mod common;
 mod health_debug;
 mod http_layer;
 mod macros;
+mod profiling;
 mod server;

@@ -1,0 +1,303 @@
+//! Profiling through real HTTP: `/debug/pprof/profile`, `/profiles/`, `/profiles/{name}`.
+//!
+//! One `SIGPROF` profiler per process: the tests here that capture take turns on [`PROFILER`]
+//! (the other modules of this binary never capture).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use obskit::admin::AdminAccess;
+use obskit::http::RequestBody;
+use obskit::metrics::Registry;
+use obskit::profile::ProfileStore;
+use obskit::Obskit;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Held by every test that captures.
+static PROFILER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Some CPU work per request, so that a capture under load has something to sample.
+async fn work_handler(request: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let rounds: u64 = request
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("rounds="))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    let mut x = 0u64;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    Ok(Response::new(Full::new(Bytes::from(x.to_string()))))
+}
+
+/// A served Obskit keeping its profiles in `dir` (or in memory), aborted when dropped.
+struct Server {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(store: ProfileStore) -> Server {
+    let obskit = Obskit::builder()
+        .service("profiled-shop")
+        .registry(Registry::new())
+        .routes(["/api/work"])
+        .admin_access(AdminAccess::LoopbackOnly)
+        .profile_store(store)
+        .build()
+        .expect("obskit builds");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        obskit
+            .serve_with_shutdown(
+                listener,
+                hyper::service::service_fn(work_handler),
+                std::future::pending(),
+            )
+            .await
+    });
+    Server { addr, task }
+}
+
+/// A raw HTTP/1.1 GET, the path sent byte for byte (a URL library would normalise `..` and
+/// `%2e` before they reach the server, which is not what an attacker does).
+async fn raw_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line for {path:?}: {text}"));
+    (status, response)
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("obskit-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `go tool pprof -top` on a protobuf profile and returns what it printed; fails the test
+/// when it cannot (Go is installed by `scripts/ensure-tools.sh`, which CI runs).
+pub fn go_pprof_top(profile: &Path) -> String {
+    let output = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(profile)
+        .env("HOME", std::env::temp_dir())
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("`go` is installed (run scripts/ensure-tools.sh)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "go tool pprof -top failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_captures_one_succeeds_one_conflicts() {
+    let _turn = PROFILER.lock().await;
+    let server = serve(ProfileStore::in_memory(16, 8 << 20)).await;
+    let url = format!("http://{}/debug/pprof/profile?seconds=1", server.addr);
+    let (a, b) = tokio::join!(reqwest::get(&url), async {
+        // Both in flight at once: the second starts while the first samples.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reqwest::get(&url).await
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+    let (ok, conflict) = if a.status() == 200 { (a, b) } else { (b, a) };
+    assert_eq!(ok.headers()["content-type"], "application/octet-stream");
+    let disposition = ok.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(
+        disposition.starts_with("attachment; filename=\"on_demand-") && disposition.ends_with(".pb\""),
+        "{disposition}"
+    );
+    let body: serde_json::Value = conflict.json().await.unwrap();
+    assert_eq!(body["error"], "profile_in_progress");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("already being captured"));
+    let pprof = ok.bytes().await.unwrap();
+    let file = temp_dir("ondemand").join("on_demand.pb");
+    std::fs::write(&file, &pprof).unwrap();
+    let top = go_pprof_top(&file);
+    assert!(top.contains("flat%"), "go tool pprof read the profile:\n{top}");
+
+    // The capture was stored, both ways, and is listed newest first.
+    let list: serde_json::Value = reqwest::get(format!("http://{}/profiles/", server.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let profiles = list["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2);
+    assert_eq!(profiles[0]["kind"], "flamegraph");
+    assert_eq!(profiles[0]["function"], "on_demand");
+    for key in [
+        "name",
+        "size",
+        "created",
+        "duration_seconds",
+        "sample_count",
+        "download_url",
+    ] {
+        assert!(!profiles[0][key].is_null(), "{key} listed");
+    }
+    let svg = reqwest::get(format!(
+        "http://{}{}",
+        server.addr,
+        profiles[0]["download_url"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(svg.status(), 200);
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svg_format_and_bad_queries() {
+    let _turn = PROFILER.lock().await;
+    let server = serve(ProfileStore::in_memory(16, 8 << 20)).await;
+    let response = reqwest::get(format!(
+        "http://{}/debug/pprof/profile?seconds=1&format=svg&frequency=250",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/svg+xml");
+    let svg = response.text().await.unwrap();
+    assert!(
+        svg.contains("on_demand · profiled-shop"),
+        "title names function and service"
+    );
+    for bad in ["seconds=0", "seconds=ten", "frequency=-5", "format=gif"] {
+        let (status, _) = raw_get(server.addr, &format!("/debug/pprof/profile?{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_attempts_never_leave_the_store() {
+    let root = temp_dir("traversal");
+    let store_dir = root.join("profiles");
+    // Secrets beside and inside the store's directory that no request may reach: one outside,
+    // one planted inside but never indexed.
+    std::fs::write(root.join("secret.txt"), "TOP-SECRET-OUTSIDE").unwrap();
+    let store = ProfileStore::in_directory(&store_dir, 16, 1 << 20).unwrap();
+    std::fs::write(store_dir.join("planted.svg"), "TOP-SECRET-PLANTED").unwrap();
+    let server = serve(store).await;
+
+    let attempts = [
+        "/profiles/../secret.txt",
+        "/profiles/..%2fsecret.txt",
+        "/profiles/%2e%2e%2fsecret.txt",
+        "/profiles/%2E%2E%2Fsecret.txt",
+        "/profiles/%252e%252e%252fsecret.txt",
+        "/profiles/..%5csecret.txt",
+        "/profiles/..\\secret.txt",
+        "/profiles/%c0%ae%c0%ae%c0%afsecret.txt",
+        "/profiles//etc/passwd",
+        "/profiles/%2fetc%2fpasswd",
+        "/profiles/secret.txt%00.svg",
+        "/profiles/planted.svg",
+        "/profiles/./planted.svg",
+        "/profiles/..",
+        "/profiles/.%2e/secret.txt",
+        "/profiles/....//secret.txt",
+        "/profiles/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/profiles/nonexistent-20261124T000000Z-0001.svg",
+    ];
+    for path in attempts {
+        let (status, body) = raw_get(server.addr, path).await;
+        assert!(status == 400 || status == 404, "{path}: {status}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(!body.contains("TOP-SECRET"), "{path} leaked: {body}");
+        assert!(!body.contains("root:"), "{path} leaked /etc/passwd");
+    }
+    // The files are untouched, and the store still answers for what it holds.
+    assert_eq!(
+        std::fs::read_to_string(root.join("secret.txt")).unwrap(),
+        "TOP-SECRET-OUTSIDE"
+    );
+    let (status, body) = raw_get(server.addr, "/profiles/").await;
+    assert_eq!(status, 200);
+    assert!(!String::from_utf8_lossy(&body).contains("planted"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_under_concurrent_http_load() {
+    let _turn = PROFILER.lock().await;
+    let server = serve(ProfileStore::in_memory(16, 8 << 20)).await;
+    let addr = server.addr;
+    let client = reqwest::Client::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (client, stop) = (client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut served = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = client
+                    .get(format!("http://{addr}/api/work?rounds=20000"))
+                    .send()
+                    .await
+                    .expect("the server keeps answering during a capture");
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+                served += 1;
+            }
+            served
+        }));
+    }
+    let response = client
+        .get(format!(
+            "http://{addr}/debug/pprof/profile?seconds=2&frequency=250"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let pprof = response.bytes().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for task in load {
+        served += task.await.expect("no load task panicked");
+    }
+    assert!(served > 50, "the load ran during the capture ({served} requests)");
+    let file = temp_dir("load").join("load.pb");
+    std::fs::write(&file, &pprof).unwrap();
+    let top = go_pprof_top(&file);
+    assert!(top.contains("work_handler"), "the handler's CPU shows:\n{top}");
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
