@@ -86,8 +86,6 @@ impl CaptureOptions {
         self.frequency
     }
 
-    // Only the unit tests reach it until `#[profiled]` does.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn attribute_to_marker(mut self, marker: &'static str) -> Self {
         self.marker = Some(marker);
         self
