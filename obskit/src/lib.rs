@@ -92,8 +92,8 @@ pub use obskit_macros::instrumented;
 ///   starts with the first call; the next with the first call after the interval;
 /// - `duration = "5s"`: how long a capture samples (default `"5s"`, at most `"60s"`, never
 ///   longer than `every`);
-/// - `calls = 100`: also end the capture once this many calls have started in it (default: no
-///   bound);
+/// - `calls = 100`: mark at most this many calls per capture, and end the capture as soon as
+///   they have finished, if before `duration` (default: no bound);
 /// - `frequency = 99`: the sampling rate in Hz (default 99, at most 250).
 ///
 /// Durations are written `"500ms"`, `"5s"`, `"2m"`, `"1h"`. Wrong values are compile errors.
@@ -147,7 +147,7 @@ pub use obskit_macros::instrumented;
 /// for _ in 0..3 {
 ///     checkout(&[1, 2, 3]);
 /// }
-/// // The capture ended after its third call; its thread encodes and stores it.
+/// // The capture ended when its third call returned; its thread encodes and stores it.
 /// let store = obskit::profile::ProfileStore::global();
 /// let deadline = Instant::now() + Duration::from_secs(10);
 /// while store.list().len() < 2 && Instant::now() < deadline {

@@ -50,11 +50,13 @@ pub struct ProfileSite {
     next_due_ms: AtomicU64,
     /// Calls the running capture may still mark.
     calls_left: AtomicU64,
+    /// Marked calls finished (returned, panicked, or dropped) in the running capture.
+    calls_done: AtomicU64,
 }
 
 impl ProfileSite {
     /// A site for `name` in `module`: at most one capture per `every_ms`, each lasting at most
-    /// `duration_ms` and (if `calls` is not 0) `calls` calls, sampled at `frequency` Hz. The
+    /// `duration_ms` and (if `calls` is not 0) until `calls` calls have finished, sampled at `frequency` Hz. The
     /// first capture starts with the first call.
     pub const fn new(
         name: &'static str,
@@ -73,6 +75,7 @@ impl ProfileSite {
             frequency,
             next_due_ms: AtomicU64::new(0),
             calls_left: AtomicU64::new(0),
+            calls_done: AtomicU64::new(0),
         }
     }
 
@@ -129,6 +132,7 @@ impl ProfileSite {
         let Ok(capture) = Capture::start(options) else {
             return false;
         };
+        self.calls_done.store(0, Ordering::Release);
         self.calls_left.store(self.calls, Ordering::Release);
         CURRENT.store(self as *const ProfileSite as *mut ProfileSite, Ordering::Release);
         let spawned = std::thread::Builder::new()
@@ -148,7 +152,7 @@ impl ProfileSite {
         let deadline = std::time::Instant::now() + Duration::from_millis(self.duration_ms);
         loop {
             let now = std::time::Instant::now();
-            if now >= deadline || self.calls_left.load(Ordering::Acquire) == 0 {
+            if now >= deadline || self.calls_done.load(Ordering::Acquire) >= self.calls {
                 break;
             }
             // Polling for the call bound every 10 ms is cheaper than waking from every call.
@@ -166,6 +170,7 @@ impl ProfileSite {
         if !self.enter() {
             return body();
         }
+        let _done = Done(self);
         let mut body = Some(body);
         let mut output = None;
         obskit_profiled_frame(&mut || output = body.take().map(|f| f()));
@@ -179,8 +184,19 @@ impl ProfileSite {
         Profiled {
             site: self,
             marked: None,
+            done: None,
             inner: body,
         }
+    }
+}
+
+/// Counts a marked call as finished when dropped: after it returns, while it unwinds, or when
+/// its future is dropped unfinished, so that a `calls` bound always ends the capture.
+struct Done(&'static ProfileSite);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.calls_done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -198,6 +214,7 @@ pin_project_lite::pin_project! {
     pub struct Profiled<F> {
         site: &'static ProfileSite,
         marked: Option<bool>,
+        done: Option<Done>,
         #[pin]
         inner: F,
     }
@@ -209,7 +226,13 @@ impl<F: Future> Future for Profiled<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let site = *this.site;
-        let marked = *this.marked.get_or_insert_with(|| site.enter());
+        let marked = *this.marked.get_or_insert_with(|| {
+            let marked = site.enter();
+            if marked {
+                *this.done = Some(Done(site));
+            }
+            marked
+        });
         if !marked {
             return this.inner.poll(cx);
         }
@@ -220,6 +243,9 @@ impl<F: Future> Future for Profiled<F> {
                 output = inner.poll(cx);
             }
         });
+        if output.is_ready() {
+            *this.done = None;
+        }
         output
     }
 }

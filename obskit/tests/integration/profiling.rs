@@ -208,6 +208,8 @@ async fn svg_format_and_bad_queries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traversal_attempts_never_leave_the_store() {
+    // No capture here, but `serve` replaces the global store, which the others read.
+    let _turn = PROFILER.lock().await;
     let root = temp_dir("traversal");
     let store_dir = root.join("profiles");
     // Secrets beside and inside the store's directory that no request may reach: one outside,
@@ -300,4 +302,283 @@ async fn capture_under_concurrent_http_load() {
     let top = go_pprof_top(&file);
     assert!(top.contains("work_handler"), "the handler's CPU shows:\n{top}");
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// #[profiled]
+// ---------------------------------------------------------------------------------------------
+
+/// The CPU-heavy part, in a function of its own (never inlined, so that it is a frame).
+#[inline(never)]
+fn crunch_numbers(ms: u64) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    loop {
+        // Read the clock rarely: samples landing in the vDSO are skipped by the sampler.
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        if std::time::Instant::now() >= until {
+            return std::hint::black_box(x);
+        }
+    }
+}
+
+#[obskit::profiled(
+    name = "it_hot_checkout",
+    every = "1h",
+    duration = "10s",
+    calls = 1,
+    frequency = 250
+)]
+fn hot_checkout(ms: u64) -> u64 {
+    crunch_numbers(ms)
+}
+
+/// Other CPU work at the same time, which must not be attributed to the profiled function.
+#[inline(never)]
+fn unrelated_noise(ms: u64) -> u64 {
+    crunch_numbers(ms)
+}
+
+/// Parses a whole document with quick-xml; panics at the first well-formedness error.
+fn assert_well_formed_xml(svg: &[u8]) {
+    let mut reader = quick_xml::Reader::from_reader(svg);
+    reader.check_end_names(true);
+    let mut buf = Vec::new();
+    let mut elements = 0;
+    let mut depth = 0i32;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(_)) => {
+                elements += 1;
+                depth += 1;
+            }
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Empty(_)) => elements += 1,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "the flamegraph is not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+        buf.clear();
+    }
+    assert_eq!(depth, 0, "every element is closed");
+    assert!(elements > 10, "a real document ({elements} elements)");
+}
+
+/// Waits for the capture's thread to store `count` profiles labelled `function`.
+fn stored(store: &ProfileStore, function: &str, count: usize) -> Vec<obskit::profile::ProfileInfo> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: Vec<_> = store
+            .list()
+            .into_iter()
+            .filter(|p| p.function == function)
+            .collect();
+        if list.len() >= count || std::time::Instant::now() > deadline {
+            return list;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiled_fn_gives_a_flamegraph_and_a_pprof_of_its_own_work() {
+    let _turn = PROFILER.lock().await;
+    let store = ProfileStore::in_memory(16, 16 << 20);
+    ProfileStore::set_global(store.clone());
+    let noise = std::thread::spawn(|| unrelated_noise(1_500));
+    let result = tokio::task::spawn_blocking(|| hot_checkout(1_000)).await.unwrap();
+    std::hint::black_box(result);
+    noise.join().unwrap();
+
+    let list = stored(&store, "it_hot_checkout", 2);
+    assert_eq!(list.len(), 2, "one capture, stored both ways: {list:?}");
+    let svg_info = list.iter().find(|p| p.name.ends_with(".svg")).unwrap();
+    let pb_info = list.iter().find(|p| p.name.ends_with(".pb")).unwrap();
+    assert!(svg_info.sample_count > 50, "{svg_info:?}");
+    assert!(
+        svg_info.duration_seconds < 5.0,
+        "ended with its one call, not after 10 s"
+    );
+
+    let svg = store.get(&svg_info.name).unwrap().bytes;
+    assert_well_formed_xml(&svg);
+    let svg_text = String::from_utf8_lossy(&svg);
+    assert!(
+        svg_text.contains("hot_checkout"),
+        "the flamegraph names its function"
+    );
+    assert!(svg_text.contains("crunch_numbers"), "and the hot code under it");
+    // The service is whichever `Obskit` of this test binary was built last: only its place
+    // in the title is checked here (its value is, in `svg_format_and_bad_queries`).
+    let title = svg_text
+        .split("CPU: it_hot_checkout · ")
+        .nth(1)
+        .expect("the title names the function")
+        .split('<')
+        .next()
+        .unwrap();
+    assert!(
+        title.contains(" · 20") && title.contains(" UTC (") && title.ends_with(" s)"),
+        "service and capture window in the title: {title}"
+    );
+    assert!(
+        !svg_text.contains("unrelated_noise"),
+        "another thread's work is not attributed"
+    );
+    assert!(
+        !svg_text.contains("perf_signal_handler"),
+        "profiler frames are trimmed"
+    );
+
+    let pb = store.get(&pb_info.name).unwrap().bytes;
+    let dir = temp_dir("hot");
+    let file = dir.join(&pb_info.name);
+    std::fs::write(&file, &pb).unwrap();
+    let top = go_pprof_top(&file);
+    // The table's rows, heaviest first: the hot function is among the first few.
+    let rows: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .take(8)
+        .collect();
+    assert!(
+        rows.iter().any(|r| r.contains("crunch_numbers")),
+        "crunch_numbers is a top frame:\n{top}"
+    );
+    assert!(
+        top.contains("it_hot_checkout"),
+        "rooted at the function's label:\n{top}"
+    );
+    assert!(!top.contains("unrelated_noise"), "{top}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[obskit::profiled(
+    name = "it_async_hot",
+    every = "1h",
+    duration = "10s",
+    calls = 1,
+    frequency = 250
+)]
+async fn async_hot(rounds: u32) -> u64 {
+    let mut total = 0u64;
+    for _ in 0..rounds {
+        total = total.wrapping_add(async_crunch(20));
+        // Yield between chunks: other tasks then run on this worker between the polls.
+        tokio::task::yield_now().await;
+    }
+    total
+}
+
+#[inline(never)]
+fn async_crunch(ms: u64) -> u64 {
+    crunch_numbers(ms)
+}
+
+#[inline(never)]
+fn task_noise(ms: u64) -> u64 {
+    crunch_numbers(ms)
+}
+
+#[test]
+fn profiled_async_fn_counts_only_its_own_polls() {
+    let turn = PROFILER.blocking_lock();
+    let store = ProfileStore::in_memory(16, 16 << 20);
+    ProfileStore::set_global(store.clone());
+    // One worker: the profiled future and the noise task interleave on the same thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let noise = tokio::spawn(async {
+            let mut total = 0u64;
+            for _ in 0..40 {
+                total = total.wrapping_add(task_noise(20));
+                tokio::task::yield_now().await;
+            }
+            total
+        });
+        let hot = tokio::spawn(async_hot(40));
+        std::hint::black_box((hot.await.unwrap(), noise.await.unwrap()));
+    });
+    let list = stored(&store, "it_async_hot", 2);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let svg_info = list.iter().find(|p| p.name.ends_with(".svg")).unwrap();
+    let svg = store.get(&svg_info.name).unwrap().bytes;
+    assert_well_formed_xml(&svg);
+    let svg = String::from_utf8_lossy(&svg);
+    assert!(svg.contains("async_crunch"), "the polls' work is attributed");
+    assert!(svg.contains("async_hot"));
+    assert!(
+        !svg.contains("task_noise"),
+        "work of another task on the same worker is not"
+    );
+    drop(turn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_stays_within_its_bounds_after_100_captures() {
+    use obskit::profile::{Capture, CaptureOptions};
+    let _turn = PROFILER.lock().await;
+    let dir = temp_dir("bounds");
+    let (max_files, max_bytes) = (20usize, 256 * 1024u64);
+    let store = ProfileStore::in_directory(&dir, max_files, max_bytes).unwrap();
+    ProfileStore::set_global(store.clone());
+    let registry = Registry::new();
+    obskit::profile::register_metrics(&registry);
+    let mut names = Vec::new();
+    for i in 0..100 {
+        let capture = Capture::start(CaptureOptions::new("it_bounds").frequency(250)).unwrap();
+        std::hint::black_box(crunch_numbers(10));
+        let profile = tokio::task::spawn_blocking(move || capture.finish())
+            .await
+            .unwrap()
+            .unwrap();
+        names.extend(store.insert(&profile));
+        let on_disk: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
+        let disk_bytes: u64 = on_disk.iter().map(|e| e.metadata().unwrap().len()).sum();
+        assert!(store.list().len() <= max_files, "after capture {i}");
+        assert!(store.bytes() <= max_bytes, "after capture {i}");
+        assert!(
+            on_disk.len() <= max_files,
+            "after capture {i}: {} files",
+            on_disk.len()
+        );
+        assert!(
+            disk_bytes <= max_bytes,
+            "after capture {i}: {disk_bytes} bytes on disk"
+        );
+    }
+    assert_eq!(names.len(), 200, "every capture was stored both ways");
+    let list = store.list();
+    assert_eq!(list.len(), max_files);
+    // Oldest dropped first: what is left is the newest, newest first.
+    let newest: Vec<&String> = names.iter().rev().take(max_files).collect();
+    assert_eq!(list.iter().map(|p| &p.name).collect::<Vec<_>>(), newest);
+    assert_eq!(
+        store.get(&names[0]).unwrap_err(),
+        obskit::profile::StoreError::NotFound
+    );
+    // The gauge follows the global store.
+    let text = registry.encode_text();
+    assert!(
+        text.contains(&format!("obskit_profile_store_bytes {}", store.bytes())),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("store_bytes"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(text.contains("obskit_profiles_captured_total{function=\"it_bounds\"} 100"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
