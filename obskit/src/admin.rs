@@ -405,7 +405,12 @@ impl AdminSurface {
             Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
         };
         let options = CaptureOptions::new(crate::profile::ON_DEMAND).frequency(query.frequency);
-        let capture = match Capture::start(options) {
+        // Starting the sampler blocks for ~0.5 ms (far longer the first time in a process):
+        // off the async workers. A busy profiler still answers at once.
+        let started = tokio::task::spawn_blocking(move || Capture::start(options).map(OffThread::map))
+            .await
+            .unwrap_or_else(|_| Err(CaptureError::Profiler("the start task failed".into())));
+        let mut capture = match started {
             Ok(capture) => capture,
             Err(CaptureError::Busy) => {
                 return error(
@@ -424,6 +429,7 @@ impl AdminSurface {
         };
         // Dropping this future (the client went away) drops the capture, which stops it.
         tokio::time::sleep(query.duration).await;
+        let capture = capture.0.take().expect("held until here");
         // Symbolising is CPU work for up to a few hundred milliseconds: off the async workers.
         let finished = tokio::task::spawn_blocking(move || capture.finish()).await;
         let profile = match finished {
@@ -458,6 +464,27 @@ impl AdminSurface {
             response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
         }
         response
+    }
+}
+
+/// Holds an on-demand capture; if the request is dropped mid-capture, stops it on a blocking
+/// thread (stopping pprof-rs's profiler takes tens of milliseconds).
+struct OffThread(Option<Capture>);
+
+impl OffThread {
+    fn map(capture: Capture) -> OffThread {
+        OffThread(Some(capture))
+    }
+}
+
+impl Drop for OffThread {
+    fn drop(&mut self) {
+        if let Some(capture) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn_blocking(move || drop(capture))),
+                Err(_) => drop(capture),
+            }
+        }
     }
 }
 

@@ -88,8 +88,11 @@ pub use obskit_macros::instrumented;
 /// - `name = "checkout"`: the label (default: the function's name), used in
 ///   `obskit_profiles_captured_total{function}`, the stored files' names and the flamegraph's
 ///   title;
-/// - `every = "60s"`: at most one capture per interval (default `"60s"`). The first capture
-///   starts with the first call; the next with the first call after the interval;
+/// - `every = "60s"`: at most one capture per interval (default `"60s"`). The first call
+///   starts the first capture; the first call after the interval, the next. The capture starts
+///   on a thread of its own (starting the sampler takes ~0.5 ms, and far longer the first time
+///   in a process, while pprof-rs loads symbol tables), so the call that starts it is not
+///   waited for, and not sampled: the calls starting once it runs are;
 /// - `duration = "5s"`: how long a capture samples (default `"5s"`, at most `"60s"`, never
 ///   longer than `every`);
 /// - `calls = 100`: mark at most this many calls per capture, and end the capture as soon as
@@ -118,8 +121,8 @@ pub use obskit_macros::instrumented;
 /// - everything the body calls on its own thread is included, including nested `#[profiled]`
 ///   functions;
 /// - work the body hands elsewhere (`tokio::spawn`, `spawn_blocking`, another thread) is not;
-/// - calls already in progress when a capture starts are not marked (the marker is decided
-///   when a call starts, or at an `async fn`'s first poll);
+/// - calls already in progress when a capture starts are not marked, the call that started it
+///   included (the marker is decided when a call starts, or at an `async fn`'s first poll);
 /// - it is a statistical CPU profile: at 99 Hz a 5 s capture holds at most ~500 samples per
 ///   busy core; time spent waiting (I/O, locks, `.await`) takes no samples; samples landing
 ///   inside libc, libgcc or the vDSO are skipped by the sampler (so `memcpy`-heavy work is
@@ -144,10 +147,15 @@ pub use obskit_macros::instrumented;
 ///     total
 /// }
 ///
-/// for _ in 0..3 {
-///     checkout(&[1, 2, 3]);
+/// checkout(&[1]); // due: starts a capture, on a thread of its own
+/// let deadline = Instant::now() + Duration::from_secs(10);
+/// while obskit::profile::current_function() != Some("doc_checkout") && Instant::now() < deadline {
+///     std::thread::sleep(Duration::from_millis(1));
 /// }
-/// // The capture ended when its third call returned; its thread encodes and stores it.
+/// for _ in 0..3 {
+///     checkout(&[1, 2, 3]); // marked: their samples are the profile
+/// }
+/// // The capture ended when its third marked call returned; its thread encodes and stores it.
 /// let store = obskit::profile::ProfileStore::global();
 /// let deadline = Instant::now() + Duration::from_secs(10);
 /// while store.list().len() < 2 && Instant::now() < deadline {

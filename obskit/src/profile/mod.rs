@@ -83,7 +83,7 @@ pub(crate) use capture::set_service;
 pub use capture::{Capture, CaptureError, CaptureOptions, Profile, DEFAULT_FREQUENCY, MAX_FREQUENCY};
 pub use metrics::register_metrics;
 pub(crate) use metrics::ON_DEMAND;
-pub use site::{ProfileSite, Profiled};
+pub use site::{current_function, ProfileSite, Profiled};
 pub use store::{
     ProfileData, ProfileInfo, ProfileKind, ProfileStore, StoreError, DEFAULT_MAX_BYTES, DEFAULT_MAX_PROFILES,
 };

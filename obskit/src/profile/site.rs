@@ -17,6 +17,17 @@ const MARKER: &str = "obskit_profiled_frame";
 /// The site whose capture is running (null when none, or when the capture is on-demand).
 static CURRENT: AtomicPtr<ProfileSite> = AtomicPtr::new(std::ptr::null_mut());
 
+/// The label of the `#[profiled]` function whose capture is running, if one is.
+///
+/// ```
+/// assert_eq!(obskit::profile::current_function(), None);
+/// ```
+pub fn current_function() -> Option<&'static str> {
+    let current = CURRENT.load(Ordering::Acquire);
+    // SAFETY: `CURRENT` only ever holds null or a `&'static ProfileSite`.
+    unsafe { current.as_ref() }.map(|site| site.name)
+}
+
 /// Milliseconds since the first profiled call, on a cheap clock.
 fn now_ms() -> u64 {
     static START: OnceLock<quanta::Instant> = OnceLock::new();
@@ -25,7 +36,9 @@ fn now_ms() -> u64 {
 }
 
 /// The capture policy of one `#[profiled]` function, in a `static` the macro emits: at most
-/// one capture per `every`, each lasting `duration` or `calls` calls, whichever ends first.
+/// one capture per `every`, each lasting `duration` or until `calls` marked calls have
+/// finished, whichever comes first. A due call starts the capture on a thread of its own; the
+/// calls that start while it runs are marked.
 ///
 /// ```
 /// use obskit::profile::ProfileSite;
@@ -56,8 +69,8 @@ pub struct ProfileSite {
 
 impl ProfileSite {
     /// A site for `name` in `module`: at most one capture per `every_ms`, each lasting at most
-    /// `duration_ms` and (if `calls` is not 0) until `calls` calls have finished, sampled at `frequency` Hz. The
-    /// first capture starts with the first call.
+    /// `duration_ms` and (if `calls` is not 0) until `calls` marked calls have finished,
+    /// sampled at `frequency` Hz. The first call starts the first capture.
     pub const fn new(
         name: &'static str,
         module: &'static str,
@@ -110,6 +123,9 @@ impl ProfileSite {
             .is_ok()
     }
 
+    /// Claims the interval and starts a capture on a thread of its own; the calling call itself
+    /// is not marked. Starting the sampler takes ~0.5 ms, and the first time in a process far
+    /// longer (pprof-rs loads the symbol tables): no call waits for it.
     #[cold]
     fn begin(&'static self, now: u64, due: u64) -> bool {
         // Claim this interval: one attempt per `every`, whether or not the profiler is free
@@ -126,29 +142,26 @@ impl ProfileSite {
         {
             return false;
         }
+        // Without a thread, this interval passes without a capture.
+        let _ = std::thread::Builder::new()
+            .name("obskit-profile".into())
+            .spawn(move || self.run());
+        false
+    }
+
+    /// The capture's own thread: starts the capture, waits it out, then encodes and stores it,
+    /// so that no call of the function pays for any of it.
+    fn run(&'static self) {
         let options = CaptureOptions::new(self.name)
             .frequency(self.frequency)
             .attribute_to_marker(MARKER);
+        // Busy: counted as skipped by `start`; the next attempt is the next interval's.
         let Ok(capture) = Capture::start(options) else {
-            return false;
+            return;
         };
         self.calls_done.store(0, Ordering::Release);
         self.calls_left.store(self.calls, Ordering::Release);
         CURRENT.store(self as *const ProfileSite as *mut ProfileSite, Ordering::Release);
-        let spawned = std::thread::Builder::new()
-            .name("obskit-profile".into())
-            .spawn(move || self.run(capture));
-        if spawned.is_err() {
-            // No thread, no capture: the closure (and the capture in it) was dropped.
-            CURRENT.store(std::ptr::null_mut(), Ordering::Release);
-            return false;
-        }
-        self.take_call()
-    }
-
-    /// The capture's own thread: waits out the capture, then encodes and stores it, so that
-    /// no call of the function pays for either.
-    fn run(&'static self, capture: Capture) {
         let deadline = std::time::Instant::now() + Duration::from_millis(self.duration_ms);
         loop {
             let now = std::time::Instant::now();
@@ -278,6 +291,12 @@ mod tests {
         static SITE: ProfileSite = ProfileSite::new("unit_site", "m", 3_600_000, 5_000, 2, 250);
         let store = ProfileStore::global();
         let before = store.list().iter().filter(|p| p.function == "unit_site").count();
+        // The first call starts the capture (on its own thread) and is not marked itself.
+        assert_eq!(SITE.call(|| 7), 7);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while current_function() != Some("unit_site") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // Work on another thread at the same time must not be attributed.
         let noise = std::thread::spawn(|| noise(600));
         for _ in 0..4 {

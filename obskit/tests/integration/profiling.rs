@@ -371,6 +371,19 @@ fn assert_well_formed_xml(svg: &[u8]) {
     assert!(elements > 10, "a real document ({elements} elements)");
 }
 
+/// Makes a first call (which starts the capture, unmarked), then waits until the capture runs.
+fn start_capture_of(function: &str, first_call: impl FnOnce()) {
+    first_call();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while obskit::profile::current_function() != Some(function) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture of {function} started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits for the capture's thread to store `count` profiles labelled `function`.
 fn stored(store: &ProfileStore, function: &str, count: usize) -> Vec<obskit::profile::ProfileInfo> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -392,6 +405,9 @@ async fn profiled_fn_gives_a_flamegraph_and_a_pprof_of_its_own_work() {
     let _turn = PROFILER.lock().await;
     let store = ProfileStore::in_memory(16, 16 << 20);
     ProfileStore::set_global(store.clone());
+    start_capture_of("it_hot_checkout", || {
+        hot_checkout(0);
+    });
     let noise = std::thread::spawn(|| unrelated_noise(1_500));
     let result = tokio::task::spawn_blocking(|| hot_checkout(1_000)).await.unwrap();
     std::hint::black_box(result);
@@ -500,6 +516,14 @@ fn profiled_async_fn_counts_only_its_own_polls() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        async_hot(0).await; // starts the capture, unmarked
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while obskit::profile::current_function() != Some("it_async_hot") {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the capture of it_async_hot started");
         let noise = tokio::spawn(async {
             let mut total = 0u64;
             for _ in 0..40 {
