@@ -360,6 +360,18 @@ impl AdminSurface {
                     .collect();
                 json(StatusCode::OK, &debug::config_report(&entries))
             }
+            // A HEAD would take a whole capture (and the process's only profiler) for nothing.
+            Endpoint::PprofProfile if request.method() == Method::HEAD => {
+                let mut response = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "/debug/pprof/profile answers GET only: each request takes a capture",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                response
+            }
             Endpoint::PprofProfile => self.pprof_profile(request.uri().query()).await,
             Endpoint::DebugUnknown => error(
                 StatusCode::NOT_FOUND,
@@ -772,6 +784,11 @@ mod tests {
             .await,
             400
         );
+        let mut head = request("/debug/pprof/profile?seconds=1", "127.0.0.1:1", &[]);
+        *head.method_mut() = Method::HEAD;
+        let response = admin.handle(head).await;
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "GET");
     }
 
     #[test]
