@@ -33,7 +33,15 @@
 //! debug = "line-tables-only"
 //! ```
 //!
-//! Without it, frames show as addresses or `Unknown`. The frames of the profiler itself (the
+//! Without it, frames show as addresses or `Unknown`. With it, functions that were compiled as
+//! functions of their own show with their full path (from the symbol table); functions inlined
+//! into others show with their short name only (`wrapping_mul`, `parse`), and the body of an
+//! `async fn`, inlined into its state machine's `poll`, as `{async_fn#0}`: line tables name
+//! inlined code but not its module. `#[profiled]` roots every sample at the function's label,
+//! so its own name is always there; mark a hot helper `#[inline(never)]` to see it named in full
+//! (checked in release builds by the profiling tests).
+//!
+//! The frames of the profiler itself (the
 //! signal handler and the unwinder) are trimmed from every sample, and samples whose thread was
 //! idling in the runtime (tokio's park loop, `epoll_wait`, futex waits) are dropped, so the
 //! flamegraph shows work, not waiting.
