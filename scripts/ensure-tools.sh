@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs, idempotently, the real tools the test suite drives: promtool (Debian `prometheus`).
+# Installs, idempotently, the real tools the test suite drives: promtool (Debian `prometheus`)
+# and `go tool pprof` (Debian `golang-go`; the profiling tests read obskit's profiles with it).
 # Later stacks add more here. Runs `apt-get update` at most once per machine, and only when
 # something is missing.
 set -euo pipefail
@@ -7,6 +8,7 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
@@ -32,3 +34,4 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
 fi
 
 promtool --version 2>&1 | head -1 >&2
+go version >&2

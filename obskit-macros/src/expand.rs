@@ -231,7 +231,7 @@ fn is_result(ty: &Type) -> bool {
 
 /// The return type with every `impl Trait` replaced by `_`, so that it can be written in
 /// expression position (a turbofish, a `let` type), or `None` if it cannot be written there.
-fn nameable_return_type(output: &ReturnType) -> Option<Type> {
+pub(crate) fn nameable_return_type(output: &ReturnType) -> Option<Type> {
     let ReturnType::Type(_, ty) = output else {
         return None;
     };
@@ -283,7 +283,7 @@ fn contains_impl(tokens: TokenStream) -> bool {
 }
 
 /// Whether a return type is `()`, written or not.
-fn returns_unit(output: &ReturnType) -> bool {
+pub(crate) fn returns_unit(output: &ReturnType) -> bool {
     match output {
         ReturnType::Default => true,
         ReturnType::Type(_, ty) => matches!(&**ty, Type::Tuple(t) if t.elems.is_empty()),

@@ -1,4 +1,4 @@
-//! Attribute macros for [obskit](https://docs.rs/obskit): `#[instrumented]`.
+//! Attribute macros for [obskit](https://docs.rs/obskit): `#[instrumented]` and `#[profiled]`.
 //!
 //! Use them through the `obskit` crate (`obskit::instrumented`), which re-exports them: the
 //! expansion refers to `::obskit::__private`, where everything it does at run time lives. This
@@ -8,6 +8,7 @@ extern crate proc_macro;
 
 mod args;
 mod expand;
+mod profiled;
 
 /// Records every call of a function as autometrics 1.0 metrics and a span.
 ///
@@ -95,4 +96,15 @@ mod expand;
 #[proc_macro_attribute]
 pub fn instrumented(attr: proc_macro::TokenStream, item: proc_macro::TokenStream) -> proc_macro::TokenStream {
     expand::instrumented(attr.into(), item.into()).into()
+}
+
+/// Captures CPU profiles of a function by policy. See `obskit::profiled` for the reference.
+///
+/// ```ignore
+/// #[obskit::profiled(name = "checkout", every = "60s", duration = "5s")]
+/// async fn checkout(cart: Cart) -> Result<Order, Error> { /* ... */ }
+/// ```
+#[proc_macro_attribute]
+pub fn profiled(attr: proc_macro::TokenStream, item: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    profiled::profiled(attr.into(), item.into()).into()
 }

@@ -1,11 +1,28 @@
 //! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`,
-//! `/debug/config` and `/debug/traces`, and their protection.
+//! `/debug/config`, `/debug/traces`, `/debug/pprof/profile`, `/profiles/` and `/profiles/{name}`,
+//! and their protection.
 //!
 //! `/metrics` and `/health*` are open (scrapers and orchestrators need them). Everything under
-//! `/debug` is protected: when an admin token is configured (`OBSKIT_ADMIN_TOKEN`) it must come
+//! `/debug` and `/profiles` is protected: when an admin token is configured (`OBSKIT_ADMIN_TOKEN`) it must come
 //! as `Authorization: Bearer <token>`, from any client; without a token, only loopback clients
 //! are served. A request that carries `Forwarded`, `X-Forwarded-For` or `X-Real-IP` came through
 //! a proxy, so its loopback peer says nothing about the real client: it is refused too.
+//!
+//! # Profiles
+//!
+//! - `GET /debug/pprof/profile?seconds=N` samples the whole process for `N` seconds (default 10,
+//!   at most 60) and answers the pprof protobuf (`application/octet-stream`, as an attachment),
+//!   which `go tool pprof -top FILE` or `go tool pprof -http=: FILE` reads; `&format=svg` answers
+//!   the flamegraph instead; `&frequency=HZ` sets the sampling rate (default 99, at most 250).
+//!   Only one capture runs at a time in a process: a request arriving while one runs (another
+//!   request's, or a `#[profiled]` function's) is answered `409 Conflict` at once. The capture
+//!   is also kept in the profile store. A client that disconnects stops its capture.
+//! - `GET /profiles/` lists the stored profiles as JSON, newest first: name, function, kind
+//!   (`pprof` or `flamegraph`), size, created, duration, sample count, download URL.
+//! - `GET /profiles/{name}` downloads one, with its content type and a `Content-Disposition`
+//!   naming the file. Names are made by the store and looked up in its index: anything it could
+//!   not have made (`..`, `/`, `%2e`, NUL, ...) is 400, a well-formed unknown name 404, and no
+//!   path is ever built from the request (see [`crate::profile::ProfileStore`]).
 //!
 //! The peer address comes from the [`PeerAddr`] request extension, which [`crate::Obskit::serve`]
 //! inserts; a request without it is not treated as loopback.
@@ -36,13 +53,14 @@ use http_body_util::Full;
 use crate::debug::{self, ProcessStats};
 use crate::health::HealthChecks;
 use crate::metrics::{accepts_openmetrics, Registry, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::profile::{Capture, CaptureError, CaptureOptions, ProfileStore, StoreError};
 use crate::trace::{RecentSpans, TraceQuery};
 
 /// The address of the client that sent a request, as a request extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Who may call the protected admin endpoints (`/debug/*`, later `/profiles`).
+/// Who may call the protected admin endpoints (`/debug/*`, `/profiles*`).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum AdminAccess {
     /// Any client presenting this Bearer token.
@@ -145,6 +163,7 @@ struct Inner {
     config: Vec<(String, String)>,
     traces: Option<RecentSpans>,
     access: AdminAccess,
+    profiles: Option<ProfileStore>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +175,10 @@ enum Endpoint {
     DebugMetrics,
     DebugConfig,
     DebugTraces,
+    PprofProfile,
     DebugUnknown,
+    ProfileList,
+    ProfileFile,
 }
 
 impl Endpoint {
@@ -174,7 +196,10 @@ impl Endpoint {
             "/debug/metrics" => Endpoint::DebugMetrics,
             "/debug/config" => Endpoint::DebugConfig,
             "/debug/traces" => Endpoint::DebugTraces,
+            "/debug/pprof/profile" => Endpoint::PprofProfile,
             p if p == "/debug" || p.starts_with("/debug/") => Endpoint::DebugUnknown,
+            "/profiles" => Endpoint::ProfileList,
+            p if p.starts_with("/profiles/") => Endpoint::ProfileFile,
             _ => return None,
         })
     }
@@ -182,7 +207,13 @@ impl Endpoint {
     fn protected(self) -> bool {
         matches!(
             self,
-            Endpoint::DebugMetrics | Endpoint::DebugConfig | Endpoint::DebugTraces | Endpoint::DebugUnknown
+            Endpoint::DebugMetrics
+                | Endpoint::DebugConfig
+                | Endpoint::DebugTraces
+                | Endpoint::PprofProfile
+                | Endpoint::DebugUnknown
+                | Endpoint::ProfileList
+                | Endpoint::ProfileFile
         )
     }
 }
@@ -199,6 +230,7 @@ impl AdminSurface {
                 config: Vec::new(),
                 traces: None,
                 access: AdminAccess::LoopbackOnly,
+                profiles: None,
             }),
         }
     }
@@ -215,6 +247,7 @@ impl AdminSurface {
                     config: old.config.clone(),
                     traces: old.traces.clone(),
                     access: old.access.clone(),
+                    profiles: old.profiles.clone(),
                 };
                 f(&mut inner);
                 self.inner = Arc::new(inner);
@@ -256,12 +289,23 @@ impl AdminSurface {
         self.update(|i| i.traces = Some(recent))
     }
 
+    /// The store behind `/profiles/` (and where on-demand captures are kept). Without it, the
+    /// process-wide [`ProfileStore::global`], where `#[profiled]` captures go.
+    pub fn profile_store(self, store: ProfileStore) -> Self {
+        self.update(|i| i.profiles = Some(store))
+    }
+
+    fn profiles(&self) -> ProfileStore {
+        self.inner.profiles.clone().unwrap_or_else(ProfileStore::global)
+    }
+
     /// Whether `path` belongs to the admin surface.
     ///
     /// ```
     /// use obskit::admin::AdminSurface;
     /// assert!(AdminSurface::is_admin_path("/metrics"));
     /// assert!(AdminSurface::is_admin_path("/debug/config"));
+    /// assert!(AdminSurface::is_admin_path("/profiles/"));
     /// assert!(!AdminSurface::is_admin_path("/metricsfoo"));
     /// assert!(!AdminSurface::is_admin_path("/api/products"));
     /// ```
@@ -365,12 +409,195 @@ impl AdminSurface {
                     "no recent-span buffer is installed",
                 ),
             },
+            // A HEAD would take a whole capture (and the process's only profiler) for nothing.
+            Endpoint::PprofProfile if request.method() == Method::HEAD => {
+                let mut response = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "/debug/pprof/profile answers GET only: each request takes a capture",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                response
+            }
+            Endpoint::PprofProfile => self.pprof_profile(request.uri().query()).await,
             Endpoint::DebugUnknown => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such debug endpoint; try /debug/metrics, /debug/config or /debug/traces",
+                "no such debug endpoint; try /debug/metrics, /debug/config, /debug/traces or /debug/pprof/profile",
             ),
+            Endpoint::ProfileList => json(
+                StatusCode::OK,
+                &serde_json::json!({ "profiles": self.profiles().list() }),
+            ),
+            Endpoint::ProfileFile => {
+                // The raw path, not percent-decoded: a stored name never contains `%`, so an
+                // encoded one is refused as it is, and never decoded into a path.
+                let name = request.uri().path()["/profiles/".len()..].trim_end_matches('/');
+                match self.profiles().get(name) {
+                    Ok(data) => {
+                        let mut response = with_type(StatusCode::OK, data.content_type(), data.bytes.clone());
+                        if let Ok(value) = HeaderValue::from_str(&data.content_disposition()) {
+                            response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+                        }
+                        response
+                    }
+                    Err(StoreError::InvalidName) => error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_name",
+                        "not a profile name; names are listed by /profiles/",
+                    ),
+                    Err(StoreError::NotFound) => error(StatusCode::NOT_FOUND, "not_found", "no such profile"),
+                    Err(StoreError::Io(_)) => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "unreadable",
+                        "the profile could not be read back",
+                    ),
+                }
+            }
         }
+    }
+
+    /// `GET /debug/pprof/profile`.
+    async fn pprof_profile(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let query = match ProfileQuery::parse(query.unwrap_or("")) {
+            Ok(query) => query,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+        };
+        let options = CaptureOptions::new(crate::profile::ON_DEMAND).frequency(query.frequency);
+        // Starting the sampler blocks for ~0.5 ms (far longer the first time in a process):
+        // off the async workers. A busy profiler still answers at once.
+        let started = tokio::task::spawn_blocking(move || Capture::start(options).map(OffThread::map))
+            .await
+            .unwrap_or_else(|_| Err(CaptureError::Profiler("the start task failed".into())));
+        let mut capture = match started {
+            Ok(capture) => capture,
+            Err(CaptureError::Busy) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "profile_in_progress",
+                    "a CPU profile is already being captured in this process (only one can run at a time); retry when it finishes",
+                )
+            }
+            Err(CaptureError::Profiler(e)) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "profiler_failed",
+                    &format!("the CPU profiler could not start: {e}"),
+                )
+            }
+        };
+        // Dropping this future (the client went away) drops the capture, which stops it.
+        tokio::time::sleep(query.duration).await;
+        let capture = capture.0.take().expect("held until here");
+        // Symbolising is CPU work for up to a few hundred milliseconds: off the async workers.
+        let finished = tokio::task::spawn_blocking(move || capture.finish()).await;
+        let profile = match finished {
+            Ok(Ok(profile)) => profile,
+            Ok(Err(e)) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "profiler_failed",
+                    &e.to_string(),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "profiler_failed",
+                    "the capture's encoding task failed",
+                )
+            }
+        };
+        let names = self.profiles().insert(&profile);
+        let (content_type, body, extension) = if query.svg {
+            ("image/svg+xml", profile.svg().clone(), "svg")
+        } else {
+            ("application/octet-stream", profile.pprof().clone(), "pb")
+        };
+        let mut response = with_type(StatusCode::OK, content_type, body);
+        let file = names
+            .into_iter()
+            .find(|n| n.ends_with(&format!(".{extension}")))
+            .unwrap_or_else(|| format!("on_demand.{extension}"));
+        if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+            response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+        }
+        response
+    }
+}
+
+/// Holds an on-demand capture; if the request is dropped mid-capture, stops it on a blocking
+/// thread (stopping pprof-rs's profiler takes tens of milliseconds).
+struct OffThread(Option<Capture>);
+
+impl OffThread {
+    fn map(capture: Capture) -> OffThread {
+        OffThread(Some(capture))
+    }
+}
+
+impl Drop for OffThread {
+    fn drop(&mut self) {
+        if let Some(capture) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn_blocking(move || drop(capture))),
+                Err(_) => drop(capture),
+            }
+        }
+    }
+}
+
+/// The query of `/debug/pprof/profile`.
+#[derive(Debug, PartialEq)]
+struct ProfileQuery {
+    duration: std::time::Duration,
+    frequency: u32,
+    svg: bool,
+}
+
+/// The default capture length of `/debug/pprof/profile`, in seconds (Go's too).
+const DEFAULT_PROFILE_SECONDS: u64 = 10;
+/// The longest capture `/debug/pprof/profile` takes, in seconds.
+const MAX_PROFILE_SECONDS: u64 = 60;
+
+impl ProfileQuery {
+    fn parse(query: &str) -> Result<ProfileQuery, String> {
+        let mut parsed = ProfileQuery {
+            duration: std::time::Duration::from_secs(DEFAULT_PROFILE_SECONDS),
+            frequency: crate::profile::DEFAULT_FREQUENCY,
+            svg: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "seconds" => {
+                    let seconds: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        format!("seconds must be a positive integer (at most {MAX_PROFILE_SECONDS})")
+                    })?;
+                    parsed.duration = std::time::Duration::from_secs(seconds.min(MAX_PROFILE_SECONDS));
+                }
+                "frequency" => {
+                    let hz: u32 = value.parse().ok().filter(|hz| *hz > 0).ok_or_else(|| {
+                        format!(
+                            "frequency must be a positive integer in Hz (at most {})",
+                            crate::profile::MAX_FREQUENCY
+                        )
+                    })?;
+                    parsed.frequency = hz.min(crate::profile::MAX_FREQUENCY);
+                }
+                "format" => {
+                    parsed.svg = match value {
+                        "svg" | "flamegraph" => true,
+                        "pprof" | "proto" | "protobuf" => false,
+                        _ => return Err("format must be pprof or svg".to_string()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(parsed)
     }
 }
 
@@ -532,6 +759,85 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["error"], "not_found");
+    }
+
+    #[test]
+    fn profile_query() {
+        use std::time::Duration;
+        let q = ProfileQuery::parse("").unwrap();
+        assert_eq!(
+            (q.duration, q.frequency, q.svg),
+            (Duration::from_secs(10), 99, false)
+        );
+        let q = ProfileQuery::parse("seconds=600&frequency=1000&format=svg&debug=1").unwrap();
+        assert_eq!(
+            (q.duration, q.frequency, q.svg),
+            (Duration::from_secs(60), 250, true)
+        );
+        for bad in [
+            "seconds=0",
+            "seconds=-1",
+            "seconds=abc",
+            "frequency=0",
+            "format=png",
+        ] {
+            assert!(ProfileQuery::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn profiles_are_protected_and_names_checked() {
+        let store = ProfileStore::in_memory(4, 1 << 20);
+        let names = store.insert(&crate::profile::Profile::from_parts("f", b"pb", b"<svg/>"));
+        let admin = surface(AdminAccess::LoopbackOnly).profile_store(store);
+        for path in ["/profiles/", "/profiles", "/debug/pprof/profile?seconds=1"] {
+            assert_eq!(
+                status(&admin, request(path, "10.0.0.8:1", &[])).await,
+                403,
+                "{path}"
+            );
+        }
+        let response = admin.handle(request("/profiles/", "127.0.0.1:1", &[])).await;
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["profiles"][0]["name"], names[1]);
+        assert_eq!(value["profiles"][0]["kind"], "flamegraph");
+        assert_eq!(value["profiles"][1]["kind"], "pprof");
+        let response = admin
+            .handle(request(&format!("/profiles/{}", names[0]), "127.0.0.1:1", &[]))
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/octet-stream");
+        assert_eq!(
+            response.headers()["content-disposition"],
+            format!("attachment; filename=\"{}\"", names[0]).as_str()
+        );
+        assert_eq!(
+            status(
+                &admin,
+                request("/profiles/..%2f..%2fetc%2fpasswd", "127.0.0.1:1", &[])
+            )
+            .await,
+            400
+        );
+        assert_eq!(
+            status(&admin, request("/profiles/nope.svg", "127.0.0.1:1", &[])).await,
+            404
+        );
+        assert_eq!(
+            status(
+                &admin,
+                request("/debug/pprof/profile?seconds=x", "127.0.0.1:1", &[])
+            )
+            .await,
+            400
+        );
+        let mut head = request("/debug/pprof/profile?seconds=1", "127.0.0.1:1", &[]);
+        *head.method_mut() = Method::HEAD;
+        let response = admin.handle(head).await;
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "GET");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::debug::{ConnectionStats, ProcessStats};
 use crate::health::HealthChecks;
 use crate::http::{HttpMetrics, HttpMetricsLayer, RequestBody, Routes, ADMIN_PATHS};
 use crate::metrics::{IntGaugeVec, Registry};
+use crate::profile::ProfileStore;
 use crate::server::{self, Dispatch};
 use crate::trace::{self, ExportCounters, FanOut, OtlpConfig, OtlpSink, RecentSpans, Sampler, SpanSink};
 
@@ -95,6 +96,7 @@ pub struct ObskitBuilder {
     memory_check: bool,
     stats_interval: Duration,
     config: Vec<(String, String)>,
+    profiles: Option<ProfileStore>,
 }
 
 /// The observability of one service: its registry, RED layer, health checks and admin surface.
@@ -233,6 +235,7 @@ impl Obskit {
             memory_check: true,
             stats_interval: Duration::from_secs(1),
             config: Vec::new(),
+            profiles: None,
         }
     }
 
@@ -504,6 +507,25 @@ impl ObskitBuilder {
         self
     }
 
+    /// Where CPU profiles are kept (`#[profiled]` captures and `/debug/pprof/profile`), served
+    /// by `/profiles/`. It becomes the process-wide [`ProfileStore::global`]. Without it, the
+    /// global store as it is: in memory, so that a read-only filesystem is no problem.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// use obskit::profile::ProfileStore;
+    /// let obskit = obskit::Obskit::builder()
+    ///     .service("shop")
+    ///     .profile_store(ProfileStore::in_directory("/var/lib/shop/profiles", 64, 32 << 20).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = obskit; }
+    /// ```
+    pub fn profile_store(mut self, store: ProfileStore) -> Self {
+        self.profiles = Some(store);
+        self
+    }
+
     /// Wires everything. Must run inside a tokio runtime (process figures are sampled by a
     /// background task).
     pub fn build(self) -> Result<Obskit, BuildError> {
@@ -546,6 +568,10 @@ impl ObskitBuilder {
 
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
         let (http, build_info, span_counters) = per_registry_metrics(&registry)?;
+        // Profiles are process-wide (one SIGPROF timer per process): their metrics join this
+        // registry, and their flamegraphs are titled with this service.
+        crate::profile::register_metrics(&registry);
+        crate::profile::set_service(&service);
         build_info
             .with(&[&service, &version, &commit, &environment])
             .set(1);
@@ -626,10 +652,25 @@ impl ObskitBuilder {
         ];
         config.extend(self.config);
 
+        // This service's admin surface serves the store it was given, even if another
+        // `Obskit` in the process (a test's) later makes its own store the global one.
+        let profiles = match self.profiles {
+            Some(store) => {
+                ProfileStore::set_global(store.clone());
+                store
+            }
+            None => ProfileStore::global(),
+        };
+        let (max_files, max_bytes) = profiles.limits();
+        config.push((
+            "profiles.store".to_string(),
+            format!("{max_files} files, {max_bytes} bytes at most"),
+        ));
         let mut admin = AdminSurface::new(registry.clone(), health.clone())
             .access(access)
             .process_stats(stats)
-            .config(config);
+            .config(config)
+            .profile_store(profiles);
         let mut sinks: Vec<Arc<dyn SpanSink>> = Vec::new();
         if self.recent_spans > 0 {
             let recent = RecentSpans::global();

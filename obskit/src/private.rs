@@ -4,6 +4,7 @@
 use std::fmt;
 
 pub use crate::metrics::function::{CallTimer, FunctionSite};
+pub use crate::profile::ProfileSite;
 pub use crate::trace::{span, InstrumentExt, Instrumented, Span, SpanBuilder};
 
 /// A parameter or field recorded as a span attribute with its `Debug` form, masked when its

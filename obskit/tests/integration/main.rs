@@ -6,5 +6,6 @@ mod health_debug;
 mod http_layer;
 mod macros;
 mod otlp;
+mod profiling;
 mod server;
 mod traces;
