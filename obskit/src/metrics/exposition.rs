@@ -17,8 +17,17 @@ pub(crate) fn encode_text(families: &[MetricFamily]) -> String {
 }
 
 /// Sorts families by name and folds families of the same name (one from the service's registry,
-/// one from the global registry) into one, so the output never repeats a `# TYPE` line.
+/// one from the global registry) into one, so the output never repeats a `# TYPE` line. A series
+/// present in both (a process-wide metric registered in each registry, like the profiling
+/// counters) is kept once: the first, the service registry's, since `sort_by` is stable.
 pub(crate) fn merge_families(families: &mut Vec<MetricFamily>) {
+    fn label_key(metric: &prometheus::proto::Metric) -> Vec<(String, String)> {
+        metric
+            .get_label()
+            .iter()
+            .map(|pair| (pair.name().to_string(), pair.value().to_string()))
+            .collect()
+    }
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut merged: Vec<MetricFamily> = Vec::with_capacity(families.len());
     for family in families.drain(..) {
@@ -27,7 +36,14 @@ pub(crate) fn merge_families(families: &mut Vec<MetricFamily>) {
                 if last.name() == family.name() && last.get_field_type() == family.get_field_type() =>
             {
                 let mut metrics = last.take_metric();
-                metrics.extend(family.get_metric().iter().cloned());
+                let seen: std::collections::HashSet<_> = metrics.iter().map(label_key).collect();
+                metrics.extend(
+                    family
+                        .get_metric()
+                        .iter()
+                        .filter(|metric| !seen.contains(&label_key(metric)))
+                        .cloned(),
+                );
                 last.set_metric(metrics);
             }
             _ => merged.push(family),
@@ -40,6 +56,17 @@ pub(crate) fn merge_families(families: &mut Vec<MetricFamily>) {
 mod tests {
     use super::*;
     use prometheus::core::Collector;
+
+    #[test]
+    fn a_series_in_both_registries_is_kept_once() {
+        let shared = prometheus::IntCounterVec::new(prometheus::Opts::new("y_total", "h"), &["k"]).unwrap();
+        shared.with_label_values(&["busy"]).inc();
+        let mut families = shared.collect();
+        families.extend(shared.collect());
+        merge_families(&mut families);
+        let text = encode_text(&families);
+        assert_eq!(text.matches(r#"y_total{k="busy"} 1"#).count(), 1, "{text}");
+    }
 
     #[test]
     fn merges_same_name_families() {
