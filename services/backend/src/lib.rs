@@ -61,16 +61,9 @@ impl Config {
     }
 }
 
-/// The address to listen on: `0.0.0.0:$BACKEND_PORT`, default port 8000.
+/// The address to listen on: `$SHOP_LISTEN_HOST:$BACKEND_PORT`, default `127.0.0.1:8000`.
 pub fn listen_addr_from_env() -> Result<SocketAddr, BoxError> {
-    let port = match std::env::var(PORT_ENV) {
-        Ok(p) if !p.trim().is_empty() => p
-            .trim()
-            .parse::<u16>()
-            .map_err(|e| format!("{PORT_ENV}={p:?} is not a port: {e}"))?,
-        _ => DEFAULT_PORT,
-    };
-    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+    Ok(shop_common::listen_addr_from_env(PORT_ENV, DEFAULT_PORT)?)
 }
 
 /// The backend's business metrics. No label carries an identifier (product or user id):
@@ -138,7 +131,7 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     let query_metrics = QueryMetrics::declare(&config.registry)?;
     let db_path = config.data_dir.join("backend.db");
-    let store = Store::open_sqlite(&db_path, query_metrics).await?;
+    let store = Store::open_configured(&config.data_dir, "backend", query_metrics).await?;
     if store.seed_catalogue(seed::catalogue()).await? {
         eprintln!("{SERVICE_NAME}: seeded the catalogue in {}", db_path.display());
     }

@@ -291,6 +291,13 @@ pub fn new_id() -> String {
 }
 
 impl Store {
+    /// Opens the store the configuration names: today the embedded SQLite database
+    /// `{data_dir}/{name}.db` (created, with its directory and schema, if missing). Every service opens its store
+    /// through this call, so that choosing another engine is configuration, not code.
+    pub async fn open_configured(data_dir: &Path, name: &str, metrics: QueryMetrics) -> Result<Store, StoreError> {
+        Store::open_sqlite(&data_dir.join(format!("{name}.db")), metrics).await
+    }
+
     /// Opens (creating it and its schema if needed) the SQLite database at `path`, in WAL mode.
     pub async fn open_sqlite(path: &Path, metrics: QueryMetrics) -> Result<Store, StoreError> {
         let owned = path.to_path_buf();

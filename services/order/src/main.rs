@@ -1,0 +1,5 @@
+//! The order service binary.
+
+fn main() {
+    eprintln!("order: listening port would be {} (from {})", order::DEFAULT_PORT, order::PORT_ENV);
+}

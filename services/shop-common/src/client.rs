@@ -1,0 +1,64 @@
+//! Calls between the shop's services: one pooled `reqwest` client per service, with connect and
+//! request timeouts, and the base URLs of the other services from the environment.
+//!
+//! Every call should go out through [`obskit::trace::TracedRequest::send_traced`], so that the
+//! called service continues the caller's trace (a checkout is one trace across cart, backend
+//! and order).
+
+use std::time::Duration;
+
+/// Base URL of the backend (products): `BACKEND_URL`, default `http://127.0.0.1:8000`.
+pub const BACKEND_URL_ENV: &str = "BACKEND_URL";
+/// Base URL of the cart service: `CART_URL`, default `http://127.0.0.1:8001`.
+pub const CART_URL_ENV: &str = "CART_URL";
+/// Base URL of the order service: `ORDER_URL`, default `http://127.0.0.1:8002`.
+pub const ORDER_URL_ENV: &str = "ORDER_URL";
+/// Base URL of the user service: `USER_URL`, default `http://127.0.0.1:8003`.
+pub const USER_URL_ENV: &str = "USER_URL";
+
+/// How long a connection attempt to another service may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a whole call to another service may take, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The base URL in `env` (trailing slashes trimmed), else `http://127.0.0.1:{default_port}`.
+///
+/// ```
+/// let url = shop_common::client::base_url_from_env("SHOP_DOC_EXAMPLE_UNSET_URL", 8002);
+/// assert_eq!(url, "http://127.0.0.1:8002");
+/// ```
+pub fn base_url_from_env(env: &str, default_port: u16) -> String {
+    match std::env::var(env) {
+        Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_string(),
+        _ => format!("http://127.0.0.1:{default_port}"),
+    }
+}
+
+/// A pooled client for calls to other services, with [`CONNECT_TIMEOUT`] and
+/// [`REQUEST_TIMEOUT`]. Build one per service at start and clone it (clones share the pool).
+///
+/// ```
+/// let client = shop_common::client::service_client();
+/// let _request = client.get("http://127.0.0.1:8000/api/categories");
+/// ```
+pub fn service_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        // Building fails only when the TLS backend cannot start; plain HTTP needs none.
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_default_to_loopback_and_lose_trailing_slashes() {
+        assert_eq!(base_url_from_env("SHOP_TEST_NEVER_SET", 8001), "http://127.0.0.1:8001");
+        std::env::set_var("SHOP_TEST_BASE_URL_SET", "http://cart:8001/ ");
+        assert_eq!(base_url_from_env("SHOP_TEST_BASE_URL_SET", 1), "http://cart:8001");
+    }
+}

@@ -1,0 +1,3 @@
+//! The shop launcher.
+
+fn main() {}
