@@ -51,6 +51,39 @@ pub fn service_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// Registers a health check named `name` that asks `{base_url}/health/live` of a service this
+/// one calls (the seed's `check_dependent_services`): 200 is healthy, another status degraded,
+/// no answer unhealthy. The check is non-critical, so a dependency that is down degrades this
+/// service rather than failing it: it still answers what does not need the dependency. Asking
+/// the liveness probe, not `/health`, keeps the check cheap and free of cycles between services.
+///
+/// ```
+/// let health = obskit::health::HealthChecks::new("cart-service", "0.1.0");
+/// let client = shop_common::client::service_client();
+/// shop_common::client::register_dependency_check(&health, "backend", "http://127.0.0.1:8000", client);
+/// ```
+pub fn register_dependency_check(
+    health: &obskit::health::HealthChecks,
+    name: &str,
+    base_url: &str,
+    client: reqwest::Client,
+) {
+    let url = format!("{base_url}/health/live");
+    let options = obskit::health::CheckOptions::new()
+        .timeout(Duration::from_secs(3))
+        .non_critical();
+    health.register_with(name, options, move || {
+        let request = client.get(&url);
+        async move {
+            use obskit::health::CheckOutcome;
+            match request.send().await {
+                Ok(response) => CheckOutcome::from_http_status(response.status()),
+                Err(e) => CheckOutcome::unhealthy(format!("no answer: {e}")),
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
