@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, the real tools the test suite drives: promtool (Debian `prometheus`)
-# and `go tool pprof` (Debian `golang-go`; the profiling tests read obskit's profiles with it).
-# Later stacks add more here. Runs `apt-get update` at most once per machine, and only when
+# and `go tool pprof` (Debian `golang-go`; the profiling tests read obskit's profiles with it),
+# and for the monitoring stack Prometheus, Alertmanager (amtool), nginx, mtail,
+# prometheus-nginx-exporter and PyYAML. Runs `apt-get update` at most once per machine, and only when
 # something is missing.
 set -euo pipefail
 
@@ -9,6 +10,12 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
+# The monitoring stack's tests (scripts/test-monitoring.sh) run the real daemons on loopback.
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v mtail >/dev/null 2>&1 || need+=(mtail)
+command -v prometheus-nginx-exporter >/dev/null 2>&1 || need+=(prometheus-nginx-exporter)
+python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
