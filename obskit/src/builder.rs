@@ -97,6 +97,7 @@ pub struct ObskitBuilder {
     stats_interval: Duration,
     config: Vec<(String, String)>,
     profiles: Option<ProfileStore>,
+    instrumentation: Option<bool>,
 }
 
 /// The observability of one service: its registry, RED layer, health checks and admin surface.
@@ -236,6 +237,7 @@ impl Obskit {
             stats_interval: Duration::from_secs(1),
             config: Vec::new(),
             profiles: None,
+            instrumentation: None,
         }
     }
 
@@ -526,6 +528,49 @@ impl ObskitBuilder {
         self
     }
 
+    /// Turns obskit's recording on or off for the process (see [`crate::instrumentation`]);
+    /// by default `OBSKIT_INSTRUMENTATION` decides, and it is on when that is unset.
+    ///
+    /// Off, requests and calls still run and routes still match, but nothing is recorded:
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// #[obskit::instrumented]
+    /// fn add(a: u64, b: u64) -> u64 { a + b }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let obskit = obskit::Obskit::builder()
+    ///     .registry(obskit::metrics::Registry::new())
+    ///     .routes(["/items/{id}"])
+    ///     .instrumentation(false)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!obskit::instrumentation::is_enabled());
+    /// assert_eq!(add(2, 3), 5);
+    /// let handler = tower::service_fn(|request: http::Request<_>| async move {
+    ///     let matched = request.extensions().get::<obskit::http::MatchedRoute>().is_some();
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+    ///         bytes::Bytes::from(if matched { "matched" } else { "unmatched" }),
+    ///     )))
+    /// });
+    /// let request = http::Request::get("/items/7").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    /// let response = obskit.layer().layer(handler).oneshot(request).await.unwrap();
+    /// let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    /// assert_eq!(&body[..], b"matched");
+    ///
+    /// let text = obskit.registry().encode_text();
+    /// assert!(!text.contains("http_requests_total{"), "{text}");
+    /// // Function metrics live in the global registry.
+    /// let global = obskit::metrics::Registry::global().encode_text();
+    /// assert!(!global.contains(r#"function="add""#), "{global}");
+    /// # }
+    /// ```
+    pub fn instrumentation(mut self, enabled: bool) -> Self {
+        self.instrumentation = Some(enabled);
+        self
+    }
+
     /// Wires everything. Must run inside a tokio runtime (process figures are sampled by a
     /// background task).
     pub fn build(self) -> Result<Obskit, BuildError> {
@@ -565,6 +610,20 @@ impl ObskitBuilder {
                 None => AdminListener::SamePort,
             },
         };
+
+        let instrumentation = match self.instrumentation {
+            Some(enabled) => enabled,
+            None => match env_nonempty(crate::instrumentation::INSTRUMENTATION_ENV) {
+                None => true,
+                Some(value) => {
+                    crate::instrumentation::parse_switch(&value).ok_or_else(|| BuildError::Environment {
+                        name: crate::instrumentation::INSTRUMENTATION_ENV,
+                        problem: format!("`{value}` is neither on nor off"),
+                    })?
+                }
+            },
+        };
+        crate::instrumentation::set_enabled(instrumentation);
 
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
         let (http, build_info, span_counters) = per_registry_metrics(&registry)?;
@@ -649,6 +708,15 @@ impl ObskitBuilder {
                 },
             ),
             ("trace.sampler".to_string(), format!("{sampler:?}")),
+            (
+                "instrumentation".to_string(),
+                if instrumentation {
+                    "on"
+                } else {
+                    "off (OBSKIT_INSTRUMENTATION)"
+                }
+                .to_string(),
+            ),
         ];
         config.extend(self.config);
 
@@ -675,17 +743,20 @@ impl ObskitBuilder {
         if self.recent_spans > 0 {
             let recent = RecentSpans::global();
             recent.set_capacity(self.recent_spans);
-            sinks.push(Arc::new(recent.clone()));
+            if instrumentation {
+                sinks.push(Arc::new(recent.clone()));
+            }
             admin = admin.recent_spans(recent.clone());
         }
+        // Instrumentation off: no sink at all, so spans are not even created.
         let otlp = match otlp_config {
-            Some(config) => {
+            Some(config) if instrumentation => {
                 let sink = OtlpSink::start(&config, resource, span_counters).map_err(BuildError::Exporter)?;
                 let sink = Arc::new(sink);
                 sinks.push(sink.clone());
                 Some(sink)
             }
-            None => None,
+            _ => None,
         };
         sampler.install();
         match sinks.len() {

@@ -11,6 +11,7 @@ mod builder;
 pub mod debug;
 pub mod health;
 pub mod http;
+pub mod instrumentation;
 pub mod metrics;
 pub mod profile;
 pub mod secrets;

@@ -374,7 +374,8 @@ impl Shared {
     ) -> (Request<RequestBody<B>>, Option<RequestGuard>) {
         let path = request.uri().path();
         let routes = &self.config.routes;
-        let excluded = self.is_excluded(path);
+        // Off: routes are still matched (handlers read `MatchedRoute`), nothing is recorded.
+        let excluded = self.is_excluded(path) || !crate::instrumentation::is_enabled();
         let (route, matched) = if self.config.insert_matched_route {
             let matched = routes.find(path);
             (matched.as_ref().map(MatchedRoute::index), matched)

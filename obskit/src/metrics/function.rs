@@ -82,13 +82,19 @@ impl FunctionSite {
     /// panicking records an error.
     #[inline]
     pub fn start(&'static self) -> CallTimer {
+        if !crate::instrumentation::is_enabled() {
+            return CallTimer {
+                site: self,
+                start: None,
+            };
+        }
         if !self.registered.load(Relaxed) {
             self.register();
         }
         self.concurrent.fetch_add(1, Relaxed);
         CallTimer {
             site: self,
-            start: quanta::Instant::now(),
+            start: Some(quanta::Instant::now()),
         }
     }
 
@@ -183,7 +189,8 @@ impl Snapshot {
 #[must_use = "a call timer records nothing unless finished"]
 pub struct CallTimer {
     site: &'static FunctionSite,
-    start: quanta::Instant,
+    /// `None` when instrumentation is off: the call is not recorded at all.
+    start: Option<quanta::Instant>,
 }
 
 impl CallTimer {
@@ -191,16 +198,17 @@ impl CallTimer {
     #[inline]
     pub fn finish(self, ok: bool) {
         let this = ManuallyDrop::new(self);
-        let nanos = this.start.elapsed().as_nanos() as u64;
-        this.site.record(nanos, ok);
+        if let Some(start) = this.start {
+            this.site.record(start.elapsed().as_nanos() as u64, ok);
+        }
     }
 }
 
 impl Drop for CallTimer {
     fn drop(&mut self) {
+        let Some(start) = self.start else { return };
         if std::thread::panicking() {
-            let nanos = self.start.elapsed().as_nanos() as u64;
-            self.site.record(nanos, false);
+            self.site.record(start.elapsed().as_nanos() as u64, false);
         } else {
             // Cancelled before completion: not a call that returned, but no longer in flight.
             self.site.concurrent.fetch_sub(1, Relaxed);

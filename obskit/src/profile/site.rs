@@ -106,6 +106,9 @@ impl ProfileSite {
     /// due) and has calls left. Costs one atomic load and a clock read when nothing is due.
     #[inline]
     fn enter(&'static self) -> bool {
+        if !crate::instrumentation::is_enabled() {
+            return false;
+        }
         if std::ptr::eq(CURRENT.load(Ordering::Acquire), self) {
             return self.take_call();
         }
