@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::Deserialize;
+use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, no_content, query_param, read_json, ApiError};
 use shop_common::router::{Reply, Request};
 use shop_common::store::{NewProduct, Product, ProductUpdate, StoreError};
@@ -233,4 +234,117 @@ pub(crate) async fn restock_product(app: Arc<App>, request: Request) -> Reply {
         .map_err(product_not_found(&id))?;
     app.metrics.admin_operations.with(&["restock"]).inc();
     Ok(json_response(StatusCode::OK, &product))
+}
+
+/// Most lines one reservation may hold: a cart is dozens of lines, not thousands.
+const MAX_STOCK_LINES: usize = 500;
+/// Most units one line of a reservation may hold.
+const MAX_STOCK_UNITS: i64 = 1_000_000;
+/// Longest product id accepted (ids are UUIDs; anything far longer is not one of ours).
+const MAX_ID_LEN: usize = 128;
+
+/// Roles allowed to move stock: the shop's services, and administrators by hand.
+const STOCK_ROLES: &[&str] = &[ROLE_SERVICE, ROLE_ADMIN];
+
+#[derive(Deserialize)]
+struct StockLine {
+    product_id: String,
+    quantity: i64,
+}
+
+#[derive(Deserialize)]
+struct StockInput {
+    items: Vec<StockLine>,
+}
+
+impl StockInput {
+    /// The lines with the same product merged (so one product's units are checked together),
+    /// in the order first seen; 422 for an empty list, a bad id or a bad quantity.
+    fn validate(self) -> Result<Vec<(String, i64)>, ApiError> {
+        if self.items.is_empty() || self.items.len() > MAX_STOCK_LINES {
+            return Err(ApiError::invalid(format!(
+                "`items` must hold 1 to {MAX_STOCK_LINES} lines"
+            )));
+        }
+        let mut lines: Vec<(String, i64)> = Vec::with_capacity(self.items.len());
+        for line in self.items {
+            let id = line.product_id.trim();
+            if id.is_empty() || id.len() > MAX_ID_LEN {
+                return Err(ApiError::invalid(format!(
+                    "`product_id` must be 1 to {MAX_ID_LEN} bytes"
+                )));
+            }
+            if !(1..=MAX_STOCK_UNITS).contains(&line.quantity) {
+                return Err(ApiError::invalid(format!(
+                    "`quantity` must be from 1 to {MAX_STOCK_UNITS}"
+                )));
+            }
+            match lines.iter_mut().find(|(known, _)| known == id) {
+                Some((_, quantity)) => *quantity += line.quantity,
+                None => lines.push((id.to_string(), line.quantity)),
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// `POST /api/stock/reserve` `{items: [{product_id, quantity}]}` (service or admin token):
+/// takes the units of every line, all or nothing; 200 `{reserved: [...]}`. 409
+/// `insufficient_stock` naming the first product short of stock, 404 for an unknown product;
+/// in both cases nothing was taken.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_role(request.headers(), STOCK_ROLES)?;
+    let input: StockInput = read_json(request, app.body_limit).await?;
+    let lines = input.validate()?;
+    let reserved = stock_lines_json(&lines);
+    match app.store.decrement_stock(lines.clone()).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => {
+            // The store does not say which line was missing: find it for the message.
+            for (id, _) in &lines {
+                app.store.product(id).await.map_err(product_not_found(id))?;
+            }
+            return Err(ApiError::not_found("a product of the reservation does not exist"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "reserved": reserved }),
+    ))
+}
+
+/// `POST /api/stock/release` `{items: [{product_id, quantity}]}` (service or admin token):
+/// gives back units taken by [`reserve_stock`] (a checkout whose order could not be created);
+/// 200 `{released: [...]}`. 404 when a product does not exist, checked before anything is
+/// given back. A product deleted between that check and its line has nowhere to take its
+/// units back to, and is skipped.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn release_stock(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_role(request.headers(), STOCK_ROLES)?;
+    let input: StockInput = read_json(request, app.body_limit).await?;
+    let lines = input.validate()?;
+    for (id, _) in &lines {
+        app.store.product(id).await.map_err(product_not_found(id))?;
+    }
+    let mut released = Vec::with_capacity(lines.len());
+    for (id, quantity) in lines {
+        match app.store.restock(&id, quantity).await {
+            Ok(_) => released.push((id, quantity)),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "released": stock_lines_json(&released) }),
+    ))
+}
+
+fn stock_lines_json(lines: &[(String, i64)]) -> serde_json::Value {
+    lines
+        .iter()
+        .map(|(id, quantity)| serde_json::json!({ "product_id": id, "quantity": quantity }))
+        .collect()
 }

@@ -120,6 +120,8 @@ fn router() -> Router<Arc<App>> {
         .route(Method::PUT, "/api/products/{id}", update_product)
         .route(Method::DELETE, "/api/products/{id}", delete_product)
         .route(Method::POST, "/api/products/{id}/restock", restock_product)
+        .route(Method::POST, "/api/stock/reserve", reserve_stock)
+        .route(Method::POST, "/api/stock/release", release_stock)
 }
 
 /// Opens the store (seeding the catalogue on first start) and serves the backend on `listener`

@@ -9,7 +9,7 @@ use backend::Config;
 use obskit::metrics::Registry;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER};
+use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE};
 use shop_common::store::{QueryMetrics, Store, StoreError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -624,6 +624,159 @@ async fn queries_are_child_spans_of_the_handler_span_of_the_request() {
         ("db.operation.name", "SELECT"),
     ] {
         assert_eq!(query.attribute(key), Some(&AttrValue::from(value)), "{key}");
+    }
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn stock_reservations_need_a_service_token_and_are_all_or_nothing() {
+    let dir = DataDir::new("reserve");
+    let shop = Running::start(&dir.0).await;
+    let admin = admin_token();
+    let service = keys().mint("cart-service", "cart-service", ROLE_SERVICE).unwrap();
+    let service = Some(service.as_str());
+    let mut ids = Vec::new();
+    for stock in [10, 3] {
+        let mut product = new_product();
+        product["stock"] = json!(stock);
+        let (status, created) = shop
+            .call(Method::POST, "/api/products", Some(&admin), Some(product))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let (a, b) = (ids[0].as_str(), ids[1].as_str());
+    let stock_of = |id: &str| {
+        let path = format!("/api/products/{id}");
+        let shop = &shop;
+        async move { shop.get(&path).await.1["stock"].as_i64().unwrap() }
+    };
+    let lines = |a_units: i64, b_units: i64| {
+        json!({"items": [
+            {"product_id": a, "quantity": a_units},
+            {"product_id": b, "quantity": b_units},
+        ]})
+    };
+    let reserve = "/api/stock/reserve";
+    let release = "/api/stock/release";
+
+    // 401 without a token or with a forged one, 403 for a customer: nothing moves.
+    for path in [reserve, release] {
+        assert_error(
+            shop.call(Method::POST, path, None, Some(lines(1, 1))).await,
+            401,
+            "unauthorized",
+        );
+        let forged = JwtKeys::new(b"another secret", Duration::from_secs(60))
+            .mint("cart-service", "cart-service", ROLE_SERVICE)
+            .unwrap();
+        assert_error(
+            shop.call(Method::POST, path, Some(&forged), Some(lines(1, 1)))
+                .await,
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            shop.call(Method::POST, path, Some(&customer_token()), Some(lines(1, 1)))
+                .await,
+            403,
+            "forbidden",
+        );
+    }
+    assert_eq!((stock_of(a).await, stock_of(b).await), (10, 3));
+
+    // 200: both lines taken at once.
+    let (status, body) = shop.call(Method::POST, reserve, service, Some(lines(4, 2))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reserved"][0], json!({"product_id": a, "quantity": 4}));
+    assert_eq!((stock_of(a).await, stock_of(b).await), (6, 1));
+
+    // 409 naming the product short of stock; the line that would fit is not taken either.
+    let got = shop.call(Method::POST, reserve, service, Some(lines(1, 2))).await;
+    assert!(got.1["message"].as_str().unwrap().contains(b), "{:?}", got.1);
+    assert_error(got, 409, "insufficient_stock");
+    assert_eq!((stock_of(a).await, stock_of(b).await), (6, 1));
+    // Two lines of one product count together.
+    let twice = json!({"items": [
+        {"product_id": b, "quantity": 1},
+        {"product_id": b, "quantity": 1},
+    ]});
+    assert_error(
+        shop.call(Method::POST, reserve, service, Some(twice)).await,
+        409,
+        "insufficient_stock",
+    );
+    assert_eq!(stock_of(b).await, 1);
+
+    // 404 for an unknown product, with nothing taken or given back.
+    let unknown = json!({"items": [
+        {"product_id": a, "quantity": 1},
+        {"product_id": "no-such-product", "quantity": 1},
+    ]});
+    for path in [reserve, release] {
+        let got = shop
+            .call(Method::POST, path, service, Some(unknown.clone()))
+            .await;
+        assert!(
+            got.1["message"].as_str().unwrap().contains("no-such-product"),
+            "{:?}",
+            got.1
+        );
+        assert_error(got, 404, "not_found");
+    }
+    assert_eq!(stock_of(a).await, 6);
+
+    // 422 for bad lines, 400 for bodies that are not JSON.
+    for body in [
+        json!({"items": []}),
+        json!({}),
+        json!({"items": [{"product_id": a, "quantity": 0}]}),
+        json!({"items": [{"product_id": a, "quantity": -3}]}),
+        json!({"items": [{"product_id": a, "quantity": 2_000_000}]}),
+        json!({"items": [{"product_id": "", "quantity": 1}]}),
+        json!({"items": [{"product_id": "x".repeat(200), "quantity": 1}]}),
+        json!({"items": [{"quantity": 1}]}),
+    ] {
+        for path in [reserve, release] {
+            let got = shop.call(Method::POST, path, service, Some(body.clone())).await;
+            assert_eq!(got.0, 422, "{path} {body} -> {:?}", got.1);
+            assert_error(got, 422, "invalid_field");
+        }
+    }
+    assert_error(
+        shop.raw(Method::POST, reserve, service, b"{items".to_vec()).await,
+        400,
+        "malformed_json",
+    );
+
+    // Release gives the units back; an admin may move stock by hand too.
+    let (status, body) = shop.call(Method::POST, release, service, Some(lines(4, 2))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"][1], json!({"product_id": b, "quantity": 2}));
+    assert_eq!((stock_of(a).await, stock_of(b).await), (10, 3));
+    let (status, _) = shop
+        .call(Method::POST, reserve, Some(&admin), Some(lines(10, 3)))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!((stock_of(a).await, stock_of(b).await), (0, 0));
+
+    let text = shop
+        .client
+        .get(shop.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for function in ["reserve_stock", "release_stock"] {
+        let series = format!(
+            r#"function_calls_total{{function="{function}",module="backend::handlers",result="ok"}}"#
+        );
+        assert!(
+            sample(&text, &series).is_some_and(|v| v >= 1.0),
+            "{series} missing"
+        );
     }
     shop.stop().await;
 }

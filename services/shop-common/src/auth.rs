@@ -21,6 +21,9 @@ pub const JWT_SECRET_ENV: &str = "JWT_SECRET";
 pub const ROLE_ADMIN: &str = "admin";
 /// Role of everyone else.
 pub const ROLE_CUSTOMER: &str = "customer";
+/// Role of the shop's own services calling each other (the cart service reserving stock at the
+/// backend): minted by the calling service with the shared secret, never given to a user.
+pub const ROLE_SERVICE: &str = "service";
 
 /// What a token says about its bearer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +180,18 @@ impl JwtKeys {
         }
         Ok(claims)
     }
+
+    /// Like [`JwtKeys::authenticate`], then 403 unless the bearer's role is one of `roles`.
+    pub fn require_role(&self, headers: &HeaderMap, roles: &[&str]) -> Result<Claims, ApiError> {
+        let claims = self.authenticate(headers)?;
+        if !roles.contains(&claims.role.as_str()) {
+            return Err(ApiError::forbidden(format!(
+                "this call is for the roles {}",
+                roles.join(", ")
+            )));
+        }
+        Ok(claims)
+    }
 }
 
 /// Why a password could not be hashed.
@@ -271,6 +286,22 @@ mod tests {
         headers.insert(AUTHORIZATION, format!("Bearer {customer}").parse().unwrap());
         assert!(keys().authenticate(&headers).is_ok());
         assert_eq!(keys().require_admin(&headers).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn require_role_accepts_only_the_roles_given() {
+        let mut headers = HeaderMap::new();
+        let roles = [ROLE_SERVICE, ROLE_ADMIN];
+        assert_eq!(keys().require_role(&headers, &roles).unwrap_err().status, 401);
+        for (role, status) in [(ROLE_SERVICE, 200), (ROLE_ADMIN, 200), (ROLE_CUSTOMER, 403)] {
+            let token = keys().mint("s1", "cart-service", role).unwrap();
+            headers.insert(AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+            let got = keys().require_role(&headers, &roles).map(|c| c.role);
+            match got {
+                Ok(r) => assert_eq!((r.as_str(), status), (role, 200)),
+                Err(e) => assert_eq!(e.status, status),
+            }
+        }
     }
 
     #[test]
