@@ -1,0 +1,338 @@
+//! The user service's calls, one handler each. Handlers answer `Err(ApiError)` for every
+//! failure, so `function_calls_total{result="error"}` counts client errors (401, 422) as well
+//! as server errors; the RED metrics' `status` label tells them apart.
+
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, StatusCode};
+use obskit::http::MatchedRoute;
+use serde::{Deserialize, Serialize};
+use shop_common::auth::{Claims, ROLE_ADMIN, ROLE_CUSTOMER};
+use shop_common::http::{json_response, read_json, ApiError};
+use shop_common::router::{Reply, Request};
+use shop_common::store::{StoreError, User};
+
+use crate::{App, MIN_PASSWORD_CHARS};
+
+/// Longest username, in characters.
+const MAX_USERNAME_CHARS: usize = 64;
+/// Longest e-mail address (RFC 5321's path limit).
+const MAX_EMAIL_CHARS: usize = 254;
+/// Longest password, in characters. argon2 takes any length; the cap keeps a 64 KiB body from
+/// being a 64 KiB password and makes "too long" a clear 422 rather than a surprise.
+const MAX_PASSWORD_CHARS: usize = 128;
+/// Longest user id looked up; store ids are 36-character UUIDs, longer ones cannot exist.
+const MAX_ID_CHARS: usize = 128;
+
+/// A user as the contract shows it: never the password hash.
+#[derive(Serialize)]
+pub(crate) struct PublicUser<'a> {
+    pub id: &'a str,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub role: &'a str,
+}
+
+impl<'a> From<&'a User> for PublicUser<'a> {
+    fn from(user: &'a User) -> Self {
+        PublicUser {
+            id: &user.id,
+            username: &user.username,
+            email: &user.email,
+            role: &user.role,
+        }
+    }
+}
+
+/// Verifies the request's Bearer token and counts the outcome in
+/// `jwt_operations_total{operation="verify"}`. A request without an `Authorization` header is
+/// refused without counting: no token was there to verify.
+pub(crate) fn authenticate(app: &App, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let presented = headers.contains_key(AUTHORIZATION);
+    let result = app.jwt.authenticate(headers);
+    if presented {
+        let status = if result.is_ok() { "success" } else { "failure" };
+        app.metrics.jwt_operations.with(&["verify", status]).inc();
+    }
+    result
+}
+
+/// Runs a password hash or verification on the blocking pool, at most as many at once as the
+/// hashing semaphore allows: argon2 takes ~19 MiB and tens of milliseconds per call, so a burst
+/// of registrations must queue rather than fill the blocking pool (512 threads) and the memory.
+async fn hashing<R, F>(app: &App, work: F) -> Result<R, ApiError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let _permit = app.hashing.acquire().await.map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// What a client may send to register; all optional so that a missing field gets a 422 naming
+/// it rather than serde's message.
+#[derive(Deserialize)]
+struct RegisterInput {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    role: Option<String>,
+}
+
+fn required(value: Option<String>, key: &str) -> Result<String, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(format!("`{key}` is required")))
+}
+
+/// A username: 1 to 64 visible ASCII characters (letters, digits, punctuation; no spaces, no
+/// control characters, no Unicode look-alikes). Punctuation is allowed widely because the
+/// seed's load test builds names from its base URL (`testuser_8080_1403...`, or with `//host`
+/// when the URL has no port).
+fn validate_username(username: &str) -> Result<(), ApiError> {
+    if username.is_empty() {
+        return Err(ApiError::invalid("`username` must not be empty"));
+    }
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(ApiError::invalid(format!(
+            "`username` must be at most {MAX_USERNAME_CHARS} characters"
+        )));
+    }
+    if !username.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "`username` may hold only ASCII letters, digits and punctuation, without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// A plausible e-mail address: `local@domain.tld`, no spaces or control characters. Whether it
+/// is deliverable only a mail can tell.
+fn validate_email(email: &str) -> Result<(), ApiError> {
+    if email.is_empty() {
+        return Err(ApiError::invalid("`email` must not be empty"));
+    }
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        return Err(ApiError::invalid(format!(
+            "`email` must be at most {MAX_EMAIL_CHARS} characters"
+        )));
+    }
+    let plausible = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+    }) && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !plausible {
+        return Err(ApiError::invalid(
+            "`email` must be an address like name@example.com",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), ApiError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!(
+            "`password` must be at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!(
+            "`password` must be at most {MAX_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The role a registration asks for, checked against who asks: anyone may create a customer,
+/// only an administrator (by Bearer token) an administrator.
+fn requested_role(app: &App, role: Option<&str>, headers: &HeaderMap) -> Result<&'static str, ApiError> {
+    match role {
+        None | Some(ROLE_CUSTOMER) => Ok(ROLE_CUSTOMER),
+        Some(ROLE_ADMIN) => {
+            if !headers.contains_key(AUTHORIZATION) {
+                return Err(ApiError::forbidden(
+                    "only an administrator may create an administrator",
+                ));
+            }
+            let claims = authenticate(app, headers)?;
+            if !claims.is_admin() {
+                return Err(ApiError::forbidden(
+                    "only an administrator may create an administrator",
+                ));
+            }
+            Ok(ROLE_ADMIN)
+        }
+        Some(_) => Err(ApiError::invalid(format!(
+            "`role` must be `{ROLE_CUSTOMER}` or `{ROLE_ADMIN}`"
+        ))),
+    }
+}
+
+/// `POST /user-api/register` `{username, email, password, role?}`: 201 with the new user.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn register(app: Arc<App>, request: Request) -> Reply {
+    let headers = request.headers().clone();
+    let input: RegisterInput = read_json(request, app.body_limit).await?;
+    let role = requested_role(&app, input.role.as_deref(), &headers)?;
+    let username = required(input.username, "username")?;
+    let email = required(input.email, "email")?.trim().to_string();
+    let password = required(input.password, "password")?;
+    validate_username(&username)?;
+    validate_email(&email)?;
+    validate_password(&password)?;
+    let hash = hashing(&app, move || shop_common::auth::hash_password(&password))
+        .await?
+        .map_err(ApiError::internal)?;
+    // Uniqueness is the store's (one UNIQUE constraint, no check-then-insert race): a taken
+    // username or e-mail comes back as `Conflict`, which is 409.
+    let user = app.store.create_user(&username, &email, &hash, role).await?;
+    app.metrics.registrations.with(&[role]).inc();
+    Ok(json_response(StatusCode::CREATED, &PublicUser::from(&user)))
+}
+
+#[derive(Deserialize)]
+struct LoginInput {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct TokenAnswer {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// `POST /user-api/login` `{username, password}`: 200 with a bearer token; 401 with the same
+/// answer, after the same work, for an unknown user and a wrong password.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn login(app: Arc<App>, request: Request) -> Reply {
+    let input: LoginInput = read_json(request, app.body_limit).await?;
+    let user = match app.store.user_by_username(&input.username).await {
+        Ok(user) => Some(user),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = input.password;
+    let matches = hashing(&app, move || {
+        shop_common::auth::verify_password_or_dummy(&password, hash.as_deref())
+    })
+    .await?;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => {
+            app.metrics.login_attempts.with(&["failure"]).inc();
+            return Err(ApiError::unauthorized("wrong username or password"));
+        }
+    };
+    app.metrics.login_attempts.with(&["success"]).inc();
+    let token = match app.jwt.mint(&user.id, &user.username, &user.role) {
+        Ok(token) => {
+            app.metrics.jwt_operations.with(&["issue", "success"]).inc();
+            token
+        }
+        Err(e) => {
+            app.metrics.jwt_operations.with(&["issue", "failure"]).inc();
+            return Err(ApiError::internal(e));
+        }
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &TokenAnswer {
+            access_token: token,
+            token_type: "bearer",
+            expires_in: app.jwt.ttl().as_secs(),
+        },
+    ))
+}
+
+/// `GET /user-api/me` (Bearer): the caller's profile.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn me(app: Arc<App>, request: Request) -> Reply {
+    let claims = authenticate(&app, request.headers())?;
+    let user = app.store.user(&claims.sub).await.map_err(|e| match e {
+        // A valid signature for a user this store does not know: the token is no good here.
+        StoreError::NotFound => ApiError::unauthorized("the token's user does not exist"),
+        e => e.into(),
+    })?;
+    Ok(json_response(StatusCode::OK, &PublicUser::from(&user)))
+}
+
+/// `GET /user-api/users/{id}/profile` (Bearer): the user with their orders and cart, each part
+/// marked available or not; 403 for another user's profile unless the caller is an admin.
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn user_profile(app: Arc<App>, request: Request) -> Reply {
+    let claims = authenticate(&app, request.headers())?;
+    let id = request
+        .extensions()
+        .get::<MatchedRoute>()
+        .and_then(|m| m.param("id"))
+        .map(shop_common::http::percent_decode)
+        .unwrap_or_default();
+    // Authorisation before existence: a customer learns nothing about other ids.
+    if claims.sub != id && !claims.is_admin() {
+        return Err(ApiError::forbidden(
+            "only administrators may see another user's profile",
+        ));
+    }
+    if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
+        return Err(ApiError::not_found(format!("no user {id:?}")));
+    }
+    let profile = crate::profile::aggregate_profile(&app, &id).await?;
+    Ok(json_response(StatusCode::OK, &profile))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(validate_username("ann").is_ok());
+        assert!(validate_username("testuser_8080_140312").is_ok());
+        assert!(validate_username("testuser_//localhost_1").is_ok());
+        assert!(validate_username("").is_err());
+        assert!(validate_username("has space").is_err());
+        assert!(validate_username("tab\there").is_err());
+        assert!(validate_username("ünïcode").is_err());
+        assert!(validate_username(&"a".repeat(64)).is_ok());
+        assert!(validate_username(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn emails() {
+        assert!(validate_email("test_1@example.com").is_ok());
+        assert!(validate_email("a.b+c@mail.example.org").is_ok());
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@.com",
+            "a@b.",
+            "a@b..c",
+            "a@b@c.d",
+            "a b@c.d",
+            "a@b\n.c",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(validate_password("testpass123").is_ok());
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password(&"p".repeat(129)).is_err());
+    }
+}
