@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""The single source of truth check: every metric name in every alert rule, dashboard panel and
+dashboard variable query must be one that something in the stack exports, as listed in
+monitoring/metrics/catalogue.yml.
+
+  check_metrics.py [--promtool-rules OUT.yml] [--exprs-json OUT.json] [--live-names FILE]
+
+--promtool-rules  writes every expression (Grafana variables substituted) as a recording rule,
+                  so that `promtool check rules OUT.yml` parses them all with Prometheus's own
+                  parser.
+--exprs-json      writes [{source, expr, metrics, sources}] for the live evaluation (phase 2).
+--live-names      a file of metric names scraped from the running shop, one per line: every
+                  name the catalogue attributes to the shop's sources (verified: brief) must be
+                  in it (the catalogue is then checked against reality, not only the reverse).
+Exit status 1 with a list of offenders when a name is unknown."""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+import yaml
+
+MONITORING = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Values Grafana substitutes; any valid value does for parsing and name extraction.
+GRAFANA_VARS = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h", "__range_s": "3600",
+                "__interval_ms": "60000", "__range_ms": "3600000"}
+
+KEYWORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "offset", "bool", "inf", "nan", "atan2",
+    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
+    "topk", "quantile",
+}
+LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+
+
+def load_catalogue():
+    cat = yaml.safe_load(open(os.path.join(MONITORING, "metrics/catalogue.yml")))["sources"]
+    names = {}
+    for source, spec in cat.items():
+        for n in spec.get("counters", []) + spec.get("gauges", []):
+            names[n] = source
+        for h in spec.get("histograms", []):
+            for suffix in ("_bucket", "_sum", "_count"):
+                names[h + suffix] = source
+    return cat, names
+
+
+def substitute_grafana(expr):
+    def repl(m):
+        name = m.group(1) or m.group(2)
+        name = name.split(":")[0]
+        return GRAFANA_VARS.get(name, ".*")  # template variables sit in regex matchers (=~)
+    return re.sub(r"\$\{([A-Za-z0-9_:]+)\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, expr)
+
+
+def metric_names(expr):
+    """Metric names a PromQL expression selects: identifiers that are not functions, keywords,
+    label names (inside {...}, by/without/on/ignoring lists) or durations."""
+    names, i, n = [], 0, len(expr)
+    while i < n:
+        c = expr[i]
+        if c in "\"'`":
+            j = i + 1
+            while j < n and expr[j] != c:
+                j += 2 if expr[j] == "\\" else 1
+            i = j + 1
+        elif c == "{":
+            depth_str = None
+            j = i + 1
+            while j < n:
+                if depth_str:
+                    if expr[j] == "\\":
+                        j += 1
+                    elif expr[j] == depth_str:
+                        depth_str = None
+                elif expr[j] in "\"'`":
+                    depth_str = expr[j]
+                elif expr[j] == "}":
+                    break
+                j += 1
+            i = j + 1
+        elif c == "[":
+            i = expr.index("]", i) + 1
+        elif c == "#":
+            i = expr.find("\n", i) if "\n" in expr[i:] else n
+        elif c.isalpha() or c in "_:":
+            j = i
+            while j < n and (expr[j].isalnum() or expr[j] in "_:"):
+                j += 1
+            word = expr[i:j]
+            k = j
+            while k < n and expr[k].isspace():
+                k += 1
+            nxt = expr[k] if k < n else ""
+            if word.lower() in LABEL_LIST_KEYWORDS and nxt == "(":
+                i = expr.index(")", k) + 1
+                continue
+            if word.lower() == "offset":
+                i = k
+                while i < n and (expr[i].isalnum() or expr[i] in "-_"):
+                    i += 1
+                continue
+            if word.lower() not in KEYWORDS and nxt != "(":
+                names.append(word)
+            i = j
+        elif c.isdigit() or c == ".":
+            j = i
+            while j < n and (expr[j].isalnum() or expr[j] in ".+-" and expr[j - 1] in "eE"):
+                j += 1
+            i = max(j, i + 1)
+        else:
+            i += 1
+    return names
+
+
+def rule_exprs(path):
+    for group in yaml.safe_load(open(path))["groups"]:
+        for rule in group["rules"]:
+            yield f"{os.path.relpath(path, MONITORING)}:{rule.get('alert') or rule.get('record')}", rule["expr"]
+
+
+def dashboard_exprs(path):
+    dash = json.load(open(path))
+    rel = os.path.relpath(path, MONITORING)
+    for var in dash.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            q = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            m = re.fullmatch(r"\s*label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)\s*", q)
+            if not m:
+                raise SystemExit(f"{rel}: variable {var['name']}: unsupported query {q!r}")
+            yield f"{rel}:var {var['name']}", m.group(1)
+
+    def panels(ps):
+        for p in ps:
+            yield p
+            yield from panels(p.get("panels", []))
+    for p in panels(dash["panels"]):
+        for t in p.get("targets", []):
+            if "expr" in t:
+                yield f"{rel}:panel {p['id']} {p['title']!r} {t['refId']}", t["expr"]
+
+
+def self_test():
+    """The extractor on tricky expressions, and the seed's wrong names refused."""
+    cases = {
+        'sum by (job, le) (rate(a_bucket{job="x", le=~"0.5|1"}[5m] offset 1h)) / on (job) group_left(le) b': ["a_bucket", "b"],
+        'histogram_quantile(0.99, sum without (instance) (rate(c{s="a{b}"}[$__rate_interval]))) > 1e3': ["c"],
+        'absent(up{job="x"}) or vector(0) and d unless count by (x) (e)': ["up", "d", "e"],
+        'label_replace(f, "dst", "$1", "src", "(.*)") * bool 2': ["f"],
+    }
+    for expr, want in cases.items():
+        got = metric_names(substitute_grafana(expr))
+        assert got == want, f"{expr}: {got} != {want}"
+    _, known = load_catalogue()
+    for seed_name in ("cart_value_distribution_bucket", "order_status_changes", "profile_aggregation_duration_bucket",
+                      "org_apache_cassandra_metrics_ClientRequest_Read_Latency_99thPercentile",
+                      "nginx_http_request_duration_seconds_bucket", "jaeger_tracer_spans_bucket",
+                      "cassandra_query_duration_sum", "http_requests_concurrent"):
+        assert seed_name not in known, seed_name
+    print("  ok: extractor self-test; the seed's non-existent names are not in the catalogue")
+
+
+def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--promtool-rules")
+    ap.add_argument("--exprs-json")
+    ap.add_argument("--live-names")
+    args = ap.parse_args()
+
+    cat, known = load_catalogue()
+    pending_known = dict(known, obskit_health_status="obskit (requested)")
+    items = []
+    for path in [os.path.join(MONITORING, "prometheus/alert.rules.yml")]:
+        items += [(s, e, known) for s, e in rule_exprs(path)]
+    for path in sorted(glob.glob(os.path.join(MONITORING, "prometheus/pending/*.rules.yml"))):
+        items += [(s, e, pending_known) for s, e in rule_exprs(path)]
+    for path in sorted(glob.glob(os.path.join(MONITORING, "grafana/dashboards/*.json"))):
+        items += [(s, e, known) for s, e in dashboard_exprs(path)]
+
+    errors, out, rules = [], [], []
+    for source, expr, allowed in items:
+        concrete = substitute_grafana(expr)
+        names = metric_names(concrete)
+        if not names:
+            errors.append(f"{source}: no metric name found in {expr!r}")
+        for name in names:
+            if name not in allowed:
+                errors.append(f"{source}: {name} is not exported by anything in the stack")
+        out.append({"source": source, "expr": concrete, "metrics": sorted(set(names)),
+                    "sources": sorted({allowed.get(n, "?") for n in names})})
+        rules.append({"record": f"check:expr_{len(rules)}", "expr": concrete})
+
+    if args.live_names:
+        live = {line.strip() for line in open(args.live_names) if line.strip()}
+        shop_sources = [s for s, spec in cat.items() if spec.get("verified") == "brief" and s != "locust"]
+        for name, source in sorted(known.items()):
+            if source in shop_sources and name not in live:
+                errors.append(f"catalogue lists {name} ({source}) but the running shop does not export it")
+
+    if args.promtool_rules:
+        with open(args.promtool_rules, "w") as f:
+            yaml.safe_dump({"groups": [{"name": "every-dashboard-and-alert-expression", "rules": rules}]}, f, width=1000)
+    if args.exprs_json:
+        with open(args.exprs_json, "w") as f:
+            json.dump(out, f, indent=1)
+
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        sys.exit(1)
+    by_source = {}
+    for item in out:
+        for s in item["sources"]:
+            by_source[s] = by_source.get(s, 0) + 1
+    print(f"  ok: {len(out)} expressions, every metric name in the catalogue "
+          f"(expressions per source: {', '.join(f'{k} {v}' for k, v in sorted(by_source.items()))})")
+
+
+if __name__ == "__main__":
+    main()
