@@ -1,3 +1,20 @@
-//! The shop launcher.
+//! `shop`: runs the whole shop (the four services and a gateway) until Ctrl-C.
+//! `shop serve <backend|cart|order|user>` runs one service in the foreground (what the launcher
+//! starts as its children).
 
-fn main() {}
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["serve", name] => shop::serve_service(name).await,
+        [] => match shop::launcher::Plan::from_lookup(&|name| std::env::var(name).ok()) {
+            Ok(plan) => shop::launcher::run(plan).await,
+            Err(e) => Err(e),
+        },
+        _ => Err("usage: shop            run the whole shop\n       shop serve NAME run one service (backend, cart, order, user)".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("shop: {e}");
+        std::process::exit(1);
+    }
+}

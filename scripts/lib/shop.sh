@@ -1,0 +1,72 @@
+# Shell functions to run the shop on free loopback ports for a test, drive it with Locust and
+# check its business metrics. Source it: `. scripts/lib/shop.sh`.
+#
+#   shop_start DATA_DIR    builds target/debug/shop if needed, starts it in the background on free
+#                          ports with a fast order lifecycle and cart abandonment, waits until it
+#                          is ready; exports SHOP_PID, GATEWAY_URL, BACKEND_PORT, CART_PORT,
+#                          ORDER_PORT, USER_PORT, GATEWAY_PORT, SHOP_ADMIN_USERNAME/_PASSWORD,
+#                          LOCUST_METRICS_PORT, SHOP_LOG
+#   shop_stop              SIGTERM, then waits (killing after 20 s)
+#   shop_load [ARGS]       scripts/loadtest.sh against $GATEWAY_URL (20 users, 30 s by default)
+#   shop_check_business_metrics [TIMEOUT_S]
+#                          every business metric of the shop has a non-zero sample on its
+#                          service's /metrics (polls until TIMEOUT_S, default 60)
+
+_shop_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+shop_start() {
+  local data_dir="$1"
+  (cd "$_shop_root" && cargo build -q -p shop --locked)
+  export BACKEND_PORT CART_PORT ORDER_PORT USER_PORT GATEWAY_PORT LOCUST_METRICS_PORT
+  BACKEND_PORT=$(free_port); CART_PORT=$(free_port); ORDER_PORT=$(free_port)
+  USER_PORT=$(free_port); GATEWAY_PORT=$(free_port); LOCUST_METRICS_PORT=$(free_port)
+  export SHOP_LISTEN_HOST=127.0.0.1 SHOP_DATA_DIR="$data_dir"
+  export JWT_SECRET="${JWT_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}"
+  export SHOP_ADMIN_USERNAME="${SHOP_ADMIN_USERNAME:-shopadmin}"
+  export SHOP_ADMIN_PASSWORD="${SHOP_ADMIN_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_hex(12))')}"
+  export ORDER_LIFECYCLE_STEP_SECONDS="${ORDER_LIFECYCLE_STEP_SECONDS:-2}"
+  export CART_ABANDON_AFTER_SECONDS="${CART_ABANDON_AFTER_SECONDS:-5}"
+  export GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT"
+  export SHOP_LOG="$data_dir/shop.log"
+  mkdir -p "$data_dir"
+  "$_shop_root/target/debug/shop" >"$SHOP_LOG" 2>&1 &
+  export SHOP_PID=$!
+  local i
+  for i in $(seq 1 300); do
+    if grep -q '^shop: ready' "$SHOP_LOG" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$SHOP_PID" 2>/dev/null; then
+      echo "shop exited before it was ready:" >&2; cat "$SHOP_LOG" >&2; return 1
+    fi
+    sleep 0.2
+  done
+  echo "shop not ready after 60 s:" >&2; cat "$SHOP_LOG" >&2
+  shop_stop
+  return 1
+}
+
+shop_stop() {
+  [ -n "${SHOP_PID:-}" ] || return 0
+  kill -TERM "$SHOP_PID" 2>/dev/null || true
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$SHOP_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -KILL "$SHOP_PID" 2>/dev/null || true
+  wait "$SHOP_PID" 2>/dev/null || true
+  SHOP_PID=""
+}
+
+shop_load() {
+  bash "$_shop_root/scripts/loadtest.sh" --host "$GATEWAY_URL" "$@"
+}
+
+shop_check_business_metrics() {
+  python3 "$_shop_root/services/loadtest/check_business_metrics.py" --timeout "${1:-60}" \
+    backend="http://127.0.0.1:$BACKEND_PORT/metrics" cart="http://127.0.0.1:$CART_PORT/metrics" \
+    order="http://127.0.0.1:$ORDER_PORT/metrics" user="http://127.0.0.1:$USER_PORT/metrics"
+}
