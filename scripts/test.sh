@@ -20,3 +20,6 @@ cargo test -p obskit-benches --benches --locked
 
 echo "== examples, run and checked through real HTTP"
 bash scripts/check-examples.sh
+
+echo "== the shop under load: Locust (20 users, 30 s) through the gateway, zero failures, then every business metric"
+bash scripts/test-shop-load.sh

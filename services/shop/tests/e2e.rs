@@ -1,0 +1,355 @@
+//! The whole shop as `cargo run -p shop` runs it: the `shop` binary starts the four services and
+//! the gateway on free loopback ports with a temporary data directory, and everything is driven
+//! through the gateway over real HTTP: the seed's purchase flow, trace context through the
+//! gateway, what the gateway refuses, and a restart that must lose nothing.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const SECRET: &str = "e2e-test-secret-shared-by-all-four-services";
+const ADMIN: (&str, &str) = ("e2e-admin", "e2e-admin-password");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A temporary data directory, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new() -> DataDir {
+        let dir = std::env::temp_dir().join(format!("shop-e2e-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        DataDir(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ports {
+    backend: u16,
+    cart: u16,
+    order: u16,
+    user: u16,
+    gateway: u16,
+}
+
+impl Ports {
+    fn free() -> Ports {
+        Ports {
+            backend: free_port(),
+            cart: free_port(),
+            order: free_port(),
+            user: free_port(),
+            gateway: free_port(),
+        }
+    }
+}
+
+/// The `shop` binary, running; stopped (SIGTERM, then kill) when dropped.
+struct Shop {
+    child: Option<Child>,
+    gateway: String,
+}
+
+impl Shop {
+    fn start(data: &Path, ports: Ports) -> Shop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .env("SHOP_LISTEN_HOST", "127.0.0.1")
+            .env("SHOP_DATA_DIR", data)
+            .env("BACKEND_PORT", ports.backend.to_string())
+            .env("CART_PORT", ports.cart.to_string())
+            .env("ORDER_PORT", ports.order.to_string())
+            .env("USER_PORT", ports.user.to_string())
+            .env("GATEWAY_PORT", ports.gateway.to_string())
+            .env("JWT_SECRET", SECRET)
+            .env("SHOP_ADMIN_USERNAME", ADMIN.0)
+            .env("SHOP_ADMIN_PASSWORD", ADMIN.1)
+            // No lifecycle during the test: the order's status is checked as created.
+            .env("ORDER_LIFECYCLE_STEP_SECONDS", "0")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OBSKIT_ADMIN_TOKEN")
+            .env_remove("SCYLLA_NODES")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the shop binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("{line}");
+                if line.starts_with("shop: ready") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let mut shop = Shop {
+            child: Some(child),
+            gateway: format!("http://127.0.0.1:{}", ports.gateway),
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            shop.stop();
+            panic!("the shop did not say it was ready within 120 s");
+        }
+        shop
+    }
+
+    /// Stops the shop as Ctrl-C would; whether it exited cleanly.
+    fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        // SAFETY: kill(2) on the child this test spawned and has not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn client() -> Client {
+    Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap()
+}
+
+async fn json_of(response: reqwest::Response, expected: StatusCode) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, expected, "body: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Registers and logs in a customer through the gateway: (user id, token).
+async fn customer(shop: &Shop, client: &Client, name: &str) -> (String, String) {
+    let user = json_of(
+        client
+            .post(shop.url("/user-api/register"))
+            .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "testpass123"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let login = json_of(
+        client
+            .post(shop.url("/user-api/login"))
+            .json(&json!({"username": name, "password": "testpass123"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(login["token_type"], "bearer");
+    (
+        user["id"].as_str().unwrap().to_string(),
+        login["access_token"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn first_product(shop: &Shop, client: &Client) -> Value {
+    let products = json_of(
+        client.get(shop.url("/api/products?limit=5")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    products[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses_nothing() {
+    let data = DataDir::new();
+    let ports = Ports::free();
+    let mut shop = Shop::start(&data.0, ports);
+    let client = client();
+
+    // Browse, as the seed's flow does.
+    let categories = json_of(client.get(shop.url("/api/categories")).send().await.unwrap(), StatusCode::OK).await;
+    let category = categories[0].as_str().expect("seeded categories").to_string();
+    let listed = json_of(
+        client
+            .get(shop.url(&format!("/api/products?category={category}&limit=5")))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(!listed.as_array().unwrap().is_empty());
+
+    // Buy: register, log in, add to cart, check out, follow the order.
+    let (user_id, token) = customer(&shop, &client, "e2e_buyer").await;
+    let product = first_product(&shop, &client).await;
+    let stock_before = product["stock"].as_i64().unwrap();
+    let product_id = product["id"].as_str().unwrap().to_string();
+    let cart = json_of(
+        client
+            .post(shop.url(&format!("/cart-api/cart/{user_id}/add")))
+            .json(&json!({"product_id": product_id, "quantity": 2}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cart["items"][0]["quantity"], 2);
+    let order = json_of(
+        client
+            .post(shop.url(&format!("/cart-api/cart/{user_id}/checkout")))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let order_id = order["id"].as_str().unwrap().to_string();
+    assert_eq!(order["status"], "CREATED");
+    let fetched = json_of(
+        client.get(shop.url(&format!("/order-api/orders/{order_id}"))).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(fetched["user_id"], user_id.as_str());
+    let emptied = json_of(
+        client.get(shop.url(&format!("/cart-api/cart/{user_id}"))).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(emptied["items"], json!([]));
+    let after = json_of(
+        client.get(shop.url(&format!("/api/products/{product_id}"))).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(after["stock"].as_i64().unwrap(), stock_before - 2);
+
+    // The profile aggregates the order and the cart through the other services.
+    let profile = json_of(
+        client
+            .get(shop.url(&format!("/user-api/users/{user_id}/profile")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let profile_text = profile.to_string();
+    assert!(profile_text.contains(&order_id), "{profile_text}");
+
+    // Something left in the cart, to find again after the restart.
+    json_of(
+        client
+            .post(shop.url(&format!("/cart-api/cart/{user_id}/add")))
+            .json(&json!({"product_id": product_id, "quantity": 1}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+
+    // The caller's trace continues through the gateway into the service.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = client
+        .get(shop.url("/api/categories"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), StatusCode::OK);
+    let traces = json_of(
+        client
+            .get(format!("http://127.0.0.1:{}/debug/traces?trace_id={trace_id}", ports.backend))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(traces.to_string().contains("00f067aa0ba902b7"), "the server span's parent is the caller's span: {traces}");
+
+    // What the gateway does not route: unknown prefixes and the services' admin surfaces.
+    for path in ["/metrics", "/debug/config", "/nope", "/profiles/"] {
+        let response = client.get(shop.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "not_found");
+    }
+
+    // Restart on the same data: users, orders, carts and stock are all still there.
+    assert!(shop.stop(), "the shop stops cleanly on SIGTERM");
+    let shop = Shop::start(&data.0, ports);
+    let login = json_of(
+        client
+            .post(shop.url("/user-api/login"))
+            .json(&json!({"username": "e2e_buyer", "password": "testpass123"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let token_again = login["access_token"].as_str().unwrap().to_string();
+    let me = json_of(
+        client.get(shop.url("/user-api/me")).bearer_auth(&token_again).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(me["id"], user_id.as_str());
+    json_of(
+        client.get(shop.url(&format!("/order-api/orders/{order_id}"))).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let cart = json_of(
+        client.get(shop.url(&format!("/cart-api/cart/{user_id}"))).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cart["items"][0]["quantity"], 1);
+    let after_restart = json_of(
+        client.get(shop.url(&format!("/api/products/{product_id}"))).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(after_restart["stock"], after["stock"]);
+    // The bootstrap admin was created once, not again.
+    let admin = client
+        .post(shop.url("/user-api/login"))
+        .json(&json!({"username": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::OK);
+}
