@@ -760,3 +760,77 @@ async fn business_metrics_without_usernames() {
     }
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn profile_calls_are_traced_client_spans_under_the_aggregation() {
+    use obskit::trace::{AttrValue, FinishedSpan, SpanKind, SpanSink};
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<FinishedSpan>>);
+    impl SpanSink for Collect {
+        fn on_end(&self, span: FinishedSpan) {
+            self.0.lock().unwrap().push(span);
+        }
+    }
+
+    let orders = Stub::start(200, json!([])).await;
+    let cart = Stub::start(200, json!({"user_id": "u", "items": [], "total": 0})).await;
+    let dir = DataDir::new("trace");
+    let mut setup = Setup::new(&dir.0).await;
+    setup.order_url = orders.url.clone();
+    setup.cart_url = cart.url.clone();
+    let shop = Running::start(setup).await;
+    let (_, created) = shop.register("tracy", "tracy@example.com").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let token = shop.token("tracy", PASSWORD).await;
+
+    // The sink is process-wide: spans of the other tests running meanwhile land in it too, so
+    // the assertions pick this request's spans by the user id in the called URLs.
+    let sink = Arc::new(Collect::default());
+    obskit::trace::set_sink(sink.clone());
+    let (status, profile) = shop
+        .get(&format!("/user-api/users/{id}/profile"), Some(&token))
+        .await;
+    obskit::trace::clear_sink();
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(
+        (&profile["orders"]["available"], &profile["cart"]["available"]),
+        (&json!(true), &json!(true))
+    );
+
+    let spans = std::mem::take(&mut *sink.0.lock().unwrap());
+    let client_span = |path: String| {
+        spans
+            .iter()
+            .find(|s| {
+                s.kind == SpanKind::Client
+                    && matches!(s.attribute("url.full"), Some(AttrValue::Str(url)) if url.ends_with(&path))
+            })
+            .unwrap_or_else(|| panic!("no client span for {path} in {spans:#?}"))
+    };
+    let order_call = client_span(format!("/order-api/users/{id}/orders"));
+    let cart_call = client_span(format!("/cart-api/cart/{id}"));
+    let aggregation = spans
+        .iter()
+        .find(|s| Some(s.context.span_id) == order_call.parent_span_id)
+        .expect("the order call's parent span");
+    assert_eq!(aggregation.name, "aggregate_profile");
+    assert_eq!(cart_call.parent_span_id, Some(aggregation.context.span_id));
+    assert_eq!(order_call.name, "GET");
+    assert_eq!(
+        order_call.attribute("http.response.status_code"),
+        Some(&AttrValue::I64(200))
+    );
+    // The called services got the trace context: their spans would continue this trace.
+    let trace_id = format!("{:032x}", order_call.context.trace_id);
+    for stub in [&orders, &cart] {
+        let heads = stub.requests();
+        assert!(
+            heads.iter().any(|h| h
+                .to_ascii_lowercase()
+                .contains(&format!("traceparent: 00-{trace_id}-"))),
+            "{heads:?}"
+        );
+    }
+    shop.stop().await;
+}
