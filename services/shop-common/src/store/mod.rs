@@ -5,15 +5,21 @@
 //! and wraps it in a client span with the OpenTelemetry database conventions, so every backend
 //! reports the same tables and operations whatever engine it runs on.
 //!
-//! Only the embedded backend ([`SqliteStore`]) exists so far. The production backend
-//! (Cassandra/ScyllaDB through the `scylla` crate, chosen by `SCYLLA_NODES`) is a second
-//! variant of [`Backend`] still to be written: the interface generates identifiers itself
-//! (no auto-increment, which CQL lacks) and asks only for lookups by key, so it maps onto CQL
-//! tables partitioned by those keys.
+//! Two backends: the embedded [`SqliteStore`] (the default, nothing to install) and the
+//! production [`ScyllaStore`] (Cassandra or ScyllaDB over CQL, chosen by `SCYLLA_NODES`, see
+//! [`Store::open_configured`]). The interface generates identifiers itself (no
+//! auto-increment, which CQL lacks) and asks only for lookups by key, so it maps onto CQL
+//! tables partitioned by those keys (the schema is described in the `scylla` module).
+//!
+//! Each public method of [`Store`] matches on the backend and hands the resulting future to
+//! one helper, [`Store::timed`]: SQLite calls block, so they run on tokio's blocking pool;
+//! CQL calls are async and run in the caller's task.
 
+mod scylla;
 mod sqlite;
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
@@ -22,6 +28,7 @@ use obskit::metrics::{HistogramVec, Registry};
 use obskit::trace::{self, SpanKind};
 use serde::{Deserialize, Serialize};
 
+pub use self::scylla::{ScyllaConfig, ScyllaStore};
 pub use sqlite::SqliteStore;
 
 /// A product of the catalogue, as the contract shows it.
@@ -234,6 +241,8 @@ impl QueryMetrics {
 pub enum Backend {
     /// Embedded SQLite on local disk: the default, nothing to install.
     Sqlite(SqliteStore),
+    /// Cassandra or ScyllaDB over CQL: the production store, chosen by `SCYLLA_NODES`.
+    Scylla(ScyllaStore),
 }
 
 impl Backend {
@@ -241,6 +250,8 @@ impl Backend {
     fn system(&self) -> &'static str {
         match self {
             Backend::Sqlite(_) => "sqlite",
+            // The semantic conventions' name for the CQL family, ScyllaDB included.
+            Backend::Scylla(_) => "cassandra",
         }
     }
 }
@@ -290,12 +301,37 @@ pub fn new_id() -> String {
     )
 }
 
+/// Runs a blocking SQLite call on tokio's blocking pool.
+async fn blocking<T, F>(sqlite: &SqliteStore, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let sqlite = sqlite.clone();
+    match tokio::task::spawn_blocking(move || f(&sqlite)).await {
+        Ok(result) => result,
+        Err(e) => Err(StoreError::Backend(format!("query worker failed: {e}"))),
+    }
+}
+
 impl Store {
-    /// Opens the store the configuration names: today the embedded SQLite database
-    /// `{data_dir}/{name}.db` (created, with its directory and schema, if missing). Every service opens its store
-    /// through this call, so that choosing another engine is configuration, not code.
-    pub async fn open_configured(data_dir: &Path, name: &str, metrics: QueryMetrics) -> Result<Store, StoreError> {
-        Store::open_sqlite(&data_dir.join(format!("{name}.db")), metrics).await
+    /// Opens the store the configuration names. Every service opens its store through this
+    /// call, so that choosing another engine is configuration, not code:
+    ///
+    /// - `SCYLLA_NODES=host:9042,host2:9042` set and not empty: the Cassandra/ScyllaDB cluster
+    ///   at those nodes, keyspace `SCYLLA_KEYSPACE` (default `store`, shared by the services)
+    ///   created with `SCYLLA_REPLICATION_FACTOR` (default 1) when missing;
+    /// - otherwise the embedded SQLite database `{data_dir}/{name}.db` (created, with its
+    ///   directory and schema, if missing).
+    pub async fn open_configured(
+        data_dir: &Path,
+        name: &str,
+        metrics: QueryMetrics,
+    ) -> Result<Store, StoreError> {
+        match ScyllaConfig::from_env()? {
+            Some(config) => Store::open_scylla(&config, metrics).await,
+            None => Store::open_sqlite(&data_dir.join(format!("{name}.db")), metrics).await,
+        }
     }
 
     /// Opens (creating it and its schema if needed) the SQLite database at `path`, in WAL mode.
@@ -315,15 +351,28 @@ impl Store {
         })
     }
 
-    /// Runs `f` against the SQLite backend on the blocking pool, timed and traced as one
-    /// query on `table` with `operation` (the SQL verb: `SELECT`, `INSERT`, ...).
-    async fn query<T, F>(&self, table: &'static str, operation: &'static str, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
-    {
-        // Started here, in the caller's task, so that the handler's span is its parent (the
-        // blocking thread has no current span).
+    /// Connects to the Cassandra/ScyllaDB cluster `config` names, creating the keyspace and
+    /// tables when missing; [`StoreError::Backend`] when no node answers in time.
+    pub async fn open_scylla(config: &ScyllaConfig, metrics: QueryMetrics) -> Result<Store, StoreError> {
+        let scylla = ScyllaStore::open(config).await?;
+        Ok(Store {
+            namespace: scylla.keyspace().to_string(),
+            backend: Backend::Scylla(scylla),
+            metrics,
+        })
+    }
+
+    /// Awaits `query`, timed and traced as one query on `table` with `operation` (the
+    /// statement's verb: `SELECT`, `INSERT`, ...), whatever backend runs it.
+    async fn timed<T>(
+        &self,
+        table: &'static str,
+        operation: &'static str,
+        query: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        // Started here, in the caller's task, so that the handler's span is its parent (a
+        // blocking thread has no current span). The query future has not run yet: futures
+        // start when awaited.
         let mut span = trace::span(format!("{operation} {table}"))
             .kind(SpanKind::Client)
             .attr("db.system.name", self.backend.system())
@@ -332,15 +381,7 @@ impl Store {
             .attr("db.operation.name", operation)
             .start();
         let started = Instant::now();
-        let result = match &self.backend {
-            Backend::Sqlite(sqlite) => {
-                let sqlite = sqlite.clone();
-                match tokio::task::spawn_blocking(move || f(&sqlite)).await {
-                    Ok(result) => result,
-                    Err(e) => Err(StoreError::Backend(format!("query worker failed: {e}"))),
-                }
-            }
-        };
+        let result = query.await;
         self.metrics
             .duration
             .with(&[table, operation])
@@ -353,28 +394,52 @@ impl Store {
 
     /// Checks that the engine answers (the health check).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.query("system", "SELECT", |s| s.ping()).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, |s| s.ping()).await,
+                Backend::Scylla(c) => c.ping().await,
+            }
+        };
+        self.timed("system", "SELECT", query).await
     }
 
     // ---- catalogue -------------------------------------------------------------------------
 
-    /// Inserts `products` (and their categories) when the catalogue holds no product yet, in
-    /// one transaction; whether it did.
+    /// Inserts `products` (and their categories) when the catalogue holds no product yet (in
+    /// one transaction on SQLite); whether it did.
     pub async fn seed_catalogue(&self, products: Vec<NewProduct>) -> Result<bool, StoreError> {
-        self.query("products", "INSERT", move |s| s.seed_catalogue(&products))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.seed_catalogue(&products)).await,
+                Backend::Scylla(c) => c.seed_catalogue(products).await,
+            }
+        };
+        self.timed("products", "INSERT", query).await
     }
 
     /// Category names, sorted.
     pub async fn categories(&self) -> Result<Vec<String>, StoreError> {
-        self.query("categories", "SELECT", |s| s.categories()).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, |s| s.categories()).await,
+                Backend::Scylla(c) => c.categories().await,
+            }
+        };
+        self.timed("categories", "SELECT", query).await
     }
 
     /// Whether a category exists.
     pub async fn category_exists(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_string();
-        self.query("categories", "SELECT", move |s| s.category_exists(&name))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let name = name.to_string();
+                    blocking(s, move |s| s.category_exists(&name)).await
+                }
+                Backend::Scylla(c) => c.category_exists(name).await,
+            }
+        };
+        self.timed("categories", "SELECT", query).await
     }
 
     /// One page of products (sorted by name, then id), of one category or of all.
@@ -385,59 +450,104 @@ impl Store {
         page: u32,
         limit: u32,
     ) -> Result<Vec<Product>, StoreError> {
-        let category = category.map(str::to_string);
-        self.query("products", "SELECT", move |s| {
-            s.list_products(category.as_deref(), page, limit)
-        })
-        .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let category = category.map(str::to_string);
+                    blocking(s, move |s| s.list_products(category.as_deref(), page, limit)).await
+                }
+                Backend::Scylla(c) => c.list_products(category, page, limit).await,
+            }
+        };
+        self.timed("products", "SELECT", query).await
     }
 
     /// One product.
     pub async fn product(&self, id: &str) -> Result<Product, StoreError> {
-        let id = id.to_string();
-        self.query("products", "SELECT", move |s| s.product(&id)).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.product(&id)).await
+                }
+                Backend::Scylla(c) => c.product(id).await,
+            }
+        };
+        self.timed("products", "SELECT", query).await
     }
 
     /// Creates a product (and its category if new).
     pub async fn create_product(&self, product: NewProduct) -> Result<Product, StoreError> {
-        self.query("products", "INSERT", move |s| {
-            s.create_product(new_id(), &product)
-        })
-        .await
+        let id = new_id();
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.create_product(id, &product)).await,
+                Backend::Scylla(c) => c.create_product(id, &product).await,
+            }
+        };
+        self.timed("products", "INSERT", query).await
     }
 
     /// Changes the given fields of a product.
     pub async fn update_product(&self, id: &str, update: ProductUpdate) -> Result<Product, StoreError> {
-        let id = id.to_string();
-        self.query("products", "UPDATE", move |s| s.update_product(&id, &update))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.update_product(&id, &update)).await
+                }
+                Backend::Scylla(c) => c.update_product(id, &update).await,
+            }
+        };
+        self.timed("products", "UPDATE", query).await
     }
 
     /// Deletes a product.
     pub async fn delete_product(&self, id: &str) -> Result<(), StoreError> {
-        let id = id.to_string();
-        self.query("products", "DELETE", move |s| s.delete_product(&id))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.delete_product(&id)).await
+                }
+                Backend::Scylla(c) => c.delete_product(id).await,
+            }
+        };
+        self.timed("products", "DELETE", query).await
     }
 
     /// Adds `quantity` units to a product's stock.
     pub async fn restock(&self, id: &str, quantity: i64) -> Result<Product, StoreError> {
-        let id = id.to_string();
-        self.query("products", "UPDATE", move |s| s.restock(&id, quantity))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.restock(&id, quantity)).await
+                }
+                Backend::Scylla(c) => c.restock(id, quantity).await,
+            }
+        };
+        self.timed("products", "UPDATE", query).await
     }
 
     /// Takes `quantity` units of each product, all or nothing: when any product is missing or
-    /// short, nothing changes and the first failure is returned. Stock never goes negative,
-    /// however many callers race for the last units.
+    /// short, nothing changes (on CQL: what earlier lines took is given back) and the first
+    /// failure is returned. Stock never goes negative, however many callers race for the last
+    /// units.
     pub async fn decrement_stock(&self, items: Vec<(String, i64)>) -> Result<(), StoreError> {
-        self.query("products", "UPDATE", move |s| s.decrement_stock(&items))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.decrement_stock(&items)).await,
+                Backend::Scylla(c) => c.decrement_stock(&items).await,
+            }
+        };
+        self.timed("products", "UPDATE", query).await
     }
 
     // ---- users -----------------------------------------------------------------------------
 
-    /// Creates a user; [`StoreError::Conflict`] when the username or e-mail is taken.
+    /// Creates a user; [`StoreError::Conflict`] when the username or e-mail is taken (compared
+    /// without regard to ASCII case).
     pub async fn create_user(
         &self,
         username: &str,
@@ -452,43 +562,86 @@ impl Store {
             password_hash: password_hash.to_string(),
             role: role.to_string(),
         };
-        self.query("users", "INSERT", move |s| s.create_user(user)).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.create_user(user)).await,
+                Backend::Scylla(c) => c.create_user(user).await,
+            }
+        };
+        self.timed("users", "INSERT", query).await
     }
 
     /// A user by id.
     pub async fn user(&self, id: &str) -> Result<User, StoreError> {
-        let id = id.to_string();
-        self.query("users", "SELECT", move |s| s.user_by("id", &id)).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.user_by("id", &id)).await
+                }
+                Backend::Scylla(c) => c.user(id).await,
+            }
+        };
+        self.timed("users", "SELECT", query).await
     }
 
-    /// A user by username.
+    /// A user by username (without regard to ASCII case).
     pub async fn user_by_username(&self, username: &str) -> Result<User, StoreError> {
-        let username = username.to_string();
-        self.query("users", "SELECT", move |s| s.user_by("username", &username))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let username = username.to_string();
+                    blocking(s, move |s| s.user_by("username", &username)).await
+                }
+                Backend::Scylla(c) => c.user_by_username(username).await,
+            }
+        };
+        self.timed("users", "SELECT", query).await
     }
 
     // ---- carts -----------------------------------------------------------------------------
 
     /// The lines of a user's cart (empty when there is none), sorted by product id.
     pub async fn cart(&self, user_id: &str) -> Result<Vec<CartItem>, StoreError> {
-        let user_id = user_id.to_string();
-        self.query("carts", "SELECT", move |s| s.cart(&user_id)).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.cart(&user_id)).await
+                }
+                Backend::Scylla(c) => c.cart(user_id).await,
+            }
+        };
+        self.timed("carts", "SELECT", query).await
     }
 
     /// Sets a cart line: inserts it, replaces its quantity, or removes it when `quantity` is 0.
     pub async fn set_cart_item(&self, user_id: &str, item: CartItem) -> Result<(), StoreError> {
-        let user_id = user_id.to_string();
         let operation = if item.quantity == 0 { "DELETE" } else { "UPSERT" };
-        self.query("carts", operation, move |s| s.set_cart_item(&user_id, &item))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.set_cart_item(&user_id, &item)).await
+                }
+                Backend::Scylla(c) => c.set_cart_item(user_id, &item).await,
+            }
+        };
+        self.timed("carts", operation, query).await
     }
 
     /// Empties a cart.
     pub async fn clear_cart(&self, user_id: &str) -> Result<(), StoreError> {
-        let user_id = user_id.to_string();
-        self.query("carts", "DELETE", move |s| s.clear_cart(&user_id))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.clear_cart(&user_id)).await
+                }
+                Backend::Scylla(c) => c.clear_cart(user_id).await,
+            }
+        };
+        self.timed("carts", "DELETE", query).await
     }
 
     // ---- orders ----------------------------------------------------------------------------
@@ -514,21 +667,41 @@ impl Store {
                 at: now,
             }],
         };
-        self.query("orders", "INSERT", move |s| s.create_order(order))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.create_order(order)).await,
+                Backend::Scylla(c) => c.create_order(order).await,
+            }
+        };
+        self.timed("orders", "INSERT", query).await
     }
 
     /// An order with its history.
     pub async fn order(&self, id: &str) -> Result<Order, StoreError> {
-        let id = id.to_string();
-        self.query("orders", "SELECT", move |s| s.order(&id)).await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.order(&id)).await
+                }
+                Backend::Scylla(c) => c.order(id).await,
+            }
+        };
+        self.timed("orders", "SELECT", query).await
     }
 
     /// A user's orders, newest first.
     pub async fn user_orders(&self, user_id: &str) -> Result<Vec<Order>, StoreError> {
-        let user_id = user_id.to_string();
-        self.query("orders", "SELECT", move |s| s.user_orders(&user_id))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.user_orders(&user_id)).await
+                }
+                Backend::Scylla(c) => c.user_orders(user_id).await,
+            }
+        };
+        self.timed("orders", "SELECT", query).await
     }
 
     /// Moves an order from `expected` to `status` and appends the change to its history;
@@ -540,18 +713,31 @@ impl Store {
         expected: &str,
         status: &str,
     ) -> Result<Order, StoreError> {
-        let (id, expected, status) = (id.to_string(), expected.to_string(), status.to_string());
-        self.query("orders", "UPDATE", move |s| {
-            s.set_order_status(&id, &expected, &status, now_seconds())
-        })
-        .await
+        let at = now_seconds();
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let (id, expected, status) = (id.to_string(), expected.to_string(), status.to_string());
+                    blocking(s, move |s| s.set_order_status(&id, &expected, &status, at)).await
+                }
+                Backend::Scylla(c) => c.set_order_status(id, expected, status, at).await,
+            }
+        };
+        self.timed("orders", "UPDATE", query).await
     }
 
     /// Orders currently in `status`, oldest first, at most `limit` (for the lifecycle task).
     pub async fn orders_in_status(&self, status: &str, limit: u32) -> Result<Vec<Order>, StoreError> {
-        let status = status.to_string();
-        self.query("orders", "SELECT", move |s| s.orders_in_status(&status, limit))
-            .await
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let status = status.to_string();
+                    blocking(s, move |s| s.orders_in_status(&status, limit)).await
+                }
+                Backend::Scylla(c) => c.orders_in_status(status, limit).await,
+            }
+        };
+        self.timed("orders", "SELECT", query).await
     }
 }
 

@@ -1,3 +1,8 @@
+//! Behaviour tests of the [`Store`] interface, run against every backend: SQLite always, and
+//! Cassandra/ScyllaDB when `SCYLLA_NODES` names a cluster (each test in a keyspace of its own,
+//! dropped at the end). Without `SCYLLA_NODES`, the CQL half of each test prints
+//! "skipped: SCYLLA_NODES is not set".
+
 use std::path::PathBuf;
 
 use obskit::metrics::Registry;
@@ -21,10 +26,79 @@ impl Drop for TempDir {
     }
 }
 
-async fn open(dir: &TempDir, registry: &Registry) -> Store {
-    Store::open_sqlite(&dir.0.join("test.db"), QueryMetrics::declare(registry).unwrap())
-        .await
-        .unwrap()
+/// The engine a behaviour test runs on.
+enum Engine {
+    Sqlite(TempDir),
+    Scylla(ScyllaConfig),
+}
+
+/// One backend under test, with a registry of its own (so that counts are per backend).
+struct Subject {
+    engine: Engine,
+    registry: Registry,
+    metrics: QueryMetrics,
+}
+
+impl Subject {
+    fn new(engine: Engine) -> Subject {
+        let registry = Registry::new();
+        let metrics = QueryMetrics::declare(&registry).unwrap();
+        Subject {
+            engine,
+            registry,
+            metrics,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Scylla(_) => "cassandra",
+        }
+    }
+
+    /// Opens (again) the store of this subject: the same file or keyspace each time.
+    async fn open(&self) -> Store {
+        match &self.engine {
+            Engine::Sqlite(dir) => Store::open_sqlite(&dir.0.join("test.db"), self.metrics.clone())
+                .await
+                .unwrap(),
+            Engine::Scylla(config) => Store::open_scylla(config, self.metrics.clone())
+                .await
+                .unwrap_or_else(|e| panic!("SCYLLA_NODES is set but the cluster fails: {e}")),
+        }
+    }
+
+    /// Removes what the test stored (the directory goes with the subject).
+    async fn finish(self, store: &Store) {
+        if let Backend::Scylla(scylla) = &store.backend {
+            scylla.drop_keyspace().await.unwrap();
+        }
+    }
+}
+
+/// `SCYLLA_NODES` when set and not empty.
+fn scylla_nodes() -> Option<String> {
+    std::env::var(scylla::NODES_ENV)
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+}
+
+/// The backends a behaviour test runs on: SQLite, then the CQL cluster when one is configured
+/// (in a new keyspace named after `tag`, which must be a short lower-case identifier).
+fn subjects(tag: &str) -> Vec<Subject> {
+    let mut subjects = vec![Subject::new(Engine::Sqlite(TempDir::new(tag)))];
+    match scylla_nodes() {
+        Some(nodes) => {
+            let keyspace = format!("shop_test_{tag}_{}", &new_id()[..8]);
+            let config = ScyllaConfig::from_values(Some(&nodes), Some(&keyspace), None)
+                .unwrap()
+                .expect("nodes are set");
+            subjects.push(Subject::new(Engine::Scylla(config)));
+        }
+        None => println!("skipped: SCYLLA_NODES is not set ({tag} on Cassandra/ScyllaDB)"),
+    }
+    subjects
 }
 
 fn new_product(name: &str, category: &str, stock: i64) -> NewProduct {
@@ -39,173 +113,460 @@ fn new_product(name: &str, category: &str, stock: i64) -> NewProduct {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_never_goes_negative_under_50_concurrent_decrements() {
-    let dir = TempDir::new("stock");
-    let store = open(&dir, &Registry::new()).await;
-    let product = store
-        .create_product(new_product("Last ones", "Books", 7))
-        .await
-        .unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let store = store.clone();
-            let id = product.id.clone();
-            tokio::spawn(async move { store.decrement_stock(vec![(id, 1)]).await })
-        })
-        .collect();
-    let mut ok = 0;
-    let mut short = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => ok += 1,
-            Err(StoreError::InsufficientStock { available, .. }) => {
-                assert_eq!(available, 0);
-                short += 1;
+    for subject in subjects("stock") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let product = store
+            .create_product(new_product("Last ones", "Books", 7))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                let id = product.id.clone();
+                tokio::spawn(async move { store.decrement_stock(vec![(id, 1)]).await })
+            })
+            .collect();
+        let mut ok = 0;
+        let mut short = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(StoreError::InsufficientStock { available, .. }) => {
+                    assert_eq!(available, 0, "{backend}");
+                    short += 1;
+                }
+                Err(e) => panic!("{backend}: unexpected {e}"),
             }
-            Err(e) => panic!("unexpected {e}"),
         }
+        assert_eq!((ok, short), (7, 43), "{backend}");
+        assert_eq!(store.product(&product.id).await.unwrap().stock, 0, "{backend}");
+        subject.finish(&store).await;
     }
-    assert_eq!((ok, short), (7, 43));
-    assert_eq!(store.product(&product.id).await.unwrap().stock, 0);
 }
 
 #[tokio::test]
 async fn a_multi_line_decrement_is_all_or_nothing() {
-    let dir = TempDir::new("atomic");
-    let store = open(&dir, &Registry::new()).await;
-    let a = store.create_product(new_product("A", "Home", 5)).await.unwrap();
-    let b = store.create_product(new_product("B", "Home", 1)).await.unwrap();
-    let err = store
-        .decrement_stock(vec![(a.id.clone(), 2), (b.id.clone(), 2)])
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::InsufficientStock {
-            product_id: b.id.clone(),
-            available: 1
-        }
-    );
-    assert_eq!(store.product(&a.id).await.unwrap().stock, 5, "rolled back");
-    assert_eq!(
-        store.decrement_stock(vec![("nope".into(), 1)]).await,
-        Err(StoreError::NotFound)
-    );
+    for subject in subjects("atomic") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let a = store.create_product(new_product("A", "Home", 5)).await.unwrap();
+        let b = store.create_product(new_product("B", "Home", 1)).await.unwrap();
+        let err = store
+            .decrement_stock(vec![(a.id.clone(), 2), (b.id.clone(), 2)])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::InsufficientStock {
+                product_id: b.id.clone(),
+                available: 1
+            },
+            "{backend}"
+        );
+        assert_eq!(
+            store.product(&a.id).await.unwrap().stock,
+            5,
+            "{backend}: rolled back"
+        );
+        assert_eq!(
+            store
+                .decrement_stock(vec![(a.id.clone(), 1), ("nope".into(), 1)])
+                .await,
+            Err(StoreError::NotFound),
+            "{backend}"
+        );
+        assert_eq!(
+            store.product(&a.id).await.unwrap().stock,
+            5,
+            "{backend}: given back"
+        );
+        store
+            .decrement_stock(vec![(a.id.clone(), 2), (b.id.clone(), 1)])
+            .await
+            .unwrap();
+        assert_eq!(store.product(&a.id).await.unwrap().stock, 3, "{backend}");
+        assert_eq!(store.product(&b.id).await.unwrap().stock, 0, "{backend}");
+        assert_eq!(store.restock(&b.id, 4).await.unwrap().stock, 4, "{backend}");
+        subject.finish(&store).await;
+    }
 }
 
 #[tokio::test]
 async fn data_survives_reopening_and_queries_are_measured() {
-    let dir = TempDir::new("reopen");
-    let registry = Registry::new();
-    let metrics = QueryMetrics::declare(&registry).unwrap();
-    let path = dir.0.join("shop.db");
-    let (product, user, order) = {
-        let store = Store::open_sqlite(&path, metrics.clone()).await.unwrap();
-        let product = store
-            .create_product(new_product("Lamp", "Home", 3))
-            .await
-            .unwrap();
-        let user = store
-            .create_user("ann", "ann@example.com", "$hash", "customer")
-            .await
-            .unwrap();
-        store
-            .set_cart_item(
-                &user.id,
-                CartItem {
-                    product_id: product.id.clone(),
-                    name: "Lamp".into(),
-                    price: 9.5,
-                    quantity: 2,
-                },
-            )
-            .await
-            .unwrap();
-        let item = OrderItem {
-            product_id: product.id.clone(),
-            name: "Lamp".into(),
-            price: 9.5,
-            quantity: 2,
+    for subject in subjects("reopen") {
+        let backend = subject.name();
+        let (product, user, order) = {
+            let store = subject.open().await;
+            let product = store
+                .create_product(new_product("Lamp", "Home", 3))
+                .await
+                .unwrap();
+            let user = store
+                .create_user("ann", "ann@example.com", "$hash", "customer")
+                .await
+                .unwrap();
+            store
+                .set_cart_item(
+                    &user.id,
+                    CartItem {
+                        product_id: product.id.clone(),
+                        name: "Lamp".into(),
+                        price: 9.5,
+                        quantity: 2,
+                    },
+                )
+                .await
+                .unwrap();
+            let item = OrderItem {
+                product_id: product.id.clone(),
+                name: "Lamp".into(),
+                price: 9.5,
+                quantity: 2,
+            };
+            let order = store.create_order(&user.id, vec![item], "CREATED").await.unwrap();
+            store
+                .set_order_status(&order.id, "CREATED", "PAID")
+                .await
+                .unwrap();
+            (product, user, order)
         };
-        let order = store.create_order(&user.id, vec![item], "CREATED").await.unwrap();
-        store
-            .set_order_status(&order.id, "CREATED", "PAID")
-            .await
-            .unwrap();
-        (product, user, order)
-    };
-    let store = Store::open_sqlite(&path, metrics).await.unwrap();
-    assert_eq!(store.product(&product.id).await.unwrap(), product);
-    assert_eq!(store.categories().await.unwrap(), ["Home"]);
-    assert_eq!(
-        store.user_by_username("ANN").await.unwrap().id,
-        user.id,
-        "usernames ignore case"
-    );
-    assert_eq!(store.cart(&user.id).await.unwrap()[0].quantity, 2);
-    let reopened = store.order(&order.id).await.unwrap();
-    assert_eq!(reopened.status, "PAID");
-    let statuses: Vec<_> = reopened.history.iter().map(|h| h.status.as_str()).collect();
-    assert_eq!(statuses, ["CREATED", "PAID"]);
-    assert_eq!(reopened.total, 19.0);
-    assert_eq!(store.user_orders(&user.id).await.unwrap().len(), 1);
-    assert_eq!(store.orders_in_status("PAID", 10).await.unwrap().len(), 1);
+        let store = subject.open().await;
+        assert_eq!(store.product(&product.id).await.unwrap(), product, "{backend}");
+        assert_eq!(store.categories().await.unwrap(), ["Home"], "{backend}");
+        assert_eq!(
+            store.user_by_username("ANN").await.unwrap().id,
+            user.id,
+            "{backend}: usernames ignore case"
+        );
+        assert_eq!(store.user(&user.id).await.unwrap(), user, "{backend}");
+        assert_eq!(store.cart(&user.id).await.unwrap()[0].quantity, 2, "{backend}");
+        let reopened = store.order(&order.id).await.unwrap();
+        assert_eq!(reopened.status, "PAID", "{backend}");
+        let statuses: Vec<_> = reopened.history.iter().map(|h| h.status.as_str()).collect();
+        assert_eq!(statuses, ["CREATED", "PAID"], "{backend}");
+        assert_eq!(reopened.total, 19.0, "{backend}");
+        assert_eq!(reopened.items, order.items, "{backend}");
+        assert_eq!(store.user_orders(&user.id).await.unwrap().len(), 1, "{backend}");
+        assert_eq!(
+            store.orders_in_status("PAID", 10).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+        assert!(
+            store.orders_in_status("CREATED", 10).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        store.ping().await.unwrap();
 
-    let text = registry.encode_text();
-    for series in [
-        r#"cassandra_query_duration_seconds_count{operation="INSERT",table="products"} 1"#,
-        r#"cassandra_query_duration_seconds_count{operation="UPDATE",table="orders"} 1"#,
-        r#"cassandra_query_duration_seconds_count{operation="UPSERT",table="carts"} 1"#,
-    ] {
-        assert!(text.contains(series), "{series} missing in\n{text}");
+        let text = subject.registry.encode_text();
+        for series in [
+            r#"cassandra_query_duration_seconds_count{operation="INSERT",table="products"} 1"#,
+            r#"cassandra_query_duration_seconds_count{operation="UPDATE",table="orders"} 1"#,
+            r#"cassandra_query_duration_seconds_count{operation="UPSERT",table="carts"} 1"#,
+            r#"cassandra_query_duration_seconds_count{operation="SELECT",table="system"} 1"#,
+        ] {
+            assert!(text.contains(series), "{backend}: {series} missing in\n{text}");
+        }
+        subject.finish(&store).await;
     }
 }
 
 #[tokio::test]
 async fn conflicts_stale_writes_and_missing_rows_are_told_apart() {
-    let dir = TempDir::new("errors");
-    let store = open(&dir, &Registry::new()).await;
-    store
-        .create_user("bob", "bob@example.com", "h", "customer")
-        .await
-        .unwrap();
-    assert_eq!(
+    for subject in subjects("errors") {
+        let store = subject.open().await;
+        let backend = subject.name();
         store
-            .create_user("BOB", "other@example.com", "h", "customer")
+            .create_user("bob", "bob@example.com", "h", "customer")
             .await
-            .unwrap_err(),
-        StoreError::Conflict("username already taken".into())
-    );
-    assert_eq!(
+            .unwrap();
+        assert_eq!(
+            store
+                .create_user("BOB", "other@example.com", "h", "customer")
+                .await
+                .unwrap_err(),
+            StoreError::Conflict("username already taken".into()),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .create_user("bobby", "Bob@Example.com", "h", "customer")
+                .await
+                .unwrap_err(),
+            StoreError::Conflict("email already taken".into()),
+            "{backend}"
+        );
+        // A refused registration leaves nothing behind: its username is still free.
         store
-            .create_user("bobby", "Bob@Example.com", "h", "customer")
+            .create_user("bobby", "bobby@example.com", "h", "customer")
             .await
-            .unwrap_err(),
-        StoreError::Conflict("email already taken".into())
-    );
-    let order = store.create_order("u1", Vec::new(), "CREATED").await.unwrap();
-    store
-        .set_order_status(&order.id, "CREATED", "PAID")
-        .await
-        .unwrap();
-    assert_eq!(
+            .unwrap();
+        let order = store.create_order("u1", Vec::new(), "CREATED").await.unwrap();
+        assert_eq!(store.order(&order.id).await.unwrap(), order, "{backend}");
         store
-            .set_order_status(&order.id, "CREATED", "CANCELLED")
+            .set_order_status(&order.id, "CREATED", "PAID")
             .await
-            .unwrap_err(),
-        StoreError::Stale {
-            current: "PAID".into()
-        }
-    );
-    assert_eq!(store.order("missing").await.unwrap_err(), StoreError::NotFound);
-    assert_eq!(
-        store.delete_product("missing").await.unwrap_err(),
-        StoreError::NotFound
-    );
-    assert_eq!(
-        store.restock("missing", 1).await.unwrap_err(),
-        StoreError::NotFound
-    );
-    assert!(store.cart("nobody").await.unwrap().is_empty());
+            .unwrap();
+        assert_eq!(
+            store
+                .set_order_status(&order.id, "CREATED", "CANCELLED")
+                .await
+                .unwrap_err(),
+            StoreError::Stale {
+                current: "PAID".into()
+            },
+            "{backend}"
+        );
+        assert_eq!(
+            store.order("missing").await.unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .set_order_status("missing", "CREATED", "PAID")
+                .await
+                .unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert_eq!(
+            store.delete_product("missing").await.unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert_eq!(
+            store.restock("missing", 1).await.unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .update_product("missing", ProductUpdate::default())
+                .await
+                .unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert_eq!(
+            store.user("missing").await.unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert!(store.cart("nobody").await.unwrap().is_empty(), "{backend}");
+        subject.finish(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn the_catalogue_pages_by_name_then_id_and_follows_updates() {
+    for subject in subjects("catalogue") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let seeded = vec![
+            new_product("Pear", "Fruit", 1),
+            new_product("Apple", "Fruit", 1),
+            new_product("Chair", "Home", 1),
+            new_product("Apple", "Home", 1),
+            new_product("Mango", "Fruit", 1),
+        ];
+        assert!(store.seed_catalogue(seeded.clone()).await.unwrap(), "{backend}");
+        assert!(
+            !store.seed_catalogue(seeded).await.unwrap(),
+            "{backend}: seeded once"
+        );
+        assert_eq!(store.categories().await.unwrap(), ["Fruit", "Home"], "{backend}");
+        assert!(store.category_exists("Home").await.unwrap(), "{backend}");
+        assert!(!store.category_exists("Garden").await.unwrap(), "{backend}");
+
+        let names = |products: &[Product]| -> Vec<String> {
+            products
+                .iter()
+                .map(|p| format!("{}/{}", p.name, p.category))
+                .collect()
+        };
+        let all = store.list_products(None, 1, 10).await.unwrap();
+        assert_eq!(all.len(), 5, "{backend}");
+        // Same names are ordered by id.
+        let apples: Vec<_> = all.iter().filter(|p| p.name == "Apple").map(|p| &p.id).collect();
+        assert!(apples[0] < apples[1], "{backend}: {apples:?}");
+        let page2 = store.list_products(None, 2, 2).await.unwrap();
+        assert_eq!(page2, all[2..4], "{backend}");
+        assert_eq!(
+            names(&store.list_products(None, 3, 2).await.unwrap()),
+            ["Pear/Fruit"],
+            "{backend}"
+        );
+        assert!(
+            store.list_products(None, 4, 2).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert!(
+            store.list_products(None, 1, 0).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            names(&store.list_products(Some("Fruit"), 1, 10).await.unwrap()),
+            ["Apple/Fruit", "Mango/Fruit", "Pear/Fruit"],
+            "{backend}"
+        );
+        assert_eq!(
+            names(&store.list_products(Some("Fruit"), 0, 1).await.unwrap()),
+            ["Apple/Fruit"],
+            "{backend}: page 0 is page 1"
+        );
+
+        let pear = all.iter().find(|p| p.name == "Pear").unwrap();
+        let update = ProductUpdate {
+            name: Some("Banana".into()),
+            category: Some("Garden".into()),
+            price: Some(1.25),
+            ..ProductUpdate::default()
+        };
+        let banana = store.update_product(&pear.id, update).await.unwrap();
+        assert_eq!(
+            (
+                banana.name.as_str(),
+                banana.category.as_str(),
+                banana.price,
+                banana.stock
+            ),
+            ("Banana", "Garden", 1.25, 1),
+            "{backend}"
+        );
+        assert!(store.category_exists("Garden").await.unwrap(), "{backend}");
+        assert_eq!(
+            names(&store.list_products(Some("Fruit"), 1, 10).await.unwrap()),
+            ["Apple/Fruit", "Mango/Fruit"],
+            "{backend}"
+        );
+        assert_eq!(
+            names(&store.list_products(Some("Garden"), 1, 10).await.unwrap()),
+            ["Banana/Garden"],
+            "{backend}"
+        );
+        let sorted: Vec<_> = store
+            .list_products(None, 1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            sorted,
+            ["Apple", "Apple", "Banana", "Chair", "Mango"],
+            "{backend}"
+        );
+        let stock = store
+            .update_product(
+                &banana.id,
+                ProductUpdate {
+                    stock: Some(9),
+                    ..ProductUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((stock.name.as_str(), stock.stock), ("Banana", 9), "{backend}");
+        store.delete_product(&banana.id).await.unwrap();
+        assert_eq!(
+            store.product(&banana.id).await.unwrap_err(),
+            StoreError::NotFound,
+            "{backend}"
+        );
+        assert!(
+            store
+                .list_products(Some("Garden"), 1, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.list_products(None, 1, 10).await.unwrap().len(),
+            4,
+            "{backend}"
+        );
+        subject.finish(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn orders_are_listed_by_user_and_by_status_and_carts_by_product() {
+    for subject in subjects("orders") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let first = store.create_order("u1", Vec::new(), "CREATED").await.unwrap();
+        let second = store.create_order("u1", Vec::new(), "CREATED").await.unwrap();
+        store.create_order("u2", Vec::new(), "CREATED").await.unwrap();
+        let mine: Vec<_> = store
+            .user_orders("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(
+            mine,
+            [second.id.clone(), first.id.clone()],
+            "{backend}: newest first"
+        );
+        assert_eq!(
+            store.orders_in_status("CREATED", 10).await.unwrap().len(),
+            3,
+            "{backend}"
+        );
+        let oldest = store.orders_in_status("CREATED", 1).await.unwrap();
+        assert_eq!(oldest[0].id, first.id, "{backend}: oldest first");
+        assert!(
+            store.orders_in_status("CREATED", 0).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        store
+            .set_order_status(&first.id, "CREATED", "PAID")
+            .await
+            .unwrap();
+        let paid = store
+            .set_order_status(&first.id, "PAID", "SHIPPED")
+            .await
+            .unwrap();
+        assert_eq!(paid.history.len(), 3, "{backend}");
+        assert_eq!(
+            store.orders_in_status("CREATED", 10).await.unwrap().len(),
+            2,
+            "{backend}"
+        );
+        assert!(
+            store.orders_in_status("PAID", 10).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.orders_in_status("SHIPPED", 10).await.unwrap()[0].id,
+            first.id,
+            "{backend}"
+        );
+
+        let line = |product_id: &str, quantity| CartItem {
+            product_id: product_id.into(),
+            name: product_id.to_uppercase(),
+            price: 2.0,
+            quantity,
+        };
+        store.set_cart_item("u1", line("b", 1)).await.unwrap();
+        store.set_cart_item("u1", line("a", 1)).await.unwrap();
+        store.set_cart_item("u1", line("b", 5)).await.unwrap();
+        assert_eq!(
+            store.cart("u1").await.unwrap(),
+            [line("a", 1), line("b", 5)],
+            "{backend}"
+        );
+        store.set_cart_item("u1", line("a", 0)).await.unwrap();
+        assert_eq!(store.cart("u1").await.unwrap(), [line("b", 5)], "{backend}");
+        store.clear_cart("u1").await.unwrap();
+        assert!(store.cart("u1").await.unwrap().is_empty(), "{backend}");
+        subject.finish(&store).await;
+    }
 }
 
 #[tokio::test]
@@ -222,27 +583,68 @@ async fn queries_open_client_spans_with_db_conventions() {
         }
     }
 
-    let dir = TempDir::new("spans");
-    let store = open(&dir, &Registry::new()).await;
-    let sink = Arc::new(Collect::default());
-    // The sink is process-wide; other tests in this binary may add spans too, so look for ours.
-    obskit::trace::set_sink(sink.clone());
-    let _ = store.categories().await;
-    obskit::trace::clear_sink();
-    let spans = sink.0.lock().unwrap();
-    let span = spans
-        .iter()
-        .find(|s| s.name == "SELECT categories")
-        .expect("a span for the query");
-    assert_eq!(span.kind, SpanKind::Client);
-    let str_attr = |k: &str| match span.attribute(k) {
-        Some(AttrValue::Str(s)) => s.to_string(),
-        other => panic!("{k}: {other:?}"),
+    for subject in subjects("spans") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let namespace = match &subject.engine {
+            Engine::Sqlite(_) => "test".to_string(),
+            Engine::Scylla(config) => config.keyspace.clone(),
+        };
+        let sink = Arc::new(Collect::default());
+        // The sink is process-wide; other tests in this binary may add spans too, so look for
+        // ours (by namespace).
+        obskit::trace::set_sink(sink.clone());
+        let _ = store.categories().await;
+        obskit::trace::clear_sink();
+        let spans = sink.0.lock().unwrap();
+        let span = spans
+            .iter()
+            .find(|s| {
+                s.name == "SELECT categories"
+                    && matches!(s.attribute("db.namespace"), Some(AttrValue::Str(n)) if *n == namespace)
+            })
+            .unwrap_or_else(|| panic!("{backend}: a span for the query"));
+        assert_eq!(span.kind, SpanKind::Client);
+        let str_attr = |k: &str| match span.attribute(k) {
+            Some(AttrValue::Str(s)) => s.to_string(),
+            other => panic!("{backend} {k}: {other:?}"),
+        };
+        assert_eq!(str_attr("db.system.name"), backend);
+        assert_eq!(str_attr("db.collection.name"), "categories");
+        assert_eq!(str_attr("db.operation.name"), "SELECT");
+        drop(spans);
+        subject.finish(&store).await;
+    }
+}
+
+/// Needs no server: a refused connection and a silent listener both end in a clear
+/// [`StoreError::Backend`], the latter once the opening timeout has passed.
+#[tokio::test]
+async fn an_unreachable_cluster_is_a_clear_backend_error() {
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+        // dropped here: the port now refuses connections
     };
-    assert_eq!(str_attr("db.system.name"), "sqlite");
-    assert_eq!(str_attr("db.collection.name"), "categories");
-    assert_eq!(str_attr("db.operation.name"), "SELECT");
-    assert_eq!(str_attr("db.namespace"), "test");
+    // Accepts TCP connections (the kernel's backlog does) but never answers CQL.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let metrics = QueryMetrics::declare(&Registry::new()).unwrap();
+    for addr in [refused, silent_addr] {
+        let mut config = ScyllaConfig::from_values(Some(&addr.to_string()), None, None)
+            .unwrap()
+            .unwrap();
+        config.open_timeout = std::time::Duration::from_secs(2);
+        match Store::open_scylla(&config, metrics.clone()).await {
+            Err(StoreError::Backend(message)) => {
+                assert!(message.contains("connecting to CQL nodes"), "{message}");
+                assert!(message.contains(&addr.to_string()), "{message}");
+            }
+            Err(other) => panic!("{addr}: {other}"),
+            Ok(store) => panic!("{addr}: connected to {store:?}"),
+        }
+    }
+    drop(silent);
 }
 
 #[test]
