@@ -23,3 +23,6 @@ bash scripts/check-examples.sh
 
 echo "== the shop under load: Locust (20 users, 30 s) through the gateway, zero failures, then every business metric"
 bash scripts/test-shop-load.sh
+
+echo "== monitoring stack (configs, rules, dashboards, real Prometheus/Alertmanager/nginx/mtail)"
+bash scripts/test-monitoring.sh
