@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The shop with obskit on and with its instrumentation off by configuration
+# (OBSKIT_INSTRUMENTATION=off), side by side in one run: release builds, the shop (its four
+# services and gateway) pinned to CPU 0, the load generator (benches/src/bin/shop_load.rs) on
+# CPU 1, rounds alternating on/off, each on a fresh data directory.
+#
+#   bash scripts/bench-shop.sh [ROUNDS] [SECONDS] [WORKERS]
+#
+# Prints one line per scenario, round and mode: operations per second, p50 and p99 in ms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-10}
+workers=${3:-16}
+. scripts/lib/shop.sh
+
+cargo build --release -q --locked -p shop -p obskit-benches --bin shop_load
+work=$(mktemp -d /tmp/bench-shop.XXXXXX)
+trap 'shop_stop; rm -rf "$work"' EXIT
+
+start_release() { # MODE DIR
+  BACKEND_PORT=$(free_port); CART_PORT=$(free_port); ORDER_PORT=$(free_port)
+  USER_PORT=$(free_port); GATEWAY_PORT=$(free_port)
+  export BACKEND_PORT CART_PORT ORDER_PORT USER_PORT GATEWAY_PORT
+  export SHOP_LISTEN_HOST=127.0.0.1 SHOP_DATA_DIR="$2" JWT_SECRET=bench-secret-bench-secret
+  export ORDER_LIFECYCLE_STEP_SECONDS=0 OBSKIT_INSTRUMENTATION="$1"
+  unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  mkdir -p "$2"
+  taskset -c 0 target/release/shop >"$2/shop.log" 2>&1 &
+  SHOP_PID=$!
+  for _ in $(seq 1 300); do
+    grep -q '^shop: ready' "$2/shop.log" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  cat "$2/shop.log" >&2; return 1
+}
+
+printf '%-9s %-5s %5s %12s %9s %9s %7s\n' scenario mode round "ops/s" "p50 ms" "p99 ms" errors
+for round in $(seq 1 "$rounds"); do
+  for mode in on off; do
+    start_release "$mode" "$work/$round-$mode"
+    url="http://127.0.0.1:$GATEWAY_PORT"
+    taskset -c 1 target/release/shop_load products "$url" 2 "$workers" >/dev/null # warm-up
+    for scenario in products purchase; do
+      taskset -c 1 target/release/shop_load "$scenario" "$url" "$secs" "$workers" |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); print("%-9s %-5s %5s %12.1f %9.2f %9.2f %7d" % (r["scenario"], sys.argv[1], sys.argv[2], r["per_second"], r["p50_ms"], r["p99_ms"], r["errors"]))' "$mode" "$round"
+    done
+    shop_stop
+  done
+done
