@@ -1,5 +1,16 @@
-//! The order service binary.
+//! The order service binary: `ORDER_PORT` (default 8002), `SHOP_DATA_DIR` (default `./data`),
+//! `JWT_SECRET` (shared with the other services), `ORDER_LIFECYCLE_STEP_SECONDS` (default 60,
+//! `0` disables the background lifecycle).
 
-fn main() {
-    eprintln!("order: listening port would be {} (from {})", order::DEFAULT_PORT, order::PORT_ENV);
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let addr = order::listen_addr_from_env()?;
+    let config = order::Config::from_env();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "{}: listening on http://{}",
+        order::SERVICE_NAME,
+        listener.local_addr()?
+    );
+    order::run(config, listener, obskit::shutdown_signal()).await
 }

@@ -1,0 +1,745 @@
+//! Contract tests of the order service (`shop-api.md`, order section): the service runs
+//! in-process on 127.0.0.1:0 with a temporary data directory, and every call and every listed
+//! failure is checked through real HTTP, with the lifecycle task driven by a short step.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use obskit::metrics::Registry;
+use order::lifecycle::{self, CANCELLED, CREATED, DELIVERED, PAID, SHIPPED};
+use order::Config;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use shop_common::auth::JwtKeys;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The lifecycle step of the tests that let the background task run.
+const SHORT_STEP: Duration = Duration::from_millis(200);
+
+/// How long a test waits for the lifecycle before it gives up (a bound against hanging, not a
+/// timing assertion: on an idle machine delivery takes about a second).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A temporary data directory, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(tag: &str) -> DataDir {
+        let unique = shop_common::store::new_id();
+        let dir = std::env::temp_dir().join(format!("order-contract-{tag}-{unique}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        DataDir(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An order service running in this process.
+struct Running {
+    base: String,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl Running {
+    /// Starts the service on `data_dir` with the given lifecycle step (`None`: no background
+    /// task, so statuses move only through the API and tests are deterministic).
+    async fn start(data_dir: &Path, lifecycle_step: Option<Duration>) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = Config {
+            data_dir: data_dir.to_path_buf(),
+            jwt: JwtKeys::new(b"contract-test-secret", Duration::from_secs(600)),
+            body_limit: 64 * 1024,
+            registry: Registry::new(),
+            lifecycle_step,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(order::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let running = Running {
+            base,
+            client,
+            stop: Some(stop),
+            task,
+        };
+        for _ in 0..400 {
+            if let Ok(r) = running.client.get(running.url("/health/live")).send().await {
+                if r.status().is_success() {
+                    return running;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the order service did not come up");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the service; it must return (lifecycle task included) and report no error.
+    async fn stop(mut self) {
+        drop(self.client);
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the order service stops within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty).
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// Creates an order and returns it, asserting 201.
+    async fn create(&self, user_id: &str, items: Value) -> Value {
+        let (status, order) = self
+            .call(
+                Method::POST,
+                "/order-api/orders",
+                Some(json!({"user_id": user_id, "items": items})),
+            )
+            .await;
+        assert_eq!(status, 201, "{order}");
+        order
+    }
+
+    async fn set_status(&self, id: &str, status: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/order-api/orders/{id}/status"),
+            Some(json!({ "status": status })),
+        )
+        .await
+    }
+
+    async fn order(&self, id: &str) -> Value {
+        let (status, order) = self.get(&format!("/order-api/orders/{id}")).await;
+        assert_eq!(status, 200, "{order}");
+        order
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// Polls the order until it is in `status`; panics past [`PATIENCE`].
+    async fn wait_for(&self, id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let order = self.order(id).await;
+            if order["status"] == status {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {id} never reached {status}: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
+    };
+    (status, value)
+}
+
+/// Asserts the contract's error shape and status.
+#[track_caller]
+fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
+    assert_eq!(got.1["error"], code, "{:?}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{:?}",
+        got.1
+    );
+}
+
+/// The value of the series written exactly as `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn two_items() -> Value {
+    json!([
+        {"product_id": "p-1", "name": "Widget", "price": 12.5, "quantity": 2},
+        {"product_id": "p-2", "name": "Gadget", "price": 3.25, "quantity": 4},
+    ])
+}
+
+fn one_item() -> Value {
+    json!([{"product_id": "p-3", "name": "Book", "price": 9.99, "quantity": 1}])
+}
+
+/// The statuses of an order's history, oldest first.
+fn history(order: &Value) -> Vec<String> {
+    order["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history: {order}"))
+        .iter()
+        .map(|c| c["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn orders_are_created_read_and_listed_per_user() {
+    let dir = DataDir::new("create");
+    let shop = Running::start(&dir.0, None).await;
+
+    let order = shop.create("user-a", two_items()).await;
+    let id = order["id"].as_str().expect("an id").to_string();
+    assert!(!id.is_empty());
+    assert_eq!(order["user_id"], "user-a");
+    assert_eq!(order["status"], CREATED);
+    assert_eq!(order["total"].as_f64(), Some(12.5 * 2.0 + 3.25 * 4.0));
+    assert_eq!(order["items"], two_items());
+    let created_at = order["created_at"].as_f64().expect("created_at");
+    assert!(created_at > 1.0e9, "seconds since the epoch: {order}");
+    assert_eq!(history(&order), [CREATED]);
+    assert_eq!(order["history"][0]["at"].as_f64(), Some(created_at));
+
+    // Read back as created.
+    let (status, fetched) = shop.get(&format!("/order-api/orders/{id}")).await;
+    assert_eq!((status.as_u16(), &fetched), (200, &order));
+    assert_error(
+        shop.get("/order-api/orders/no-such-order").await,
+        404,
+        "not_found",
+    );
+
+    // A user's orders, newest first; others' orders are not among them.
+    let second = shop.create("user-a", one_item()).await;
+    let third = shop.create("user-a", one_item()).await;
+    let other = shop.create("user-b", one_item()).await;
+    let (status, list) = shop.get("/order-api/users/user-a/orders").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            third["id"].as_str().unwrap(),
+            second["id"].as_str().unwrap(),
+            id.as_str()
+        ]
+    );
+    assert_eq!(list[2], order);
+    let (_, list) = shop.get("/order-api/users/user-b/orders").await;
+    assert_eq!(list, json!([other]));
+    // A user with no orders has an empty list, not a 404.
+    assert_eq!(
+        shop.get("/order-api/users/nobody/orders").await,
+        (StatusCode::OK, json!([]))
+    );
+    // Path parameters are percent-decoded.
+    let spaced = shop.create("ann smith", one_item()).await;
+    let (_, list) = shop.get("/order-api/users/ann%20smith/orders").await;
+    assert_eq!(list, json!([spaced]));
+
+    let text = shop.metrics().await;
+    assert_eq!(sample(&text, "orders_created_total"), Some(5.0), "{text}");
+    assert!(!text.contains("user_id=\""), "no identifier becomes a label");
+    for function in ["create_order", "get_order", "user_orders"] {
+        let series =
+            format!(r#"function_calls_total{{function="{function}",module="order::handlers",result="ok"}}"#);
+        assert!(
+            sample(&text, &series).is_some_and(|v| v >= 1.0),
+            "{series} missing"
+        );
+    }
+    let (status, health) = shop.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["service"], "order-service", "{health}");
+    assert_eq!(health["checks"]["database"]["status"], "healthy", "{health}");
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_orders_are_refused_and_nothing_is_stored() {
+    let dir = DataDir::new("invalid");
+    let shop = Running::start(&dir.0, None).await;
+    let item = |product_id: Value, name: Value, price: Value, quantity: Value| json!({"product_id": product_id, "name": name, "price": price, "quantity": quantity});
+    let good = || item(json!("p-1"), json!("Widget"), json!(1.5), json!(1));
+    let too_many: Vec<Value> = (0..101).map(|_| good()).collect();
+    let invalid = [
+        json!({"items": [good()]}),
+        json!({"user_id": "", "items": [good()]}),
+        json!({"user_id": "   ", "items": [good()]}),
+        json!({"user_id": "x".repeat(129), "items": [good()]}),
+        json!({"user_id": 7, "items": [good()]}),
+        json!({"user_id": "u"}),
+        json!({"user_id": "u", "items": []}),
+        json!({"user_id": "u", "items": "many"}),
+        json!({"user_id": "u", "items": too_many}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!(1.0), json!(0))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!(1.0), json!(-3))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!(1.0), json!(1.5))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!(1.0), json!(10_001))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!(-0.01), json!(1))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!(1.0e7), json!(1))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n"), json!("1.0"), json!(1))]}),
+        json!({"user_id": "u", "items": [{"product_id": "p", "name": "n", "quantity": 1}]}),
+        json!({"user_id": "u", "items": [{"product_id": "p", "name": "n", "price": 1.0}]}),
+        json!({"user_id": "u", "items": [item(json!(""), json!("n"), json!(1.0), json!(1))]}),
+        json!({"user_id": "u", "items": [item(json!("p".repeat(129)), json!("n"), json!(1.0), json!(1))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!(""), json!(1.0), json!(1))]}),
+        json!({"user_id": "u", "items": [item(json!("p"), json!("n".repeat(201)), json!(1.0), json!(1))]}),
+        json!({"user_id": "u", "items": [good(), item(json!("p"), json!("n"), json!(null), json!(1))]}),
+        json!([]),
+        json!(null),
+    ];
+    for body in invalid {
+        let got = shop
+            .call(Method::POST, "/order-api/orders", Some(body.clone()))
+            .await;
+        assert_eq!(got.0, 422, "{body} -> {:?}", got.1);
+        assert_error(got, 422, "invalid_field");
+    }
+    // JSON has no NaN or infinity; a number too large for a double is where a non-finite
+    // price could come from, and serde_json refuses it while parsing: 400, never stored.
+    assert_error(
+        shop.raw(
+            Method::POST,
+            "/order-api/orders",
+            br#"{"user_id":"u","items":[{"product_id":"p","name":"n","price":1e400,"quantity":1}]}"#.to_vec(),
+        )
+        .await,
+        400,
+        "malformed_json",
+    );
+
+    assert_error(
+        shop.raw(
+            Method::POST,
+            "/order-api/orders",
+            b"{\"user_id\": \"u\", \"items\": [".to_vec(),
+        )
+        .await,
+        400,
+        "malformed_json",
+    );
+    assert_error(
+        shop.raw(Method::POST, "/order-api/orders", b"not json".to_vec())
+            .await,
+        400,
+        "malformed_json",
+    );
+    assert_error(
+        shop.raw(Method::POST, "/order-api/orders", Vec::new()).await,
+        400,
+        "malformed_json",
+    );
+    let mut huge = br#"{"user_id":"u","items":[],"padding":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    huge.extend(br#""}"#);
+    assert_error(
+        shop.raw(Method::POST, "/order-api/orders", huge).await,
+        413,
+        "payload_too_large",
+    );
+
+    // The longest accepted values are accepted.
+    let longest = shop
+        .create(
+            &"u".repeat(128),
+            json!([item(
+                json!("p".repeat(128)),
+                json!("n".repeat(200)),
+                json!(1.0e6),
+                json!(10_000)
+            )]),
+        )
+        .await;
+    assert_eq!(longest["total"].as_f64(), Some(1.0e10));
+    let hundred: Vec<Value> = (0..100).map(|_| good()).collect();
+    shop.create("u", json!(hundred)).await;
+
+    let (_, list) = shop.get("/order-api/users/u/orders").await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "only the valid order of `u`: {list}"
+    );
+    let text = shop.metrics().await;
+    assert_eq!(sample(&text, "orders_created_total"), Some(2.0), "{text}");
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn status_changes_follow_the_lifecycle() {
+    let dir = DataDir::new("status");
+    let shop = Running::start(&dir.0, None).await;
+
+    // The whole way through the API, with the history growing at each step.
+    let order = shop.create("u", two_items()).await;
+    let id = order["id"].as_str().unwrap();
+    for (step, status) in [PAID, SHIPPED, DELIVERED].into_iter().enumerate() {
+        let (code, moved) = shop.set_status(id, status).await;
+        assert_eq!(code, 200, "{moved}");
+        assert_eq!(moved["status"], status);
+        assert_eq!(moved["id"], id);
+        assert_eq!(moved["total"], order["total"]);
+        assert_eq!(history(&moved).len(), step + 2);
+        assert_eq!(shop.order(id).await, moved);
+    }
+    let delivered = shop.order(id).await;
+    assert_eq!(history(&delivered), [CREATED, PAID, SHIPPED, DELIVERED]);
+    let times: Vec<f64> = delivered["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["at"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // Nothing leaves DELIVERED.
+    for status in [CREATED, PAID, SHIPPED, DELIVERED, CANCELLED] {
+        assert_error(shop.set_status(id, status).await, 409, "conflict");
+    }
+
+    // CANCELLED is allowed from CREATED and from PAID, and is final.
+    let fresh = shop.create("u", one_item()).await;
+    let fresh = fresh["id"].as_str().unwrap();
+    let (code, cancelled) = shop.set_status(fresh, CANCELLED).await;
+    assert_eq!(code, 200, "{cancelled}");
+    assert_eq!(history(&cancelled), [CREATED, CANCELLED]);
+    for status in [CREATED, PAID, SHIPPED, DELIVERED, CANCELLED] {
+        assert_error(shop.set_status(fresh, status).await, 409, "conflict");
+    }
+    let paid = shop.create("u", one_item()).await;
+    let paid = paid["id"].as_str().unwrap();
+    assert_eq!(shop.set_status(paid, PAID).await.0, 200);
+    // Status names are read in any letter case.
+    let (code, cancelled) = shop.set_status(paid, "cancelled").await;
+    assert_eq!(code, 200, "{cancelled}");
+    assert_eq!(history(&cancelled), [CREATED, PAID, CANCELLED]);
+
+    // ... but not once SHIPPED; and no step is skipped or taken backwards.
+    let shipped = shop.create("u", one_item()).await;
+    let shipped = shipped["id"].as_str().unwrap();
+    assert_error(shop.set_status(shipped, SHIPPED).await, 409, "conflict");
+    assert_error(shop.set_status(shipped, DELIVERED).await, 409, "conflict");
+    assert_error(shop.set_status(shipped, CREATED).await, 409, "conflict");
+    assert_eq!(shop.set_status(shipped, PAID).await.0, 200);
+    assert_error(shop.set_status(shipped, PAID).await, 409, "conflict");
+    assert_error(shop.set_status(shipped, CREATED).await, 409, "conflict");
+    assert_eq!(shop.set_status(shipped, SHIPPED).await.0, 200);
+    assert_error(shop.set_status(shipped, CANCELLED).await, 409, "conflict");
+    assert_error(shop.set_status(shipped, PAID).await, 409, "conflict");
+    assert_eq!(shop.order(shipped).await["status"], SHIPPED);
+
+    // Unknown orders, unknown statuses, bad bodies.
+    assert_error(shop.set_status("no-such-order", PAID).await, 404, "not_found");
+    let path = format!("/order-api/orders/{shipped}/status");
+    for body in [
+        json!({"status": "LOST"}),
+        json!({"status": ""}),
+        json!({"status": 3}),
+        json!({}),
+        json!([]),
+    ] {
+        assert_error(
+            shop.call(Method::PUT, &path, Some(body)).await,
+            422,
+            "invalid_field",
+        );
+    }
+    assert_error(
+        shop.raw(Method::PUT, &path, b"{\"status\":".to_vec()).await,
+        400,
+        "malformed_json",
+    );
+    let mut huge = br#"{"status":"PAID","padding":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    huge.extend(br#""}"#);
+    assert_error(shop.raw(Method::PUT, &path, huge).await, 413, "payload_too_large");
+    assert_eq!(history(&shop.order(shipped).await), [CREATED, PAID, SHIPPED]);
+
+    // The metrics count what really happened: 3 PAID (id, paid, shipped), 2 SHIPPED, 1
+    // DELIVERED, 2 CANCELLED; one delivery, observed in both histograms.
+    let text = shop.metrics().await;
+    for (status, count) in [(PAID, 3.0), (SHIPPED, 2.0), (DELIVERED, 1.0), (CANCELLED, 2.0)] {
+        let series = format!(r#"order_status_changes_total{{status="{status}"}}"#);
+        assert_eq!(sample(&text, &series), Some(count), "{series}\n{text}");
+    }
+    assert_eq!(
+        sample(&text, r#"order_status_changes_total{status="CREATED"}"#),
+        None,
+        "creation is not a status change"
+    );
+    assert_eq!(
+        sample(&text, "order_completion_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "delivery_time_minutes_count"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, r#"order_completion_seconds_bucket{le="60"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"delivery_time_minutes_bucket{le="30"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("order_id"), "no order id becomes a label");
+    let series = r#"function_calls_total{function="set_status",module="order::handlers",result="ok"}"#;
+    assert!(
+        sample(&text, series).is_some_and(|v| v >= 1.0),
+        "{series} missing"
+    );
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_status_changes_apply_once() {
+    let dir = DataDir::new("concurrent");
+    let shop = Running::start(&dir.0, None).await;
+    let order = shop.create("u", one_item()).await;
+    let id = order["id"].as_str().unwrap().to_string();
+
+    // Twenty clients pay the same order at once: exactly one succeeds.
+    let shop = std::sync::Arc::new(shop);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let shop = std::sync::Arc::clone(&shop);
+            let id = id.clone();
+            tokio::spawn(async move { shop.set_status(&id, PAID).await.0.as_u16() })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for task in tasks {
+        codes.push(task.await.unwrap());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 409).count(), 19, "{codes:?}");
+    assert_eq!(history(&shop.order(&id).await), [CREATED, PAID]);
+
+    let text = shop.metrics().await;
+    assert_eq!(
+        sample(&text, r#"order_status_changes_total{status="PAID"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    let shop = std::sync::Arc::into_inner(shop).expect("every task is done");
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_delivers_orders_and_a_restart_keeps_them() {
+    let dir = DataDir::new("lifecycle");
+
+    // First run without the background task: orders in every state before shipping.
+    let shop = Running::start(&dir.0, None).await;
+    let waiting = shop.create("u", two_items()).await;
+    let cancelled = shop.create("u", one_item()).await;
+    let paid = shop.create("u", one_item()).await;
+    let waiting_id = waiting["id"].as_str().unwrap().to_string();
+    let cancelled_id = cancelled["id"].as_str().unwrap().to_string();
+    let paid_id = paid["id"].as_str().unwrap().to_string();
+    let cancelled = shop.set_status(&cancelled_id, CANCELLED).await.1;
+    assert_eq!(shop.set_status(&paid_id, PAID).await.0, 200);
+    shop.stop().await;
+
+    // Second run on the same data with a short step: what was written is still there, and the
+    // task carries every open order through to DELIVERED.
+    let shop = Running::start(&dir.0, Some(SHORT_STEP)).await;
+    let kept = shop.order(&waiting_id).await;
+    for field in ["id", "user_id", "items", "total", "created_at"] {
+        assert_eq!(kept[field], waiting[field], "{field} after the restart");
+    }
+    let (_, list) = shop.get("/order-api/users/u/orders").await;
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+
+    let fresh = shop.create("u", one_item()).await;
+    let fresh_id = fresh["id"].as_str().unwrap().to_string();
+    for id in [&waiting_id, &paid_id, &fresh_id] {
+        let delivered = shop.wait_for(id, DELIVERED).await;
+        assert_eq!(
+            history(&delivered),
+            [CREATED, PAID, SHIPPED, DELIVERED],
+            "{delivered}"
+        );
+    }
+    // Each status of the fresh order lasted at least one step (the task moves only orders that
+    // have been in their status that long).
+    let fresh = shop.order(&fresh_id).await;
+    let times: Vec<f64> = fresh["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["at"].as_f64().unwrap())
+        .collect();
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= SHORT_STEP.as_secs_f64() - 1e-3, "{times:?}");
+    }
+    // A cancelled order is final: the task leaves it as it was.
+    assert_eq!(shop.order(&cancelled_id).await, cancelled);
+    // A delivered order stays delivered.
+    assert_error(shop.set_status(&fresh_id, CANCELLED).await, 409, "conflict");
+
+    // This run's registry saw: PAID for `waiting` and `fresh` (`paid` was paid in the first
+    // run), SHIPPED and DELIVERED for all three; both histograms have three deliveries.
+    let text = shop.metrics().await;
+    for (status, count) in [(PAID, 2.0), (SHIPPED, 3.0), (DELIVERED, 3.0)] {
+        let series = format!(r#"order_status_changes_total{{status="{status}"}}"#);
+        assert_eq!(sample(&text, &series), Some(count), "{series}\n{text}");
+    }
+    assert_eq!(
+        sample(&text, r#"order_status_changes_total{status="CANCELLED"}"#),
+        None
+    );
+    assert_eq!(sample(&text, "orders_created_total"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "order_completion_seconds_count"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "delivery_time_minutes_count"), Some(3.0), "{text}");
+    // Creation to delivery took at least three steps per order.
+    let completion = sample(&text, "order_completion_seconds_sum").unwrap();
+    assert!(
+        completion >= 3.0 * 3.0 * SHORT_STEP.as_secs_f64() - 0.01,
+        "{text}"
+    );
+    let delivery = sample(&text, "delivery_time_minutes_sum").unwrap();
+    assert!(
+        delivery >= 3.0 * SHORT_STEP.as_secs_f64() / 60.0 - 0.001,
+        "{text}"
+    );
+    for (bucket, count) in [
+        ("60", 3.0),
+        ("120", 3.0),
+        ("180", 3.0),
+        ("300", 3.0),
+        ("+Inf", 3.0),
+    ] {
+        let series = format!(r#"order_completion_seconds_bucket{{le="{bucket}"}}"#);
+        assert_eq!(sample(&text, &series), Some(count), "{series}\n{text}");
+    }
+    let series = r#"function_calls_total{function="advance_due",module="order::lifecycle",result="ok"}"#;
+    assert!(
+        sample(&text, series).is_some_and(|v| v >= 1.0),
+        "{series} missing"
+    );
+
+    // The task stops with the server (stop() fails if run() does not return).
+    shop.stop().await;
+
+    // A third run keeps the delivered orders as they are.
+    let shop = Running::start(&dir.0, None).await;
+    assert_eq!(shop.order(&fresh_id).await, fresh);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let dir = DataDir::new("routes");
+    let shop = Running::start(&dir.0, None).await;
+    assert_error(shop.get("/order-api/nothing-here").await, 404, "not_found");
+    assert_error(shop.get("/order-api/orders/x/y/z").await, 404, "not_found");
+    assert_error(shop.get("/api/products").await, 404, "not_found");
+    assert_error(
+        shop.call(Method::DELETE, "/order-api/orders/some-id", None).await,
+        405,
+        "method_not_allowed",
+    );
+    assert_error(shop.get("/order-api/orders").await, 405, "method_not_allowed");
+    assert_error(
+        shop.call(Method::GET, "/order-api/orders/some-id/status", None)
+            .await,
+        405,
+        "method_not_allowed",
+    );
+    shop.stop().await;
+}
+
+#[test]
+fn lifecycle_rules_and_step_configuration() {
+    use lifecycle::{is_allowed, next, parse_status, tick_for, STATUSES};
+
+    let allowed: Vec<(&str, &str)> = STATUSES
+        .iter()
+        .flat_map(|from| STATUSES.iter().map(move |to| (*from, *to)))
+        .filter(|(from, to)| is_allowed(from, to))
+        .collect();
+    assert_eq!(
+        allowed,
+        [
+            (CREATED, PAID),
+            (CREATED, CANCELLED),
+            (PAID, SHIPPED),
+            (PAID, CANCELLED),
+            (SHIPPED, DELIVERED),
+        ]
+    );
+    assert_eq!(next(DELIVERED), None);
+    assert_eq!(next(CANCELLED), None);
+    assert_eq!(parse_status(" shipped "), Some(SHIPPED));
+    assert_eq!(parse_status("LOST"), None);
+    assert_eq!(parse_status(""), None);
+
+    let step = Config::lifecycle_step_from;
+    assert_eq!(step(None), Some(Duration::from_secs(60)));
+    assert_eq!(step(Some("")), Some(Duration::from_secs(60)));
+    assert_eq!(step(Some("0")), None);
+    assert_eq!(step(Some("0.0")), None);
+    assert_eq!(step(Some("0.2")), Some(Duration::from_millis(200)));
+    assert_eq!(step(Some(" 90 ")), Some(Duration::from_secs(90)));
+    for bad in ["-1", "soon", "NaN", "inf", "1e300"] {
+        assert_eq!(step(Some(bad)), Some(Duration::from_secs(60)), "{bad}");
+    }
+    assert_eq!(tick_for(Duration::from_secs(60)), Duration::from_secs(15));
+    assert_eq!(tick_for(Duration::from_millis(200)), Duration::from_millis(100));
+}
