@@ -55,11 +55,34 @@ timeout 240 python3 "$m/tests/alert_e2e.py"
 echo "== monitoring: real nginx gateway, prometheus-nginx-exporter, mtail"
 timeout 180 python3 "$m/tests/nginx_e2e.py"
 
-if [ -f services/shop/Cargo.toml ] && [ -x scripts/loadtest.sh ] && [ -f "$m/tests/live_e2e.py" ] \
-   && git log --oneline -1 -- scripts/loadtest.sh | grep -q .; then
-  echo "== monitoring: phase 2, the running shop under Locust scraped by Prometheus"
-  timeout 900 python3 "$m/tests/live_e2e.py" "$tmp/exprs.json"
+if [ -f services/shop/Cargo.toml ] && [ -f scripts/lib/shop.sh ] && [ -f scripts/loadtest.sh ]; then
+  echo "== monitoring: phase 2, the running shop under Locust scraped by a real Prometheus"
+  . scripts/lib/shop.sh
+  prom_pid=""
+  phase2_stop() {
+    if [ -n "$prom_pid" ]; then kill -TERM "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
+    shop_stop
+    rm -rf "$tmp"
+  }
+  trap phase2_stop EXIT
+  shop_start "$tmp/shop"
+  prom_port=$(free_port)
+  cp "$m/prometheus/alert.rules.yml" "$tmp/live.rules.yml"
+  SCRAPE_INTERVAL=2s ALERTMANAGER_ADDR="127.0.0.1:$(free_port)" RULES_FILE="$tmp/live.rules.yml" \
+    BACKEND_ADDR="127.0.0.1:$BACKEND_PORT" CART_ADDR="127.0.0.1:$CART_PORT" ORDER_ADDR="127.0.0.1:$ORDER_PORT" \
+    USER_ADDR="127.0.0.1:$USER_PORT" LOCUST_ADDR="127.0.0.1:$LOCUST_METRICS_PORT" \
+    python3 -c 'import os,sys; sys.path.insert(0, "monitoring/tests"); from harness import substitute; print(substitute(open("monitoring/prometheus/prometheus.local.yml.tmpl").read(), os.environ))' \
+    > "$tmp/prometheus.live.yml"
+  promtool check config "$tmp/prometheus.live.yml" >/dev/null
+  prometheus --config.file="$tmp/prometheus.live.yml" --storage.tsdb.path="$tmp/prom-live" \
+    --web.listen-address="127.0.0.1:$prom_port" --enable-feature=exemplar-storage >"$tmp/prometheus.log" 2>&1 &
+  prom_pid=$!
+  for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+  shop_load --users 10 --spawn-rate 5 --run-time 25s
+  timeout 300 python3 "$m/tests/live_e2e.py" "$tmp/exprs.json" "http://127.0.0.1:$prom_port" \
+    backend="http://127.0.0.1:$BACKEND_PORT/metrics" cart="http://127.0.0.1:$CART_PORT/metrics" \
+    order="http://127.0.0.1:$ORDER_PORT/metrics" user="http://127.0.0.1:$USER_PORT/metrics"
 else
-  echo "== monitoring: phase 2 skipped (the shop launcher or scripts/loadtest.sh has not landed)"
+  echo "== monitoring: phase 2 skipped (the shop launcher or scripts/loadtest.sh is missing)"
 fi
 echo "monitoring: all checks passed"
