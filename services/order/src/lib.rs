@@ -99,7 +99,7 @@ impl Config {
             Some(raw) => raw,
         };
         match raw.parse::<f64>() {
-            Ok(seconds) if seconds == 0.0 => None,
+            Ok(0.0) => None,
             Ok(seconds) if seconds > 0.0 => match Duration::try_from_secs_f64(seconds) {
                 Ok(step) => Some(step),
                 Err(_) => {
