@@ -1,7 +1,386 @@
-//! The shop's cart service: carts, stock checks with the backend, checkout through the order service (port 8001).
+//! The shop's cart service (port 8001): carts checked against the backend's stock, and checkout
+//! through the backend (stock reservation) and the order service, served with obskit.
+//!
+//! [`run`] serves until its shutdown future resolves, so tests start the service in-process on
+//! a port of their choosing; the binary calls it with Ctrl-C/SIGTERM.
+//!
+//! # Calls
+//!
+//! | call | success | failures |
+//! | --- | --- | --- |
+//! | `POST /cart-api/cart/{user_id}/add` `{product_id, quantity}` | 200 the cart | 404 unknown product, 409 not enough stock for the resulting line, 422, 503 backend unreachable |
+//! | `GET /cart-api/cart/{user_id}` | 200 `{user_id, items: [{product_id, name, price, quantity}], total}` | 422 bad user id |
+//! | `PUT /cart-api/cart/{user_id}/update` `{product_id, quantity}` | 200 the cart (0 removes the line) | 404 not in the cart, 409, 422, 503 |
+//! | `POST /cart-api/cart/{user_id}/checkout` | 201 the order | 400 empty cart, 409 `stock_changed`, 502 bad answer / 503 no answer from the order service or the backend |
+//!
+//! A user id is 1 to 64 characters of ASCII letters, digits, `-`, `_` and `.` (422 otherwise);
+//! a line holds 1 to [`MAX_LINE_QUANTITY`] units.
+//!
+//! # Checkout
+//!
+//! The cart's lines are reserved at the backend (`POST /api/stock/reserve`, all or nothing,
+//! with a short-lived service token minted with the shared `JWT_SECRET`); then the order is
+//! created at the order service. When the order service does not answer (503) or answers
+//! anything but 201 with an order (502), the reservation is released
+//! (`POST /api/stock/release`) and the cart is kept. Only once the order exists is the cart
+//! emptied. Calls of one user are serialised in this process, so a line added while a checkout
+//! runs is neither lost nor ordered by accident. A call that times out after the order service
+//! received it is treated as unanswered: the reservation is released although the order may
+//! exist (the order service has no idempotency key to ask about it).
+//!
+//! # Abandonment
+//!
+//! A cart is *abandoned* when it holds lines and nothing happened to it for
+//! [`Config::abandon_after`] (`CART_ABANDON_AFTER_SECONDS`, default 1800). What counts as
+//! something happening: a line added, changed or removed, or a checkout attempted; viewing the
+//! cart does not. Each idle period is counted once in `cart_abandonment_total{stage}`, with
+//! `stage="checkout"` when the last thing that happened was a failed checkout attempt, and
+//! `stage="browsing"` otherwise. A successful checkout empties the cart, which then cannot be
+//! abandoned. A background sweeper (every quarter of `abandon_after`, at least every 100 ms)
+//! claims the idle carts in the store, which marks them counted in the same transaction; the
+//! activity (last time, checkout attempted, counted) lives in the store, so a restart neither
+//! forgets idle carts nor counts them twice.
+//!
+//! # Metrics
+//!
+//! Besides obskit's RED and function metrics: `cart_items_added_total{category}` (units added,
+//! by the product's category), `cart_checkout_total` (successful checkouts; the seed's
+//! `user_id` label is dropped, one series per user would be unbounded),
+//! `cart_abandonment_total{stage}`, and `cart_total_value`, a histogram of the order totals of
+//! successful checkouts (buckets 10, 50, 100, 200, 500, 1000).
 #![warn(missing_docs)]
+
+mod handlers;
+mod locks;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use obskit::health::CheckOutcome;
+use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
+use shop_common::auth::JwtKeys;
+use shop_common::client::{BACKEND_URL_ENV, ORDER_URL_ENV};
+use shop_common::router::Router;
+use shop_common::store::{QueryMetrics, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Environment variable with the port to listen on.
 pub const PORT_ENV: &str = "CART_PORT";
 /// Port when `CART_PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8001;
+/// The service name in metrics, spans and health reports (and the subject of its service
+/// tokens).
+pub const SERVICE_NAME: &str = "cart-service";
+/// Environment variable with the idle time, in whole seconds, after which a cart with lines
+/// counts as abandoned.
+pub const ABANDON_AFTER_ENV: &str = "CART_ABANDON_AFTER_SECONDS";
+/// [`Config::abandon_after`] when `CART_ABANDON_AFTER_SECONDS` is unset.
+pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(1800);
+/// Most units one cart line may hold (more is refused with 422, whatever the stock).
+pub const MAX_LINE_QUANTITY: i64 = 10_000;
+
+/// Default port of the backend, for `BACKEND_URL`'s default.
+const BACKEND_DEFAULT_PORT: u16 = 8000;
+/// Default port of the order service, for `ORDER_URL`'s default.
+const ORDER_DEFAULT_PORT: u16 = 8002;
+/// How long the service tokens the cart mints for the backend live: long enough for one
+/// checkout, short enough that a leaked one is soon useless.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the service runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory of the database file (`cart.db`).
+    pub data_dir: PathBuf,
+    /// Keys that mint the cart's service tokens for the backend's stock calls (the shared
+    /// secret; their lifetime is the tokens' lifetime).
+    pub jwt: JwtKeys,
+    /// Cap on request bodies; larger ones get 413.
+    pub body_limit: usize,
+    /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
+    /// registry serves one run of the service per process: the binary uses the global one,
+    /// tests that start the service twice give each run a fresh [`Registry::new`].
+    pub registry: Registry,
+    /// Base URL of the backend (`BACKEND_URL`, default `http://127.0.0.1:8000`).
+    pub backend_url: String,
+    /// Base URL of the order service (`ORDER_URL`, default `http://127.0.0.1:8002`).
+    pub order_url: String,
+    /// Idle time after which a cart with lines counts as abandoned.
+    pub abandon_after: Duration,
+}
+
+impl Config {
+    /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`),
+    /// `JWT_SECRET` (random per start, with a warning, when unset), `BACKEND_URL`,
+    /// `ORDER_URL`, `CART_ABANDON_AFTER_SECONDS` (default 1800), on the global registry.
+    pub fn from_env() -> Config {
+        let raw = std::env::var(ABANDON_AFTER_ENV).ok();
+        Config {
+            data_dir: shop_common::data_dir_from_env(),
+            jwt: JwtKeys::from_env(SERVICE_TOKEN_TTL),
+            body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
+            registry: Registry::global().clone(),
+            backend_url: shop_common::client::base_url_from_env(BACKEND_URL_ENV, BACKEND_DEFAULT_PORT),
+            order_url: shop_common::client::base_url_from_env(ORDER_URL_ENV, ORDER_DEFAULT_PORT),
+            abandon_after: Config::abandon_after_from(raw.as_deref()),
+        }
+    }
+
+    /// Parses `CART_ABANDON_AFTER_SECONDS`: a whole number of seconds from 1; unset or blank
+    /// gives [`DEFAULT_ABANDON_AFTER`], anything else the default with a warning.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(cart::Config::abandon_after_from(Some("60")), Duration::from_secs(60));
+    /// assert_eq!(cart::Config::abandon_after_from(None), cart::DEFAULT_ABANDON_AFTER);
+    /// assert_eq!(cart::Config::abandon_after_from(Some("0")), cart::DEFAULT_ABANDON_AFTER);
+    /// ```
+    pub fn abandon_after_from(raw: Option<&str>) -> Duration {
+        let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+            return DEFAULT_ABANDON_AFTER;
+        };
+        match raw.parse::<u64>() {
+            Ok(seconds) if seconds >= 1 => Duration::from_secs(seconds),
+            _ => {
+                eprintln!(
+                    "WARNING: {ABANDON_AFTER_ENV}={raw:?} is not a whole number of seconds from 1; \
+                     using {}",
+                    DEFAULT_ABANDON_AFTER.as_secs()
+                );
+                DEFAULT_ABANDON_AFTER
+            }
+        }
+    }
+}
+
+/// The address to listen on: `$SHOP_LISTEN_HOST:$CART_PORT`, default `127.0.0.1:8001`.
+pub fn listen_addr_from_env() -> Result<SocketAddr, BoxError> {
+    Ok(shop_common::listen_addr_from_env(PORT_ENV, DEFAULT_PORT)?)
+}
+
+/// Stages of `cart_abandonment_total`.
+pub(crate) const STAGE_BROWSING: &str = "browsing";
+/// See [`STAGE_BROWSING`].
+pub(crate) const STAGE_CHECKOUT: &str = "checkout";
+
+/// Buckets of `cart_total_value` (the seed's).
+const TOTAL_VALUE_BUCKETS: &[f64] = &[10.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// The cart's business metrics. No label carries an identifier.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    /// `cart_items_added_total{category}`: units added to carts.
+    pub items_added: CounterVec,
+    /// `cart_checkout_total`: successful checkouts.
+    pub checkouts: Counter,
+    /// `cart_abandonment_total{stage}`: carts counted as abandoned.
+    pub abandonment: CounterVec,
+    /// `cart_total_value`: order totals of successful checkouts.
+    pub total_value: Histogram,
+}
+
+impl Metrics {
+    fn declare(registry: &Registry) -> Result<Metrics, obskit::metrics::Error> {
+        let metrics = Metrics {
+            items_added: registry.counter_vec(
+                "cart_items_added_total",
+                "Units added to carts, by product category",
+                &["category"],
+            )?,
+            checkouts: registry.counter("cart_checkout_total", "Successful checkouts")?,
+            abandonment: registry.counter_vec(
+                "cart_abandonment_total",
+                "Carts with items left idle past the abandonment time, by the stage they were left in",
+                &["stage"],
+            )?,
+            total_value: registry.histogram(
+                "cart_total_value",
+                "Order total of successful checkouts",
+                TOTAL_VALUE_BUCKETS,
+            )?,
+        };
+        // Both stages exist from the start, so that rate() sees a 0 before the first count.
+        for stage in [STAGE_BROWSING, STAGE_CHECKOUT] {
+            metrics.abandonment.with(&[stage]);
+        }
+        Ok(metrics)
+    }
+}
+
+/// What every handler gets.
+pub(crate) struct App {
+    pub store: Store,
+    pub jwt: JwtKeys,
+    pub metrics: Metrics,
+    pub body_limit: usize,
+    pub client: reqwest::Client,
+    pub backend_url: String,
+    pub order_url: String,
+    pub locks: locks::UserLocks,
+}
+
+fn router() -> Router<Arc<App>> {
+    use handlers::*;
+    Router::new()
+        .route(Method::GET, "/cart-api/cart/{user_id}", get_cart)
+        .route(Method::POST, "/cart-api/cart/{user_id}/add", add_item)
+        .route(Method::PUT, "/cart-api/cart/{user_id}/update", update_item)
+        .route(Method::POST, "/cart-api/cart/{user_id}/checkout", checkout)
+}
+
+/// Opens the store, starts the abandonment sweeper and serves the cart service on `listener`
+/// until `shutdown` resolves; the sweeper stops with it.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    let query_metrics = QueryMetrics::declare(&config.registry)?;
+    let store = Store::open_configured(&config.data_dir, "cart", query_metrics).await?;
+    let metrics = Metrics::declare(&config.registry)?;
+    let client = shop_common::client::service_client();
+    let router = router();
+    let obskit = obskit::Obskit::builder()
+        .service(SERVICE_NAME)
+        .version(env!("CARGO_PKG_VERSION"))
+        .registry(config.registry.clone())
+        .routes(router.templates())
+        .config_entry("store", format!("{store:?}"))
+        .config_entry("http.body_limit", config.body_limit)
+        .config_entry("backend_url", &config.backend_url)
+        .config_entry("order_url", &config.order_url)
+        .config_entry("abandon_after_seconds", config.abandon_after.as_secs_f64())
+        .build()?;
+    let health_store = store.clone();
+    obskit.health().register("database", move || {
+        let store = health_store.clone();
+        async move {
+            match store.ping().await {
+                Ok(()) => CheckOutcome::healthy(),
+                Err(e) => CheckOutcome::unhealthy(e.to_string()),
+            }
+        }
+    });
+    shop_common::client::register_dependency_check(
+        obskit.health(),
+        "backend",
+        &config.backend_url,
+        client.clone(),
+    );
+    shop_common::client::register_dependency_check(
+        obskit.health(),
+        "order",
+        &config.order_url,
+        client.clone(),
+    );
+
+    let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep_abandoned(
+        store.clone(),
+        metrics.clone(),
+        config.abandon_after,
+        sweeper_stopped,
+    ));
+    let app = Arc::new(App {
+        store,
+        jwt: config.jwt,
+        metrics,
+        body_limit: config.body_limit,
+        client,
+        backend_url: config.backend_url,
+        order_url: config.order_url,
+        locks: locks::UserLocks::new(),
+    });
+    let served = obskit
+        .serve_with_shutdown(listener, router.into_service(app), shutdown)
+        .await;
+    let _ = stop_sweeper.send(true);
+    let _ = sweeper.await;
+    served?;
+    Ok(())
+}
+
+/// Most carts claimed per store call; a sweep repeats until fewer come back.
+const SWEEP_BATCH: u32 = 500;
+
+/// How often the sweeper looks for abandoned carts: a quarter of `abandon_after` (so a cart is
+/// counted at most a quarter late), at least 100 ms apart.
+fn sweep_period(abandon_after: Duration) -> Duration {
+    (abandon_after / 4).max(Duration::from_millis(100))
+}
+
+/// Counts abandoned carts until `stop` changes (or its sender is gone).
+async fn sweep_abandoned(
+    store: Store,
+    metrics: Metrics,
+    abandon_after: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(sweep_period(abandon_after));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One log line per run of failures, not one per tick.
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let cutoff = shop_common::store::now_seconds() - abandon_after.as_secs_f64();
+        loop {
+            match store.claim_abandoned_carts(cutoff, SWEEP_BATCH).await {
+                Ok(claimed) => {
+                    failing = false;
+                    for cart in &claimed {
+                        let stage = if cart.checkout_attempted {
+                            STAGE_CHECKOUT
+                        } else {
+                            STAGE_BROWSING
+                        };
+                        metrics.abandonment.with(&[stage]).inc();
+                    }
+                    if claimed.len() < SWEEP_BATCH as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        eprintln!("{SERVICE_NAME}: abandoned carts not counted: {e}");
+                    }
+                    failing = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_period_is_a_quarter_of_the_idle_time_and_at_least_100_ms() {
+        assert_eq!(sweep_period(Duration::from_secs(1800)), Duration::from_secs(450));
+        assert_eq!(
+            sweep_period(Duration::from_millis(200)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn abandon_after_is_whole_seconds_from_one() {
+        assert_eq!(Config::abandon_after_from(Some(" 90 ")), Duration::from_secs(90));
+        for raw in ["", "0", "-5", "1.5", "soon"] {
+            let expected = DEFAULT_ABANDON_AFTER;
+            assert_eq!(Config::abandon_after_from(Some(raw)), expected, "{raw:?}");
+        }
+    }
+}

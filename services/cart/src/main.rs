@@ -1,5 +1,16 @@
-//! The cart service binary.
+//! The cart service binary: `CART_PORT` (default 8001), `SHOP_DATA_DIR` (default `./data`),
+//! `JWT_SECRET` (shared with the other services), `BACKEND_URL`, `ORDER_URL`,
+//! `CART_ABANDON_AFTER_SECONDS` (default 1800).
 
-fn main() {
-    eprintln!("cart: listening port would be {} (from {})", cart::DEFAULT_PORT, cart::PORT_ENV);
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let addr = cart::listen_addr_from_env()?;
+    let config = cart::Config::from_env();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "{}: listening on http://{}",
+        cart::SERVICE_NAME,
+        listener.local_addr()?
+    );
+    cart::run(config, listener, obskit::shutdown_signal()).await
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
-use super::{CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError, User};
+use super::{
+    CartActivity, CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError, User,
+};
 
 /// Reader connections: WAL lets them read while the writer writes. Two cores are the target
 /// machine; more readers than that would only queue on the CPU.
@@ -45,6 +47,13 @@ CREATE TABLE IF NOT EXISTS cart_items (
     quantity INTEGER NOT NULL CHECK (quantity > 0),
     PRIMARY KEY (user_id, product_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cart_activity (
+    user_id TEXT PRIMARY KEY,
+    last_activity REAL NOT NULL,
+    checkout_attempted INTEGER NOT NULL,
+    abandoned INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cart_activity_idle ON cart_activity (abandoned, last_activity);
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -412,6 +421,64 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) fn touch_cart(&self, user_id: &str, at: f64, checkout_attempted: bool) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "INSERT INTO cart_activity (user_id, last_activity, checkout_attempted, abandoned) VALUES (?1, ?2, ?3, 0)
+                 ON CONFLICT (user_id) DO UPDATE SET last_activity = ?2, checkout_attempted = ?3, abandoned = 0",
+                params![user_id, at, checkout_attempted],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub(super) fn cart_activity(&self, user_id: &str) -> Result<Option<CartActivity>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT user_id, last_activity, checkout_attempted, abandoned FROM cart_activity WHERE user_id = ?1",
+            )
+            .map_err(backend)?;
+        stmt.query_row([user_id], activity_from_row)
+            .optional()
+            .map_err(backend)
+    }
+
+    pub(super) fn forget_cart_activity(&self, user_id: &str) -> Result<(), StoreError> {
+        self.writer()
+            .execute("DELETE FROM cart_activity WHERE user_id = ?1", [user_id])
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub(super) fn claim_abandoned_carts(&self, cutoff: f64, limit: u32) -> Result<Vec<CartActivity>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        let claimed = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT user_id, last_activity, checkout_attempted, abandoned FROM cart_activity a
+                     WHERE abandoned = 0 AND last_activity < ?1
+                       AND EXISTS (SELECT 1 FROM cart_items c WHERE c.user_id = a.user_id)
+                     ORDER BY last_activity LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![cutoff, limit], activity_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)?
+        };
+        for activity in &claimed {
+            tx.execute(
+                "UPDATE cart_activity SET abandoned = 1 WHERE user_id = ?1",
+                [&activity.user_id],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(claimed)
+    }
+
     pub(super) fn create_order(&self, order: Order) -> Result<Order, StoreError> {
         let items = serde_json::to_string(&order.items).map_err(|e| StoreError::Backend(e.to_string()))?;
         let mut conn = self.writer();
@@ -500,6 +567,15 @@ fn insert_product(conn: &Connection, id: &str, p: &NewProduct) -> Result<(), Sto
     )
     .map_err(insert_error)?;
     Ok(())
+}
+
+fn activity_from_row(row: &Row<'_>) -> rusqlite::Result<CartActivity> {
+    Ok(CartActivity {
+        user_id: row.get(0)?,
+        last_activity: row.get(1)?,
+        checkout_attempted: row.get(2)?,
+        abandoned: row.get(3)?,
+    })
 }
 
 fn product_in(conn: &Connection, id: &str) -> Result<Product, StoreError> {

@@ -1,0 +1,766 @@
+//! Contract tests of the cart service (`shop-api.md`, cart section) with the real backend and
+//! the real order service running in-process on 127.0.0.1:0, each with a temporary data
+//! directory and a fresh registry; every call and failure is checked through real HTTP.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use obskit::metrics::Registry;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use shop_common::auth::{JwtKeys, ROLE_ADMIN};
+use shop_common::store::{now_seconds, CartItem, QueryMetrics, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const SECRET: &[u8] = b"cart-contract-secret";
+
+type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn keys() -> JwtKeys {
+    JwtKeys::new(SECRET, Duration::from_secs(600))
+}
+
+fn admin_token() -> String {
+    keys().mint("admin-1", "root", ROLE_ADMIN).unwrap()
+}
+
+/// A temporary data directory, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(tag: &str) -> DataDir {
+        let unique = shop_common::store::new_id();
+        let dir = std::env::temp_dir().join(format!("cart-contract-{tag}-{unique}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        DataDir(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A service running in this process.
+struct Service {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<RunResult>,
+}
+
+impl Service {
+    /// Spawns `run(listener, shutdown)` on a fresh port and waits for its liveness probe.
+    async fn start<F, Fut>(run: F) -> Service
+    where
+        F: FnOnce(TcpListener, Box<dyn Future<Output = ()> + Send + Unpin>) -> Fut,
+        Fut: Future<Output = RunResult> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::new(Box::pin(async move {
+            let _ = stopped.await;
+        }));
+        let task = tokio::spawn(run(listener, shutdown));
+        let client = Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = client.get(format!("{base}/health/live")).send().await {
+                if r.status().is_success() {
+                    return Service {
+                        base,
+                        stop: Some(stop),
+                        task,
+                    };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{base} did not come up");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the service stops within 20 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn start_backend(dir: &Path) -> Service {
+    let config = backend::Config {
+        data_dir: dir.to_path_buf(),
+        jwt: keys(),
+        body_limit: 64 * 1024,
+        registry: Registry::new(),
+    };
+    Service::start(|listener, shutdown| backend::run(config, listener, shutdown)).await
+}
+
+async fn start_order(dir: &Path) -> Service {
+    let config = order::Config {
+        data_dir: dir.to_path_buf(),
+        jwt: keys(),
+        body_limit: 64 * 1024,
+        registry: Registry::new(),
+        // Orders stay CREATED: the lifecycle is the order service's business, not this test's.
+        lifecycle_step: None,
+    };
+    Service::start(|listener, shutdown| order::run(config, listener, shutdown)).await
+}
+
+async fn start_cart(dir: &Path, backend_url: &str, order_url: &str, abandon_after: Duration) -> Service {
+    let config = cart::Config {
+        data_dir: dir.to_path_buf(),
+        jwt: keys(),
+        body_limit: 64 * 1024,
+        registry: Registry::new(),
+        backend_url: backend_url.to_string(),
+        order_url: order_url.to_string(),
+        abandon_after,
+    };
+    Service::start(|listener, shutdown| cart::run(config, listener, shutdown)).await
+}
+
+/// The three services on one data directory (one database file each). A test may stop one
+/// and take it out (`shop.order.take()`), or swap in another cart.
+struct Shop {
+    backend: Option<Service>,
+    order: Option<Service>,
+    cart: Option<Service>,
+    client: Client,
+}
+
+impl Shop {
+    async fn start(dir: &Path) -> Shop {
+        Shop::start_with(dir, Duration::from_secs(1800)).await
+    }
+
+    async fn start_with(dir: &Path, abandon_after: Duration) -> Shop {
+        let backend = start_backend(dir).await;
+        let order = start_order(dir).await;
+        let cart = start_cart(dir, &backend.base, &order.base, abandon_after).await;
+        let client = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Shop {
+            backend: Some(backend),
+            order: Some(order),
+            cart: Some(cart),
+            client,
+        }
+    }
+
+    fn backend(&self) -> &Service {
+        self.backend.as_ref().expect("the backend runs")
+    }
+
+    fn order(&self) -> &Service {
+        self.order.as_ref().expect("the order service runs")
+    }
+
+    fn cart(&self) -> &Service {
+        self.cart.as_ref().expect("the cart runs")
+    }
+
+    async fn stop(mut self) {
+        for service in [self.cart.take(), self.order.take(), self.backend.take()]
+            .into_iter()
+            .flatten()
+        {
+            service.stop().await;
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: String,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    async fn cart_call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, self.cart().url(path), None, body).await
+    }
+
+    async fn add(&self, user: &str, product: &str, quantity: i64) -> (StatusCode, Value) {
+        let body = json!({"product_id": product, "quantity": quantity});
+        self.cart_call(Method::POST, &format!("/cart-api/cart/{user}/add"), Some(body))
+            .await
+    }
+
+    async fn update(&self, user: &str, product: &str, quantity: i64) -> (StatusCode, Value) {
+        let body = json!({"product_id": product, "quantity": quantity});
+        self.cart_call(Method::PUT, &format!("/cart-api/cart/{user}/update"), Some(body))
+            .await
+    }
+
+    async fn cart_of(&self, user: &str) -> Value {
+        let (status, cart) = self
+            .cart_call(Method::GET, &format!("/cart-api/cart/{user}"), None)
+            .await;
+        assert_eq!(status, 200, "{cart}");
+        cart
+    }
+
+    async fn checkout(&self, user: &str) -> (StatusCode, Value) {
+        self.cart_call(Method::POST, &format!("/cart-api/cart/{user}/checkout"), None)
+            .await
+    }
+
+    /// Creates a product of category `Gadgets` with `stock` units; its id.
+    async fn product(&self, name: &str, price: f64, stock: i64) -> String {
+        let body = json!({"name": name, "price": price, "category": "Gadgets", "stock": stock});
+        let (status, created) = self
+            .call(
+                Method::POST,
+                self.backend().url("/api/products"),
+                Some(&admin_token()),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_string()
+    }
+
+    async fn stock(&self, id: &str) -> i64 {
+        let (status, product) = self
+            .call(
+                Method::GET,
+                self.backend().url(&format!("/api/products/{id}")),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{product}");
+        product["stock"].as_i64().unwrap()
+    }
+
+    async fn set_stock(&self, id: &str, stock: i64) {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                self.backend().url(&format!("/api/products/{id}")),
+                Some(&admin_token()),
+                Some(json!({ "stock": stock })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn metrics(&self) -> String {
+        metrics_of(&self.client, self.cart()).await
+    }
+}
+
+async fn metrics_of(client: &Client, service: &Service) -> String {
+    client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
+    };
+    (status, value)
+}
+
+/// Asserts the contract's error shape and status.
+#[track_caller]
+fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
+    assert_eq!(got.1["error"], code, "{:?}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{:?}",
+        got.1
+    );
+}
+
+/// The value of the series written exactly as `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// The quantities of a cart, by product id.
+fn quantities(cart: &Value) -> Vec<(String, i64)> {
+    cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["product_id"].as_str().unwrap().to_string(),
+                i["quantity"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A second handle on the cart's database, as another process would open it.
+async fn cart_store(dir: &Path) -> Store {
+    Store::open_sqlite(
+        &dir.join("cart.db"),
+        QueryMetrics::declare(&Registry::new()).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn cart_calls_and_their_failures() {
+    let dir = DataDir::new("calls");
+    let shop = Shop::start(&dir.0).await;
+    let widget = shop.product("Widget", 2.5, 5).await;
+    let gizmo = shop.product("Gizmo", 10.0, 100).await;
+
+    // An empty cart is a cart.
+    let cart = shop.cart_of("ann").await;
+    assert_eq!(cart, json!({"user_id": "ann", "items": [], "total": 0.0}));
+
+    // Add: 200 with the cart, name and price from the backend; adding again adds up.
+    let (status, cart) = shop.add("ann", &widget, 2).await;
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(
+        cart,
+        json!({"user_id": "ann", "items": [
+            {"product_id": widget, "name": "Widget", "price": 2.5, "quantity": 2}
+        ], "total": 5.0})
+    );
+    let (status, cart) = shop.add("ann", &widget, 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(quantities(&cart), [(widget.clone(), 3)]);
+    let (status, cart) = shop.add("ann", &gizmo, 4).await;
+    assert_eq!(status, 200);
+    assert_eq!(cart["total"], 47.5);
+    assert_eq!(shop.cart_of("ann").await, cart);
+
+    // 409 when the line would exceed the stock (3 in the cart + 3 > 5); nothing changes.
+    assert_error(shop.add("ann", &widget, 3).await, 409, "insufficient_stock");
+    // 404 for a product the backend does not know, whatever its id looks like.
+    for unknown in ["no-such-product", "../categories", "a/b?c#d", "..", "%2e%2e"] {
+        let got = shop.add("ann", unknown, 1).await;
+        assert_error(got, 404, "not_found");
+    }
+    assert_eq!(shop.cart_of("ann").await, cart);
+
+    // 422: quantities below 1 or absurd, missing or mistyped fields, empty ids.
+    let add_path = "/cart-api/cart/ann/add";
+    for body in [
+        json!({"product_id": widget, "quantity": 0}),
+        json!({"product_id": widget, "quantity": -1}),
+        json!({"product_id": widget, "quantity": 10_001}),
+        json!({"product_id": widget, "quantity": 1e12}),
+        json!({"product_id": widget, "quantity": "two"}),
+        json!({"product_id": widget, "quantity": 1.5}),
+        json!({"product_id": widget}),
+        json!({"quantity": 1}),
+        json!({"product_id": "", "quantity": 1}),
+        json!({"product_id": "x".repeat(200), "quantity": 1}),
+        json!([1]),
+    ] {
+        let got = shop.cart_call(Method::POST, add_path, Some(body.clone())).await;
+        assert_eq!(got.0, 422, "{body} -> {:?}", got.1);
+        assert_error(got, 422, "invalid_field");
+    }
+    // 400 for bodies that are not JSON, 413 past the cap.
+    for (body, status, code) in [
+        (b"{\"product_id\": ".to_vec(), 400, "malformed_json"),
+        (b"not json".to_vec(), 400, "malformed_json"),
+        (vec![b' '; 100 * 1024], 413, "payload_too_large"),
+    ] {
+        let response = shop
+            .client
+            .post(shop.cart().url(add_path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(read(response).await, status, code);
+    }
+
+    // Update: sets the quantity; 409 past the stock, 404 for a line not in the cart, 422.
+    let (status, cart) = shop.update("ann", &widget, 5).await;
+    assert_eq!(status, 200, "{cart}");
+    let mut expected = vec![(widget.clone(), 5), (gizmo.clone(), 4)];
+    expected.sort();
+    assert_eq!(quantities(&cart), expected, "lines are sorted by product id");
+    assert_error(shop.update("ann", &widget, 6).await, 409, "insufficient_stock");
+    assert_error(shop.update("bob", &widget, 1).await, 404, "not_found");
+    assert_error(shop.update("ann", "no-such-product", 1).await, 404, "not_found");
+    for quantity in [-1, 10_001] {
+        assert_error(shop.update("ann", &widget, quantity).await, 422, "invalid_field");
+    }
+    // 0 removes the line.
+    let (status, cart) = shop.update("ann", &widget, 0).await;
+    assert_eq!(status, 200);
+    assert_eq!(quantities(&cart), [(gizmo.clone(), 4)]);
+    assert_eq!(cart["total"], 40.0);
+
+    // Checkout of an empty cart: 400.
+    assert_error(shop.checkout("bob").await, 400, "empty_cart");
+
+    // A user id outside the bounds: 422 on every call.
+    for user in ["a%20b", "semi;colon", &"u".repeat(65), "%C3%A9"] {
+        for (method, suffix, body) in [
+            (Method::GET, "", None),
+            (
+                Method::POST,
+                "/add",
+                Some(json!({"product_id": gizmo, "quantity": 1})),
+            ),
+            (
+                Method::PUT,
+                "/update",
+                Some(json!({"product_id": gizmo, "quantity": 1})),
+            ),
+            (Method::POST, "/checkout", None),
+        ] {
+            let path = format!("/cart-api/cart/{user}{suffix}");
+            let got = shop.cart_call(method, &path, body).await;
+            assert_eq!(got.0, 422, "{path} -> {:?}", got.1);
+            assert_error(got, 422, "invalid_field");
+        }
+    }
+    assert_eq!(shop.cart_of("A-z_0.9").await["items"], json!([]));
+
+    // Business metrics: units added by category; no identifier is a label.
+    let text = shop.metrics().await;
+    assert_eq!(
+        sample(&text, r#"cart_items_added_total{category="Gadgets"}"#),
+        Some(7.0),
+        "2 + 1 widgets and 4 gizmos:\n{text}"
+    );
+    assert!(
+        !text.contains(&widget) && !text.contains("ann"),
+        "identifiers never become labels"
+    );
+    for function in ["get_cart", "add_item", "update_item"] {
+        let series =
+            format!(r#"function_calls_total{{function="{function}",module="cart::handlers",result="ok"}}"#);
+        assert!(
+            sample(&text, &series).is_some_and(|v| v >= 1.0),
+            "{series} missing"
+        );
+    }
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn checkout_creates_the_order_empties_the_cart_and_takes_the_stock() {
+    let dir = DataDir::new("checkout");
+    let shop = Shop::start(&dir.0).await;
+    let widget = shop.product("Widget", 2.5, 5).await;
+    let gizmo = shop.product("Gizmo", 100.0, 10).await;
+    assert_eq!(shop.add("ann", &widget, 2).await.0, 200);
+    assert_eq!(shop.add("ann", &gizmo, 3).await.0, 200);
+
+    let (status, order) = shop.checkout("ann").await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["user_id"], "ann");
+    assert_eq!(order["status"], "CREATED");
+    assert_eq!(order["total"], 305.0);
+    let mut items: Vec<Value> = order["items"].as_array().unwrap().clone();
+    items.sort_by_key(|i| i["name"].as_str().unwrap().to_string());
+    assert_eq!(
+        items,
+        [
+            json!({"product_id": gizmo, "name": "Gizmo", "price": 100.0, "quantity": 3}),
+            json!({"product_id": widget, "name": "Widget", "price": 2.5, "quantity": 2}),
+        ]
+    );
+    // The order exists at the order service.
+    let id = order["id"].as_str().unwrap();
+    let (status, stored) = shop
+        .call(
+            Method::GET,
+            shop.order().url(&format!("/order-api/orders/{id}")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((status.as_u16(), &stored["id"]), (200, &order["id"]), "{stored}");
+    // The cart is empty, its activity forgotten, the stock taken.
+    assert_eq!(shop.cart_of("ann").await["items"], json!([]));
+    assert_eq!(cart_store(&dir.0).await.cart_activity("ann").await.unwrap(), None);
+    assert_eq!((shop.stock(&widget).await, shop.stock(&gizmo).await), (3, 7));
+    // A second checkout finds the cart empty.
+    assert_error(shop.checkout("ann").await, 400, "empty_cart");
+
+    // 409 when the stock changed since the cart was filled: the cart is kept, nothing taken.
+    assert_eq!(shop.add("bob", &widget, 3).await.0, 200);
+    assert_eq!(shop.add("bob", &gizmo, 1).await.0, 200);
+    shop.set_stock(&widget, 2).await;
+    assert_error(shop.checkout("bob").await, 409, "stock_changed");
+    let bob = shop.cart_of("bob").await;
+    assert_eq!(quantities(&bob).len(), 2);
+    assert_eq!((shop.stock(&widget).await, shop.stock(&gizmo).await), (2, 7));
+    // A product deleted since: 409 as well.
+    let gone = shop.product("Gone", 1.0, 5).await;
+    assert_eq!(shop.add("cid", &gone, 1).await.0, 200);
+    let (status, _) = shop
+        .call(
+            Method::DELETE,
+            shop.backend().url(&format!("/api/products/{gone}")),
+            Some(&admin_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_error(shop.checkout("cid").await, 409, "stock_changed");
+    assert_eq!(quantities(&shop.cart_of("cid").await), [(gone.clone(), 1)]);
+    // Removing the line of a deleted product needs no backend.
+    assert_eq!(shop.update("cid", &gone, 0).await.0, 200);
+
+    // Business metrics: one checkout of 305.
+    let text = shop.metrics().await;
+    for (series, value) in [
+        ("cart_checkout_total", 1.0),
+        ("cart_total_value_count", 1.0),
+        ("cart_total_value_sum", 305.0),
+        (r#"cart_total_value_bucket{le="200"}"#, 0.0),
+        (r#"cart_total_value_bucket{le="500"}"#, 1.0),
+        (r#"cart_abandonment_total{stage="browsing"}"#, 0.0),
+        (r#"cart_abandonment_total{stage="checkout"}"#, 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    let series = r#"function_calls_total{function="checkout",module="cart::handlers",result="ok"}"#;
+    // Function metrics are process-wide: other tests' checkouts count there too.
+    assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{series}");
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn failures_of_the_other_services_keep_the_cart_and_the_stock() {
+    let dir = DataDir::new("down");
+    let shop = Shop::start(&dir.0).await;
+    let widget = shop.product("Widget", 2.5, 5).await;
+    assert_eq!(shop.add("ann", &widget, 2).await.0, 200);
+    let before = shop.cart_of("ann").await;
+
+    // An order service answering something else than an order (here the backend, which has no
+    // such route): 502, the reservation given back.
+    let backend_url = shop.backend().base.clone();
+    let confused = start_cart(&dir.0, &backend_url, &backend_url, Duration::from_secs(1800)).await;
+    let response = shop
+        .client
+        .post(confused.url("/cart-api/cart/ann/checkout"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(read(response).await, 502, "bad_gateway");
+    confused.stop().await;
+    assert_eq!(shop.cart_of("ann").await, before);
+    assert_eq!(shop.stock(&widget).await, 5);
+
+    // The order service stopped: 503, the cart kept, the stock given back.
+    let mut shop = shop;
+    shop.order.take().unwrap().stop().await;
+    assert_error(shop.checkout("ann").await, 503, "order_service_unavailable");
+    assert_eq!(shop.cart_of("ann").await, before);
+    assert_eq!(shop.stock(&widget).await, 5);
+    // The dependency shows in the health report, which degrades rather than fails.
+    let (status, health) = shop
+        .call(Method::GET, shop.cart().url("/health"), None, None)
+        .await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+
+    // The backend stopped too: adds, updates and checkouts answer 503; the cart is still there.
+    shop.backend.take().unwrap().stop().await;
+    assert_error(shop.add("ann", &widget, 1).await, 503, "backend_unavailable");
+    assert_error(shop.update("ann", &widget, 1).await, 503, "backend_unavailable");
+    assert_error(shop.checkout("ann").await, 503, "backend_unavailable");
+    assert_eq!(shop.cart_of("ann").await, before);
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_checkouts_compete_for_the_last_ten_units() {
+    let dir = DataDir::new("race");
+    let shop = Shop::start(&dir.0).await;
+    let scarce = shop.product("Scarce", 7.0, 10).await;
+    let users: Vec<String> = (0..50).map(|i| format!("racer-{i}")).collect();
+    for user in &users {
+        assert_eq!(
+            shop.add(user, &scarce, 1).await.0,
+            200,
+            "one unit fits for everyone"
+        );
+    }
+
+    let shop = std::sync::Arc::new(shop);
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let shop = shop.clone();
+            let user = user.clone();
+            tokio::spawn(async move {
+                let got = shop.checkout(&user).await;
+                (user, got)
+            })
+        })
+        .collect();
+    let (mut winners, mut losers) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (user, (status, body)) = task.await.unwrap();
+        match status.as_u16() {
+            201 => winners.push(user),
+            409 => {
+                assert_eq!(body["error"], "stock_changed", "{body}");
+                losers.push(user)
+            }
+            other => panic!("{user}: unexpected {other} {body}"),
+        }
+    }
+    assert_eq!((winners.len(), losers.len()), (10, 40));
+    assert_eq!(shop.stock(&scarce).await, 0);
+    for user in &winners {
+        assert_eq!(shop.cart_of(user).await["items"], json!([]));
+        let (status, orders) = shop
+            .call(
+                Method::GET,
+                shop.order().url(&format!("/order-api/users/{user}/orders")),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), orders.as_array().map(Vec::len)),
+            (200, Some(1)),
+            "{orders}"
+        );
+    }
+    for user in &losers {
+        assert_eq!(quantities(&shop.cart_of(user).await), [(scarce.clone(), 1)]);
+        let (_, orders) = shop
+            .call(
+                Method::GET,
+                shop.order().url(&format!("/order-api/users/{user}/orders")),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(orders, json!([]));
+    }
+    let text = shop.metrics().await;
+    assert_eq!(sample(&text, "cart_checkout_total"), Some(10.0));
+    let shop = std::sync::Arc::into_inner(shop).expect("the tasks are done");
+    shop.stop().await;
+}
+
+/// Polls the cart's `/metrics` until `series` reaches `value` (the sweeper runs on its own
+/// clock); panics after a minute.
+async fn wait_for(client: &Client, cart: &Service, series: &str, value: f64) -> String {
+    for _ in 0..1200 {
+        let text = metrics_of(client, cart).await;
+        if sample(&text, series).is_some_and(|v| v >= value) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {value}");
+}
+
+#[tokio::test]
+async fn abandoned_carts_are_counted_once_by_stage_across_restarts() {
+    let dir = DataDir::new("abandon");
+    let line = |quantity| CartItem {
+        product_id: "p-seeded".into(),
+        name: "Seeded".into(),
+        price: 3.0,
+        quantity,
+    };
+    // Carts left by an earlier run, written as that run would have: idle for an hour, one at
+    // the checkout stage, and one already counted by that run.
+    {
+        let store = cart_store(&dir.0).await;
+        let hour_ago = now_seconds() - 3600.0;
+        store.set_cart_item("counted", line(1)).await.unwrap();
+        store.touch_cart("counted", hour_ago, false).await.unwrap();
+        assert_eq!(
+            store
+                .claim_abandoned_carts(now_seconds(), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        for (user, attempted) in [("browser", false), ("hesitant", true)] {
+            store.set_cart_item(user, line(2)).await.unwrap();
+            store.touch_cart(user, hour_ago, attempted).await.unwrap();
+        }
+    }
+
+    let abandon_after = Duration::from_secs(1);
+    let shop = Shop::start_with(&dir.0, abandon_after).await;
+    let browsing = r#"cart_abandonment_total{stage="browsing"}"#;
+    let checkout = r#"cart_abandonment_total{stage="checkout"}"#;
+    let text = wait_for(&shop.client, shop.cart(), checkout, 1.0).await;
+    assert_eq!(sample(&text, checkout), Some(1.0));
+
+    // A cart filled now, then left alone past `abandon_after`.
+    let widget = shop.product("Widget", 2.5, 50).await;
+    assert_eq!(shop.add("idler", &widget, 1).await.0, 200);
+    let text = wait_for(&shop.client, shop.cart(), browsing, 2.0).await;
+    // By now the sweeper ran many times: each idle cart was counted once, the one counted by
+    // the earlier run not at all.
+    assert_eq!(
+        (sample(&text, browsing), sample(&text, checkout)),
+        (Some(2.0), Some(1.0)),
+        "{text}"
+    );
+
+    // A restart keeps the carts and does not count them again.
+    let mut shop = shop;
+    shop.cart.take().unwrap().stop().await;
+    let cart = start_cart(&dir.0, &shop.backend().base, &shop.order().base, abandon_after).await;
+    shop.cart = Some(cart);
+    assert_eq!(
+        quantities(&shop.cart_of("browser").await),
+        [("p-seeded".to_string(), 2)]
+    );
+    assert_eq!(quantities(&shop.cart_of("idler").await), [(widget.clone(), 1)]);
+    // New activity starts a new idle period, counted once more; the old ones stay counted.
+    assert_eq!(shop.add("idler", &widget, 1).await.0, 200);
+    let text = wait_for(&shop.client, shop.cart(), browsing, 1.0).await;
+    assert_eq!(
+        (sample(&text, browsing), sample(&text, checkout)),
+        (Some(1.0), Some(0.0)),
+        "{text}"
+    );
+    shop.stop().await;
+}
