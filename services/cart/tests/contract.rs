@@ -757,6 +757,14 @@ async fn abandoned_carts_are_counted_once_by_stage_across_restarts() {
     // New activity starts a new idle period, counted once more; the old ones stay counted.
     assert_eq!(shop.add("idler", &widget, 1).await.0, 200);
     let text = wait_for(&shop.client, shop.cart(), browsing, 1.0).await;
+    // The one counted is the idler's new idle period, not an old cart counted again.
+    let idler = cart_store(&dir.0)
+        .await
+        .cart_activity("idler")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(idler.abandoned, "{idler:?}");
     assert_eq!(
         (sample(&text, browsing), sample(&text, checkout)),
         (Some(1.0), Some(0.0)),
