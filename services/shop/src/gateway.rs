@@ -69,9 +69,9 @@ impl Routes {
     /// The route whose prefix starts `path`; a path equal to the prefix without its slash
     /// (`/api`) matches too.
     pub fn find(&self, path: &str) -> Option<&Route> {
-        self.0.iter().find(|r| {
-            path.starts_with(&r.prefix) || path == r.prefix.trim_end_matches('/')
-        })
+        self.0
+            .iter()
+            .find(|r| path.starts_with(&r.prefix) || path == r.prefix.trim_end_matches('/'))
     }
 }
 
@@ -103,13 +103,13 @@ async fn forward(
             "no service serves this path (prefixes: /api/, /cart-api/, /order-api/, /user-api/)",
         );
     };
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let Ok(uri) = format!("http://{}{}", route.upstream, path_and_query).parse::<Uri>() else {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "the request target is not a valid URI");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request target is not a valid URI",
+        );
     };
     let original_host = request.headers().get(HOST).cloned();
     *request.uri_mut() = uri;

@@ -168,8 +168,7 @@ async fn wait_live(addr: SocketAddr, deadline: Instant) -> bool {
         return false;
     };
     while Instant::now() < deadline {
-        if let Ok(Ok(response)) =
-            tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await
         {
             if response.status().is_success() {
                 return true;
@@ -241,7 +240,11 @@ pub async fn run(plan: Plan) -> Result<(), BoxError> {
         // Dependencies first: a service's health checks find the ones it calls running.
         if !wait_live(plan.reach(*port), deadline).await {
             stop_children(&mut children).await;
-            return Err(format!("{} did not become live on port {port} within {START_TIMEOUT:?}", spec.name).into());
+            return Err(format!(
+                "{} did not become live on port {port} within {START_TIMEOUT:?}",
+                spec.name
+            )
+            .into());
         }
     }
     let routes = Routes::new(
@@ -259,7 +262,11 @@ pub async fn run(plan: Plan) -> Result<(), BoxError> {
     }));
 
     println!("shop: ready");
-    println!("  gateway   http://{}  ({})", plan.reach(plan.gateway_port), prefixes(&plan));
+    println!(
+        "  gateway   http://{}  ({})",
+        plan.reach(plan.gateway_port),
+        prefixes(&plan)
+    );
     for (spec, port) in &plan.services {
         let base = plan.reach(*port);
         println!(
@@ -290,4 +297,67 @@ fn prefixes(plan: &Plan) -> String {
         .map(|(spec, _)| spec.prefix)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(vars: &[(&str, &str)]) -> Result<Plan, BoxError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Plan::from_lookup(&move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    fn child_var(plan: &Plan, name: &str) -> Option<String> {
+        plan.child_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn defaults_are_the_contracts_ports_on_loopback() {
+        let plan = plan(&[]).unwrap();
+        let ports: Vec<u16> = plan.services.iter().map(|(_, p)| *p).collect();
+        assert_eq!(ports, [8000, 8002, 8001, 8003]);
+        assert_eq!(plan.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            child_var(&plan, "ORDER_URL").as_deref(),
+            Some("http://127.0.0.1:8002")
+        );
+        // One secret for all four, made once.
+        assert_eq!(child_var(&plan, "JWT_SECRET").map(|s| s.len()), Some(64));
+    }
+
+    #[test]
+    fn given_secret_and_urls_are_left_alone_and_wildcard_hosts_are_reached_on_loopback() {
+        let plan = plan(&[
+            ("JWT_SECRET", "from-the-operator"),
+            ("CART_URL", "http://cart.internal:8001"),
+            ("SHOP_LISTEN_HOST", "0.0.0.0"),
+        ])
+        .unwrap();
+        assert!(!plan.generated_secret);
+        assert_eq!(child_var(&plan, "JWT_SECRET"), None, "inherited, not replaced");
+        assert_eq!(
+            child_var(&plan, "CART_URL").as_deref(),
+            Some("http://cart.internal:8001")
+        );
+        assert_eq!(
+            child_var(&plan, "BACKEND_URL").as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+    }
+
+    #[test]
+    fn bad_ports_hosts_and_clashes_are_refused_with_the_variable_named() {
+        let e = plan(&[("CART_PORT", "eighty")]).unwrap_err().to_string();
+        assert!(e.contains("CART_PORT"), "{e}");
+        let e = plan(&[("SHOP_LISTEN_HOST", "localhost:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SHOP_LISTEN_HOST"), "{e}");
+        let e = plan(&[("GATEWAY_PORT", "8000")]).unwrap_err().to_string();
+        assert!(e.contains("same port"), "{e}");
+    }
 }

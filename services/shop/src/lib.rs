@@ -79,7 +79,11 @@ pub async fn serve_service(name: &str) -> Result<(), BoxError> {
             let addr = $krate::listen_addr_from_env()?;
             let config = $krate::Config::from_env();
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            eprintln!("{}: listening on http://{}", $krate::SERVICE_NAME, listener.local_addr()?);
+            eprintln!(
+                "{}: listening on http://{}",
+                $krate::SERVICE_NAME,
+                listener.local_addr()?
+            );
             $krate::run(config, listener, obskit::shutdown_signal()).await
         }};
     }

@@ -16,7 +16,11 @@ const SECRET: &str = "e2e-test-secret-shared-by-all-four-services";
 const ADMIN: (&str, &str) = ("e2e-admin", "e2e-admin-password");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A temporary data directory, removed when dropped.
@@ -109,7 +113,9 @@ impl Shop {
 
     /// Stops the shop as Ctrl-C would; whether it exited cleanly.
     fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         // SAFETY: kill(2) on the child this test spawned and has not reaped.
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -138,7 +144,11 @@ impl Drop for Shop {
 }
 
 fn client() -> Client {
-    Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap()
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .unwrap()
 }
 
 async fn json_of(response: reqwest::Response, expected: StatusCode) -> Value {
@@ -153,7 +163,9 @@ async fn customer(shop: &Shop, client: &Client, name: &str) -> (String, String) 
     let user = json_of(
         client
             .post(shop.url("/user-api/register"))
-            .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "testpass123"}))
+            .json(
+                &json!({"username": name, "email": format!("{name}@example.com"), "password": "testpass123"}),
+            )
             .send()
             .await
             .unwrap(),
@@ -179,7 +191,11 @@ async fn customer(shop: &Shop, client: &Client, name: &str) -> (String, String) 
 
 async fn first_product(shop: &Shop, client: &Client) -> Value {
     let products = json_of(
-        client.get(shop.url("/api/products?limit=5")).send().await.unwrap(),
+        client
+            .get(shop.url("/api/products?limit=5"))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
@@ -194,7 +210,11 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     let client = client();
 
     // Browse, as the seed's flow does.
-    let categories = json_of(client.get(shop.url("/api/categories")).send().await.unwrap(), StatusCode::OK).await;
+    let categories = json_of(
+        client.get(shop.url("/api/categories")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     let category = categories[0].as_str().expect("seeded categories").to_string();
     let listed = json_of(
         client
@@ -235,19 +255,31 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     let order_id = order["id"].as_str().unwrap().to_string();
     assert_eq!(order["status"], "CREATED");
     let fetched = json_of(
-        client.get(shop.url(&format!("/order-api/orders/{order_id}"))).send().await.unwrap(),
+        client
+            .get(shop.url(&format!("/order-api/orders/{order_id}")))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
     assert_eq!(fetched["user_id"], user_id.as_str());
     let emptied = json_of(
-        client.get(shop.url(&format!("/cart-api/cart/{user_id}"))).send().await.unwrap(),
+        client
+            .get(shop.url(&format!("/cart-api/cart/{user_id}")))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
     assert_eq!(emptied["items"], json!([]));
     let after = json_of(
-        client.get(shop.url(&format!("/api/products/{product_id}"))).send().await.unwrap(),
+        client
+            .get(shop.url(&format!("/api/products/{product_id}")))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
@@ -290,14 +322,20 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     assert_eq!(traced.status(), StatusCode::OK);
     let traces = json_of(
         client
-            .get(format!("http://127.0.0.1:{}/debug/traces?trace_id={trace_id}", ports.backend))
+            .get(format!(
+                "http://127.0.0.1:{}/debug/traces?trace_id={trace_id}",
+                ports.backend
+            ))
             .send()
             .await
             .unwrap(),
         StatusCode::OK,
     )
     .await;
-    assert!(traces.to_string().contains("00f067aa0ba902b7"), "the server span's parent is the caller's span: {traces}");
+    assert!(
+        traces.to_string().contains("00f067aa0ba902b7"),
+        "the server span's parent is the caller's span: {traces}"
+    );
 
     // What the gateway does not route: unknown prefixes and the services' admin surfaces.
     for path in ["/metrics", "/debug/config", "/nope", "/profiles/"] {
@@ -322,24 +360,41 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     .await;
     let token_again = login["access_token"].as_str().unwrap().to_string();
     let me = json_of(
-        client.get(shop.url("/user-api/me")).bearer_auth(&token_again).send().await.unwrap(),
+        client
+            .get(shop.url("/user-api/me"))
+            .bearer_auth(&token_again)
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
     assert_eq!(me["id"], user_id.as_str());
     json_of(
-        client.get(shop.url(&format!("/order-api/orders/{order_id}"))).send().await.unwrap(),
+        client
+            .get(shop.url(&format!("/order-api/orders/{order_id}")))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
     let cart = json_of(
-        client.get(shop.url(&format!("/cart-api/cart/{user_id}"))).send().await.unwrap(),
+        client
+            .get(shop.url(&format!("/cart-api/cart/{user_id}")))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
     assert_eq!(cart["items"][0]["quantity"], 1);
     let after_restart = json_of(
-        client.get(shop.url(&format!("/api/products/{product_id}"))).send().await.unwrap(),
+        client
+            .get(shop.url(&format!("/api/products/{product_id}")))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::OK,
     )
     .await;
