@@ -12,7 +12,7 @@
 //! tables partitioned by those keys (the schema is described in the `scylla` module).
 //!
 //! Each public method of [`Store`] matches on the backend and hands the resulting future to
-//! one helper, [`Store::timed`]: SQLite calls block, so they run on tokio's blocking pool;
+//! one helper, `Store::timed`: SQLite calls block, so they run on tokio's blocking pool;
 //! CQL calls are async and run in the caller's task.
 
 mod scylla;
@@ -104,6 +104,22 @@ pub struct CartItem {
     pub price: f64,
     /// How many units.
     pub quantity: i64,
+}
+
+/// When a cart last changed, and whether it was counted as abandoned since (the cart
+/// service's abandonment sweeper; persisted so that a restart neither loses nor recounts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CartActivity {
+    /// The cart's user.
+    pub user_id: String,
+    /// When its lines last changed or a checkout was last attempted, in seconds since the
+    /// Unix epoch.
+    pub last_activity: f64,
+    /// Whether that last activity was a checkout attempt (which failed, or the cart would be
+    /// empty and its activity forgotten).
+    pub checkout_attempted: bool,
+    /// Whether the cart was counted as abandoned since its last activity.
+    pub abandoned: bool,
 }
 
 /// One line of an order.
@@ -642,6 +658,64 @@ impl Store {
             }
         };
         self.timed("carts", "DELETE", query).await
+    }
+
+    /// Records activity on a cart at `at` (seconds since the Unix epoch): a change of its lines
+    /// (`checkout_attempted` false) or a checkout attempt (true). Either starts a new idle
+    /// period, so the cart may be counted as abandoned again.
+    pub async fn touch_cart(&self, user_id: &str, at: f64, checkout_attempted: bool) -> Result<(), StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.touch_cart(&user_id, at, checkout_attempted)).await
+                }
+                Backend::Scylla(c) => c.touch_cart(user_id, at, checkout_attempted).await,
+            }
+        };
+        self.timed("cart_activity", "UPSERT", query).await
+    }
+
+    /// The activity record of a cart, if any.
+    pub async fn cart_activity(&self, user_id: &str) -> Result<Option<CartActivity>, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.cart_activity(&user_id)).await
+                }
+                Backend::Scylla(c) => c.cart_activity(user_id).await,
+            }
+        };
+        self.timed("cart_activity", "SELECT", query).await
+    }
+
+    /// Forgets a cart's activity (a checkout emptied it: nothing is left to abandon).
+    pub async fn forget_cart_activity(&self, user_id: &str) -> Result<(), StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.to_string();
+                    blocking(s, move |s| s.forget_cart_activity(&user_id)).await
+                }
+                Backend::Scylla(c) => c.forget_cart_activity(user_id).await,
+            }
+        };
+        self.timed("cart_activity", "DELETE", query).await
+    }
+
+    /// Claims at most `limit` abandoned carts: carts holding lines, idle since before `cutoff`
+    /// and not yet counted. Each is marked counted in the same transaction and returned (with
+    /// the flags as they were), so that two sweepers, or one before and after a restart, never
+    /// count a cart twice for one idle period.
+    pub async fn claim_abandoned_carts(&self, cutoff: f64, limit: u32) -> Result<Vec<CartActivity>, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.claim_abandoned_carts(cutoff, limit)).await,
+                Backend::Scylla(c) => c.claim_abandoned_carts(cutoff, limit).await,
+            }
+        };
+        self.timed("cart_activity", "UPDATE", query).await
     }
 
     // ---- orders ----------------------------------------------------------------------------

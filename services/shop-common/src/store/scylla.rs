@@ -22,6 +22,8 @@
 //! | `users_by_username` | `(username)` | login by name; uniqueness (LWT `IF NOT EXISTS`) |
 //! | `users_by_email` | `(email)` | uniqueness of e-mail addresses (LWT `IF NOT EXISTS`) |
 //! | `cart_items` | `((user_id), product_id)` | a cart, sorted by product id |
+//! | `cart_activity` | `(user_id)` | when a cart last changed; whether it was counted abandoned (LWT) |
+//! | `idle_carts` | `((bucket), last_activity, user_id)` | carts not yet counted, idlest first |
 //! | `orders` | `(id)` | an order, its items and status history (status changed by LWT) |
 //! | `orders_by_user` | `((user_id), created_at DESC, id)` | a user's orders, newest first |
 //! | `orders_by_status` | `((status), created_at, id)` | orders in a status, oldest first |
@@ -32,12 +34,14 @@
 //! store, they are unique and found whatever their case.
 //!
 //! The `*_by_*` tables hold keys only; the rows themselves are read from `products` and
-//! `orders` (in parallel), so that stock and status have one copy each. Those two tables are
-//! written only through lightweight transactions (Paxos), which is what makes compare-and-set
-//! on them safe: stock changes are `UPDATE products SET stock = ? WHERE id = ? IF stock = ?`,
+//! `orders` (in parallel), so that stock and status have one copy each. Those two tables (and
+//! `cart_activity`) are written only through lightweight transactions (Paxos), which is what
+//! makes compare-and-set on them safe: stock changes are `UPDATE products SET stock = ? WHERE id = ? IF stock = ?`,
 //! retried on contention with the current value the failed attempt returns; a status change
 //! is `... IF status = ?` and reports [`StoreError::Stale`] when another writer got there
-//! first. A multi-line stock decrement takes line after line and gives back what it took when
+//! first; an abandoned cart is claimed with `... IF last_activity = ? AND abandoned = false`,
+//! so that it is counted once per idle period however many sweepers run. A multi-line stock
+//! decrement takes line after line and gives back what it took when
 //! a later line fails, so that it is all or nothing as seen from its caller.
 //!
 //! Index rows are written before the row they point to (a crash in between leaves an index
@@ -57,12 +61,16 @@ use ::scylla::client::session::Session;
 use ::scylla::client::session_builder::SessionBuilder;
 use ::scylla::deserialize::row::DeserializeRow;
 use ::scylla::response::query_result::QueryResult;
+use ::scylla::response::PagingState;
 use ::scylla::serialize::row::SerializeRow;
 use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::value::{CqlValue, Row};
 
-use super::{CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError, User};
+use super::{
+    CartActivity, CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError,
+    User,
+};
 
 /// Environment variable naming the contact points (`host:port,host:port`); unset or empty
 /// selects the embedded SQLite store.
@@ -83,6 +91,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one request may take, retries included, before the driver gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entries of `idle_carts` read per page when looking for abandoned carts, and the most pages
+/// one claim reads (carts whose lines are gone stay listed, as they stay in the SQLite store).
+const IDLE_PAGE: i32 = 100;
+const IDLE_PAGES: usize = 100;
 /// Compare-and-set attempts on one row before contention is reported as a failure. Every
 /// round lets at least one contender through, so this is far above what the shop's own
 /// concurrency needs.
@@ -238,6 +250,10 @@ const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS users_by_email (email text PRIMARY KEY, id text)",
     "CREATE TABLE IF NOT EXISTS cart_items (user_id text, product_id text, name text, price double, \
      quantity bigint, PRIMARY KEY ((user_id), product_id))",
+    "CREATE TABLE IF NOT EXISTS cart_activity (user_id text PRIMARY KEY, last_activity double, \
+     checkout_attempted boolean, abandoned boolean)",
+    "CREATE TABLE IF NOT EXISTS idle_carts (bucket int, last_activity double, user_id text, \
+     checkout_attempted boolean, PRIMARY KEY ((bucket), last_activity, user_id))",
     "CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, user_id text, \
      items list<frozen<tuple<text, text, double, bigint>>>, total double, status text, \
      created_at double, history list<frozen<tuple<text, double>>>)",
@@ -305,6 +321,21 @@ statements! {
                         VALUES (?, ?, ?, ?, ?)";
     delete_cart_item = "DELETE FROM cart_items WHERE user_id = ? AND product_id = ?";
     clear_cart = "DELETE FROM cart_items WHERE user_id = ?";
+    any_cart_item = "SELECT product_id FROM cart_items WHERE user_id = ? LIMIT 1";
+    cart_activity = "SELECT user_id, last_activity, checkout_attempted, abandoned FROM cart_activity \
+                     WHERE user_id = ?";
+    insert_cart_activity = "INSERT INTO cart_activity (user_id, last_activity, checkout_attempted, abandoned) \
+                            VALUES (?, ?, ?, false) IF NOT EXISTS";
+    touch_cart_activity = "UPDATE cart_activity SET last_activity = ?, checkout_attempted = ?, abandoned = false \
+                           WHERE user_id = ? IF last_activity = ? AND abandoned = ?";
+    delete_cart_activity = "DELETE FROM cart_activity WHERE user_id = ? IF last_activity = ? AND abandoned = ?";
+    claim_cart_activity = "UPDATE cart_activity SET abandoned = true WHERE user_id = ? \
+                           IF last_activity = ? AND abandoned = false";
+    index_idle_cart = "INSERT INTO idle_carts (bucket, last_activity, user_id, checkout_attempted) \
+                       VALUES (0, ?, ?, ?)";
+    unindex_idle_cart = "DELETE FROM idle_carts WHERE bucket = 0 AND last_activity = ? AND user_id = ?";
+    idle_carts = "SELECT last_activity, user_id, checkout_attempted FROM idle_carts \
+                  WHERE bucket = 0 AND last_activity < ?";
     insert_order = "INSERT INTO orders (id, user_id, items, total, status, created_at, history) \
                     VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     order = "SELECT id, user_id, items, total, status, created_at, history FROM orders WHERE id = ?";
@@ -506,7 +537,8 @@ impl ScyllaStore {
                 .await
                 .map_err(|e| StoreError::Backend(format!("creating the schema ({table}): {e}")))?;
         }
-        let st = Statements::prepare(&session).await?;
+        let mut st = Statements::prepare(&session).await?;
+        st.idle_carts.set_page_size(IDLE_PAGE);
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
                 session,
@@ -1011,6 +1043,161 @@ impl ScyllaStore {
         self.write(&self.st().clear_cart, (user_id,)).await
     }
 
+    // ---- cart activity ---------------------------------------------------------------------
+
+    pub(super) async fn cart_activity(&self, user_id: &str) -> Result<Option<CartActivity>, StoreError> {
+        let row = self
+            .row::<(String, f64, bool, bool)>(&self.st().cart_activity, (user_id,))
+            .await?;
+        Ok(row.map(
+            |(user_id, last_activity, checkout_attempted, abandoned)| CartActivity {
+                user_id,
+                last_activity,
+                checkout_attempted,
+                abandoned,
+            },
+        ))
+    }
+
+    pub(super) async fn touch_cart(
+        &self,
+        user_id: &str,
+        at: f64,
+        checkout_attempted: bool,
+    ) -> Result<(), StoreError> {
+        let st = self.st();
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.cart_activity(user_id).await?;
+            let outcome = match &current {
+                None => {
+                    self.lwt(&st.insert_cart_activity, (user_id, at, checkout_attempted))
+                        .await?
+                }
+                Some(old) => {
+                    self.lwt(
+                        &st.touch_cart_activity,
+                        (at, checkout_attempted, user_id, old.last_activity, old.abandoned),
+                    )
+                    .await?
+                }
+            };
+            if outcome.applied {
+                // The new idle period is listed; the old one's entry (if it was not claimed,
+                // which removed it) goes. Same key means same row: only the flag changes.
+                let mut statements = vec![(
+                    &st.index_idle_cart,
+                    vec![
+                        CqlValue::Double(at),
+                        text(user_id),
+                        CqlValue::Boolean(checkout_attempted),
+                    ],
+                )];
+                if let Some(old) = current.filter(|old| old.last_activity != at) {
+                    statements.push((
+                        &st.unindex_idle_cart,
+                        vec![CqlValue::Double(old.last_activity), text(user_id)],
+                    ));
+                }
+                return self.batch(statements).await;
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Backend(format!(
+            "cart of {user_id}: too much contention on its activity"
+        )))
+    }
+
+    pub(super) async fn forget_cart_activity(&self, user_id: &str) -> Result<(), StoreError> {
+        let st = self.st();
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some(old) = self.cart_activity(user_id).await? else {
+                return Ok(());
+            };
+            let outcome = self
+                .lwt(
+                    &st.delete_cart_activity,
+                    (user_id, old.last_activity, old.abandoned),
+                )
+                .await?;
+            if outcome.applied {
+                return self
+                    .write(&st.unindex_idle_cart, (old.last_activity, user_id))
+                    .await;
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Backend(format!(
+            "cart of {user_id}: too much contention on its activity"
+        )))
+    }
+
+    pub(super) async fn claim_abandoned_carts(
+        &self,
+        cutoff: f64,
+        limit: u32,
+    ) -> Result<Vec<CartActivity>, StoreError> {
+        let st = self.st();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut claimed = Vec::new();
+        let mut paging = PagingState::start();
+        for _ in 0..IDLE_PAGES {
+            if claimed.len() >= limit {
+                break;
+            }
+            let (result, next) = self
+                .inner
+                .session
+                .execute_single_page(&st.idle_carts, (cutoff,), paging)
+                .await
+                .map_err(backend)?;
+            let rows = result.into_rows_result().map_err(backend)?;
+            let entries = rows
+                .rows::<(f64, String, bool)>()
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            for (last_activity, user_id, checkout_attempted) in entries {
+                if claimed.len() >= limit {
+                    break;
+                }
+                // As in the SQLite store, an empty cart is not abandoned (and stays listed).
+                if self
+                    .row::<(String,)>(&st.any_cart_item, (&user_id,))
+                    .await?
+                    .is_none()
+                {
+                    continue;
+                }
+                let outcome = self
+                    .lwt(&st.claim_cart_activity, (&user_id, last_activity))
+                    .await?;
+                let obsolete = outcome.applied
+                    || !matches!(
+                        (outcome.current("last_activity"), outcome.current("abandoned")),
+                        (Some(CqlValue::Double(at)), Some(CqlValue::Boolean(false))) if *at == last_activity
+                    );
+                if obsolete {
+                    // Claimed now, by another sweeper, touched since (listed anew) or forgotten.
+                    self.write(&st.unindex_idle_cart, (last_activity, &user_id))
+                        .await?;
+                }
+                if outcome.applied {
+                    claimed.push(CartActivity {
+                        user_id,
+                        last_activity,
+                        checkout_attempted,
+                        abandoned: false,
+                    });
+                }
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => break,
+            }
+        }
+        Ok(claimed)
+    }
+
     // ---- orders ----------------------------------------------------------------------------
 
     pub(super) async fn create_order(&self, order: Order) -> Result<Order, StoreError> {
@@ -1259,7 +1446,7 @@ mod tests {
         for (name, cql) in STATEMENTS {
             let table = table_of(cql).unwrap();
             let writes = !cql.starts_with("SELECT");
-            if writes && (table == "products" || table == "orders") {
+            if writes && ["products", "orders", "cart_activity"].contains(&table) {
                 assert!(cql.contains(" IF "), "{name} writes {table} without LWT: {cql}");
                 assert!(!is_idempotent(cql), "{name}");
             }

@@ -596,23 +596,25 @@ async fn queries_open_client_spans_with_db_conventions() {
         obskit::trace::set_sink(sink.clone());
         let _ = store.categories().await;
         obskit::trace::clear_sink();
-        let spans = sink.0.lock().unwrap();
-        let span = spans
-            .iter()
-            .find(|s| {
-                s.name == "SELECT categories"
-                    && matches!(s.attribute("db.namespace"), Some(AttrValue::Str(n)) if *n == namespace)
-            })
-            .unwrap_or_else(|| panic!("{backend}: a span for the query"));
-        assert_eq!(span.kind, SpanKind::Client);
-        let str_attr = |k: &str| match span.attribute(k) {
-            Some(AttrValue::Str(s)) => s.to_string(),
-            other => panic!("{backend} {k}: {other:?}"),
-        };
-        assert_eq!(str_attr("db.system.name"), backend);
-        assert_eq!(str_attr("db.collection.name"), "categories");
-        assert_eq!(str_attr("db.operation.name"), "SELECT");
-        drop(spans);
+        // Checked in a block: the lock is released before the clean-up awaits.
+        {
+            let spans = sink.0.lock().unwrap();
+            let span = spans
+                .iter()
+                .find(|s| {
+                    s.name == "SELECT categories"
+                        && matches!(s.attribute("db.namespace"), Some(AttrValue::Str(n)) if *n == namespace)
+                })
+                .unwrap_or_else(|| panic!("{backend}: a span for the query"));
+            assert_eq!(span.kind, SpanKind::Client);
+            let str_attr = |k: &str| match span.attribute(k) {
+                Some(AttrValue::Str(s)) => s.to_string(),
+                other => panic!("{backend} {k}: {other:?}"),
+            };
+            assert_eq!(str_attr("db.system.name"), backend);
+            assert_eq!(str_attr("db.collection.name"), "categories");
+            assert_eq!(str_attr("db.operation.name"), "SELECT");
+        }
         subject.finish(&store).await;
     }
 }
@@ -653,4 +655,70 @@ fn ids_look_like_uuid_v4() {
     assert_eq!(id.len(), 36);
     assert_eq!(&id[14..15], "4");
     assert_ne!(id, new_id());
+}
+
+/// Cart activity (the cart service's abandonment sweeper), on every backend.
+#[tokio::test]
+async fn abandoned_carts_are_claimed_once_per_idle_period_and_survive_reopening() {
+    for subject in subjects("activity") {
+        let backend = subject.name();
+        let store = subject.open().await;
+        let line = |quantity| CartItem {
+            product_id: "p1".into(),
+            name: "Widget".into(),
+            price: 2.5,
+            quantity,
+        };
+        for user in ["idle", "fresh", "empty", "tried"] {
+            if user != "empty" {
+                store.set_cart_item(user, line(1)).await.unwrap();
+            }
+        }
+        store.touch_cart("idle", 100.0, false).await.unwrap();
+        store.touch_cart("fresh", 500.0, false).await.unwrap();
+        store.touch_cart("empty", 100.0, false).await.unwrap();
+        store.touch_cart("tried", 150.0, true).await.unwrap();
+        assert_eq!(store.cart_activity("nobody").await.unwrap(), None);
+
+        let claimed = store.claim_abandoned_carts(200.0, 10).await.unwrap();
+        let got: Vec<(&str, bool)> = claimed
+            .iter()
+            .map(|a| (a.user_id.as_str(), a.checkout_attempted))
+            .collect();
+        assert_eq!(
+            got,
+            [("idle", false), ("tried", true)],
+            "{backend}: oldest first, empty carts never"
+        );
+        assert!(
+            store.claim_abandoned_carts(200.0, 10).await.unwrap().is_empty(),
+            "{backend}: counted once"
+        );
+
+        // A reopened store remembers what was counted and what is still idle.
+        drop(store);
+        let store = subject.open().await;
+        assert!(store.cart_activity("idle").await.unwrap().unwrap().abandoned);
+        assert!(store.claim_abandoned_carts(200.0, 10).await.unwrap().is_empty());
+        let claimed = store.claim_abandoned_carts(600.0, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].user_id, "fresh");
+
+        // New activity starts a new idle period; forgetting removes the record.
+        store.touch_cart("idle", 700.0, true).await.unwrap();
+        let activity = store.cart_activity("idle").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                activity.last_activity,
+                activity.checkout_attempted,
+                activity.abandoned
+            ),
+            (700.0, true, false)
+        );
+        let claimed = store.claim_abandoned_carts(800.0, 1).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{backend}: at most `limit`");
+        store.forget_cart_activity("idle").await.unwrap();
+        assert_eq!(store.cart_activity("idle").await.unwrap(), None);
+        subject.finish(&store).await;
+    }
 }
