@@ -663,7 +663,12 @@ impl Store {
     /// Records activity on a cart at `at` (seconds since the Unix epoch): a change of its lines
     /// (`checkout_attempted` false) or a checkout attempt (true). Either starts a new idle
     /// period, so the cart may be counted as abandoned again.
-    pub async fn touch_cart(&self, user_id: &str, at: f64, checkout_attempted: bool) -> Result<(), StoreError> {
+    pub async fn touch_cart(
+        &self,
+        user_id: &str,
+        at: f64,
+        checkout_attempted: bool,
+    ) -> Result<(), StoreError> {
         let query = async {
             match &self.backend {
                 Backend::Sqlite(s) => {
@@ -708,7 +713,11 @@ impl Store {
     /// and not yet counted. Each is marked counted in the same transaction and returned (with
     /// the flags as they were), so that two sweepers, or one before and after a restart, never
     /// count a cart twice for one idle period.
-    pub async fn claim_abandoned_carts(&self, cutoff: f64, limit: u32) -> Result<Vec<CartActivity>, StoreError> {
+    pub async fn claim_abandoned_carts(
+        &self,
+        cutoff: f64,
+        limit: u32,
+    ) -> Result<Vec<CartActivity>, StoreError> {
         let query = async {
             match &self.backend {
                 Backend::Sqlite(s) => blocking(s, move |s| s.claim_abandoned_carts(cutoff, limit)).await,

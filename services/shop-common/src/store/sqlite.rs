@@ -10,7 +10,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
 use super::{
-    CartActivity, CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError, User,
+    CartActivity, CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError,
+    User,
 };
 
 /// Reader connections: WAL lets them read while the writer writes. Two cores are the target
@@ -421,7 +422,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn touch_cart(&self, user_id: &str, at: f64, checkout_attempted: bool) -> Result<(), StoreError> {
+    pub(super) fn touch_cart(
+        &self,
+        user_id: &str,
+        at: f64,
+        checkout_attempted: bool,
+    ) -> Result<(), StoreError> {
         self.writer()
             .execute(
                 "INSERT INTO cart_activity (user_id, last_activity, checkout_attempted, abandoned) VALUES (?1, ?2, ?3, 0)
@@ -451,7 +457,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn claim_abandoned_carts(&self, cutoff: f64, limit: u32) -> Result<Vec<CartActivity>, StoreError> {
+    pub(super) fn claim_abandoned_carts(
+        &self,
+        cutoff: f64,
+        limit: u32,
+    ) -> Result<Vec<CartActivity>, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(backend)?;
         let claimed = {
