@@ -25,7 +25,10 @@ struct Outcome {
 
 async fn products(client: Client, base: String, until: Instant, category: String) -> Outcome {
     let url = format!("{base}/api/products?category={category}&limit=20");
-    let mut outcome = Outcome { latencies: Vec::new(), errors: 0 };
+    let mut outcome = Outcome {
+        latencies: Vec::new(),
+        errors: 0,
+    };
     while Instant::now() < until {
         let started = Instant::now();
         match client.get(&url).send().await {
@@ -59,12 +62,19 @@ async fn register(client: &Client, base: &str, worker: usize) -> Result<String, 
         StatusCode::CREATED,
     )
     .await?;
-    user["id"].as_str().map(str::to_string).ok_or_else(|| "no id".into())
+    user["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "no id".into())
 }
 
 /// One purchase: list products, add one unit of one of them, check out.
 async fn purchase_once(client: &Client, base: &str, user: &str, pick: usize) -> Result<(), BoxError> {
-    let products = expect(client.get(format!("{base}/api/products?limit=20")).send().await, StatusCode::OK).await?;
+    let products = expect(
+        client.get(format!("{base}/api/products?limit=20")).send().await,
+        StatusCode::OK,
+    )
+    .await?;
     let list = products.as_array().ok_or("not a list")?;
     let product = &list.get(pick % list.len().max(1)).ok_or("no products")?["id"];
     expect(
@@ -77,7 +87,10 @@ async fn purchase_once(client: &Client, base: &str, user: &str, pick: usize) -> 
     )
     .await?;
     expect(
-        client.post(format!("{base}/cart-api/cart/{user}/checkout")).send().await,
+        client
+            .post(format!("{base}/cart-api/cart/{user}/checkout"))
+            .send()
+            .await,
         StatusCode::CREATED,
     )
     .await?;
@@ -85,7 +98,10 @@ async fn purchase_once(client: &Client, base: &str, user: &str, pick: usize) -> 
 }
 
 async fn purchase(client: Client, base: String, until: Instant, worker: usize) -> Outcome {
-    let mut outcome = Outcome { latencies: Vec::new(), errors: 0 };
+    let mut outcome = Outcome {
+        latencies: Vec::new(),
+        errors: 0,
+    };
     let user = match register(&client, &base, worker).await {
         Ok(user) => user,
         Err(e) => {
@@ -127,13 +143,25 @@ async fn main() -> Result<(), BoxError> {
     let base = args.get(1).ok_or(usage)?.trim_end_matches('/').to_string();
     let seconds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let workers: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(16);
-    let client = Client::builder().timeout(Duration::from_secs(30)).no_proxy().build()?;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()?;
     let category = {
-        let categories = expect(client.get(format!("{base}/api/categories")).send().await, StatusCode::OK).await?;
+        let categories = expect(
+            client.get(format!("{base}/api/categories")).send().await,
+            StatusCode::OK,
+        )
+        .await?;
         categories[0].as_str().ok_or("no categories")?.to_string()
     };
     // Purchases register their users before the clock starts.
-    let started = Instant::now() + if scenario == "purchase" { Duration::from_secs(2) } else { Duration::ZERO };
+    let started = Instant::now()
+        + if scenario == "purchase" {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        };
     let until = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for worker in 0..workers {

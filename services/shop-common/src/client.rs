@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn base_urls_default_to_loopback_and_lose_trailing_slashes() {
-        assert_eq!(base_url_from_env("SHOP_TEST_NEVER_SET", 8001), "http://127.0.0.1:8001");
+        assert_eq!(
+            base_url_from_env("SHOP_TEST_NEVER_SET", 8001),
+            "http://127.0.0.1:8001"
+        );
         std::env::set_var("SHOP_TEST_BASE_URL_SET", "http://cart:8001/ ");
         assert_eq!(base_url_from_env("SHOP_TEST_BASE_URL_SET", 1), "http://cart:8001");
     }
