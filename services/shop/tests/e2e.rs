@@ -345,6 +345,36 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
         assert_eq!(body["error"], "not_found");
     }
 
+    // The first listing, checkout and profile aggregation each started a `#[profiled]`
+    // capture (5 s); its flamegraph and pprof land in that service's `/profiles/`.
+    for (port, function) in [
+        (ports.backend, "list_products"),
+        (ports.cart, "checkout_cart"),
+        (ports.user, "profile_aggregation"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let listing = json_of(
+                client
+                    .get(format!("http://127.0.0.1:{port}/profiles/"))
+                    .send()
+                    .await
+                    .unwrap(),
+                StatusCode::OK,
+            )
+            .await;
+            let text = listing.to_string();
+            if text.contains(&format!("\"function\":\"{function}\"")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no profile of {function} on port {port}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     // Restart on the same data: users, orders, carts and stock are all still there.
     assert!(shop.stop(), "the shop stops cleanly on SIGTERM");
     let shop = Shop::start(&data.0, ports);
