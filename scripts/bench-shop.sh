@@ -14,7 +14,7 @@ secs=${2:-10}
 workers=${3:-16}
 . scripts/lib/shop.sh
 
-cargo build --release -q --locked -p shop -p obskit-benches --bin shop_load
+cargo build --release -q --locked -p shop -p obskit-benches --bin shop --bin shop_load
 work=$(mktemp -d /tmp/bench-shop.XXXXXX)
 trap 'shop_stop; rm -rf "$work"' EXIT
 

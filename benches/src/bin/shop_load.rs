@@ -31,11 +31,14 @@ async fn products(client: Client, base: String, until: Instant, category: String
     };
     while Instant::now() < until {
         let started = Instant::now();
-        match client.get(&url).send().await {
-            Ok(r) if r.status() == StatusCode::OK && r.bytes().await.is_ok() => {
-                outcome.latencies.push(started.elapsed())
-            }
-            _ => outcome.errors += 1,
+        let answered = match client.get(&url).send().await {
+            Ok(r) if r.status() == StatusCode::OK => r.bytes().await.is_ok(),
+            _ => false,
+        };
+        if answered {
+            outcome.latencies.push(started.elapsed());
+        } else {
+            outcome.errors += 1;
         }
     }
     outcome
