@@ -158,27 +158,33 @@ async fn json_of(response: reqwest::Response, expected: StatusCode) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
+/// GETs `url`; the body as JSON, after checking the answer is 200.
+async fn get(client: &Client, url: String) -> Value {
+    json_of(client.get(url).send().await.unwrap(), StatusCode::OK).await
+}
+
+/// POSTs `body` (none: an empty body) to `url`; the answer as JSON, after checking its status.
+async fn post(client: &Client, url: String, body: Option<Value>, expected: StatusCode) -> Value {
+    let mut request = client.post(url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json_of(request.send().await.unwrap(), expected).await
+}
+
 /// Registers and logs in a customer through the gateway: (user id, token).
 async fn customer(shop: &Shop, client: &Client, name: &str) -> (String, String) {
-    let user = json_of(
-        client
-            .post(shop.url("/user-api/register"))
-            .json(
-                &json!({"username": name, "email": format!("{name}@example.com"), "password": "testpass123"}),
-            )
-            .send()
-            .await
-            .unwrap(),
+    let user = post(
+        client,
+        shop.url("/user-api/register"),
+        Some(json!({"username": name, "email": format!("{name}@example.com"), "password": "testpass123"})),
         StatusCode::CREATED,
     )
     .await;
-    let login = json_of(
-        client
-            .post(shop.url("/user-api/login"))
-            .json(&json!({"username": name, "password": "testpass123"}))
-            .send()
-            .await
-            .unwrap(),
+    let login = post(
+        client,
+        shop.url("/user-api/login"),
+        Some(json!({"username": name, "password": "testpass123"})),
         StatusCode::OK,
     )
     .await;
@@ -190,15 +196,7 @@ async fn customer(shop: &Shop, client: &Client, name: &str) -> (String, String) 
 }
 
 async fn first_product(shop: &Shop, client: &Client) -> Value {
-    let products = json_of(
-        client
-            .get(shop.url("/api/products?limit=5"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let products = get(client, shop.url("/api/products?limit=5")).await;
     products[0].clone()
 }
 
@@ -210,19 +208,11 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     let client = client();
 
     // Browse, as the seed's flow does.
-    let categories = json_of(
-        client.get(shop.url("/api/categories")).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let categories = get(&client, shop.url("/api/categories")).await;
     let category = categories[0].as_str().expect("seeded categories").to_string();
-    let listed = json_of(
-        client
-            .get(shop.url(&format!("/api/products?category={category}&limit=5")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
+    let listed = get(
+        &client,
+        shop.url(&format!("/api/products?category={category}&limit=5")),
     )
     .await;
     assert!(!listed.as_array().unwrap().is_empty());
@@ -232,57 +222,28 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     let product = first_product(&shop, &client).await;
     let stock_before = product["stock"].as_i64().unwrap();
     let product_id = product["id"].as_str().unwrap().to_string();
-    let cart = json_of(
-        client
-            .post(shop.url(&format!("/cart-api/cart/{user_id}/add")))
-            .json(&json!({"product_id": product_id, "quantity": 2}))
-            .send()
-            .await
-            .unwrap(),
+    let cart = post(
+        &client,
+        shop.url(&format!("/cart-api/cart/{user_id}/add")),
+        Some(json!({"product_id": product_id, "quantity": 2})),
         StatusCode::OK,
     )
     .await;
     assert_eq!(cart["items"][0]["quantity"], 2);
-    let order = json_of(
-        client
-            .post(shop.url(&format!("/cart-api/cart/{user_id}/checkout")))
-            .send()
-            .await
-            .unwrap(),
+    let order = post(
+        &client,
+        shop.url(&format!("/cart-api/cart/{user_id}/checkout")),
+        None,
         StatusCode::CREATED,
     )
     .await;
     let order_id = order["id"].as_str().unwrap().to_string();
     assert_eq!(order["status"], "CREATED");
-    let fetched = json_of(
-        client
-            .get(shop.url(&format!("/order-api/orders/{order_id}")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let fetched = get(&client, shop.url(&format!("/order-api/orders/{order_id}"))).await;
     assert_eq!(fetched["user_id"], user_id.as_str());
-    let emptied = json_of(
-        client
-            .get(shop.url(&format!("/cart-api/cart/{user_id}")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let emptied = get(&client, shop.url(&format!("/cart-api/cart/{user_id}"))).await;
     assert_eq!(emptied["items"], json!([]));
-    let after = json_of(
-        client
-            .get(shop.url(&format!("/api/products/{product_id}")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let after = get(&client, shop.url(&format!("/api/products/{product_id}"))).await;
     assert_eq!(after["stock"].as_i64().unwrap(), stock_before - 2);
 
     // The profile aggregates the order and the cart through the other services.
@@ -300,13 +261,10 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     assert!(profile_text.contains(&order_id), "{profile_text}");
 
     // Something left in the cart, to find again after the restart.
-    json_of(
-        client
-            .post(shop.url(&format!("/cart-api/cart/{user_id}/add")))
-            .json(&json!({"product_id": product_id, "quantity": 1}))
-            .send()
-            .await
-            .unwrap(),
+    post(
+        &client,
+        shop.url(&format!("/cart-api/cart/{user_id}/add")),
+        Some(json!({"product_id": product_id, "quantity": 1})),
         StatusCode::OK,
     )
     .await;
@@ -320,16 +278,12 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
         .await
         .unwrap();
     assert_eq!(traced.status(), StatusCode::OK);
-    let traces = json_of(
-        client
-            .get(format!(
-                "http://127.0.0.1:{}/debug/traces?trace_id={trace_id}",
-                ports.backend
-            ))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
+    let traces = get(
+        &client,
+        format!(
+            "http://127.0.0.1:{}/debug/traces?trace_id={trace_id}",
+            ports.backend
+        ),
     )
     .await;
     assert!(
@@ -354,15 +308,7 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     ] {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let listing = json_of(
-                client
-                    .get(format!("http://127.0.0.1:{port}/profiles/"))
-                    .send()
-                    .await
-                    .unwrap(),
-                StatusCode::OK,
-            )
-            .await;
+            let listing = get(&client, format!("http://127.0.0.1:{port}/profiles/")).await;
             let text = listing.to_string();
             if text.contains(&format!("\"function\":\"{function}\"")) {
                 break;
@@ -378,13 +324,10 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     // Restart on the same data: users, orders, carts and stock are all still there.
     assert!(shop.stop(), "the shop stops cleanly on SIGTERM");
     let shop = Shop::start(&data.0, ports);
-    let login = json_of(
-        client
-            .post(shop.url("/user-api/login"))
-            .json(&json!({"username": "e2e_buyer", "password": "testpass123"}))
-            .send()
-            .await
-            .unwrap(),
+    let login = post(
+        &client,
+        shop.url("/user-api/login"),
+        Some(json!({"username": "e2e_buyer", "password": "testpass123"})),
         StatusCode::OK,
     )
     .await;
@@ -400,34 +343,10 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     )
     .await;
     assert_eq!(me["id"], user_id.as_str());
-    json_of(
-        client
-            .get(shop.url(&format!("/order-api/orders/{order_id}")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
-    let cart = json_of(
-        client
-            .get(shop.url(&format!("/cart-api/cart/{user_id}")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    get(&client, shop.url(&format!("/order-api/orders/{order_id}"))).await;
+    let cart = get(&client, shop.url(&format!("/cart-api/cart/{user_id}"))).await;
     assert_eq!(cart["items"][0]["quantity"], 1);
-    let after_restart = json_of(
-        client
-            .get(shop.url(&format!("/api/products/{product_id}")))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let after_restart = get(&client, shop.url(&format!("/api/products/{product_id}"))).await;
     assert_eq!(after_restart["stock"], after["stock"]);
     // The bootstrap admin was created once, not again.
     let admin = client
