@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::{AdminAccess, AdminSurface};
 use crate::debug::{ConnectionStats, ProcessStats};
-use crate::health::HealthChecks;
+use crate::health::{HealthChecks, HealthGauge, HealthRefresher};
 use crate::http::{HttpMetrics, HttpMetricsLayer, RequestBody, Routes, ADMIN_PATHS};
 use crate::metrics::{IntGaugeVec, Registry};
 use crate::profile::ProfileStore;
@@ -94,6 +94,7 @@ pub struct ObskitBuilder {
     sampler: Option<Sampler>,
     shutdown_timeout: Duration,
     memory_check: bool,
+    health_interval: Duration,
     stats_interval: Duration,
     config: Vec<(String, String)>,
     profiles: Option<ProfileStore>,
@@ -142,6 +143,8 @@ struct Inner {
     connections: ConnectionStats,
     otlp: Option<Arc<OtlpSink>>,
     shutdown_timeout: Duration,
+    /// Keeps `obskit_health_status` fresh; dropping the last `Obskit` clone stops it.
+    _health_refresher: HealthRefresher,
 }
 
 impl fmt::Debug for Obskit {
@@ -234,6 +237,7 @@ impl Obskit {
             sampler: None,
             shutdown_timeout: Duration::from_secs(5),
             memory_check: true,
+            health_interval: HealthRefresher::DEFAULT_INTERVAL,
             stats_interval: Duration::from_secs(1),
             config: Vec::new(),
             profiles: None,
@@ -496,6 +500,45 @@ impl ObskitBuilder {
         self
     }
 
+    /// How often the health checks run in the background to refresh the
+    /// `obskit_health_status{check}` gauge (default
+    /// [`HealthRefresher::DEFAULT_INTERVAL`], 10 s; at least
+    /// [`HealthRefresher::MIN_INTERVAL`]). A `/metrics` scrape shows the last values found and
+    /// never runs a check itself, so it stays fast while a dependency hangs; the gauge is at
+    /// most one interval (plus the slowest check's timeout) behind `/health`. The task stops
+    /// when the last clone of the [`Obskit`] is dropped, or with the runtime.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use obskit::health::CheckOutcome;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let obskit = obskit::Obskit::builder()
+    ///     .service("cart")
+    ///     .registry(obskit::metrics::Registry::new())
+    ///     .memory_check(false)
+    ///     .health_interval(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// obskit.health().register("redis", || async { CheckOutcome::unhealthy("refused") });
+    /// let unhealthy = r#"obskit_health_status{check="redis"} 2"#;
+    /// // The first refresh ran at build time, before the check existed: wait for the next.
+    /// for _ in 0..500 {
+    ///     if obskit.registry().encode_text().contains(unhealthy) {
+    ///         break;
+    ///     }
+    ///     tokio::time::sleep(Duration::from_millis(20)).await;
+    /// }
+    /// let text = obskit.registry().encode_text();
+    /// assert!(text.contains(unhealthy), "{text}");
+    /// assert!(text.contains(r#"obskit_health_status{check="overall"} 2"#), "{text}");
+    /// # }
+    /// ```
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
     /// How often process figures (CPU percent) are sampled for `/debug/metrics` (default 1 s).
     pub fn process_stats_interval(mut self, interval: Duration) -> Self {
         self.stats_interval = interval;
@@ -626,7 +669,7 @@ impl ObskitBuilder {
         crate::instrumentation::set_enabled(instrumentation);
 
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
-        let (http, build_info, span_counters) = per_registry_metrics(&registry)?;
+        let (http, build_info, span_counters, health_gauge) = per_registry_metrics(&registry)?;
         // Profiles are process-wide (one SIGPROF timer per process): their metrics join this
         // registry, and their flamegraphs are titled with this service.
         crate::profile::register_metrics(&registry);
@@ -648,6 +691,8 @@ impl ObskitBuilder {
         if self.memory_check {
             health.register_memory_check();
         }
+        health_gauge.watch(&health);
+        let health_refresher = health.refresh_every(self.health_interval);
         let connections = ConnectionStats::default();
         let stats = Arc::new(ProcessStats::start(self.stats_interval, connections.clone()));
 
@@ -708,6 +753,10 @@ impl ObskitBuilder {
                 },
             ),
             ("trace.sampler".to_string(), format!("{sampler:?}")),
+            (
+                "health.interval".to_string(),
+                format!("{:?}", health_refresher.interval()),
+            ),
             (
                 "instrumentation".to_string(),
                 if instrumentation {
@@ -782,14 +831,16 @@ impl ObskitBuilder {
                 connections,
                 otlp,
                 shutdown_timeout: self.shutdown_timeout,
+                _health_refresher: health_refresher,
             }),
         })
     }
 }
 
-type RegistryMetrics = (HttpMetrics, IntGaugeVec, ExportCounters);
+type RegistryMetrics = (HttpMetrics, IntGaugeVec, ExportCounters, HealthGauge);
 
-/// The RED metrics, `build_info` and span export counters of a registry, declared once per registry: building a
+/// The RED metrics, `build_info`, span export counters and `obskit_health_status` of a
+/// registry, declared once per registry: building a
 /// second `Obskit` on the global registry (two services in one process, or a restart in a test)
 /// reuses them instead of failing on a duplicate name.
 fn per_registry_metrics(registry: &Registry) -> Result<RegistryMetrics, BuildError> {
@@ -802,7 +853,9 @@ fn per_registry_metrics(registry: &Registry) -> Result<RegistryMetrics, BuildErr
             "Build information of the running service (value 1)",
             &["service_name", "version", "commit", "environment"],
         )?;
-        Ok((http, build_info, spans))
+        // Watches the checks of the service built last on this registry.
+        let health = HealthGauge::register(registry)?;
+        Ok((http, build_info, spans, health))
     }
     if registry.is_global() {
         static GLOBAL: Mutex<Option<RegistryMetrics>> = Mutex::new(None);

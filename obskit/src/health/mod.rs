@@ -12,6 +12,11 @@
 //! | `/health/ready` | [`HealthChecks::readiness`] | [`CheckKind::Readiness`] checks            |
 //! | `/health/live`  | [`HealthChecks::liveness`]  | nothing: the process answers, so it lives  |
 //!
+//! The gauge `obskit_health_status{check}` ([`HealthGauge`]: 0 healthy, 1 degraded, 2 unhealthy,
+//! `check="overall"` plus one series per registered check) shows the last full report, which a
+//! background [`HealthRefresher`] renews every interval, so Prometheus sees what `/health` would
+//! say without anyone calling it, and a scrape never waits on a check.
+//!
 //! ```
 //! use std::time::Duration;
 //! use obskit::health::{CheckOptions, CheckOutcome, HealthChecks, HealthStatus};
@@ -35,6 +40,7 @@
 //! # });
 //! ```
 
+mod gauge;
 mod memory;
 mod options;
 mod report;
@@ -53,6 +59,7 @@ use serde_json::{Map, Value};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
 
+pub use gauge::{HealthGauge, HealthRefresher, HEALTH_STATUS_METRIC, OVERALL_CHECK_LABEL};
 pub use memory::{
     memory_check, memory_status, DEFAULT_MEMORY_DEGRADED_PERCENT, DEFAULT_MEMORY_UNHEALTHY_PERCENT,
     MEMORY_CHECK_NAME,
@@ -110,6 +117,24 @@ impl HealthStatus {
         match self {
             HealthStatus::Healthy | HealthStatus::Degraded => 200,
             HealthStatus::Unhealthy => 503,
+        }
+    }
+
+    /// The value of the `obskit_health_status` gauge ([`HealthGauge`]): 0 healthy, 1 degraded,
+    /// 2 unhealthy, so that `>= 2` alerts on unhealthy and `max` aggregates like
+    /// [`HealthStatus::worst`].
+    ///
+    /// ```
+    /// use obskit::health::HealthStatus;
+    /// assert_eq!(HealthStatus::Healthy.gauge_value(), 0);
+    /// assert_eq!(HealthStatus::Degraded.gauge_value(), 1);
+    /// assert_eq!(HealthStatus::Unhealthy.gauge_value(), 2);
+    /// ```
+    pub fn gauge_value(self) -> i64 {
+        match self {
+            HealthStatus::Healthy => 0,
+            HealthStatus::Degraded => 1,
+            HealthStatus::Unhealthy => 2,
         }
     }
 
@@ -378,6 +403,8 @@ struct Inner {
     service: String,
     version: String,
     checks: RwLock<BTreeMap<String, Arc<Registered>>>,
+    /// The last full report and when it was started (see [`HealthChecks::last_report`]).
+    last: RwLock<Option<(Instant, Arc<HealthReport>)>>,
 }
 
 impl fmt::Debug for HealthChecks {
@@ -410,6 +437,7 @@ impl HealthChecks {
                 service: service.into(),
                 version: version.into(),
                 checks: RwLock::new(BTreeMap::new()),
+                last: RwLock::new(None),
             }),
         }
     }
@@ -552,7 +580,41 @@ impl HealthChecks {
     /// # });
     /// ```
     pub async fn report(&self) -> HealthReport {
-        self.run_checks(|_| true).await
+        let started = Instant::now();
+        let report = self.run_checks(|_| true).await;
+        let mut last = self.inner.last.write().unwrap_or_else(|e| e.into_inner());
+        // Of two reports running at once, the one started later knows better, whichever
+        // finishes first.
+        if last.as_ref().is_none_or(|(at, _)| *at <= started) {
+            *last = Some((started, Arc::new(report.clone())));
+        }
+        report
+    }
+
+    /// The last full report ([`HealthChecks::report`]: a `/health` call's or the background
+    /// [`HealthRefresher`]'s), without running anything; `None` before the first one. This is
+    /// what the [`HealthGauge`] shows. Readiness reports are partial and do not count.
+    ///
+    /// ```
+    /// use obskit::health::{CheckOutcome, HealthChecks, HealthStatus};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let checks = HealthChecks::new("cart", "1.0.0");
+    /// checks.register("redis", || async { CheckOutcome::unhealthy("down") });
+    /// assert!(checks.last_report().is_none());
+    /// checks.readiness().await;
+    /// assert!(checks.last_report().is_none());
+    /// checks.report().await;
+    /// assert_eq!(checks.last_report().unwrap().status, HealthStatus::Unhealthy);
+    /// # });
+    /// ```
+    pub fn last_report(&self) -> Option<Arc<HealthReport>> {
+        self.inner
+            .last
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, report)| Arc::clone(report))
     }
 
     /// The report for `/health/ready`: like [`HealthChecks::report`], over the

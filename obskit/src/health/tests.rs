@@ -388,3 +388,230 @@ fn health_checks_debug_lists_names_only() {
     assert!(text.contains("\"db\""), "{text}");
     assert!(text.contains("svc"), "{text}");
 }
+
+/// The `obskit_health_status` series of `registry` alone (not the global one), by `check`.
+fn gauge_series(registry: &crate::metrics::Registry) -> BTreeMap<String, i64> {
+    registry
+        .prometheus()
+        .gather()
+        .into_iter()
+        .filter(|family| family.name() == HEALTH_STATUS_METRIC)
+        .flat_map(|family| family.get_metric().to_vec())
+        .map(|metric| {
+            let check = metric
+                .get_label()
+                .iter()
+                .find(|label| label.name() == "check")
+                .map(|label| label.value().to_string())
+                .expect("every series has a check label");
+            (check, metric.get_gauge().get_value() as i64)
+        })
+        .collect()
+}
+
+/// A check whose status the test sets, counting its runs.
+fn switchable_check(
+    checks: &HealthChecks,
+    name: &str,
+    options: CheckOptions,
+) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let status = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (read, count) = (Arc::clone(&status), Arc::clone(&runs));
+    checks.register_with(name, options, move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        let status = [Healthy, Degraded, Unhealthy][read.load(Ordering::SeqCst)];
+        async move { outcome(status) }
+    });
+    (status, runs)
+}
+
+fn set(switch: &AtomicUsize, status: HealthStatus) {
+    switch.store(status.gauge_value() as usize, Ordering::SeqCst);
+}
+
+fn watched(checks: &HealthChecks) -> crate::metrics::Registry {
+    let registry = crate::metrics::Registry::new();
+    HealthGauge::register(&registry).unwrap().watch(checks);
+    registry
+}
+
+#[tokio::test]
+async fn gauge_follows_a_check_flipping_healthy_unhealthy_healthy() {
+    let checks = HealthChecks::new("svc", "1");
+    let (database, _) = switchable_check(&checks, "database", CheckOptions::new());
+    checks.register("cache", || async { CheckOutcome::healthy() });
+    let registry = watched(&checks);
+
+    for (status, value) in [(Healthy, 0), (Unhealthy, 2), (Healthy, 0)] {
+        set(&database, status);
+        checks.report().await;
+        let series = gauge_series(&registry);
+        assert_eq!(series["database"], value, "{status}: {series:?}");
+        assert_eq!(series["overall"], value, "{status}: {series:?}");
+        assert_eq!(series["cache"], 0, "{series:?}");
+        assert_eq!(series.len(), 3, "{series:?}");
+    }
+}
+
+#[tokio::test]
+async fn gauge_shows_degraded_as_one_and_caps_non_critical_in_overall() {
+    let checks = HealthChecks::new("svc", "1");
+    let (replica, _) = switchable_check(&checks, "replica", CheckOptions::new());
+    let (recommendations, _) =
+        switchable_check(&checks, "recommendations", CheckOptions::new().non_critical());
+    let registry = watched(&checks);
+
+    set(&replica, Degraded);
+    checks.report().await;
+    let series = gauge_series(&registry);
+    assert_eq!(series["replica"], 1, "{series:?}");
+    assert_eq!(series["overall"], 1, "{series:?}");
+
+    // A non-critical check shows its own status; the overall one is what /health says.
+    set(&replica, Healthy);
+    set(&recommendations, Unhealthy);
+    let report = checks.report().await;
+    let series = gauge_series(&registry);
+    assert_eq!(series["recommendations"], 2, "{series:?}");
+    assert_eq!(series["overall"], 1, "{series:?}");
+    assert_eq!(series["overall"], report.status.gauge_value());
+    assert_eq!(series["replica"], 0, "{series:?}");
+}
+
+#[tokio::test]
+async fn unregistered_check_disappears_from_the_gauge() {
+    let checks = HealthChecks::new("svc", "1");
+    let (order, _) = switchable_check(&checks, "order", CheckOptions::new());
+    checks.register("cart", || async { CheckOutcome::healthy() });
+    let registry = watched(&checks);
+    set(&order, Unhealthy);
+    checks.report().await;
+    assert_eq!(gauge_series(&registry)["order"], 2);
+
+    assert!(checks.unregister("order"));
+    // Gone from the very next scrape, before any refresh...
+    let series = gauge_series(&registry);
+    assert!(!series.contains_key("order"), "{series:?}");
+    assert!(series.contains_key("cart"), "{series:?}");
+    // ...and the overall status recovers with the next report.
+    checks.report().await;
+    let series = gauge_series(&registry);
+    assert!(!series.contains_key("order"), "{series:?}");
+    assert_eq!(series["overall"], 0, "{series:?}");
+    assert_eq!(series.len(), 2, "{series:?}");
+    assert!(!registry.encode_text().contains(r#"check="order""#));
+}
+
+#[tokio::test]
+async fn a_scrape_runs_no_check_and_shows_nothing_before_the_first_report() {
+    let checks = HealthChecks::new("svc", "1");
+    let (_, runs) = switchable_check(&checks, "database", CheckOptions::new());
+    let registry = watched(&checks);
+    for _ in 0..3 {
+        assert!(gauge_series(&registry).is_empty());
+        assert!(!registry.encode_text().contains(HEALTH_STATUS_METRIC));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "scrapes never run checks");
+
+    // Readiness is a partial report: it does not feed the gauge.
+    checks.readiness().await;
+    assert!(gauge_series(&registry).is_empty());
+
+    checks.report().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    for _ in 0..3 {
+        assert_eq!(gauge_series(&registry).len(), 2);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "scrapes read the last report");
+}
+
+#[tokio::test]
+async fn a_check_named_overall_does_not_shadow_the_aggregate() {
+    let checks = HealthChecks::new("svc", "1");
+    checks.register_with(
+        OVERALL_CHECK_LABEL,
+        CheckOptions::new().non_critical(),
+        || async { CheckOutcome::unhealthy("down") },
+    );
+    let registry = watched(&checks);
+    checks.report().await;
+    let series = gauge_series(&registry);
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(series["overall"], 1, "the aggregate, not the check: {series:?}");
+}
+
+#[tokio::test]
+async fn gauge_of_dropped_checks_is_empty() {
+    let checks = HealthChecks::new("svc", "1");
+    checks.register("database", || async { CheckOutcome::healthy() });
+    let registry = watched(&checks);
+    checks.report().await;
+    assert_eq!(gauge_series(&registry).len(), 2);
+    drop(checks);
+    assert!(gauge_series(&registry).is_empty());
+}
+
+#[tokio::test]
+async fn refresher_keeps_the_gauge_current_and_stops_when_dropped() {
+    let checks = HealthChecks::new("svc", "1");
+    let (database, runs) = switchable_check(&checks, "database", CheckOptions::new());
+    let registry = watched(&checks);
+    let refresher = checks.refresh_every(HealthRefresher::MIN_INTERVAL);
+
+    // No report is asked for here: the refresher alone must bring each value.
+    for (status, value) in [(Healthy, 0), (Unhealthy, 2), (Degraded, 1), (Healthy, 0)] {
+        set(&database, status);
+        let mut seen = None;
+        for _ in 0..400 {
+            seen = gauge_series(&registry).get("database").copied();
+            if seen == Some(value) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(seen, Some(value), "{status}");
+        assert_eq!(gauge_series(&registry)["overall"], value, "{status}");
+    }
+
+    drop(refresher);
+    // Let a report that was under way when the task was aborted settle, then watch.
+    tokio::time::sleep(HealthRefresher::MIN_INTERVAL * 2).await;
+    let after_drop = runs.load(Ordering::SeqCst);
+    tokio::time::sleep(HealthRefresher::MIN_INTERVAL * 6).await;
+    assert_eq!(runs.load(Ordering::SeqCst), after_drop, "the task stopped");
+}
+
+#[tokio::test]
+async fn later_report_wins_over_an_earlier_one_finishing_last() {
+    let checks = HealthChecks::new("svc", "1");
+    let slow_runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&slow_runs);
+    // The first run is slow and unhealthy, later runs fast and healthy.
+    checks.register("database", move || {
+        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                CheckOutcome::unhealthy("stale")
+            } else {
+                CheckOutcome::healthy()
+            }
+        }
+    });
+    let slow = tokio::spawn({
+        let checks = checks.clone();
+        async move { checks.report().await }
+    });
+    while slow_runs.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let fast = checks.report().await;
+    assert_eq!(fast.status, Healthy);
+    assert_eq!(slow.await.unwrap().status, Unhealthy);
+    assert_eq!(
+        checks.last_report().unwrap().status,
+        Healthy,
+        "the newer report is kept"
+    );
+}

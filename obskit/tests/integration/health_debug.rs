@@ -1,7 +1,8 @@
 //! Integration tests: health_debug. Library-level: health reports, process figures and the
-//! configuration report, without the HTTP layer.
+//! configuration report, without the HTTP layer; and the `obskit_health_status` gauge as a
+//! scraper sees it, through a real server's `/metrics`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,4 +196,202 @@ fn config_report_masks_by_key_and_url_only() {
     let environment = &report["environment"];
     assert_eq!(environment["OBSKIT_HD2_SESSION_SECRET"], "***");
     assert_eq!(environment["OBSKIT_HD2_EXTRA_ARGS"], "--flag copied-b81d");
+}
+
+/// A service built and served by the builder on a free loopback port, with a short health
+/// interval; its handler answers 404 to everything (only the admin surface matters here).
+struct HealthServer {
+    addr: std::net::SocketAddr,
+    obskit: obskit::Obskit,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HealthServer {
+    async fn start() -> HealthServer {
+        let obskit = obskit::Obskit::builder()
+            .service("health-gauge")
+            .version("1.0.0")
+            .registry(obskit::metrics::Registry::new())
+            .admin_access(obskit::admin::AdminAccess::LoopbackOnly)
+            .memory_check(false)
+            .health_interval(Duration::from_millis(100))
+            // No span sink: the sink is process-wide and the span tests own it.
+            .recent_spans(0)
+            .build()
+            .expect("obskit builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = obskit.clone();
+        let handler = hyper::service::service_fn(|_request| async {
+            let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            served.serve_with_shutdown(listener, handler, shutdown).await
+        });
+        HealthServer {
+            addr,
+            obskit,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `/metrics` over HTTP. The client timeout only keeps a broken test from hanging: it is
+    /// far above anything a working scrape takes, and far below the hanging check's timeout.
+    async fn metrics(&self) -> String {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("/metrics answers while checks run");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// Scrapes until `done` holds for the exposition (the refresher runs every 100 ms; a loaded
+    /// machine gets plenty of extra time), returning the last exposition seen.
+    async fn metrics_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = self.metrics().await;
+            if done(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "never saw {what}:\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn shutdown(mut self) -> obskit::Obskit {
+        let _ = self.stop.take().unwrap().send(());
+        let served = tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("server stops after the shutdown signal");
+        served.expect("serve task").expect("serve returns Ok");
+        self.obskit.clone()
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn has_line(metrics: &str, line: &str) -> bool {
+    metrics.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn health_gauge_flips_on_metrics_without_anyone_calling_health() {
+    let server = HealthServer::start().await;
+    // 0 healthy, 1 degraded, 2 unhealthy, as the gauge counts.
+    let database = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (state, count) = (Arc::clone(&database), Arc::clone(&runs));
+    server.obskit.health().register("database", move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        let outcome = match state.load(Ordering::SeqCst) {
+            0 => CheckOutcome::healthy(),
+            1 => CheckOutcome::degraded("replica lag"),
+            _ => CheckOutcome::unhealthy("connection refused"),
+        };
+        async move { outcome }
+    });
+    server
+        .obskit
+        .health()
+        .register("cache", || async { CheckOutcome::healthy() });
+
+    for (value, name) in [
+        (0, "healthy"),
+        (2, "unhealthy"),
+        (1, "degraded"),
+        (0, "healthy again"),
+    ] {
+        database.store(value, Ordering::SeqCst);
+        let metrics = server
+            .metrics_until(name, |m| {
+                has_line(m, &format!(r#"obskit_health_status{{check="database"}} {value}"#))
+                    && has_line(m, &format!(r#"obskit_health_status{{check="overall"}} {value}"#))
+            })
+            .await;
+        assert!(
+            has_line(&metrics, r#"obskit_health_status{check="cache"} 0"#),
+            "{metrics}"
+        );
+        assert!(metrics.contains("# TYPE obskit_health_status gauge"), "{metrics}");
+        crate::common::promtool_check_metrics(&metrics);
+    }
+
+    // Gone as soon as it is unregistered.
+    assert!(server.obskit.health().unregister("database"));
+    let metrics = server.metrics().await;
+    assert!(!metrics.contains(r#"check="database""#), "{metrics}");
+    assert!(
+        has_line(&metrics, r#"obskit_health_status{check="overall"} 0"#),
+        "{metrics}"
+    );
+
+    // Once the service is gone, so is its refresher.
+    let obskit = server.shutdown().await;
+    drop(obskit);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = runs.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        after,
+        "the background checks stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_check_never_holds_up_a_scrape() {
+    let server = HealthServer::start().await;
+    let health = server.obskit.health();
+    health.register("database", || async { CheckOutcome::healthy() });
+    server
+        .metrics_until("the database check", |m| {
+            has_line(m, r#"obskit_health_status{check="database"} 0"#)
+        })
+        .await;
+
+    // The background report now waits a minute for this check; scrapes must not.
+    let started = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&started);
+    health.register_with(
+        "payments",
+        CheckOptions::new().timeout(Duration::from_secs(60)),
+        move || {
+            flag.store(true, Ordering::SeqCst);
+            std::future::pending::<CheckOutcome>()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the refresher never ran the new check");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        // The last known values, without the check still running.
+        let metrics = server.metrics().await;
+        assert!(
+            has_line(&metrics, r#"obskit_health_status{check="database"} 0"#),
+            "{metrics}"
+        );
+        assert!(!metrics.contains(r#"check="payments""#), "{metrics}");
+    }
+    server.shutdown().await;
 }
