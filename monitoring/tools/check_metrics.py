@@ -174,12 +174,9 @@ def main():
     args = ap.parse_args()
 
     cat, known = load_catalogue()
-    pending_known = dict(known, obskit_health_status="obskit (requested)")
     items = []
     for path in [os.path.join(MONITORING, "prometheus/alert.rules.yml")]:
         items += [(s, e, known) for s, e in rule_exprs(path)]
-    for path in sorted(glob.glob(os.path.join(MONITORING, "prometheus/pending/*.rules.yml"))):
-        items += [(s, e, pending_known) for s, e in rule_exprs(path)]
     for path in sorted(glob.glob(os.path.join(MONITORING, "grafana/dashboards/*.json"))):
         items += [(s, e, known) for s, e in dashboard_exprs(path)]
 
