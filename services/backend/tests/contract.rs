@@ -2,17 +2,17 @@
 //! on 127.0.0.1:0 with a temporary data directory, and every call and every listed failure is
 //! checked through real HTTP.
 
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::Duration;
 
 use backend::Config;
 use obskit::metrics::Registry;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE};
 use shop_common::store::{QueryMetrics, Store, StoreError};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use shop_common::testing::{assert_error, sample, unix_now, RunningService, TempDataDir as DataDir};
 
 const SECRET: &[u8] = b"contract-test-secret";
 
@@ -28,144 +28,36 @@ fn customer_token() -> String {
     keys().mint("user-1", "ann", ROLE_CUSTOMER).unwrap()
 }
 
-/// A temporary data directory, removed when dropped.
-struct DataDir(PathBuf);
+/// A backend running in this process; the calls are [`RunningService`]'s.
+struct Running(RunningService);
 
-impl DataDir {
-    fn new(tag: &str) -> DataDir {
-        let unique = shop_common::store::new_id();
-        let dir = std::env::temp_dir().join(format!("backend-contract-{tag}-{unique}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        DataDir(dir)
+impl Deref for Running {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
     }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A backend running in this process.
-struct Running {
-    base: String,
-    client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 }
 
 impl Running {
     async fn start(data_dir: &Path) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let config = Config {
             data_dir: data_dir.to_path_buf(),
             jwt: keys(),
             body_limit: 64 * 1024,
             registry: Registry::new(),
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(backend::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let client = Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let running = Running {
-            base,
-            client,
-            stop: Some(stop),
-            task,
-        };
-        for _ in 0..200 {
-            if let Ok(r) = running.client.get(running.url("/health/live")).send().await {
-                if r.status().is_success() {
-                    return running;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the backend did not come up");
+        Running(
+            RunningService::start("the backend", |listener, shutdown| {
+                backend::run(config, listener, shutdown)
+            })
+            .await,
+        )
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    async fn stop(self) {
+        self.0.stop().await;
     }
-
-    async fn stop(mut self) {
-        drop(self.client);
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the backend stops within 10 s")
-            .unwrap()
-            .unwrap();
-    }
-
-    /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.unwrap()).await
-    }
-
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token.unwrap_or_default())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        read(response).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None, None).await
-    }
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
-    };
-    (status, value)
-}
-
-/// Asserts the contract's error shape and status.
-#[track_caller]
-fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
-    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
-    assert_eq!(got.1["error"], code, "{:?}", got.1);
-    assert!(
-        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{:?}",
-        got.1
-    );
 }
 
 fn new_product() -> Value {
@@ -303,14 +195,6 @@ async fn admin_calls_need_an_admin_token() {
     let (_, same) = shop.get(&format!("/api/products/{id}")).await;
     assert_eq!(same, products[0]);
     shop.stop().await;
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[tokio::test]
@@ -502,12 +386,6 @@ async fn admin_writes_validation_and_metrics() {
         );
     }
     shop.stop().await;
-}
-
-/// The value of the series written exactly as `series` (name and labels) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test]

@@ -2,8 +2,7 @@
 //! the real order service running in-process on 127.0.0.1:0, each with a temporary data
 //! directory and a fresh registry; every call and failure is checked through real HTTP.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use obskit::metrics::Registry;
@@ -11,13 +10,9 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::{JwtKeys, ROLE_ADMIN};
 use shop_common::store::{now_seconds, CartItem, QueryMetrics, Store};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use shop_common::testing::{assert_error, read, sample, RunningService as Service, TempDataDir as DataDir};
 
 const SECRET: &[u8] = b"cart-contract-secret";
-
-type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn keys() -> JwtKeys {
     JwtKeys::new(SECRET, Duration::from_secs(600))
@@ -27,75 +22,6 @@ fn admin_token() -> String {
     keys().mint("admin-1", "root", ROLE_ADMIN).unwrap()
 }
 
-/// A temporary data directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(tag: &str) -> DataDir {
-        let unique = shop_common::store::new_id();
-        let dir = std::env::temp_dir().join(format!("cart-contract-{tag}-{unique}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        DataDir(dir)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A service running in this process.
-struct Service {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<RunResult>,
-}
-
-impl Service {
-    /// Spawns `run(listener, shutdown)` on a fresh port and waits for its liveness probe.
-    async fn start<F, Fut>(run: F) -> Service
-    where
-        F: FnOnce(TcpListener, Box<dyn Future<Output = ()> + Send + Unpin>) -> Fut,
-        Fut: Future<Output = RunResult> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = Box::new(Box::pin(async move {
-            let _ = stopped.await;
-        }));
-        let task = tokio::spawn(run(listener, shutdown));
-        let client = Client::new();
-        for _ in 0..400 {
-            if let Ok(r) = client.get(format!("{base}/health/live")).send().await {
-                if r.status().is_success() {
-                    return Service {
-                        base,
-                        stop: Some(stop),
-                        task,
-                    };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{base} did not come up");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the service stops within 20 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
 async fn start_backend(dir: &Path) -> Service {
     let config = backend::Config {
         data_dir: dir.to_path_buf(),
@@ -103,7 +29,10 @@ async fn start_backend(dir: &Path) -> Service {
         body_limit: 64 * 1024,
         registry: Registry::new(),
     };
-    Service::start(|listener, shutdown| backend::run(config, listener, shutdown)).await
+    Service::start("the backend", |listener, shutdown| {
+        backend::run(config, listener, shutdown)
+    })
+    .await
 }
 
 async fn start_order(dir: &Path) -> Service {
@@ -115,7 +44,10 @@ async fn start_order(dir: &Path) -> Service {
         // Orders stay CREATED: the lifecycle is the order service's business, not this test's.
         lifecycle_step: None,
     };
-    Service::start(|listener, shutdown| order::run(config, listener, shutdown)).await
+    Service::start("the order service", |listener, shutdown| {
+        order::run(config, listener, shutdown)
+    })
+    .await
 }
 
 async fn start_cart(dir: &Path, backend_url: &str, order_url: &str, abandon_after: Duration) -> Service {
@@ -128,7 +60,10 @@ async fn start_cart(dir: &Path, backend_url: &str, order_url: &str, abandon_afte
         order_url: order_url.to_string(),
         abandon_after,
     };
-    Service::start(|listener, shutdown| cart::run(config, listener, shutdown)).await
+    Service::start("the cart", |listener, shutdown| {
+        cart::run(config, listener, shutdown)
+    })
+    .await
 }
 
 /// The three services on one data directory (one database file each). A test may stop one
@@ -189,14 +124,7 @@ impl Shop {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.unwrap()).await
+        shop_common::testing::call(&self.client, method, url, token, body).await
     }
 
     async fn cart_call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -274,43 +202,7 @@ impl Shop {
 }
 
 async fn metrics_of(client: &Client, service: &Service) -> String {
-    client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
-    };
-    (status, value)
-}
-
-/// Asserts the contract's error shape and status.
-#[track_caller]
-fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
-    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
-    assert_eq!(got.1["error"], code, "{:?}", got.1);
-    assert!(
-        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{:?}",
-        got.1
-    );
-}
-
-/// The value of the series written exactly as `series` (name and labels) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    shop_common::testing::text(client, service.url("/metrics")).await
 }
 
 /// The quantities of a cart, by product id.

@@ -2,17 +2,17 @@
 //! in-process on 127.0.0.1:0 with a temporary data directory, and every call and every listed
 //! failure is checked through real HTTP, with the lifecycle task driven by a short step.
 
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::Duration;
 
 use obskit::metrics::Registry;
 use order::lifecycle::{self, CANCELLED, CREATED, DELIVERED, PAID, SHIPPED};
 use order::Config;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::JwtKeys;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use shop_common::testing::{assert_error, sample, RunningService, TempDataDir as DataDir};
 
 /// The lifecycle step of the tests that let the background task run.
 const SHORT_STEP: Duration = Duration::from_millis(200);
@@ -21,38 +21,22 @@ const SHORT_STEP: Duration = Duration::from_millis(200);
 /// timing assertion: on an idle machine delivery takes about a second).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A temporary data directory, removed when dropped.
-struct DataDir(PathBuf);
+/// An order service running in this process: [`RunningService`] with the order contract's
+/// helpers.
+struct Running(RunningService);
 
-impl DataDir {
-    fn new(tag: &str) -> DataDir {
-        let unique = shop_common::store::new_id();
-        let dir = std::env::temp_dir().join(format!("order-contract-{tag}-{unique}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        DataDir(dir)
+impl Deref for Running {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
     }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An order service running in this process.
-struct Running {
-    base: String,
-    client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 }
 
 impl Running {
     /// Starts the service on `data_dir` with the given lifecycle step (`None`: no background
     /// task, so statuses move only through the API and tests are deterministic).
     async fn start(data_dir: &Path, lifecycle_step: Option<Duration>) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let config = Config {
             data_dir: data_dir.to_path_buf(),
             jwt: JwtKeys::new(b"contract-test-secret", Duration::from_secs(600)),
@@ -60,69 +44,27 @@ impl Running {
             registry: Registry::new(),
             lifecycle_step,
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(order::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let client = Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let running = Running {
-            base,
-            client,
-            stop: Some(stop),
-            task,
-        };
-        for _ in 0..400 {
-            if let Ok(r) = running.client.get(running.url("/health/live")).send().await {
-                if r.status().is_success() {
-                    return running;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the order service did not come up");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        Running(
+            RunningService::start("the order service", |listener, shutdown| {
+                order::run(config, listener, shutdown)
+            })
+            .await,
+        )
     }
 
     /// Stops the service; it must return (lifecycle task included) and report no error.
-    async fn stop(mut self) {
-        drop(self.client);
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the order service stops within 10 s")
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
-    /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty).
+    /// [`RunningService::call`] without a token: the order contract has no authentication.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.url(path));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.unwrap()).await
+        self.0.call(method, path, None, body).await
     }
 
+    /// [`RunningService::raw`] without a token.
     async fn raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .request(method, self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        read(response).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
+        self.0.raw(method, path, None, body).await
     }
 
     /// Creates an order and returns it, asserting 201.
@@ -153,6 +95,7 @@ impl Running {
         order
     }
 
+    /// [`RunningService::metrics`], checking the status too.
     async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.unwrap();
         assert_eq!(response.status(), 200);
@@ -174,35 +117,6 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
-    };
-    (status, value)
-}
-
-/// Asserts the contract's error shape and status.
-#[track_caller]
-fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
-    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
-    assert_eq!(got.1["error"], code, "{:?}", got.1);
-    assert!(
-        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{:?}",
-        got.1
-    );
-}
-
-/// The value of the series written exactly as `series` (name and labels) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 fn two_items() -> Value {

@@ -1,6 +1,7 @@
 //! What the shop's four services share: the storage interface ([`store::Store`]) and its
 //! embedded SQLite backend, the contract's JSON errors and bodies ([`http`]), a router over
-//! obskit's matched routes ([`router`]), and JWTs and password hashes ([`auth`]).
+//! obskit's matched routes ([`router`]), and JWTs and password hashes ([`auth`]); plus
+//! [`testing`], the support of the services' contract tests.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -8,6 +9,7 @@ pub mod client;
 pub mod http;
 pub mod router;
 pub mod store;
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,17 +3,18 @@
 //! small stub servers (or closed ports), and every call and every listed failure is checked
 //! through real HTTP.
 
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use obskit::metrics::Registry;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER};
+use shop_common::testing::{assert_error, read, sample, unix_now, RunningService, TempDataDir as DataDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use user::{AdminBootstrap, Config};
 
@@ -22,31 +23,6 @@ const PASSWORD: &str = "testpass123";
 
 fn keys() -> JwtKeys {
     JwtKeys::new(SECRET, Duration::from_secs(3600))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A temporary data directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(tag: &str) -> DataDir {
-        let unique = shop_common::store::new_id();
-        let dir = std::env::temp_dir().join(format!("user-contract-{tag}-{unique}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        DataDir(dir)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A base URL where nothing listens: a port that was bound and released.
@@ -115,14 +91,6 @@ impl Drop for Stub {
     }
 }
 
-/// A user service running in this process.
-struct Running {
-    base: String,
-    client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
-}
-
 struct Setup<'a> {
     data_dir: &'a Path,
     order_url: String,
@@ -152,10 +120,20 @@ fn admin_bootstrap() -> AdminBootstrap {
     }
 }
 
+/// A user service running in this process: [`RunningService`] with the user contract's
+/// helpers.
+struct Running(RunningService);
+
+impl Deref for Running {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
+    }
+}
+
 impl Running {
     async fn start(setup: Setup<'_>) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let config = Config {
             data_dir: setup.data_dir.to_path_buf(),
             jwt: keys(),
@@ -165,75 +143,23 @@ impl Running {
             cart_url: setup.cart_url,
             admin: setup.admin,
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(user::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let client = Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let running = Running {
-            base,
-            client,
-            stop: Some(stop),
-            task,
-        };
-        for _ in 0..400 {
-            if let Ok(r) = running.client.get(running.url("/health/live")).send().await {
-                if r.status().is_success() {
-                    return running;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the user service did not come up");
+        Running(
+            RunningService::start("the user service", |listener, shutdown| {
+                user::run(config, listener, shutdown)
+            })
+            .await,
+        )
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn stop(mut self) {
-        drop(self.client);
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the user service stops within 10 s")
-            .unwrap()
-            .unwrap();
-    }
-
-    /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.unwrap()).await
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     async fn raw_post(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        read(response).await
+        self.raw(Method::POST, path, None, body).await
     }
 
+    /// [`RunningService::get`] with a token: most reads of the user contract need one.
     async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.call(Method::GET, path, token, None).await
     }
@@ -264,46 +190,6 @@ impl Running {
         assert_eq!(status, 200, "{body}");
         body["access_token"].as_str().unwrap().to_string()
     }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
-    };
-    (status, value)
-}
-
-/// Asserts the contract's error shape and status.
-#[track_caller]
-fn assert_error(got: (StatusCode, Value), status: u16, code: &str) {
-    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
-    assert_eq!(got.1["error"], code, "{:?}", got.1);
-    assert!(
-        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{:?}",
-        got.1
-    );
-}
-
-/// The value of the series written exactly as `series` (name and labels) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test]
