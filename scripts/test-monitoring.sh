@@ -5,8 +5,10 @@
 # dirs, stopped at exit): Prometheus + Alertmanager delivering an alert to a Telegram stand-in,
 # nginx + prometheus-nginx-exporter + mtail in front of stub services.
 # Phase 2 (when the `shop` launcher and scripts/loadtest.sh exist): monitoring/tests/live_e2e.py
-# runs the shop, a short Locust load and a real Prometheus with the local config, and evaluates
-# every expression on the shop's own metrics through the HTTP API.
+# runs the shop, a short Locust load (with monitoring/tests/shop_conditions.py beside it: the
+# client errors and the delivered order a short clean run lacks) and a real Prometheus with the
+# local config, and evaluates every expression on the shop's own metrics through the HTTP API:
+# each must return data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh
@@ -58,7 +60,9 @@ if [ -f services/shop/Cargo.toml ] && [ -f scripts/lib/shop.sh ] && [ -f scripts
   echo "== monitoring: phase 2, the running shop under Locust scraped by a real Prometheus"
   . scripts/lib/shop.sh
   prom_pid=""
+  conditions_pid=""
   phase2_stop() {
+    if [ -n "$conditions_pid" ]; then kill -TERM "$conditions_pid" 2>/dev/null || true; wait "$conditions_pid" 2>/dev/null || true; fi
     if [ -n "$prom_pid" ]; then kill -TERM "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
     shop_stop
     rm -rf "$tmp"
@@ -77,7 +81,16 @@ if [ -f services/shop/Cargo.toml ] && [ -f scripts/lib/shop.sh ] && [ -f scripts
     --web.listen-address="127.0.0.1:$prom_port" --enable-feature=exemplar-storage >"$tmp/prometheus.log" 2>&1 &
   prom_pid=$!
   for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+  # Beside Locust, not through it (its run must keep zero failures): 4xx answers from every
+  # service and one order followed to DELIVERED, all inside the panels' 1-minute windows.
+  python3 "$m/tests/shop_conditions.py" "$GATEWAY_URL" >"$tmp/conditions.log" 2>&1 &
+  conditions_pid=$!
   shop_load --users 10 --spawn-rate 5 --run-time 25s
+  conditions_rc=0
+  wait "$conditions_pid" || conditions_rc=$?
+  conditions_pid=""
+  cat "$tmp/conditions.log"
+  [ "$conditions_rc" -eq 0 ] || { echo "monitoring: shop_conditions.py failed" >&2; exit 1; }
   timeout 300 python3 "$m/tests/live_e2e.py" "$tmp/exprs.json" "http://127.0.0.1:$prom_port" \
     backend="http://127.0.0.1:$BACKEND_PORT/metrics" cart="http://127.0.0.1:$CART_PORT/metrics" \
     order="http://127.0.0.1:$ORDER_PORT/metrics" user="http://127.0.0.1:$USER_PORT/metrics"
