@@ -12,11 +12,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# cargo's own summaries, kept to total them at the end.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 echo "== cargo test (unit, integration, trybuild, doc tests)"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee -a "$results"
 
 echo "== benches, once each in test mode (they must run, not be timed here)"
-cargo test -p obskit-benches --benches --locked
+cargo test -p obskit-benches --benches --locked 2>&1 | tee -a "$results"
 
 echo "== examples, run and checked through real HTTP"
 bash scripts/check-examples.sh
@@ -26,3 +30,9 @@ bash scripts/test-shop-load.sh
 
 echo "== monitoring stack (configs, rules, dashboards, real Prometheus/Alertmanager/nginx/mtail)"
 bash scripts/test-monitoring.sh
+
+# Reached only when every step passed (set -e): the Rust tests' total, as one closing line.
+passed=$(grep -E '^test result:' "$results" | awk '{n += $4} END {print n + 0}')
+failed=$(grep -E '^test result:' "$results" | awk '{n += $6} END {print n + 0}')
+echo "all steps passed; Rust tests:"
+echo "${passed} passed, ${failed} failed"
