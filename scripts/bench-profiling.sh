@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a running CPU capture costs a service: the `minimal_server` example (release build,
 # RED layer and an #[instrumented] handler) pinned to CPU 0, wrk on CPU 1, alternating runs
-# without a profiler and with a 99 Hz `/debug/pprof/profile` capture spanning the whole run.
+# without a profiler and with a 99 Hz `/debug/pprof/profile` capture spanning the whole run, the
+# order of the two alternating from round to round.
 # Prints req/s and server CPU per request (the steadier figure: req/s moves >10 % run to run).
 #
 #   bash scripts/bench-profiling.sh [ROUNDS] [SECONDS]
@@ -56,7 +57,12 @@ run() { # run MODE ROUND
   awk -v m="$1" -v r="$2" -v rps="$rps" -v n="$requests" -v d="$((t1 - t0))" -v hz="$hz" \
     'BEGIN { printf "%-8s %5d %12.0f %14.2f\n", m, r, rps, d / hz / n * 1e6 }'
 }
+# The order alternates between rounds, so that whatever the second run of a pair gains (a warmer
+# server, a core kept out of idle) falls on each mode equally often.
 for round in $(seq 1 "$rounds"); do
-  run none "$round"
-  run capture "$round"
+  if [ $((round % 2)) -eq 1 ]; then
+    run none "$round"; run capture "$round"
+  else
+    run capture "$round"; run none "$round"
+  fi
 done
