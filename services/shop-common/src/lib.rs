@@ -11,7 +11,7 @@ pub mod router;
 pub mod store;
 pub mod testing;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// Environment variable naming the directory where services keep their data.
@@ -37,19 +37,45 @@ pub const LISTEN_HOST_ENV: &str = "SHOP_LISTEN_HOST";
 /// assert_eq!(addr.port(), 8001);
 /// ```
 pub fn listen_addr_from_env(port_env: &str, default_port: u16) -> Result<SocketAddr, String> {
-    let port = match std::env::var(port_env) {
-        Ok(p) if !p.trim().is_empty() => p
+    let lookup = |name: &str| std::env::var(name).ok();
+    Ok(SocketAddr::new(
+        listen_host_from(&lookup)?,
+        port_from(&lookup, port_env, default_port)?,
+    ))
+}
+
+/// The port in variable `name` as `lookup` finds it, or `default` when it is unset or empty; an
+/// error naming the variable when it is not a port. `lookup` is the process environment in the
+/// services and a test's table in tests.
+///
+/// ```
+/// let lookup = |name: &str| (name == "CART_PORT").then(|| "9001".to_string());
+/// assert_eq!(shop_common::port_from(&lookup, "CART_PORT", 8001), Ok(9001));
+/// assert_eq!(shop_common::port_from(&lookup, "USER_PORT", 8003), Ok(8003));
+/// ```
+pub fn port_from(lookup: &dyn Fn(&str) -> Option<String>, name: &str, default: u16) -> Result<u16, String> {
+    match lookup(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v
             .trim()
             .parse::<u16>()
-            .map_err(|e| format!("{port_env}={p:?} is not a port: {e}"))?,
-        _ => default_port,
-    };
-    let host = match std::env::var(LISTEN_HOST_ENV) {
-        Ok(h) if !h.trim().is_empty() => h
+            .map_err(|e| format!("{name}={v:?} is not a port: {e}")),
+    }
+}
+
+/// The address in [`LISTEN_HOST_ENV`] as `lookup` finds it, `127.0.0.1` when it is unset or
+/// empty; an error naming the variable when it is not an IP address.
+///
+/// ```
+/// let lookup = |_: &str| Some("0.0.0.0".to_string());
+/// assert!(shop_common::listen_host_from(&lookup).unwrap().is_unspecified());
+/// ```
+pub fn listen_host_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<IpAddr, String> {
+    match lookup(LISTEN_HOST_ENV).filter(|h| !h.trim().is_empty()) {
+        None => Ok(IpAddr::from([127, 0, 0, 1])),
+        Some(h) => h
             .trim()
-            .parse::<std::net::IpAddr>()
-            .map_err(|e| format!("{LISTEN_HOST_ENV}={h:?} is not an IP address: {e}"))?,
-        _ => std::net::IpAddr::from([127, 0, 0, 1]),
-    };
-    Ok(SocketAddr::new(host, port))
+            .parse::<IpAddr>()
+            .map_err(|e| format!("{LISTEN_HOST_ENV}={h:?} is not an IP address: {e}")),
+    }
 }

@@ -40,16 +40,6 @@ pub struct Plan {
     pub generated_secret: bool,
 }
 
-fn port_from(env: &dyn Fn(&str) -> Option<String>, name: &str, default: u16) -> Result<u16, BoxError> {
-    match env(name).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => Ok(v
-            .trim()
-            .parse::<u16>()
-            .map_err(|e| format!("{name}={v:?} is not a port: {e}"))?),
-    }
-}
-
 impl Plan {
     /// The plan from environment lookups `env` (the process environment in `main`).
     ///
@@ -68,23 +58,12 @@ impl Plan {
     /// assert!(plan.child_env.contains(&("CART_URL".to_string(), "http://127.0.0.1:9001".to_string())));
     /// ```
     pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, BoxError> {
-        let host: IpAddr = match env(shop_common::LISTEN_HOST_ENV).filter(|h| !h.trim().is_empty()) {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(h) => h
-                .trim()
-                .parse()
-                .map_err(|e| format!("{}={h:?} is not an IP address: {e}", shop_common::LISTEN_HOST_ENV))?,
-        };
-        // Services listening on all interfaces are still reached through loopback here.
-        let reach = if host.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            host
-        };
+        let host = shop_common::listen_host_from(env)?;
+        let reach = reachable(host);
         let mut services = Vec::new();
         let mut child_env = Vec::new();
         for spec in SERVICES {
-            let port = port_from(env, spec.port_env, spec.default_port)?;
+            let port = shop_common::port_from(env, spec.port_env, spec.default_port)?;
             services.push((spec, port));
             child_env.push((spec.port_env.to_string(), port.to_string()));
             let url = env(spec.url_env)
@@ -92,7 +71,7 @@ impl Plan {
                 .unwrap_or_else(|| format!("http://{}", SocketAddr::new(reach, port)));
             child_env.push((spec.url_env.to_string(), url));
         }
-        let gateway_port = port_from(env, GATEWAY_PORT_ENV, DEFAULT_GATEWAY_PORT)?;
+        let gateway_port = shop_common::port_from(env, GATEWAY_PORT_ENV, DEFAULT_GATEWAY_PORT)?;
         let mut ports: Vec<u16> = services.iter().map(|(_, p)| *p).collect();
         ports.push(gateway_port);
         ports.sort_unstable();
@@ -114,12 +93,17 @@ impl Plan {
     }
 
     fn reach(&self, port: u16) -> SocketAddr {
-        let ip = if self.host.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            self.host
-        };
-        SocketAddr::new(ip, port)
+        SocketAddr::new(reachable(self.host), port)
+    }
+}
+
+/// Where this machine reaches a server listening on `host`: services listening on all
+/// interfaces are reached through loopback.
+fn reachable(host: IpAddr) -> IpAddr {
+    if host.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        host
     }
 }
 
