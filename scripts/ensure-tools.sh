@@ -40,5 +40,11 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages prometheus-client >/dev/null
 fi
 
+# cargo-fuzz, for the fuzz smoke run (scripts/fuzz-smoke.sh); built from crates.io, once.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "ensure-tools: installing cargo-fuzz (crates.io)" >&2
+  cargo install cargo-fuzz --locked
+fi
+
 promtool --version 2>&1 | head -1 >&2
 go version >&2

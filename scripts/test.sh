@@ -22,6 +22,8 @@ cargo test --workspace --locked 2>&1 | tee -a "$results"
 echo "== benches, once each in test mode (they must run, not be timed here)"
 cargo test -p obskit-benches --benches --locked 2>&1 | tee -a "$results"
 
+echo "== fuzz smoke"; bash scripts/fuzz-smoke.sh
+
 echo "== examples, run and checked through real HTTP"
 bash scripts/check-examples.sh
 

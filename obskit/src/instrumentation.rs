@@ -49,10 +49,4 @@ pub fn is_enabled() -> bool {
 /// assert_eq!(parse_switch("1"), Some(true));
 /// assert_eq!(parse_switch("maybe"), None);
 /// ```
-pub fn parse_switch(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" | "enabled" | "yes" => Some(true),
-        "off" | "false" | "0" | "disabled" | "no" => Some(false),
-        _ => None,
-    }
-}
+pub use crate::settings::parse_switch;

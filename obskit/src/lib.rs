@@ -15,7 +15,8 @@ pub mod instrumentation;
 pub mod metrics;
 pub mod profile;
 pub mod secrets;
-mod server;
+pub mod serve;
+pub mod settings;
 pub mod trace;
 
 pub use builder::{shutdown_signal, AdminListener, BuildError, Obskit, ObskitBuilder, ADMIN_ADDR_ENV};

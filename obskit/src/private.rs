@@ -131,3 +131,16 @@ impl<F: std::future::Future> std::future::Future for InSpan<F> {
         std::task::Poll::Ready((output, span))
     }
 }
+
+/// The internal parsers of client input that are not public, for the fuzz targets in `fuzz/`
+/// (which can only reach obskit's public items). Not an interface either.
+#[doc(hidden)]
+pub mod fuzz {
+    use std::time::Duration;
+
+    /// The `/debug/pprof/profile` query (`seconds`, `frequency`, `format`): the capture's
+    /// length, its frequency in Hz, and whether the answer is an SVG flame graph.
+    pub fn profile_query(query: &str) -> Result<(Duration, u32, bool), String> {
+        crate::profile::ProfileQuery::parse(query).map(|q| (q.duration, q.frequency, q.svg))
+    }
+}

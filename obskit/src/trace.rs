@@ -48,17 +48,20 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 mod client;
+mod limits;
 pub mod otlp;
 pub mod propagation;
 mod recent;
 mod sampler;
 
 pub use client::TracedRequest;
+pub use limits::{request_value_length, SpanLimits};
 pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
 pub use sampler::{sample, Sampler};
 
 pub use recent::{
-    RecentSpans, StatusFilter, TraceQuery, DEFAULT_CAPACITY, SLOW_MINUTES_KEPT, SLOW_PER_MINUTE,
+    RecentSpans, StatusFilter, TraceQuery, DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, REPORT_VALUE_LENGTH,
+    SLOW_MINUTES_KEPT, SLOW_PER_MINUTE,
 };
 
 /// The value of a span attribute.
@@ -170,6 +173,18 @@ pub struct SpanEvent {
     pub time: SystemTime,
     /// Its attributes, e.g. `exception.message`.
     pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    /// Attributes left out by the event attribute count limit ([`SpanLimits`]).
+    pub dropped_attributes_count: u32,
+}
+
+/// A link from a span to another span (a batch job to the requests it serves, a retry to the
+/// first attempt), as in OpenTelemetry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanLink {
+    /// The span linked to.
+    pub context: SpanContext,
+    /// Attributes of the link.
+    pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
 }
 
 /// A span that has ended, as handed to the [`SpanSink`].
@@ -194,11 +209,80 @@ pub struct FinishedSpan {
     pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
     /// Events, in order.
     pub events: Vec<SpanEvent>,
+    /// Links to other spans.
+    pub links: Vec<SpanLink>,
     /// How it ended.
     pub status: SpanStatus,
+    /// What the [`SpanLimits`] left out.
+    pub dropped: DroppedCounts,
+}
+
+/// How many attributes, events and links a span's [`SpanLimits`] left out (exported as OTLP's
+/// `dropped_*_count` fields, shown in `/debug/traces`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DroppedCounts {
+    /// Attributes past the attribute count limit.
+    pub attributes: u32,
+    /// Events past the event count limit.
+    pub events: u32,
+    /// Links past the link count limit.
+    pub links: u32,
 }
 
 impl FinishedSpan {
+    /// About how many bytes the span occupies, its strings included: what the recent-span
+    /// buffer and the export queue count against their byte bounds.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use obskit::trace::{self, FinishedSpan, SpanSink};
+    /// # #[derive(Default)] struct Keep(Mutex<Vec<FinishedSpan>>);
+    /// # impl SpanSink for Keep { fn on_end(&self, s: FinishedSpan) { self.0.lock().unwrap().push(s) } }
+    /// # let keep = Arc::new(Keep::default());
+    /// # trace::set_sink(keep.clone());
+    /// drop(trace::span("small").start());
+    /// drop(trace::span("large").attr("blob", "x".repeat(1000)).start());
+    /// # trace::clear_sink();
+    /// # let spans = keep.0.lock().unwrap();
+    /// let (small, large) = (spans[0].approximate_bytes(), spans[1].approximate_bytes());
+    /// assert!(large >= small + 1000);
+    /// ```
+    pub fn approximate_bytes(&self) -> usize {
+        fn attributes_bytes(attributes: &[(Cow<'static, str>, AttrValue)]) -> usize {
+            attributes
+                .iter()
+                .map(|(key, value)| {
+                    std::mem::size_of::<(Cow<'static, str>, AttrValue)>()
+                        + key.len()
+                        + match value {
+                            AttrValue::Str(s) => s.len(),
+                            _ => 0,
+                        }
+                })
+                .sum()
+        }
+        let events: usize = self
+            .events
+            .iter()
+            .map(|e| std::mem::size_of::<SpanEvent>() + e.name.len() + attributes_bytes(&e.attributes))
+            .sum();
+        let links: usize = self
+            .links
+            .iter()
+            .map(|l| std::mem::size_of::<SpanLink>() + attributes_bytes(&l.attributes))
+            .sum();
+        let status = match &self.status {
+            SpanStatus::Error(message) => message.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<FinishedSpan>()
+            + self.name.len()
+            + attributes_bytes(&self.attributes)
+            + events
+            + links
+            + status
+    }
+
     /// The value of an attribute, if set.
     pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
         self.attributes
@@ -216,18 +300,20 @@ pub trait SpanSink: Send + Sync + 'static {
 }
 
 /// `value` as it may leave the process (exported, or shown by `/debug/traces`): [`MASK`] when
-/// `key` looks secret, URL credentials masked in strings.
+/// `key` looks secret, whatever the value's type; a string masked by name and by shape
+/// ([`crate::secrets::mask_keyed`]).
 ///
 /// [`MASK`]: crate::secrets::MASK
-pub(crate) fn masked_attr(key: &str, value: AttrValue) -> AttrValue {
-    if crate::secrets::is_secret_key(key) {
-        return AttrValue::Str(Cow::Borrowed(crate::secrets::MASK));
-    }
+pub(crate) fn masked_attr<'a>(key: &str, value: &'a AttrValue) -> Cow<'a, AttrValue> {
     match value {
-        AttrValue::Str(s) if s.contains("://") => {
-            AttrValue::Str(Cow::Owned(crate::secrets::mask_url_userinfo(&s)))
+        AttrValue::Str(s) => match crate::secrets::mask_keyed(key, s) {
+            Cow::Borrowed(same) if std::ptr::eq(same, &**s) => Cow::Borrowed(value),
+            masked => Cow::Owned(AttrValue::Str(Cow::Owned(masked.into_owned()))),
+        },
+        _ if crate::secrets::is_secret_key(key) => {
+            Cow::Owned(AttrValue::Str(Cow::Borrowed(crate::secrets::MASK)))
         }
-        other => other,
+        other => Cow::Borrowed(other),
     }
 }
 
@@ -387,6 +473,8 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
             parent: None,
             attributes: Vec::new(),
             events: Vec::new(),
+            links: Vec::new(),
+            dropped: DroppedCounts::default(),
             status: SpanStatus::Unset,
             context: SpanContext {
                 trace_id: 0,
@@ -405,6 +493,8 @@ struct SpanData {
     parent: Option<SpanContext>,
     attributes: Vec<(Cow<'static, str>, AttrValue)>,
     events: Vec<SpanEvent>,
+    links: Vec<SpanLink>,
+    dropped: DroppedCounts,
     status: SpanStatus,
     context: SpanContext,
     start: SystemTime,
@@ -423,10 +513,34 @@ impl SpanBuilder {
         self.data.is_some()
     }
 
-    /// Sets an attribute (OpenTelemetry semantic-convention names where one exists).
+    /// Sets an attribute (OpenTelemetry semantic-convention names where one exists), within the
+    /// [`SpanLimits`]: a string longer than the value length limit is cut, and an attribute
+    /// past the count limit is left out and counted.
     pub fn attr(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) -> Self {
         if let Some(data) = &mut self.data {
-            data.attributes.push((key.into(), value.into()));
+            data.push_attr(key.into(), value.into());
+        }
+        self
+    }
+
+    /// Sets an attribute whose value came from a client: see [`Span::set_request_attr`].
+    pub fn request_attr(mut self, key: &'static str, value: &str) -> Self {
+        if let Some(data) = &mut self.data {
+            let value = limits::truncated(value, limits::request_value_length());
+            data.push_attr(Cow::Borrowed(key), AttrValue::Str(Cow::Owned(value.to_string())));
+        }
+        self
+    }
+
+    /// Links the span to `context` (within the link count limit).
+    pub fn link(mut self, context: SpanContext, attributes: Vec<(Cow<'static, str>, AttrValue)>) -> Self {
+        if let Some(data) = &mut self.data {
+            if data.links.len() < limits::link_count() {
+                let attributes = limited_attributes(attributes, limits::attribute_count()).0;
+                data.links.push(SpanLink { context, attributes });
+            } else {
+                data.dropped.links = data.dropped.links.saturating_add(1);
+            }
         }
         self
     }
@@ -505,24 +619,40 @@ impl Span {
         self.data.as_ref().map(|d| d.context)
     }
 
-    /// Sets an attribute.
+    /// Sets an attribute, within the [`SpanLimits`] (see [`SpanBuilder::attr`]).
     pub fn set_attr(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
         if let Some(data) = &mut self.data {
-            data.attributes.push((key.into(), value.into()));
+            data.push_attr(key.into(), value.into());
         }
     }
 
-    /// Adds an event.
+    /// Sets an attribute whose value came from a client (a header, the path): cut to the lower
+    /// [`SpanLimits::request_value_length`] before the general limits apply.
+    pub fn set_request_attr(&mut self, key: &'static str, value: &str) {
+        if let Some(data) = &mut self.data {
+            let value = limits::truncated(value, limits::request_value_length());
+            data.push_attr(Cow::Borrowed(key), AttrValue::Str(Cow::Owned(value.to_string())));
+        }
+    }
+
+    /// Adds an event, within the event count limit; its attributes within the event attribute
+    /// count limit and the value length limit.
     pub fn add_event(
         &mut self,
         name: impl Into<Cow<'static, str>>,
         attributes: Vec<(Cow<'static, str>, AttrValue)>,
     ) {
         if let Some(data) = &mut self.data {
+            if data.events.len() >= limits::event_count() {
+                data.dropped.events = data.dropped.events.saturating_add(1);
+                return;
+            }
+            let (attributes, dropped) = limited_attributes(attributes, limits::event_attribute_count());
             data.events.push(SpanEvent {
-                name: name.into(),
+                name: limits::truncate_str(name.into(), limits::value_length()),
                 time: SystemTime::now(),
                 attributes,
+                dropped_attributes_count: dropped,
             });
         }
     }
@@ -530,7 +660,14 @@ impl Span {
     /// Sets the status.
     pub fn set_status(&mut self, status: SpanStatus) {
         if let Some(data) = &mut self.data {
-            data.status = status;
+            data.status = match status {
+                // An error message may quote what a client sent: it is held to the value limit.
+                SpanStatus::Error(mut message) if message.len() > limits::value_length() => {
+                    message.truncate(limits::truncated(&message, limits::value_length()).len());
+                    SpanStatus::Error(message)
+                }
+                other => other,
+            };
         }
     }
 
@@ -587,6 +724,33 @@ impl Drop for Span {
     }
 }
 
+impl SpanData {
+    #[inline]
+    fn push_attr(&mut self, key: Cow<'static, str>, value: AttrValue) {
+        if self.attributes.len() < limits::attribute_count() {
+            let value = limits::truncate_to(value, limits::value_length());
+            self.attributes.push((key, value));
+        } else {
+            self.dropped.attributes = self.dropped.attributes.saturating_add(1);
+        }
+    }
+}
+
+/// `attributes` within `count` entries and the value length limit, and how many were left out.
+fn limited_attributes(
+    mut attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    count: usize,
+) -> (Vec<(Cow<'static, str>, AttrValue)>, u32) {
+    let dropped = attributes.len().saturating_sub(count);
+    attributes.truncate(count);
+    let max = limits::value_length();
+    let attributes = attributes
+        .into_iter()
+        .map(|(key, value)| (key, limits::truncate_to(value, max)))
+        .collect();
+    (attributes, u32::try_from(dropped).unwrap_or(u32::MAX))
+}
+
 #[cold]
 fn finish(mut data: Box<SpanData>) {
     if std::thread::panicking() && data.status == SpanStatus::Unset {
@@ -595,7 +759,7 @@ fn finish(mut data: Box<SpanData>) {
     }
     let duration = data.started.map(|s| s.elapsed()).unwrap_or_default();
     let finished = FinishedSpan {
-        name: data.name,
+        name: limits::truncate_str(data.name, limits::value_length()),
         context: data.context,
         parent_span_id: data.parent.map(|p| p.span_id),
         kind: data.kind,
@@ -604,7 +768,9 @@ fn finish(mut data: Box<SpanData>) {
         duration,
         attributes: data.attributes,
         events: data.events,
+        links: data.links,
         status: data.status,
+        dropped: data.dropped,
     };
     let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).sink.clone();
     if let Some(sink) = sink {

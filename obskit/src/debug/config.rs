@@ -13,12 +13,23 @@ use crate::secrets::masked_value;
 /// overrides); a key given twice shows its last value. The environment is read now; variables
 /// whose name or value is not UTF-8 are left out.
 ///
-/// Every value goes through [`masked_value`]: a secret-looking key (`*PASSWORD*`, `*SECRET*`,
-/// `*TOKEN*`, `*KEY*`, `*AUTH*`, ... see [`crate::secrets::is_secret_key`]) shows `***`, and
-/// the password of a URL with credentials is masked wherever it appears. Those are the only
-/// two rules: a secret copied into a variable with an innocent name (`DSN=host=db
-/// password=hunter2`, a token pasted into `EXTRA_ARGS`) is shown as it is. Keep secrets under
-/// secret-looking names.
+/// Every value goes through [`masked_value`], by name and then by value:
+///
+/// - a secret-looking key (`*PASSWORD*`, `*SECRET*`, `*TOKEN`, `*_KEY`, `*_PASS`, `*_PWD`,
+///   `*AUTH*`, `*_DSN`, `JWT_*`, `*_CERT`, ... see [`crate::secrets::is_secret_key`]) shows
+///   `***`;
+/// - a header list (`OTEL_EXPORTER_OTLP_HEADERS` and other `*_HEADERS`) shows its header
+///   names with every value masked (`authorization=***,x-api-key=***`);
+/// - any other value has the secrets [`crate::secrets::mask_secrets`] recognises by their
+///   shape masked: URL userinfo whatever the password holds, secret-named query parameters
+///   (`?token=***&sig=***`), `Key=Value` pairs and connection strings (`Password=***`,
+///   `AccountKey=***`, libpq `password=***`), `Bearer ***`/`Basic ***`, JSON Web Tokens,
+///   Telegram bot tokens in URLs, well-known token prefixes (`ghp_`, `xoxb-`, `sk_live_`,
+///   `AKIA`, ...).
+///
+/// What none of these rules recognises is shown as it is: a bare password or an opaque token
+/// with no recognisable prefix in a variable with an innocent name (`EXTRA_ARGS=hunter2`).
+/// Keep secrets under secret-looking names.
 ///
 /// ```
 /// use obskit::debug::config_report;
@@ -84,6 +95,90 @@ mod tests {
         assert_eq!(config["a.url"], "redis://:***@cache:6379/0");
         assert_eq!(config["database.password"], "***");
         assert_eq!(config["z.port"], "2");
+    }
+
+    #[test]
+    fn the_issue_examples_are_masked() {
+        let config: Vec<(&str, String)> = [
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln,x-api-key=k",
+            ),
+            ("DB_PASS", "hunter2"),
+            ("MYSQL_PWD", "hunter2"),
+            ("SQLSERVER", "Server=db;User Id=u;Password=hunter2"),
+            (
+                "WEBHOOK_URL",
+                "https://hooks.example/x?token=abc&sig=def&channel=ops",
+            ),
+            ("CACHE", "redis://u:pa/ss@h"),
+            ("PG_CONNINFO", "host=db password=x"),
+            ("EXTRA_HEADER_LINE", "Authorization: Bearer abc"),
+            ("UPSTREAM_CREDENTIAL_VALUE", "Bearer eyJabc"),
+            ("PROXY", "Basic dXNlcjpwYXNz"),
+            (
+                "EXTRA_ARGS",
+                "--jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln --verbose",
+            ),
+            ("AWS_PROFILE_NOTE", "id AKIAIOSFODNN7EXAMPLE"),
+            (
+                "STORAGE",
+                "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k;EndpointSuffix=core.windows.net",
+            ),
+            ("JDBC", "jdbc:postgresql://h/db?user=u&password=p"),
+            ("BOT_URL", "https://api.telegram.org/bot123:abc/sendMessage"),
+            ("PORT", "8000"),
+            ("RUST_LOG", "info,hyper=warn"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("DOCS", "http://host:8080/path@x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+        let report = config_report(&config);
+        let shown = |key: &str| report["config"][key].as_str().unwrap().to_string();
+        assert_eq!(
+            shown("OTEL_EXPORTER_OTLP_HEADERS"),
+            "authorization=***,x-api-key=***"
+        );
+        assert_eq!(shown("DB_PASS"), "***");
+        assert_eq!(shown("MYSQL_PWD"), "***");
+        assert_eq!(shown("SQLSERVER"), "Server=db;User Id=u;Password=***");
+        assert_eq!(
+            shown("WEBHOOK_URL"),
+            "https://hooks.example/x?token=***&sig=***&channel=ops"
+        );
+        assert_eq!(shown("CACHE"), "redis://u:***@h");
+        assert_eq!(shown("PG_CONNINFO"), "host=db password=***");
+        assert_eq!(shown("EXTRA_HEADER_LINE"), "Authorization: Bearer ***");
+        assert_eq!(
+            shown("UPSTREAM_CREDENTIAL_VALUE"),
+            "***",
+            "a credential-named key"
+        );
+        assert_eq!(shown("PROXY"), "Basic ***");
+        assert_eq!(shown("EXTRA_ARGS"), "--jwt *** --verbose");
+        assert_eq!(shown("AWS_PROFILE_NOTE"), "id ***");
+        assert_eq!(
+            shown("STORAGE"),
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;EndpointSuffix=core.windows.net"
+        );
+        assert_eq!(shown("JDBC"), "jdbc:postgresql://h/db?user=u&password=***");
+        assert_eq!(shown("BOT_URL"), "https://api.telegram.org/bot***/sendMessage");
+        assert_eq!(shown("PORT"), "8000");
+        assert_eq!(shown("RUST_LOG"), "info,hyper=warn");
+        assert_eq!(shown("OTEL_EXPORTER_OTLP_ENDPOINT"), "http://collector:4318");
+        assert_eq!(shown("DOCS"), "http://host:8080/path@x");
+        let text = report["config"].to_string();
+        for secret in ["hunter2", "abc", "def", "pa/ss", "eyJ", "dXNlcjpwYXNz", "AKIA"] {
+            assert!(!text.contains(secret), "{secret} leaked");
+        }
+    }
+
+    #[test]
+    fn a_bare_bearer_value_is_masked() {
+        let report = config_report(&[("UPSTREAM", "Bearer eyJabc".to_string())]);
+        assert_eq!(report["config"]["UPSTREAM"], "Bearer ***");
     }
 
     #[test]

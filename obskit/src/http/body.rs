@@ -39,6 +39,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         size: Option<RequestSize>,
+        // The server's body read timeout (`crate::serve::BodyTimeout`), when served by one.
+        timer: Option<crate::serve::BodyTimer>,
     }
 }
 
@@ -85,14 +87,25 @@ impl<B> RequestBody<B> {
     /// assert!(http_body::Body::is_end_stream(&body));
     /// ```
     pub fn new(inner: B) -> RequestBody<B> {
-        RequestBody { inner, size: None }
+        RequestBody {
+            inner,
+            size: None,
+            timer: None,
+        }
     }
 
     pub(crate) fn recording(inner: B, size: RequestSize) -> RequestBody<B> {
         RequestBody {
             inner,
             size: Some(size),
+            timer: None,
         }
+    }
+
+    /// Puts the body under the server's body read timeout.
+    pub(crate) fn with_timer(mut self, timer: Option<crate::serve::BodyTimer>) -> RequestBody<B> {
+        self.timer = timer;
+        self
     }
 
     /// The wrapped body.
@@ -119,7 +132,7 @@ impl<B> RequestBody<B> {
     /// ```
     pub fn into_inner(self) -> B {
         // Dropping `size` records the fallback size.
-        let RequestBody { inner, size } = self;
+        let RequestBody { inner, size, .. } = self;
         drop(size);
         inner
     }
@@ -147,6 +160,9 @@ impl<B: Body> Body for RequestBody<B> {
         let this = self.project();
         let mut inner = this.inner;
         let polled = inner.as_mut().poll_frame(cx);
+        if let Some(timer) = this.timer {
+            timer.observe(polled.is_pending(), cx);
+        }
         if let Some(size) = this.size {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {

@@ -177,10 +177,11 @@ pub(crate) fn server_span(
         .kind(SpanKind::Server)
         .attr("http.request.method", method_attr);
     if method_index == OTHER_INDEX {
-        builder = builder.attr("http.request.method_original", method.as_str().to_string());
+        builder = builder.request_attr("http.request.method_original", method.as_str());
     }
     if let Some(route) = route {
         builder = builder.attr("http.route", route.to_string());
     }
-    builder.attr("url.path", path.to_string()).start()
+    // The path is the client's: held to the request value limit (SpanLimits).
+    builder.request_attr("url.path", path).start()
 }

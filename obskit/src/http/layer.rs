@@ -16,18 +16,6 @@ use super::routes::{method_index, MatchedRoute, Routes, METHOD_COUNT, METHOD_LAB
 use crate::trace;
 use crate::trace::propagation::{self, RemoteContext};
 
-/// The path prefixes of the obskit admin surface (`/metrics`, `/health`, `/debug`,
-/// `/profiles`): pass them to [`HttpMetricsLayer::exclude_paths`] so that scrapes and probes do
-/// not dominate a service's RED metrics.
-///
-/// ```
-/// use obskit::http::{HttpMetrics, HttpMetricsLayer, ADMIN_PATHS};
-/// let layer = HttpMetricsLayer::new(HttpMetrics::new(&obskit::metrics::Registry::new()).unwrap())
-///     .exclude_paths(ADMIN_PATHS);
-/// assert!(layer.is_excluded("/health/ready"));
-/// ```
-pub const ADMIN_PATHS: [&str; 4] = ["/metrics", "/health", "/debug", "/profiles"];
-
 /// A [`tower_layer::Layer`] recording HTTP RED metrics (see [`HttpMetrics`]) and a server span
 /// for every request, labelled by route template. Fits axum (`Router::layer`), tonic
 /// (`Server::builder().layer`), any tower stack, and plain hyper through
@@ -39,7 +27,7 @@ pub const ADMIN_PATHS: [&str; 4] = ["/metrics", "/health", "/debug", "/profiles"
 /// ```
 /// use std::convert::Infallible;
 /// use http_body_util::{BodyExt, Full};
-/// use obskit::http::{HttpMetrics, HttpMetricsLayer, Routes, ADMIN_PATHS};
+/// use obskit::http::{HttpMetrics, HttpMetricsLayer, Routes};
 /// use obskit::metrics::Registry;
 /// use tower::{Layer, ServiceExt};
 ///
@@ -48,7 +36,7 @@ pub const ADMIN_PATHS: [&str; 4] = ["/metrics", "/health", "/debug", "/profiles"
 /// let registry = Registry::new();
 /// let layer = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
 ///     .routes(Routes::new(["/api/products", "/api/products/{id}"]).unwrap())
-///     .exclude_paths(ADMIN_PATHS);
+///     .exclude_admin(true);
 ///
 /// let service = layer.layer(tower::service_fn(|_req: http::Request<_>| async {
 ///     Ok::<_, Infallible>(http::Response::new(Full::new(bytes::Bytes::from_static(b"{}"))))
@@ -71,6 +59,7 @@ impl fmt::Debug for HttpMetricsLayer {
         f.debug_struct("HttpMetricsLayer")
             .field("routes", &self.shared.config.routes)
             .field("excluded", &self.shared.config.excluded)
+            .field("exclude_admin", &self.shared.config.exclude_admin)
             .field("insert_matched_route", &self.shared.config.insert_matched_route)
             .field("response_traceparent", &self.shared.config.response_traceparent)
             .finish_non_exhaustive()
@@ -80,7 +69,7 @@ impl fmt::Debug for HttpMetricsLayer {
 impl HttpMetricsLayer {
     /// A layer recording into `metrics`, with no routes (every request is
     /// [`UNMATCHED_ENDPOINT`] until [`routes`](HttpMetricsLayer::routes) is set) and no
-    /// excluded paths.
+    /// excluded paths (the admin routes included, see [`exclude_admin`](HttpMetricsLayer::exclude_admin)).
     ///
     /// ```
     /// let metrics = obskit::http::HttpMetrics::new(&obskit::metrics::Registry::new()).unwrap();
@@ -93,6 +82,7 @@ impl HttpMetricsLayer {
                 metrics,
                 routes: Routes::default(),
                 excluded: Box::default(),
+                exclude_admin: false,
                 insert_matched_route: true,
                 response_traceparent: false,
             }),
@@ -145,6 +135,30 @@ impl HttpMetricsLayer {
             })
             .collect();
         self.reconfigure(|config| config.excluded = excluded)
+    }
+
+    /// Whether requests for the obskit admin routes record nothing (default: no), so that
+    /// scrapes and probes do not dominate a service's RED metrics. Exactly the paths of
+    /// [`ADMIN_ROUTES`](crate::admin::ADMIN_ROUTES) are excluded, the same table that decides
+    /// what the admin surface serves: a service's own `/health/deep` or `/debug-info` is
+    /// recorded. [`Obskit::layer`](crate::Obskit::layer) has it on unless
+    /// [`measure_admin_requests`](crate::ObskitBuilder::measure_admin_requests) is set.
+    /// Independent of [`exclude_paths`](HttpMetricsLayer::exclude_paths), which adds prefixes
+    /// of your own.
+    ///
+    /// ```
+    /// use obskit::http::{HttpMetrics, HttpMetricsLayer};
+    /// let layer = HttpMetricsLayer::new(HttpMetrics::new(&obskit::metrics::Registry::new()).unwrap())
+    ///     .exclude_admin(true)
+    ///     .exclude_paths(["/internal"]);
+    /// assert!(layer.is_excluded("/health/ready"));
+    /// assert!(layer.is_excluded("/profiles/cpu.svg"));
+    /// assert!(layer.is_excluded("/internal/cache"));
+    /// assert!(!layer.is_excluded("/health/deep"));
+    /// assert!(!layer.is_excluded("/debug-info"));
+    /// ```
+    pub fn exclude_admin(self, exclude: bool) -> HttpMetricsLayer {
+        self.reconfigure(|config| config.exclude_admin = exclude)
     }
 
     /// Whether the [`MatchedRoute`](super::MatchedRoute) is put into each request's extensions
@@ -318,6 +332,7 @@ struct Config {
     metrics: HttpMetrics,
     routes: Routes,
     excluded: Box<[Box<str>]>,
+    exclude_admin: bool,
     insert_matched_route: bool,
     response_traceparent: bool,
 }
@@ -361,10 +376,12 @@ impl Shared {
     }
 
     fn is_excluded(&self, path: &str) -> bool {
-        self.config.excluded.iter().any(|prefix| {
-            path.strip_prefix(&**prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        // The admin question is the table's, asked as the dispatcher asks it.
+        (self.config.exclude_admin && crate::admin::AdminRoute::find(path).is_some())
+            || self.config.excluded.iter().any(|prefix| {
+                path.strip_prefix(&**prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
     }
 
     /// Matches the request, starts recording it unless it is excluded, and wraps its body.
@@ -385,6 +402,10 @@ impl Shared {
             (routes.index_of(path), None)
         };
         let recording = (!excluded).then(|| self.start_recording(&request, route));
+        let body_timer = request
+            .extensions_mut()
+            .remove::<crate::serve::BodyTimeout>()
+            .map(crate::serve::BodyTimeout::timer);
         if let Some(matched) = matched {
             request.extensions_mut().insert(matched);
         }
@@ -395,11 +416,14 @@ impl Shared {
                     request.extensions_mut().insert(remote);
                 }
                 (
-                    request.map(|body| RequestBody::recording(body, size)),
+                    request.map(|body| RequestBody::recording(body, size).with_timer(body_timer)),
                     Some(guard),
                 )
             }
-            None => (request.map(RequestBody::new), None),
+            None => (
+                request.map(|body| RequestBody::new(body).with_timer(body_timer)),
+                None,
+            ),
         }
     }
 
@@ -450,7 +474,7 @@ fn request_attributes<B>(span: &mut trace::Span, request: &Request<B>) {
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
     if let Some(authority) = authority {
         let (address, port) = split_authority(&authority);
-        span.set_attr("server.address", address.to_string());
+        span.set_request_attr("server.address", address);
         if let Some(port) = port {
             span.set_attr("server.port", i64::from(port));
         }
@@ -460,7 +484,7 @@ fn request_attributes<B>(span: &mut trace::Span, request: &Request<B>) {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        span.set_attr("user_agent.original", agent.to_string());
+        span.set_request_attr("user_agent.original", agent);
     }
     let version = match request.version() {
         http::Version::HTTP_09 => "0.9",

@@ -21,7 +21,7 @@
 //! use hyper::server::conn::http1;
 //! use hyper::service::service_fn;
 //! use hyper_util::rt::TokioIo;
-//! use obskit::http::{HttpMetrics, HttpMetricsLayer, MatchedRoute, RequestBody, Routes, ADMIN_PATHS};
+//! use obskit::http::{HttpMetrics, HttpMetricsLayer, MatchedRoute, RequestBody, Routes};
 //! use obskit::metrics::Registry;
 //!
 //! async fn shop(req: Request<RequestBody<Incoming>>) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
@@ -39,7 +39,7 @@
 //! let registry = Registry::new();
 //! let layer = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
 //!     .routes(Routes::new(["/api/products", "/api/products/{id}"]).unwrap())
-//!     .exclude_paths(ADMIN_PATHS);
+//!     .exclude_admin(true);
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let addr = listener.local_addr().unwrap();
@@ -78,7 +78,7 @@ mod metrics;
 mod routes;
 
 pub use body::{RequestBody, ResponseBody};
-pub use layer::{HttpMetricsLayer, HttpMetricsService, ResponseFuture, ADMIN_PATHS};
+pub use layer::{HttpMetricsLayer, HttpMetricsService, ResponseFuture};
 pub use metrics::HttpMetrics;
 pub use routes::{method_label, MatchedRoute, RouteError, Routes, OTHER_METHOD, UNMATCHED_ENDPOINT};
 

@@ -209,11 +209,26 @@ impl Routes {
             if !template.starts_with('/') {
                 return Err(refuse("a template must start with `/`".to_string()));
             }
+            let names = parse_param_names(template);
+            // matchit panics past its own limit; a template is refused before it gets there.
+            if names.len() > MAX_PARAMS {
+                return Err(refuse(format!(
+                    "a template has at most {MAX_PARAMS} parameters, this one has {}",
+                    names.len()
+                )));
+            }
+            if let Some(twice) = names
+                .iter()
+                .enumerate()
+                .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+            {
+                return Err(refuse(format!("the parameter `{twice}` is named twice")));
+            }
             router
                 .insert(template, list.len())
                 .map_err(|e| refuse(e.to_string()))?;
             list.push(Box::<str>::from(template));
-            param_names.push(parse_param_names(template));
+            param_names.push(names);
         }
         Ok(Routes {
             inner: Arc::new(RoutesInner {
@@ -322,6 +337,10 @@ impl Routes {
 
 /// The parameter names of a template, in order: `{name}` and `{*name}`, skipping the `{{` and
 /// `}}` escapes. Only called on templates matchit accepted, so braces are balanced.
+/// The most parameters a template may have (matchit's own limit is 25 per route, past which it
+/// panics).
+const MAX_PARAMS: usize = 16;
+
 fn parse_param_names(template: &str) -> Box<[Arc<str>]> {
     let mut names = Vec::new();
     let bytes = template.as_bytes();
@@ -497,6 +516,14 @@ mod tests {
         }
         let dup = Routes::new(["/a/{id}", "/a/{id}"]).unwrap_err();
         assert!(dup.reason().contains("conflict"), "{dup}");
+        // Found by the `routes` fuzz target: matchit panics on 26 parameters.
+        let many: String = (0..26).map(|i| format!("/{{p{i}}}")).collect();
+        let err = Routes::new([many.as_str()]).unwrap_err();
+        assert!(err.reason().contains("at most 16 parameters"), "{err}");
+        let sixteen: String = (0..16).map(|i| format!("/{{p{i}}}")).collect();
+        assert!(Routes::new([sixteen.as_str()]).is_ok());
+        let twice = Routes::new(["/a/{x}/{x}"]).unwrap_err();
+        assert!(twice.reason().contains("named twice"), "{twice}");
     }
 
     #[test]

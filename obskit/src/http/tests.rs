@@ -330,7 +330,7 @@ async fn excluded_paths_record_nothing_on_segment_boundaries() {
     let record = Arc::clone(&matched);
     let service = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
         .routes(routes)
-        .exclude_paths(ADMIN_PATHS)
+        .exclude_admin(true)
         .layer(tower::service_fn(
             move |req: Request<RequestBody<Full<Bytes>>>| {
                 let template = req
@@ -356,11 +356,23 @@ async fn excluded_paths_record_nothing_on_segment_boundaries() {
     // Exclusion is about recording, not routing.
     assert_eq!(matched.lock().unwrap()[2].as_deref(), Some("/health/{probe}"));
 
-    for path in ["/metricsx", "/debugger", "/api/profiles"] {
+    // Only the admin table's paths are excluded: a service's own routes beside them count.
+    for path in [
+        "/metricsx",
+        "/debugger",
+        "/api/profiles",
+        "/health/deep",
+        "/debug-info",
+        "/debug/unknown",
+    ] {
         let response = service.clone().oneshot(get(path)).await.unwrap();
         response.into_body().collect().await.unwrap();
     }
-    assert_eq!(sample(&registry, &requests("unmatched", "GET", 200)), Some(3.0));
+    assert_eq!(sample(&registry, &requests("unmatched", "GET", 200)), Some(5.0));
+    assert_eq!(
+        sample(&registry, &requests("/health/{probe}", "GET", 200)),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]

@@ -83,12 +83,14 @@
 //! ```
 
 mod capture;
+mod endpoint;
 mod metrics;
 mod site;
 mod store;
 
 pub(crate) use capture::set_service;
 pub use capture::{Capture, CaptureError, CaptureOptions, Profile, DEFAULT_FREQUENCY, MAX_FREQUENCY};
+pub(crate) use endpoint::{pprof_profile, ProfileQuery};
 pub use metrics::register_metrics;
 pub(crate) use metrics::ON_DEMAND;
 pub use site::{current_function, ProfileSite, Profiled};

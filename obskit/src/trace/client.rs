@@ -18,7 +18,7 @@ use std::future::Future;
 
 use super::propagation::RemoteContext;
 use super::{current, span, SpanContext, SpanKind, SpanStatus};
-use crate::secrets::mask_url_userinfo;
+use crate::secrets::mask_secrets;
 
 /// Sends a `reqwest` request inside a client span, with `traceparent` (and the given
 /// `tracestate` and `baggage`) injected.
@@ -85,7 +85,7 @@ async fn send_in(
         if let Some(port) = url.port_or_known_default() {
             builder = builder.attr("server.port", i64::from(port));
         }
-        builder = builder.attr("url.full", mask_url_userinfo(url.as_str()));
+        builder = builder.attr("url.full", mask_secrets(url.as_str()).into_owned());
     }
     let mut client_span = builder.start();
     // The called service's parent is the client span; without a recording span (no sink),
@@ -117,7 +117,7 @@ async fn send_in(
                     "request"
                 };
                 client_span.set_attr("error.type", kind);
-                client_span.record_error(&mask_url_userinfo(&error.to_string()), "reqwest::Error");
+                client_span.record_error(&mask_secrets(&error.to_string()), "reqwest::Error");
             }
         }
     }

@@ -5,9 +5,11 @@
 //! obskit keeps its own span API as the fast path (one atomic load when disabled, no SDK
 //! machinery per span) and meets OpenTelemetry only here, off the request path:
 //!
-//! - [`SpanSink::on_end`] only tries to put the span into a bounded queue. When the queue is
-//!   full the span is dropped and counted (`obskit_spans_dropped_total{reason="queue_full"}`):
-//!   a slow or absent collector never slows or fails a request, and memory stays bounded.
+//! - [`SpanSink::on_end`] only tries to put the span into a queue bounded twice: in spans
+//!   ([`OtlpConfig::queue_size`]) and in bytes ([`OtlpConfig::queue_bytes`], counting the batch
+//!   being exported too). Past either bound the span is dropped and counted
+//!   (`obskit_spans_dropped_total{reason="queue_full"}` or `{reason="queue_bytes"}`): a slow or
+//!   absent collector never slows or fails a request, and memory stays bounded.
 //! - A background thread drains the queue in batches (up to [`OtlpConfig::max_batch`] spans, or
 //!   whatever arrived within [`OtlpConfig::interval`]), converts them, masks secret-looking
 //!   attributes as `/debug/traces` does, and exports. Spans of a batch that failed to export are
@@ -24,8 +26,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{
@@ -34,11 +37,12 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
 
 use super::{masked_attr, AttrValue, FinishedSpan, SpanKind, SpanSink, SpanStatus};
 use crate::metrics::Counter;
+use crate::settings::{EnvError, EnvSource, ProcessEnv};
 
 /// The OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +61,19 @@ pub struct OtlpConfig {
     pub endpoint: String,
     /// The transport.
     pub protocol: OtlpProtocol,
-    /// How many spans may wait for export; beyond that they are dropped and counted.
+    /// How many spans may wait for export; beyond that they are dropped and counted
+    /// (`OTEL_BSP_MAX_QUEUE_SIZE`).
     pub queue_size: usize,
-    /// The most spans sent in one export.
+    /// How many bytes the queued spans and the batch being exported may hold together; beyond
+    /// that new spans are dropped and counted (`OBSKIT_EXPORT_QUEUE_BYTES`, default 16 MiB).
+    pub queue_bytes: usize,
+    /// The most spans sent in one export (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
     pub max_batch: usize,
-    /// How long a span may wait before a partial batch is sent.
+    /// How long a span may wait before a partial batch is sent (`OTEL_BSP_SCHEDULE_DELAY`, in
+    /// milliseconds).
     pub interval: Duration,
-    /// How long one export may take before it is given up.
+    /// How long one export may take before it is given up (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`,
+    /// else `OTEL_EXPORTER_OTLP_TIMEOUT`, else `OTEL_BSP_EXPORT_TIMEOUT`, in milliseconds).
     pub export_timeout: Duration,
 }
 
@@ -75,17 +85,23 @@ impl OtlpConfig {
             endpoint: endpoint.into(),
             protocol,
             queue_size: 2048,
+            queue_bytes: Self::DEFAULT_QUEUE_BYTES,
             max_batch: 512,
             interval: Duration::from_secs(1),
             export_timeout: Duration::from_secs(5),
         }
     }
 
+    /// The default byte bound of the queue: 16 MiB.
+    pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+
     /// Reads the standard variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is), else
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces` for HTTP);
     /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or
-    /// `http/protobuf` (the default, as the specification says). `Ok(None)` when no endpoint is
-    /// set: then nothing is exported and nothing connects anywhere.
+    /// `http/protobuf` (the default, as the specification says); the batch processor's
+    /// `OTEL_BSP_*` variables and the export timeouts (see the fields), and
+    /// `OBSKIT_EXPORT_QUEUE_BYTES`. `Ok(None)` when no endpoint is set: then nothing is exported
+    /// and nothing connects anywhere.
     ///
     /// ```
     /// // With no OTEL_EXPORTER_OTLP_* variable set:
@@ -93,35 +109,32 @@ impl OtlpConfig {
     /// assert_eq!(obskit::trace::OtlpConfig::from_env().unwrap(), None);
     /// # }
     /// ```
-    pub fn from_env() -> Result<Option<OtlpConfig>, (&'static str, String)> {
-        Self::from_vars(|name| {
-            std::env::var(name)
-                .ok()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        })
+    pub fn from_env() -> Result<Option<OtlpConfig>, EnvError> {
+        Self::from_env_source(&ProcessEnv)
     }
 
-    pub(crate) fn from_vars(
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<OtlpConfig>, (&'static str, String)> {
-        let (protocol_var, protocol) = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+    /// Reads the variables of [`OtlpConfig::from_env`] through `env`.
+    pub fn from_env_source(env: &impl EnvSource) -> Result<Option<OtlpConfig>, EnvError> {
+        let (protocol_var, protocol) = match env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
             Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ),
         };
         let protocol = match protocol.as_deref() {
             None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
             Some("grpc") => OtlpProtocol::Grpc,
             Some(other) => {
-                return Err((
+                return Err(EnvError::new(
                     protocol_var,
                     format!("`{other}` is not supported; use grpc or http/protobuf"),
                 ))
             }
         };
-        let endpoint = if let Some(endpoint) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        let endpoint = if let Some(endpoint) = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             endpoint
-        } else if let Some(base) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        } else if let Some(base) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
             match protocol {
                 OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
                 OtlpProtocol::Grpc => base,
@@ -129,7 +142,39 @@ impl OtlpConfig {
         } else {
             return Ok(None);
         };
-        Ok(Some(OtlpConfig::new(endpoint, protocol)))
+        let mut config = OtlpConfig::new(endpoint, protocol);
+        let positive = |name: &'static str| -> Result<Option<usize>, EnvError> {
+            match env.parse::<usize>(name)? {
+                Some(0) => Err(EnvError::new(name, "must be at least 1")),
+                other => Ok(other),
+            }
+        };
+        if let Some(size) = positive("OTEL_BSP_MAX_QUEUE_SIZE")? {
+            config.queue_size = size;
+        }
+        if let Some(batch) = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+            config.max_batch = batch;
+        }
+        // The specification: a batch larger than the queue is the queue (the default batch
+        // too, under a small OTEL_BSP_MAX_QUEUE_SIZE).
+        config.max_batch = config.max_batch.min(config.queue_size);
+        if let Some(bytes) = positive("OBSKIT_EXPORT_QUEUE_BYTES")? {
+            config.queue_bytes = bytes;
+        }
+        if let Some(ms) = env.parse::<u64>("OTEL_BSP_SCHEDULE_DELAY")? {
+            config.interval = Duration::from_millis(ms.max(1));
+        }
+        for name in [
+            "OTEL_BSP_EXPORT_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        ] {
+            // Most specific last, so that it wins.
+            if let Some(ms) = env.parse::<u64>(name)? {
+                config.export_timeout = Duration::from_millis(ms.max(1));
+            }
+        }
+        Ok(Some(config))
     }
 }
 
@@ -140,6 +185,11 @@ pub struct ExportCounters {
     pub exported: Counter,
     /// `obskit_spans_dropped_total{reason="queue_full"}`.
     pub dropped_queue_full: Counter,
+    /// `obskit_spans_dropped_total{reason="queue_bytes"}`: the export queue's byte bound.
+    pub dropped_queue_bytes: Counter,
+    /// `obskit_spans_dropped_total{reason="recent_bytes"}`: spans the recent-span buffer let
+    /// go before their turn to keep within its byte bound.
+    pub dropped_recent_bytes: Counter,
     /// `obskit_spans_dropped_total{reason="export_failed"}`.
     pub dropped_export_failed: Counter,
 }
@@ -166,6 +216,8 @@ impl ExportCounters {
         Ok(ExportCounters {
             exported,
             dropped_queue_full: dropped.with(&["queue_full"]),
+            dropped_queue_bytes: dropped.with(&["queue_bytes"]),
+            dropped_recent_bytes: dropped.with(&["recent_bytes"]),
             dropped_export_failed: dropped.with(&["export_failed"]),
         })
     }
@@ -184,7 +236,9 @@ impl fmt::Display for OtlpError {
 impl std::error::Error for OtlpError {}
 
 enum Message {
-    Span(FinishedSpan),
+    /// A span and the bytes it counts against the queue's byte bound (boxed: a span is large,
+    /// and the channel's slots are sized for its largest message).
+    Span(Box<FinishedSpan>, usize),
     /// Export everything queued before this message, then answer.
     Flush(mpsc::Sender<()>),
 }
@@ -208,6 +262,9 @@ enum Message {
 /// ```
 pub struct OtlpSink {
     queue: SyncSender<Message>,
+    /// Bytes of the spans queued or in the batch being exported.
+    held_bytes: Arc<AtomicUsize>,
+    queue_bytes: usize,
     counters: ExportCounters,
     /// Serialises flushes, whose answer channel must not be confused.
     flush: Mutex<()>,
@@ -252,9 +309,13 @@ impl OtlpSink {
         exporter.set_resource(&resource);
 
         let (queue, receiver) = mpsc::sync_channel(config.queue_size.max(1));
+        let held_bytes = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             exporter,
             receiver,
+            held_bytes: Arc::clone(&held_bytes),
+            // A batch is sent once it holds half the byte budget, so a queue never waits on it.
+            max_batch_bytes: config.queue_bytes.max(1) / 2,
             counters: counters.clone(),
             scope: InstrumentationScope::builder("obskit")
                 .with_version(env!("CARGO_PKG_VERSION"))
@@ -268,6 +329,8 @@ impl OtlpSink {
             .map_err(|e| failed(&e))?;
         Ok(OtlpSink {
             queue,
+            held_bytes,
+            queue_bytes: config.queue_bytes.max(1),
             counters,
             flush: Mutex::new(()),
         })
@@ -303,9 +366,18 @@ impl SpanSink for OtlpSink {
         if !span.context.sampled {
             return;
         }
+        let bytes = span.approximate_bytes();
+        // Reserve the bytes first: two threads cannot both take the last of the budget.
+        let before = self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.queue_bytes {
+            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.counters.dropped_queue_bytes.inc();
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(Message::Span(span))
+            self.queue.try_send(Message::Span(Box::new(span), bytes))
         {
+            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.counters.dropped_queue_full.inc();
         }
     }
@@ -314,6 +386,8 @@ impl SpanSink for OtlpSink {
 struct Worker {
     exporter: opentelemetry_otlp::SpanExporter,
     receiver: Receiver<Message>,
+    held_bytes: Arc<AtomicUsize>,
+    max_batch_bytes: usize,
     counters: ExportCounters,
     scope: InstrumentationScope,
     max_batch: usize,
@@ -322,16 +396,20 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        let mut batch: Vec<SpanData> = Vec::with_capacity(self.max_batch);
+        let mut batch = Batch {
+            spans: Vec::with_capacity(self.max_batch),
+            bytes: 0,
+        };
         let mut due = Instant::now() + self.interval;
         loop {
             match self
                 .receiver
                 .recv_timeout(due.saturating_duration_since(Instant::now()))
             {
-                Ok(Message::Span(span)) => {
-                    batch.push(to_span_data(span, &self.scope));
-                    if batch.len() >= self.max_batch {
+                Ok(Message::Span(span, bytes)) => {
+                    batch.spans.push(to_span_data(*span, &self.scope));
+                    batch.bytes += bytes;
+                    if batch.spans.len() >= self.max_batch || batch.bytes >= self.max_batch_bytes {
                         self.export(&mut batch);
                     }
                 }
@@ -352,11 +430,12 @@ impl Worker {
         }
     }
 
-    fn export(&self, batch: &mut Vec<SpanData>) {
-        if batch.is_empty() {
+    fn export(&self, batch: &mut Batch) {
+        if batch.spans.is_empty() {
             return;
         }
-        let spans = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
+        let spans = std::mem::replace(&mut batch.spans, Vec::with_capacity(self.max_batch));
+        let bytes = std::mem::take(&mut batch.bytes);
         let count = spans.len() as u64;
         // The exporters' futures complete without a runtime of their own (the HTTP one uses a
         // blocking client; tonic's connection tasks run on the runtime it was built in), which
@@ -365,7 +444,15 @@ impl Worker {
             Ok(()) => self.counters.exported.inc_by(count),
             Err(_) => self.counters.dropped_export_failed.inc_by(count),
         }
+        // The batch is gone: its bytes are free for new spans.
+        self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// The spans being gathered for one export, and the bytes they held as obskit spans.
+struct Batch {
+    spans: Vec<SpanData>,
+    bytes: usize,
 }
 
 fn otel_value(value: AttrValue) -> Value {
@@ -381,7 +468,10 @@ fn attributes(attributes: Vec<(Cow<'static, str>, AttrValue)>) -> Vec<KeyValue> 
     attributes
         .into_iter()
         .map(|(key, value)| {
-            let value = otel_value(masked_attr(&key, value));
+            let value = match masked_attr(&key, &value) {
+                Cow::Borrowed(_) => otel_value(value),
+                Cow::Owned(masked) => otel_value(masked),
+            };
             KeyValue::new(key, value)
         })
         .collect()
@@ -399,9 +489,35 @@ pub(crate) fn to_span_data(span: FinishedSpan, scope: &InstrumentationScope) -> 
         .events
         .into_iter()
         .map(|event| {
-            opentelemetry::trace::Event::new(event.name, event.time, attributes(event.attributes), 0)
+            opentelemetry::trace::Event::new(
+                event.name,
+                event.time,
+                attributes(event.attributes),
+                event.dropped_attributes_count,
+            )
         })
         .collect();
+    events.dropped_count = span.dropped.events;
+    let mut links = SpanLinks::default();
+    links.links = span
+        .links
+        .into_iter()
+        .map(|link| {
+            let context = OtelSpanContext::new(
+                TraceId::from(link.context.trace_id),
+                SpanId::from(link.context.span_id),
+                if link.context.sampled {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                },
+                false,
+                OtelTraceState::default(),
+            );
+            opentelemetry::trace::Link::new(context, attributes(link.attributes), 0)
+        })
+        .collect();
+    links.dropped_count = span.dropped.links;
     SpanData {
         span_context: OtelSpanContext::new(
             TraceId::from(span.context.trace_id),
@@ -422,13 +538,13 @@ pub(crate) fn to_span_data(span: FinishedSpan, scope: &InstrumentationScope) -> 
         start_time: span.start,
         end_time: span.end,
         attributes: attributes(span.attributes),
-        dropped_attributes_count: 0,
+        dropped_attributes_count: span.dropped.attributes,
         events,
-        links: Default::default(),
+        links,
         status: match span.status {
             SpanStatus::Unset => Status::Unset,
             SpanStatus::Ok => Status::Ok,
-            SpanStatus::Error(message) => Status::error(crate::secrets::mask_url_userinfo(&message)),
+            SpanStatus::Error(message) => Status::error(crate::secrets::mask_secrets(&message).into_owned()),
         },
         instrumentation_scope: scope.clone(),
     }
@@ -445,13 +561,14 @@ mod tests {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
-        assert_eq!(OtlpConfig::from_vars(vars(&[])).unwrap(), None);
-        let http = OtlpConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/")]))
-            .unwrap()
-            .unwrap();
+        assert_eq!(OtlpConfig::from_env_source(&vars(&[])).unwrap(), None);
+        let http =
+            OtlpConfig::from_env_source(&vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/")]))
+                .unwrap()
+                .unwrap();
         assert_eq!(http.endpoint, "http://otel:4318/v1/traces");
         assert_eq!(http.protocol, OtlpProtocol::HttpProtobuf);
-        let grpc = OtlpConfig::from_vars(vars(&[
+        let grpc = OtlpConfig::from_env_source(&vars(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4317"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ]))
@@ -461,7 +578,7 @@ mod tests {
             (grpc.endpoint.as_str(), grpc.protocol),
             ("http://jaeger:4317", OtlpProtocol::Grpc)
         );
-        let specific = OtlpConfig::from_vars(vars(&[
+        let specific = OtlpConfig::from_env_source(&vars(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:9999/custom"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -471,11 +588,19 @@ mod tests {
         .unwrap();
         assert_eq!(specific.endpoint, "http://traces:9999/custom");
         assert_eq!(specific.protocol, OtlpProtocol::HttpProtobuf);
-        let bad = OtlpConfig::from_vars(vars(&[
+        let bad = OtlpConfig::from_env_source(&vars(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ]));
-        assert_eq!(bad.unwrap_err().0, "OTEL_EXPORTER_OTLP_PROTOCOL");
+        assert_eq!(bad.unwrap_err().name, "OTEL_EXPORTER_OTLP_PROTOCOL");
+        // Found by the `otel_env` fuzz target: a small queue holds the default batch too.
+        let small = OtlpConfig::from_env_source(&vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((small.queue_size, small.max_batch), (100, 100));
     }
 
     #[test]
@@ -502,8 +627,22 @@ mod tests {
                 name: Cow::Borrowed("exception"),
                 time: start,
                 attributes: vec![(Cow::Borrowed("exception.message"), AttrValue::from("boom"))],
+                dropped_attributes_count: 1,
+            }],
+            links: vec![crate::trace::SpanLink {
+                context: SpanContext {
+                    trace_id: 7,
+                    span_id: 8,
+                    sampled: true,
+                },
+                attributes: Vec::new(),
             }],
             status: SpanStatus::Error("503 Service Unavailable".into()),
+            dropped: crate::trace::DroppedCounts {
+                attributes: 3,
+                events: 2,
+                links: 1,
+            },
         };
         let scope = InstrumentationScope::builder("obskit").build();
         let data = to_span_data(span, &scope);
@@ -531,6 +670,12 @@ mod tests {
         assert_eq!(value("db.password"), Some(Value::from("***")));
         assert_eq!(value("url.full"), Some(Value::from("http://u:***@h/x")));
         assert_eq!(data.events.events[0].name, "exception");
+        // What the span limits left out travels with the span.
+        assert_eq!(data.dropped_attributes_count, 3);
+        assert_eq!(data.events.dropped_count, 2);
+        assert_eq!(data.events.events[0].dropped_attributes_count, 1);
+        assert_eq!(data.links.dropped_count, 1);
+        assert_eq!(data.links.links[0].span_context.span_id(), SpanId::from(8));
     }
 
     /// The gRPC exporter builds inside a (current-thread) runtime, connects lazily, and a
@@ -559,6 +704,8 @@ mod tests {
             attributes: Vec::new(),
             events: Vec::new(),
             status: SpanStatus::Unset,
+            links: Vec::new(),
+            dropped: Default::default(),
         });
         let flushing = std::sync::Arc::clone(&sink);
         let flushed = tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(10)))
@@ -603,6 +750,8 @@ mod tests {
             attributes: Vec::new(),
             events: Vec::new(),
             status: SpanStatus::Unset,
+            links: Vec::new(),
+            dropped: Default::default(),
         };
         let started = Instant::now();
         for _ in 0..100 {
@@ -622,5 +771,48 @@ mod tests {
             dropped, 100,
             "every sampled span is either dropped or failed, none unsampled"
         );
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let registry = crate::metrics::Registry::new();
+        let counters = ExportCounters::new(&registry).unwrap();
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}/v1/traces", silent.local_addr().unwrap());
+        let mut config = OtlpConfig::new(endpoint, OtlpProtocol::HttpProtobuf);
+        // Room for many spans by count, for about three of these by bytes.
+        config.queue_size = 1000;
+        config.queue_bytes = 3 * 10_000 + 5_000;
+        config.export_timeout = Duration::from_millis(300);
+        let sink = OtlpSink::start(&config, Vec::new(), counters.clone()).unwrap();
+        let big = || FinishedSpan {
+            name: Cow::Borrowed("big"),
+            context: SpanContext {
+                trace_id: 1,
+                span_id: 1,
+                sampled: true,
+            },
+            parent_span_id: None,
+            kind: SpanKind::Internal,
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            duration: Duration::ZERO,
+            attributes: vec![(Cow::Borrowed("blob"), AttrValue::from("x".repeat(10_000)))],
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+            links: Vec::new(),
+            dropped: Default::default(),
+        };
+        for _ in 0..50 {
+            sink.on_end(big());
+        }
+        let by_bytes = counters.dropped_queue_bytes.get();
+        assert!(by_bytes >= 45, "{by_bytes}");
+        assert_eq!(counters.dropped_queue_full.get(), 0);
+        assert!(sink.held_bytes.load(Ordering::Relaxed) <= config.queue_bytes);
+        // Once the batch is done with (here: failed), its bytes are free again.
+        assert!(sink.flush(Duration::from_secs(10)));
+        assert_eq!(sink.held_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(by_bytes + counters.dropped_export_failed.get(), 50);
     }
 }

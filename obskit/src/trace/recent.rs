@@ -2,11 +2,17 @@
 //! grouped into traces on demand, and a record of the slowest traces of the last hour.
 //!
 //! It exists so that an on-call engineer can see the last slow or failed request of one instance
-//! with no tracing backend running. Memory is bounded twice: at most N spans (the oldest are
-//! overwritten), and at most [`SLOW_PER_MINUTE`] trace summaries per minute for
-//! [`SLOW_MINUTES_KEPT`] minutes. Spans are stored as they end and masked only when shown
-//! (attribute keys that look secret show `***`, URL credentials are masked in every string), so
-//! the hot path does no formatting; the stored values never leave the process unmasked.
+//! with no tracing backend running. Memory is bounded three ways: at most N spans (the oldest are
+//! overwritten), at most [`DEFAULT_MAX_BYTES`] bytes of spans by default (each span's
+//! [`FinishedSpan::approximate_bytes`]; spans let go early to stay within it are counted in
+//! `obskit_spans_dropped_total{reason="recent_bytes"}`), and at most [`SLOW_PER_MINUTE`] trace
+//! summaries per minute for [`SLOW_MINUTES_KEPT`] minutes. Spans are stored as they end and
+//! masked only when shown (attribute keys that look secret show `***`, secrets are masked by
+//! their shape in every string), so the hot path does no formatting; the stored values never
+//! leave the process unmasked.
+//!
+//! A report never holds up a span's end: under the lock it only copies pointers to the spans
+//! it may show (spans are stored behind `Arc`), and it groups and encodes them after letting go.
 //!
 //! Unsampled spans (the caller's `traceparent` said not to record) are kept too, marked
 //! `"sampled": false`: an exporter drops them, but the local view is free to show them.
@@ -32,18 +38,24 @@
 //! assert_eq!(report["slowest"]["traces"][0]["root"], "GET /api/orders");
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::limits::truncated;
 use super::{AttrValue, FinishedSpan, SpanKind, SpanSink, SpanStatus};
-use crate::secrets::{is_secret_key, mask_url_userinfo, MASK};
+use crate::metrics::Counter;
+use crate::secrets::mask_secrets;
 
 /// How many spans a buffer holds unless told otherwise.
 pub const DEFAULT_CAPACITY: usize = 2048;
+/// How many bytes of spans a buffer holds unless told otherwise: 8 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
+/// The longest attribute value a report shows, in bytes; longer ones end in `…`.
+pub const REPORT_VALUE_LENGTH: usize = 1024;
 /// How many of the slowest traces are remembered per minute.
 pub const SLOW_PER_MINUTE: usize = 10;
 /// How many minutes of slowest traces are remembered.
@@ -61,14 +73,22 @@ impl fmt::Debug for RecentSpans {
         let state = self.lock();
         f.debug_struct("RecentSpans")
             .field("capacity", &state.capacity)
+            .field("max_bytes", &state.max_bytes)
             .field("held", &state.spans.len())
+            .field("bytes", &state.bytes)
             .finish()
     }
 }
 
 struct State {
     capacity: usize,
-    spans: VecDeque<FinishedSpan>,
+    max_bytes: usize,
+    /// The sum of the held spans' sizes.
+    bytes: usize,
+    /// Each span with the size it was counted at.
+    spans: VecDeque<(Arc<FinishedSpan>, usize)>,
+    /// Where spans let go for the byte bound are counted.
+    dropped: Option<Counter>,
     /// Per minute (since the epoch), its slowest local roots, slowest first.
     slow: VecDeque<(u64, Vec<SlowTrace>)>,
 }
@@ -86,7 +106,7 @@ struct SlowTrace {
 }
 
 impl RecentSpans {
-    /// A buffer of `capacity` spans (at least 1).
+    /// A buffer of `capacity` spans (at least 1) and [`DEFAULT_MAX_BYTES`] bytes.
     ///
     /// ```
     /// let recent = obskit::trace::RecentSpans::new(16);
@@ -98,6 +118,9 @@ impl RecentSpans {
         RecentSpans {
             inner: Arc::new(Mutex::new(State {
                 capacity,
+                max_bytes: DEFAULT_MAX_BYTES,
+                bytes: 0,
+                dropped: None,
                 // Grown as spans come: a large capacity costs nothing until it is used.
                 spans: VecDeque::new(),
                 slow: VecDeque::new(),
@@ -145,10 +168,48 @@ impl RecentSpans {
         let mut state = self.lock();
         state.capacity = capacity.max(1);
         while state.spans.len() > state.capacity {
-            state.spans.pop_front();
+            state.pop_oldest();
         }
         let capacity = state.capacity;
         state.spans.shrink_to(capacity);
+    }
+
+    /// How many bytes of spans it holds at most.
+    pub fn max_bytes(&self) -> usize {
+        self.lock().max_bytes
+    }
+
+    /// Changes how many bytes of spans it holds at most, letting the oldest go if needed.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use obskit::trace::{self, RecentSpans};
+    ///
+    /// let recent = RecentSpans::new(100);
+    /// recent.set_max_bytes(8_000);
+    /// trace::set_sink(Arc::new(recent.clone()));
+    /// for _ in 0..10 {
+    ///     drop(trace::span("big").attr("blob", "x".repeat(1500)).start());
+    /// }
+    /// trace::clear_sink();
+    /// assert!(recent.bytes() <= 8_000);
+    /// assert!(recent.len() < 10);
+    /// ```
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        let mut state = self.lock();
+        state.max_bytes = max_bytes.max(1);
+        state.trim_to_bytes();
+    }
+
+    /// How many bytes the held spans take (their [`FinishedSpan::approximate_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Counts in `counter` every span let go early to stay within the byte bound (what
+    /// [`crate::Obskit`] does with `obskit_spans_dropped_total{reason="recent_bytes"}`).
+    pub fn count_drops_in(&self, counter: Counter) {
+        self.lock().dropped = Some(counter);
     }
 
     /// How many spans it holds now.
@@ -165,12 +226,21 @@ impl RecentSpans {
     /// `{"capacity", "spans_held", "traces": [...], "slowest": {"minutes", "traces": [...]}}`.
     /// Traces are newest first (by their last span's end); each lists its spans by start time.
     pub fn report(&self, query: &TraceQuery) -> Value {
-        let state = self.lock();
+        // Under the lock: pointers and small summaries only. Grouping, masking and encoding,
+        // which take time in proportion to what is held, happen after the lock is released.
+        let (capacity, held, spans, slow) = {
+            let state = self.lock();
+            let spans: Vec<Arc<FinishedSpan>> =
+                state.spans.iter().map(|(span, _)| Arc::clone(span)).collect();
+            let slow: Vec<SlowTrace> = state.slow.iter().flat_map(|(_, t)| t).cloned().collect();
+            (state.capacity, state.spans.len(), spans, slow)
+        };
         let now = SystemTime::now();
 
+        let held_traces: HashSet<u128> = spans.iter().map(|s| s.context.trace_id).collect();
         let mut groups: Vec<Group<'_>> = Vec::new();
         let mut index: HashMap<u128, usize> = HashMap::new();
-        for span in state.spans.iter().rev() {
+        for span in spans.iter().rev() {
             if query.trace_id.is_some_and(|id| id != span.context.trace_id) {
                 continue;
             }
@@ -180,9 +250,10 @@ impl RecentSpans {
             });
             groups[slot].spans.push(span);
         }
-        let mut traces: Vec<(SystemTime, Value)> = groups
+        // Summaries first; only the traces shown are encoded.
+        let mut traces: Vec<(Summary, &mut Group<'_>)> = groups
             .iter_mut()
-            .filter_map(|group| group.summarize())
+            .filter_map(|group| Some((group.summarize()?, group)))
             .filter(|(summary, _)| {
                 query.min_duration.is_none_or(|min| summary.duration >= min)
                     && match query.status {
@@ -191,19 +262,17 @@ impl RecentSpans {
                         StatusFilter::Ok => !summary.error,
                     }
             })
-            .map(|(summary, value)| (summary.end, value))
             .collect();
-        traces.sort_by_key(|t| std::cmp::Reverse(t.0));
-        let traces: Vec<Value> = traces.into_iter().take(query.limit).map(|(_, v)| v).collect();
+        traces.sort_by_key(|(summary, _)| std::cmp::Reverse(summary.end));
+        let traces: Vec<Value> = traces
+            .into_iter()
+            .take(query.limit)
+            .map(|(summary, group)| group.to_json(&summary))
+            .collect();
 
         let window = Duration::from_secs(60 * query.slowest_minutes as u64);
         let since = now.checked_sub(window).unwrap_or(UNIX_EPOCH);
-        let mut slowest: Vec<&SlowTrace> = state
-            .slow
-            .iter()
-            .flat_map(|(_, traces)| traces)
-            .filter(|t| t.end >= since)
-            .collect();
+        let mut slowest: Vec<&SlowTrace> = slow.iter().filter(|t| t.end >= since).collect();
         slowest.sort_by_key(|t| std::cmp::Reverse(t.duration));
         let slowest: Vec<Value> = slowest
             .into_iter()
@@ -211,19 +280,19 @@ impl RecentSpans {
             .map(|t| {
                 json!({
                     "trace_id": format!("{:032x}", t.trace_id),
-                    "root": mask_url_userinfo(&t.root),
+                    "root": shown_str(&t.root),
                     "start": rfc3339(t.start),
                     "duration_ms": millis(t.duration),
                     "error": t.error,
                     "http.response.status_code": t.status_code,
-                    "spans_held": state.spans.iter().any(|s| s.context.trace_id == t.trace_id),
+                    "spans_held": held_traces.contains(&t.trace_id),
                 })
             })
             .collect();
 
         json!({
-            "capacity": state.capacity,
-            "spans_held": state.spans.len(),
+            "capacity": capacity,
+            "spans_held": held,
             "traces": traces,
             "slowest": { "minutes": query.slowest_minutes, "traces": slowest },
         })
@@ -232,6 +301,9 @@ impl RecentSpans {
 
 impl SpanSink for RecentSpans {
     fn on_end(&self, span: FinishedSpan) {
+        // Sized and boxed before taking the lock: the lock covers pushes and pops only.
+        let bytes = span.approximate_bytes();
+        let span = Arc::new(span);
         let mut state = self.lock();
         // A local root (no parent, or the server span of a request from another process) ends
         // its trace's part in this process: remember it if it is among the slowest of its
@@ -240,9 +312,32 @@ impl SpanSink for RecentSpans {
             remember_if_slow(&mut state.slow, &span);
         }
         if state.spans.len() >= state.capacity {
-            state.spans.pop_front();
+            state.pop_oldest();
         }
-        state.spans.push_back(span);
+        state.bytes += bytes;
+        state.spans.push_back((span, bytes));
+        state.trim_to_bytes();
+    }
+}
+
+impl State {
+    fn pop_oldest(&mut self) -> bool {
+        match self.spans.pop_front() {
+            Some((_, bytes)) => {
+                self.bytes -= bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lets the oldest spans go until the rest fit in `max_bytes`, counting each.
+    fn trim_to_bytes(&mut self) {
+        while self.bytes > self.max_bytes && self.pop_oldest() {
+            if let Some(counter) = &self.dropped {
+                counter.inc();
+            }
+        }
     }
 }
 
@@ -401,24 +496,33 @@ struct Group<'a> {
 }
 
 struct Summary {
+    start: SystemTime,
     end: SystemTime,
     duration: Duration,
     error: bool,
 }
 
 impl Group<'_> {
-    fn summarize(&mut self) -> Option<(Summary, Value)> {
-        let first: &FinishedSpan = self.spans.first()?;
-        let trace_id = first.context.trace_id;
+    /// Sorts the spans by start and sums the trace up; `None` for an empty group.
+    fn summarize(&mut self) -> Option<Summary> {
         self.spans.sort_by_key(|s| s.start);
         let start = self.spans.iter().map(|s| s.start).min()?;
         let end = self.spans.iter().map(|s| s.end).max()?;
-        let duration = end.duration_since(start).unwrap_or_default();
         let error = self
             .spans
             .iter()
             .any(|s| matches!(s.status, SpanStatus::Error(_)));
-        let held: Vec<u64> = self.spans.iter().map(|s| s.context.span_id).collect();
+        Some(Summary {
+            start,
+            end,
+            duration: end.duration_since(start).unwrap_or_default(),
+            error,
+        })
+    }
+
+    fn to_json(&self, summary: &Summary) -> Value {
+        let first = self.spans[0];
+        let held: HashSet<u64> = self.spans.iter().map(|s| s.context.span_id).collect();
         // The root as seen here: the earliest span whose parent is not held (it is remote, or
         // was overwritten in the buffer).
         let root = self
@@ -427,17 +531,16 @@ impl Group<'_> {
             .find(|s| s.parent_span_id.is_none_or(|p| !held.contains(&p)))
             .copied()
             .unwrap_or(first);
-        let value = json!({
-            "trace_id": format!("{trace_id:032x}"),
-            "root": mask_url_userinfo(&root.name),
-            "start": rfc3339(start),
-            "duration_ms": millis(duration),
+        json!({
+            "trace_id": format!("{:032x}", first.context.trace_id),
+            "root": shown_str(&root.name),
+            "start": rfc3339(summary.start),
+            "duration_ms": millis(summary.duration),
             "span_count": self.spans.len(),
-            "error": error,
+            "error": summary.error,
             "sampled": root.context.sampled,
-            "spans": self.spans.iter().map(|s| span_json(s, start)).collect::<Vec<_>>(),
-        });
-        Some((Summary { end, duration, error }, value))
+            "spans": self.spans.iter().map(|s| span_json(s, summary.start)).collect::<Vec<_>>(),
+        })
     }
 }
 
@@ -445,28 +548,40 @@ fn span_json(span: &FinishedSpan, trace_start: SystemTime) -> Value {
     let (status, message) = match &span.status {
         SpanStatus::Unset => ("unset", None),
         SpanStatus::Ok => ("ok", None),
-        SpanStatus::Error(message) => ("error", Some(mask_url_userinfo(message))),
+        SpanStatus::Error(message) => ("error", Some(shown_str(message))),
     };
     let kind = match span.kind {
         SpanKind::Internal => "internal",
         SpanKind::Server => "server",
         SpanKind::Client => "client",
     };
+    let links: Vec<Value> = span
+        .links
+        .iter()
+        .map(|link| {
+            json!({
+                "trace_id": format!("{:032x}", link.context.trace_id),
+                "span_id": format!("{:016x}", link.context.span_id),
+                "attributes": attributes_json(&link.attributes),
+            })
+        })
+        .collect();
     let events: Vec<Value> = span
         .events
         .iter()
         .map(|event| {
             json!({
-                "name": mask_url_userinfo(&event.name),
+                "name": shown_str(&event.name),
                 "offset_ms": millis(event.time.duration_since(trace_start).unwrap_or_default()),
                 "attributes": attributes_json(&event.attributes),
+                "dropped_attributes_count": event.dropped_attributes_count,
             })
         })
         .collect();
     json!({
         "span_id": format!("{:016x}", span.context.span_id),
         "parent_span_id": span.parent_span_id.map(|p| format!("{p:016x}")),
-        "name": mask_url_userinfo(&span.name),
+        "name": shown_str(&span.name),
         "kind": kind,
         "offset_ms": millis(span.start.duration_since(trace_start).unwrap_or_default()),
         "duration_ms": millis(span.duration),
@@ -474,23 +589,36 @@ fn span_json(span: &FinishedSpan, trace_start: SystemTime) -> Value {
         "status_message": message,
         "attributes": attributes_json(&span.attributes),
         "events": events,
+        "links": links,
+        "dropped_attributes_count": span.dropped.attributes,
+        "dropped_events_count": span.dropped.events,
+        "dropped_links_count": span.dropped.links,
     })
 }
 
-/// Attributes as a JSON object, secrets masked: a secret-looking key shows `***` whatever its
-/// type, and URL credentials are masked in every string value.
+/// A string as a report shows it: secrets masked by shape, cut to [`REPORT_VALUE_LENGTH`].
+fn shown_str(value: &str) -> String {
+    cut_for_report(&mask_secrets(value))
+}
+
+/// `value` cut to [`REPORT_VALUE_LENGTH`] bytes, marked with `…` when cut.
+fn cut_for_report(value: &str) -> String {
+    if value.len() <= REPORT_VALUE_LENGTH {
+        return value.to_string();
+    }
+    format!("{}…", truncated(value, REPORT_VALUE_LENGTH))
+}
+
+/// Attributes as a JSON object, masked as exported spans are ([`super::masked_attr`]: by key
+/// name and by value shape), strings cut to [`REPORT_VALUE_LENGTH`].
 fn attributes_json(attributes: &[(std::borrow::Cow<'static, str>, AttrValue)]) -> Map<String, Value> {
     let mut map = Map::new();
     for (key, value) in attributes {
-        let shown = if is_secret_key(key) {
-            Value::from(MASK)
-        } else {
-            match value {
-                AttrValue::Str(s) => Value::from(mask_url_userinfo(s)),
-                AttrValue::I64(v) => Value::from(*v),
-                AttrValue::F64(v) => Value::from(*v),
-                AttrValue::Bool(v) => Value::from(*v),
-            }
+        let shown = match &*super::masked_attr(key, value) {
+            AttrValue::Str(s) => Value::from(cut_for_report(s)),
+            AttrValue::I64(v) => Value::from(*v),
+            AttrValue::F64(v) => Value::from(*v),
+            AttrValue::Bool(v) => Value::from(*v),
         };
         // A key set twice shows its last value, as `FinishedSpan::attribute` reads it.
         map.insert(key.to_string(), shown);
@@ -552,7 +680,9 @@ mod tests {
             duration: Duration::from_millis(duration_ms),
             attributes: Vec::new(),
             events: Vec::new(),
+            links: Vec::new(),
             status: SpanStatus::Unset,
+            dropped: Default::default(),
         }
     }
 
@@ -662,6 +792,7 @@ mod tests {
             name: Cow::Borrowed("exception"),
             time: s.start,
             attributes: vec![(Cow::Borrowed("session_token"), AttrValue::from("abc"))],
+            dropped_attributes_count: 0,
         }];
         recent.on_end(s);
         let report = recent.report(&TraceQuery::default());

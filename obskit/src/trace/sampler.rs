@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::settings::{EnvError, EnvSource, ProcessEnv};
+
 /// The OpenTelemetry samplers of `OTEL_TRACES_SAMPLER`. A span that is not sampled is still
 /// recorded in-process (it shows in `/debug/traces`) but is not exported, and its `traceparent`
 /// tells the services it calls not to sample either.
@@ -37,32 +39,33 @@ static PARENT_BASED: AtomicBool = AtomicBool::new(true);
 
 impl Sampler {
     /// Parses `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (the ratio, default 1.0).
-    pub fn from_env() -> Result<Sampler, (&'static str, String)> {
-        let var = |name| {
-            std::env::var(name)
-                .ok()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+    pub fn from_env() -> Result<Sampler, EnvError> {
+        Self::from_env_source(&ProcessEnv)
+    }
+
+    /// Parses the two variables read through `env`.
+    pub fn from_env_source(env: &impl EnvSource) -> Result<Sampler, EnvError> {
         Self::from_vars(
-            var("OTEL_TRACES_SAMPLER").as_deref(),
-            var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            env.get("OTEL_TRACES_SAMPLER").as_deref(),
+            env.get("OTEL_TRACES_SAMPLER_ARG").as_deref(),
         )
     }
 
     /// Parses the values of the two variables.
-    pub fn from_vars(sampler: Option<&str>, arg: Option<&str>) -> Result<Sampler, (&'static str, String)> {
-        let ratio = || -> Result<f64, (&'static str, String)> {
+    pub fn from_vars(sampler: Option<&str>, arg: Option<&str>) -> Result<Sampler, EnvError> {
+        let ratio = || -> Result<f64, EnvError> {
             match arg {
                 None => Ok(1.0),
                 Some(arg) => arg
                     .parse::<f64>()
                     .ok()
                     .filter(|r| (0.0..=1.0).contains(r))
-                    .ok_or((
-                        "OTEL_TRACES_SAMPLER_ARG",
-                        format!("`{arg}` is not a ratio between 0 and 1"),
-                    )),
+                    .ok_or_else(|| {
+                        EnvError::new(
+                            "OTEL_TRACES_SAMPLER_ARG",
+                            format!("`{arg}` is not a ratio between 0 and 1"),
+                        )
+                    }),
             }
         };
         Ok(match sampler {
@@ -73,7 +76,7 @@ impl Sampler {
             Some("parentbased_always_off") => Sampler::ParentBasedAlwaysOff,
             Some("parentbased_traceidratio") => Sampler::ParentBasedTraceIdRatio(ratio()?),
             Some(other) => {
-                return Err((
+                return Err(EnvError::new(
                     "OTEL_TRACES_SAMPLER",
                     format!(
                         "`{other}` is not supported; use always_on, always_off, traceidratio or their parentbased_ forms"
@@ -149,13 +152,16 @@ mod tests {
             parse("parentbased_traceidratio", Some("0.1")).unwrap(),
             Sampler::ParentBasedTraceIdRatio(0.1)
         );
-        assert_eq!(parse("jaeger_remote", None).unwrap_err().0, "OTEL_TRACES_SAMPLER");
         assert_eq!(
-            parse("traceidratio", Some("-0.1")).unwrap_err().0,
+            parse("jaeger_remote", None).unwrap_err().name,
+            "OTEL_TRACES_SAMPLER"
+        );
+        assert_eq!(
+            parse("traceidratio", Some("-0.1")).unwrap_err().name,
             "OTEL_TRACES_SAMPLER_ARG"
         );
         assert_eq!(
-            parse("traceidratio", Some("half")).unwrap_err().0,
+            parse("traceidratio", Some("half")).unwrap_err().name,
             "OTEL_TRACES_SAMPLER_ARG"
         );
     }

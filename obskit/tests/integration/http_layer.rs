@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use obskit::http::{HttpMetrics, HttpMetricsLayer, MatchedRoute, RequestBody, Routes, ADMIN_PATHS};
+use obskit::http::{HttpMetrics, HttpMetricsLayer, MatchedRoute, RequestBody, Routes};
 use obskit::metrics::Registry;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -157,7 +157,7 @@ async fn setup() -> (Registry, TestServer, reqwest::Client) {
     let registry = Registry::new();
     let layer = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap())
         .routes(Routes::new(ROUTES).unwrap())
-        .exclude_paths(ADMIN_PATHS);
+        .exclude_admin(true);
     let server = TestServer::start(layer).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     (registry, server, client)
