@@ -30,6 +30,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 total_seconds=${FUZZ_SECONDS:-240}
+# CI fuzzes from one fixed seed, so that a red run is a finding one can replay (FUZZ_SEED); a
+# developer's run picks a new seed each time (0: libFuzzer chooses) and explores further.
+if [ "${CI:-}" = "true" ]; then seed=${FUZZ_SEED:-20261202}; else seed=${FUZZ_SEED:-0}; fi
 mapfile -t targets < <(cargo fuzz list)
 if [ ${#targets[@]} -eq 0 ]; then
   echo "fuzz-smoke: no fuzz target found" >&2
@@ -59,7 +62,7 @@ for target in "${targets[@]}"; do
   log="$work/$target.log"
   set +e
   "$bin_dir/$target" "$corpus" \
-    -max_total_time="$per_target" -timeout=5 -rss_limit_mb=2048 -max_len="$max_len" \
+    -max_total_time="$per_target" -timeout=5 -rss_limit_mb=2048 -max_len="$max_len" -seed="$seed" \
     -artifact_prefix="artifacts/$target/" -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e

@@ -428,11 +428,13 @@ fn mask_url_credentials(s: &str) -> Option<String> {
             last_at
         };
         let stopped_at_quote = end < b.len() && matches!(b[end], b'"' | b'\'' | b'<' | b'>' | b'`');
-        let at = match authority.iter().rposition(|&c| c == b'@') {
+        let in_authority = authority.iter().rposition(|&c| c == b'@').map(|at| start + at);
+        let at = match in_authority {
             // A quote or bracket inside a password (found by the `masking` fuzz target:
-            // `svc:@Secr3t>pw@db`): the userinfo runs on to the URL's last '@'.
-            Some(at) if stopped_at_quote => Some(last_at_of_url().unwrap_or(start + at)),
-            Some(at) => Some(start + at),
+            // `svc:@Secr3t>pw@db`, `svc:tok[ss'nter2@db`): the userinfo runs on to the URL's
+            // last '@'.
+            _ if stopped_at_quote && last_at_of_url().is_some() => last_at_of_url(),
+            Some(at) => Some(at),
             None => {
                 let port_like = match authority.iter().position(|&c| c == b':') {
                     None => true,
@@ -1358,6 +1360,10 @@ mod tests {
         assert_eq!(
             mask_secrets("see <http://u:pw@h/x> here"),
             "see <http://u:***@h/x> here"
+        );
+        assert_eq!(
+            mask_secrets("x postgres://svc:tok4n[ss'nter2@db:5432/app x"),
+            "x postgres://svc:***@db:5432/app x"
         );
     }
 
