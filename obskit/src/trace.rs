@@ -526,8 +526,7 @@ impl SpanBuilder {
     /// Sets an attribute whose value came from a client: see [`Span::set_request_attr`].
     pub fn request_attr(mut self, key: &'static str, value: &str) -> Self {
         if let Some(data) = &mut self.data {
-            let value = limits::truncated(value, limits::request_value_length());
-            data.push_attr(Cow::Borrowed(key), AttrValue::Str(Cow::Owned(value.to_string())));
+            data.push_request_attr(key, value);
         }
         self
     }
@@ -630,8 +629,7 @@ impl Span {
     /// [`SpanLimits::request_value_length`] before the general limits apply.
     pub fn set_request_attr(&mut self, key: &'static str, value: &str) {
         if let Some(data) = &mut self.data {
-            let value = limits::truncated(value, limits::request_value_length());
-            data.push_attr(Cow::Borrowed(key), AttrValue::Str(Cow::Owned(value.to_string())));
+            data.push_request_attr(key, value);
         }
     }
 
@@ -733,6 +731,12 @@ impl SpanData {
         } else {
             self.dropped.attributes = self.dropped.attributes.saturating_add(1);
         }
+    }
+
+    /// A client's value: cut to the request value limit before it is copied at all.
+    fn push_request_attr(&mut self, key: &'static str, value: &str) {
+        let value = limits::truncated(value, limits::request_value_length());
+        self.push_attr(Cow::Borrowed(key), AttrValue::Str(Cow::Owned(value.to_string())));
     }
 }
 

@@ -470,10 +470,10 @@ fn request_attributes<B>(span: &mut trace::Span, request: &Request<B>) {
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    // Borrowed: only the part the request value limit keeps is copied.
     if let Some(authority) = authority {
-        let (address, port) = split_authority(&authority);
+        let (address, port) = split_authority(authority);
         span.set_request_attr("server.address", address);
         if let Some(port) = port {
             span.set_attr("server.port", i64::from(port));

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::Served;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -17,8 +18,7 @@ use obskit::http::RequestBody;
 use obskit::metrics::Registry;
 use obskit::Obskit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
 /// The service's own routes, beside admin-looking paths on purpose.
 const ROUTES: [&str; 4] = ["/health/deep", "/debug-info", "/debug/{*rest}", "/api/items"];
@@ -29,37 +29,17 @@ async fn service(request: Request<RequestBody<Incoming>>) -> Result<Response<Ful
     Ok(Response::new(Full::new(Bytes::from(body))))
 }
 
-/// A served Obskit on a free loopback port, stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
+/// A served Obskit on a free loopback port, with raw HTTP/1.1 requests.
+struct Server(Served);
 
 impl Server {
     async fn start(builder: obskit::ObskitBuilder) -> Server {
-        let obskit = builder.build().expect("obskit builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            obskit
-                .serve_with_shutdown(listener, hyper::service::service_fn(service), shutdown)
-                .await
-        });
-        Server {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Server(Served::start(builder, |request| Box::pin(service(request))).await)
     }
 
     /// `method path` over HTTP/1.1 with the given `Host` (none when `None`); status and body.
     async fn request(&self, method: &str, path: &str, host: Option<&str>, extra: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let mut stream = TcpStream::connect(self.0.addr).await.expect("connect");
         let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
         let head = format!("{method} {path} HTTP/1.1\r\n{host}{extra}Connection: close\r\n\r\n");
         stream.write_all(head.as_bytes()).await.unwrap();
@@ -83,24 +63,12 @@ impl Server {
 
     /// `GET path` addressed to `127.0.0.1:port`, as curl or a scraper would.
     async fn get(&self, path: &str) -> (u16, String) {
-        let host = self.addr.to_string();
+        let host = self.0.addr.to_string();
         self.request("GET", path, Some(&host), "").await
     }
 
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let result = tokio::time::timeout(Duration::from_secs(15), self.task.take().unwrap())
-            .await
-            .expect("server stops after the shutdown signal");
-        result.expect("serve task").expect("serve returns Ok");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 
@@ -197,7 +165,7 @@ async fn every_table_route_is_served_by_the_admin_surface() {
         // A method the route does not answer: the admin surface says so (and names the ones
         // it does), where the service would have answered `service:...`. No capture is taken.
         let (status, body) = server
-            .request("DELETE", &path, Some(&server.addr.to_string()), "")
+            .request("DELETE", &path, Some(&server.0.addr.to_string()), "")
             .await;
         assert_eq!(status, 405, "{path}: {body}");
         let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
@@ -241,7 +209,7 @@ async fn measured_admin_requests_are_counted() {
 #[tokio::test]
 async fn loopback_mode_refuses_foreign_hosts() {
     let server = Server::start(builder()).await;
-    let port = server.addr.port();
+    let port = server.0.addr.port();
     for host in [
         "evil.example".to_string(),
         format!("evil.example:{port}"),
@@ -264,7 +232,7 @@ async fn loopback_mode_refuses_foreign_hosts() {
         assert_eq!(status, 200, "{host}: {body}");
     }
     // HTTP/1.0 without a Host: no browser sends that.
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = TcpStream::connect(server.0.addr).await.unwrap();
     stream
         .write_all(b"GET /debug/config HTTP/1.0\r\n\r\n")
         .await
@@ -299,13 +267,13 @@ async fn h2_get(addr: SocketAddr, uri: &str) -> u16 {
 #[tokio::test]
 async fn the_http2_authority_is_checked_too() {
     let server = Server::start(builder()).await;
-    let port = server.addr.port();
+    let port = server.0.addr.port();
     assert_eq!(
-        h2_get(server.addr, &format!("http://evil.example:{port}/debug/config")).await,
+        h2_get(server.0.addr, &format!("http://evil.example:{port}/debug/config")).await,
         403
     );
     assert_eq!(
-        h2_get(server.addr, &format!("http://localhost:{port}/debug/config")).await,
+        h2_get(server.0.addr, &format!("http://localhost:{port}/debug/config")).await,
         200
     );
     server.shutdown().await;
@@ -314,7 +282,7 @@ async fn the_http2_authority_is_checked_too() {
 #[tokio::test]
 async fn allowed_hosts_and_token_mode() {
     let server = Server::start(builder().admin_allowed_hosts(["devbox.lan"])).await;
-    let port = server.addr.port();
+    let port = server.0.addr.port();
     let allowed = format!("devbox.lan:{port}");
     assert_eq!(
         server.request("GET", "/debug/config", Some(&allowed), "").await.0,

@@ -89,3 +89,67 @@ pub fn set_secret_env() {
         std::env::set_var("obskit_it_api_key", "apikeyvalue");
     });
 }
+
+/// A service handler as the tests write them.
+pub type Handler = fn(
+    hyper::Request<obskit::http::RequestBody<hyper::body::Incoming>>,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    hyper::Response<http_body_util::Full<bytes::Bytes>>,
+                    std::convert::Infallible,
+                >,
+            > + Send,
+    >,
+>;
+
+/// An Obskit served with a handler on a free loopback port (`Obskit::serve_with_shutdown`),
+/// stopped by [`Served::shutdown`] or, failing that, aborted when dropped.
+pub struct Served {
+    pub addr: SocketAddr,
+    pub obskit: obskit::Obskit,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Served {
+    pub async fn start(builder: obskit::ObskitBuilder, handler: Handler) -> Served {
+        let obskit = builder.build().expect("obskit builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = obskit.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            served
+                .serve_with_shutdown(listener, hyper::service::service_fn(handler), shutdown)
+                .await
+        });
+        Served {
+            addr,
+            obskit,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and checks that it returns cleanly, within a generous bound.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(15), self.task.take().unwrap())
+            .await
+            .expect("server stops after the shutdown signal");
+        result.expect("serve task").expect("serve returns Ok");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

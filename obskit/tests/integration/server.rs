@@ -17,10 +17,9 @@ use obskit::http::RequestBody;
 use obskit::metrics::Registry;
 use obskit::{AdminListener, Obskit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
-use crate::common::free_addr;
+use crate::common::{free_addr, Served};
 
 const ROUTES: [&str; 3] = ["/api/products", "/api/products/{id}", "/api/categories"];
 
@@ -40,35 +39,19 @@ async fn shop_handler(request: Request<RequestBody<Incoming>>) -> Result<Respons
     Ok(response)
 }
 
-/// A served Obskit on a free port, stopped when dropped.
-struct TestServer {
-    addr: SocketAddr,
-    obskit: Obskit,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+/// A served Obskit on a free port, with reqwest requests.
+struct TestServer(Served);
+
+impl std::ops::Deref for TestServer {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.0
+    }
 }
 
 impl TestServer {
     async fn start(builder: obskit::ObskitBuilder) -> TestServer {
-        let obskit = builder.build().expect("obskit builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = obskit.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            served
-                .serve_with_shutdown(listener, hyper::service::service_fn(shop_handler), shutdown)
-                .await
-        });
-        TestServer {
-            addr,
-            obskit,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestServer(Served::start(builder, |request| Box::pin(shop_handler(request))).await)
     }
 
     fn url(&self, path: &str) -> String {
@@ -87,20 +70,8 @@ impl TestServer {
         body
     }
 
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let result = tokio::time::timeout(Duration::from_secs(15), self.task.take().unwrap())
-            .await
-            .expect("server stops after the shutdown signal");
-        result.expect("serve task").expect("serve returns Ok");
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 
