@@ -32,7 +32,7 @@ EXPECTED = {
         "orders_created_total",
         "order_status_changes_total",
         "order_completion_seconds_count",
-        "delivery_time_minutes_count",
+        "delivery_time_seconds_count",
         "cassandra_query_duration_seconds_count",
     ],
     "user": [
