@@ -8,19 +8,12 @@ use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::Deserialize;
 use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
-use shop_common::http::{json_response, no_content, query_param, read_json, ApiError};
+use shop_common::http::{json_response, no_content, query_param, read_json, ApiError, Page};
 use shop_common::router::{Reply, Request};
 use shop_common::store::{NewProduct, Product, ProductUpdate, StoreError};
 
 use crate::App;
 
-/// Default page size of product listings.
-const DEFAULT_LIMIT: u32 = 20;
-/// Largest page size of product listings.
-const MAX_LIMIT: u32 = 100;
-/// Largest page number accepted: far past any catalogue, small enough that the offset cannot
-/// overflow.
-const MAX_PAGE: u32 = 1_000_000;
 /// Most units one restock call may add.
 const MAX_RESTOCK: i64 = 1_000_000;
 /// Most units a product may hold.
@@ -51,22 +44,6 @@ pub(crate) async fn list_categories(app: Arc<App>, _request: Request) -> Reply {
     Ok(json_response(StatusCode::OK, &categories))
 }
 
-/// Parses an optional positive whole-number query parameter within `1..=max`.
-fn bounded(query: Option<&str>, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
-    match query_param(query, key).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|v| (1..=max).contains(v))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "`{key}` must be a whole number from 1 to {max}, not {raw:?}"
-                ))
-            }),
-    }
-}
-
 /// `GET /api/products?category=&page=&limit=`: one page of products, sorted by name. The
 /// hottest call of the shop, so profiled: at most one 5 s capture a minute, of the listings
 /// that start while it runs (`/profiles/`).
@@ -74,8 +51,7 @@ fn bounded(query: Option<&str>, key: &str, default: u32, max: u32) -> Result<u32
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn list_products(app: Arc<App>, request: Request) -> Reply {
     let query = request.uri().query();
-    let page = bounded(query, "page", 1, MAX_PAGE)?;
-    let limit = bounded(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let Page { page, limit } = Page::from_query(query)?;
     let category = query_param(query, "category").filter(|c| !c.is_empty());
     let products = app.store.list_products(category.as_deref(), page, limit).await?;
     // The label is the category only when it exists, so clients cannot mint series; the

@@ -45,6 +45,11 @@ impl Claims {
     pub fn is_admin(&self) -> bool {
         self.role == ROLE_ADMIN
     }
+
+    /// Whether the bearer may act for any user: an admin, or one of the shop's services.
+    pub fn acts_for_anyone(&self) -> bool {
+        self.role == ROLE_ADMIN || self.role == ROLE_SERVICE
+    }
 }
 
 /// Why a token was refused. The message is safe to show to the client.
@@ -194,6 +199,97 @@ impl JwtKeys {
     }
 }
 
+/// Environment variable that makes a Bearer token mandatory on every cart and order call
+/// (`true`/`false`; default `false`, so that the seed's load test, which sends no token, works).
+pub const REQUIRE_AUTH_ENV: &str = "SHOP_REQUIRE_AUTH";
+
+/// Parses [`REQUIRE_AUTH_ENV`]: unset or blank is `false`; `true`/`1`/`yes`/`on` and
+/// `false`/`0`/`no`/`off` in any case; anything else is `true` with a warning, since a typo
+/// in a security setting must not leave the shop open.
+///
+/// ```
+/// use shop_common::auth::require_auth_from;
+/// assert!(!require_auth_from(None));
+/// assert!(require_auth_from(Some(" TRUE ")));
+/// assert!(!require_auth_from(Some("off")));
+/// assert!(require_auth_from(Some("ture")));
+/// ```
+pub fn require_auth_from(raw: Option<&str>) -> bool {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return false;
+    };
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => true,
+        "false" | "0" | "no" | "off" => false,
+        _ => {
+            eprintln!(
+                "WARNING: {REQUIRE_AUTH_ENV}={raw:?} is neither true nor false; requiring tokens"
+            );
+            true
+        }
+    }
+}
+
+/// Who may act on a user's carts and orders: the one place where the cart and order services
+/// decide it, called first thing by each of their handlers.
+///
+/// A Bearer token, when one is sent, must be valid (401 otherwise) and name the user the call
+/// is about (403 otherwise); admins and the shop's own services (role `service`) may act for
+/// anyone. Without a token the call is let through unless `require_auth` is set (401 then):
+/// the default stays open for the seed's load test, which sends none.
+#[derive(Clone, Debug)]
+pub struct OwnerGuard {
+    keys: JwtKeys,
+    require_auth: bool,
+}
+
+impl OwnerGuard {
+    /// A guard verifying tokens with `keys`; `require_auth` makes a token mandatory.
+    pub fn new(keys: JwtKeys, require_auth: bool) -> OwnerGuard {
+        OwnerGuard { keys, require_auth }
+    }
+
+    /// Whether a token is mandatory.
+    pub fn requires_auth(&self) -> bool {
+        self.require_auth
+    }
+
+    /// The caller's claims when a token is sent (`None` when none is and none is required);
+    /// 401 when the token is bad, or missing while required. For calls whose owner is known
+    /// only after a lookup: check the caller first, then [`OwnerGuard::may_act_for`].
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Option<Claims>, ApiError> {
+        if headers.contains_key(AUTHORIZATION) || self.require_auth {
+            self.keys.authenticate(headers).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// 403 unless `caller` (if any) is `user_id`, an admin or a service.
+    pub fn may_act_for(caller: Option<&Claims>, user_id: &str) -> Result<(), ApiError> {
+        match caller {
+            Some(claims) if claims.sub != user_id && !claims.acts_for_anyone() => Err(
+                ApiError::forbidden("the token does not name the user this call is about"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`OwnerGuard::caller`] then [`OwnerGuard::may_act_for`]: the check of every call whose
+    /// path (or body) names its user.
+    pub fn owner(&self, headers: &HeaderMap, user_id: &str) -> Result<Option<Claims>, ApiError> {
+        let caller = self.caller(headers)?;
+        OwnerGuard::may_act_for(caller.as_ref(), user_id)?;
+        Ok(caller)
+    }
+
+    /// A valid admin token, always (whatever `require_auth` says): 401 without or with a bad
+    /// one, 403 for any other role.
+    pub fn admin(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        self.keys.require_admin(headers)
+    }
+}
+
 /// Why a password could not be hashed.
 #[derive(Debug)]
 pub struct HashError(String);
@@ -301,6 +397,34 @@ mod tests {
                 Ok(r) => assert_eq!((r.as_str(), status), (role, 200)),
                 Err(e) => assert_eq!(e.status, status),
             }
+        }
+    }
+
+    #[test]
+    fn the_owner_guard_binds_tokens_to_their_user() {
+        let with = |token: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+            headers
+        };
+        let status = |r: Result<Option<Claims>, ApiError>| r.map(|_| 200).unwrap_or_else(|e| e.status.as_u16());
+        let ann = with(&keys().mint("ann", "ann", ROLE_CUSTOMER).unwrap());
+        let admin = with(&keys().mint("root", "root", ROLE_ADMIN).unwrap());
+        let service = with(&keys().mint("cart-service", "cart-service", ROLE_SERVICE).unwrap());
+        let forged = with(&JwtKeys::new(b"other", Duration::from_secs(60)).mint("ann", "ann", ROLE_ADMIN).unwrap());
+        for require_auth in [false, true] {
+            let guard = OwnerGuard::new(keys(), require_auth);
+            assert_eq!(status(guard.owner(&ann, "ann")), 200);
+            assert_eq!(status(guard.owner(&ann, "bob")), 403);
+            assert_eq!(status(guard.owner(&admin, "bob")), 200);
+            assert_eq!(status(guard.owner(&service, "bob")), 200);
+            assert_eq!(status(guard.owner(&forged, "ann")), 401);
+            let anonymous = status(guard.owner(&HeaderMap::new(), "ann"));
+            assert_eq!(anonymous, if require_auth { 401 } else { 200 });
+            assert_eq!(guard.admin(&HeaderMap::new()).unwrap_err().status, 401);
+            assert_eq!(guard.admin(&ann).unwrap_err().status, 403);
+            assert_eq!(guard.admin(&service).unwrap_err().status, 403);
+            assert!(guard.admin(&admin).is_ok());
         }
     }
 

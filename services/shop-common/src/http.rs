@@ -189,6 +189,63 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
+/// Default page size of the shop's listings (products, a user's orders).
+pub const DEFAULT_PAGE_LIMIT: u32 = 20;
+/// Largest page size of the shop's listings.
+pub const MAX_PAGE_LIMIT: u32 = 100;
+/// Largest page number accepted: far past any listing, small enough that the offset
+/// (`(page - 1) × limit`) cannot overflow.
+pub const MAX_PAGE: u32 = 1_000_000;
+
+/// Which page of a listing a client asks for: `page` from 1 (default 1) and `limit` from 1 to
+/// [`MAX_PAGE_LIMIT`] (default [`DEFAULT_PAGE_LIMIT`]), the query parameters of every listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The page number, from 1.
+    pub page: u32,
+    /// Most entries on the page.
+    pub limit: u32,
+}
+
+impl Page {
+    /// The page in a query string; 422 naming the parameter when one is not a whole number in
+    /// its range (an empty value counts as absent).
+    ///
+    /// ```
+    /// use shop_common::http::Page;
+    /// assert_eq!(Page::from_query(Some("page=3&limit=5")).unwrap(), Page { page: 3, limit: 5 });
+    /// assert_eq!(Page::from_query(None).unwrap(), Page { page: 1, limit: 20 });
+    /// assert_eq!(Page::from_query(Some("limit=101")).unwrap_err().status, 422);
+    /// ```
+    pub fn from_query(query: Option<&str>) -> Result<Page, ApiError> {
+        Ok(Page {
+            page: bounded_param(query, "page", 1, MAX_PAGE)?,
+            limit: bounded_param(query, "limit", DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?,
+        })
+    }
+
+    /// How many entries come before this page.
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.limit)
+    }
+}
+
+/// An optional positive whole-number query parameter within `1..=max`, `default` when absent.
+fn bounded_param(query: Option<&str>, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+    match query_param(query, key).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=max).contains(v))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`{key}` must be a whole number from 1 to {max}, not {raw:?}"
+                ))
+            }),
+    }
+}
+
 /// Decodes `%XX` escapes and `+`; invalid escapes stay as they are, invalid UTF-8 is replaced.
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -264,6 +321,19 @@ mod tests {
         let response = ApiError::not_found("no product 7").into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn pages_are_bounded_and_bad_values_refused() {
+        let page = |q| Page::from_query(Some(q));
+        assert_eq!(page("").unwrap(), Page { page: 1, limit: DEFAULT_PAGE_LIMIT });
+        assert_eq!(page("page=&limit=").unwrap(), Page { page: 1, limit: DEFAULT_PAGE_LIMIT });
+        assert_eq!(page("page=2&limit=100").unwrap().offset(), 100);
+        assert_eq!(page("page=1000000&limit=100").unwrap().offset(), 99_999_900);
+        for bad in ["page=0", "page=-1", "page=x", "page=1000001", "limit=0", "limit=101", "limit=2.5"] {
+            let e = page(bad).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"), "{bad}");
+        }
     }
 
     #[test]

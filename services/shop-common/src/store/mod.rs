@@ -773,15 +773,16 @@ impl Store {
         self.timed("orders", "SELECT", query).await
     }
 
-    /// A user's orders, newest first.
-    pub async fn user_orders(&self, user_id: &str) -> Result<Vec<Order>, StoreError> {
+    /// One page of a user's orders, newest first (then by id); `page` starts at 1. One query
+    /// for the page on either engine, never one per order.
+    pub async fn user_orders(&self, user_id: &str, page: u32, limit: u32) -> Result<Vec<Order>, StoreError> {
         let query = async {
             match &self.backend {
                 Backend::Sqlite(s) => {
                     let user_id = user_id.to_string();
-                    blocking(s, move |s| s.user_orders(&user_id)).await
+                    blocking(s, move |s| s.user_orders(&user_id, page, limit)).await
                 }
-                Backend::Scylla(c) => c.user_orders(user_id).await,
+                Backend::Scylla(c) => c.user_orders(user_id, page, limit).await,
             }
         };
         self.timed("orders", "SELECT", query).await

@@ -23,7 +23,8 @@
 //! | `users_by_email` | `(email)` | uniqueness of e-mail addresses (LWT `IF NOT EXISTS`) |
 //! | `cart_items` | `((user_id), product_id)` | a cart, sorted by product id |
 //! | `cart_activity` | `(user_id)` | when a cart last changed; whether it was counted abandoned (LWT) |
-//! | `idle_carts` | `((bucket), last_activity, user_id)` | carts not yet counted, idlest first |
+//! | `idle_cart_buckets` | `((bucket), last_activity, user_id)` | cart activity by time bucket, oldest first (rows expire by TTL, never deleted) |
+//! | `idle_cart_sweep` | `(name)` | how far the abandonment sweep has read `idle_cart_buckets` |
 //! | `orders` | `(id)` | an order, its items and status history (status changed by LWT) |
 //! | `orders_by_user` | `((user_id), created_at DESC, id)` | a user's orders, newest first |
 //! | `orders_by_status` | `((status), created_at, id)` | orders in a status, oldest first |
@@ -43,6 +44,23 @@
 //! so that it is counted once per idle period however many sweepers run. A multi-line stock
 //! decrement takes line after line and gives back what it took when
 //! a later line fails, so that it is all or nothing as seen from its caller.
+//!
+//! # No queue tables
+//!
+//! Finding abandoned carts is the one place where the store scans by time. A single partition
+//! of "carts not yet counted", with an entry deleted each time a cart is touched or counted,
+//! would be a queue: every sweep would read past the tombstones of all earlier deletes, and a
+//! busy shop piles up tombstones faster than compaction drops them. Instead each touch appends
+//! an entry to `idle_cart_buckets`, partitioned by [`IDLE_BUCKET_SECONDS`]-wide buckets of its
+//! time and written with a TTL of [`IDLE_TTL_SECONDS`] (time-window compaction drops whole
+//! expired windows); nothing deletes from it. The sweep keeps a cursor in `idle_cart_sweep`:
+//! every entry older than the cursor was examined, so each sweep reads only the buckets from
+//! the cursor to its cutoff (entries are written at "now", always after the cutoff). An entry
+//! is only a hint: the cart is counted by the LWT on `cart_activity`
+//! (`IF last_activity = ? AND abandoned = false`), so an entry for a cart touched since, or
+//! forgotten, or already counted, fails that test and is passed over. The cost of the design:
+//! a cart left idle longer than the TTL before any sweep runs (the cart service down for
+//! [`IDLE_TTL_SECONDS`]) is not counted, and `CART_ABANDON_AFTER_SECONDS` must stay below it.
 //!
 //! Index rows are written before the row they point to (a crash in between leaves an index
 //! entry that readers skip, never a row that cannot be found) and moved in logged batches.
@@ -91,10 +109,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one request may take, retries included, before the driver gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Entries of `idle_carts` read per page when looking for abandoned carts, and the most pages
-/// one claim reads (carts whose lines are gone stay listed, as they stay in the SQLite store).
+/// Entries of `idle_cart_buckets` read per page when looking for abandoned carts.
 const IDLE_PAGE: i32 = 100;
-const IDLE_PAGES: usize = 100;
+/// Most entries one claim examines (claimed or passed over); the next claim goes on from
+/// there, so one call stays bounded however many carts went idle.
+const IDLE_EXAMINED: usize = 10_000;
+/// Width of the time buckets of `idle_cart_buckets` (the partition key): ten minutes.
+pub const IDLE_BUCKET_SECONDS: f64 = 600.0;
+/// How long an entry of `idle_cart_buckets` lives: eight days, which covers an abandonment
+/// time of up to a week plus a day of the sweeper not running.
+pub const IDLE_TTL_SECONDS: i32 = 8 * 24 * 3600;
+/// Keys read per page when skipping to a page of a user's orders (memory stays one page).
+const ORDER_ID_PAGE: i32 = 1000;
 /// Compare-and-set attempts on one row before contention is reported as a failure. Every
 /// round lets at least one contender through, so this is far above what the shop's own
 /// concurrency needs.
@@ -252,8 +278,11 @@ const TABLES: &[&str] = &[
      quantity bigint, PRIMARY KEY ((user_id), product_id))",
     "CREATE TABLE IF NOT EXISTS cart_activity (user_id text PRIMARY KEY, last_activity double, \
      checkout_attempted boolean, abandoned boolean)",
-    "CREATE TABLE IF NOT EXISTS idle_carts (bucket int, last_activity double, user_id text, \
-     checkout_attempted boolean, PRIMARY KEY ((bucket), last_activity, user_id))",
+    "CREATE TABLE IF NOT EXISTS idle_cart_buckets (bucket bigint, last_activity double, user_id text, \
+     checkout_attempted boolean, PRIMARY KEY ((bucket), last_activity, user_id)) \
+     WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', \
+     'compaction_window_size': 6}",
+    "CREATE TABLE IF NOT EXISTS idle_cart_sweep (name text PRIMARY KEY, swept_until double)",
     "CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, user_id text, \
      items list<frozen<tuple<text, text, double, bigint>>>, total double, status text, \
      created_at double, history list<frozen<tuple<text, double>>>)",
@@ -331,17 +360,19 @@ statements! {
     delete_cart_activity = "DELETE FROM cart_activity WHERE user_id = ? IF last_activity = ? AND abandoned = ?";
     claim_cart_activity = "UPDATE cart_activity SET abandoned = true WHERE user_id = ? \
                            IF last_activity = ? AND abandoned = false";
-    index_idle_cart = "INSERT INTO idle_carts (bucket, last_activity, user_id, checkout_attempted) \
-                       VALUES (0, ?, ?, ?)";
-    unindex_idle_cart = "DELETE FROM idle_carts WHERE bucket = 0 AND last_activity = ? AND user_id = ?";
-    idle_carts = "SELECT last_activity, user_id, checkout_attempted FROM idle_carts \
-                  WHERE bucket = 0 AND last_activity < ?";
+    index_idle_cart = "INSERT INTO idle_cart_buckets (bucket, last_activity, user_id, checkout_attempted) \
+                       VALUES (?, ?, ?, ?) USING TTL ?";
+    idle_carts = "SELECT last_activity, user_id, checkout_attempted FROM idle_cart_buckets \
+                  WHERE bucket = ? AND last_activity >= ? AND last_activity < ?";
+    idle_sweep = "SELECT swept_until FROM idle_cart_sweep WHERE name = 'abandoned'";
+    set_idle_sweep = "INSERT INTO idle_cart_sweep (name, swept_until) VALUES ('abandoned', ?)";
     insert_order = "INSERT INTO orders (id, user_id, items, total, status, created_at, history) \
                     VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     order = "SELECT id, user_id, items, total, status, created_at, history FROM orders WHERE id = ?";
     set_order_status = "UPDATE orders SET status = ?, history = history + ? WHERE id = ? IF status = ?";
     index_order_user = "INSERT INTO orders_by_user (user_id, created_at, id) VALUES (?, ?, ?)";
     user_order_ids = "SELECT id FROM orders_by_user WHERE user_id = ?";
+    orders_by_ids = "SELECT id, user_id, items, total, status, created_at, history FROM orders WHERE id IN ?";
     index_order_status = "INSERT INTO orders_by_status (status, created_at, id) VALUES (?, ?, ?)";
     unindex_order_status = "DELETE FROM orders_by_status WHERE status = ? AND created_at = ? AND id = ?";
     order_ids_in_status = "SELECT id FROM orders_by_status WHERE status = ? LIMIT ?";
@@ -455,6 +486,11 @@ fn order_from(row: OrderRow) -> Order {
     }
 }
 
+/// The `idle_cart_buckets` partition of an activity at `at` (seconds since the Unix epoch).
+fn idle_bucket(at: f64) -> i64 {
+    (at / IDLE_BUCKET_SECONDS).floor() as i64
+}
+
 fn text(s: &str) -> CqlValue {
     CqlValue::Text(s.to_string())
 }
@@ -539,6 +575,7 @@ impl ScyllaStore {
         }
         let mut st = Statements::prepare(&session).await?;
         st.idle_carts.set_page_size(IDLE_PAGE);
+        st.user_order_ids.set_page_size(ORDER_ID_PAGE);
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
                 session,
@@ -1082,23 +1119,14 @@ impl ScyllaStore {
                 }
             };
             if outcome.applied {
-                // The new idle period is listed; the old one's entry (if it was not claimed,
-                // which removed it) goes. Same key means same row: only the flag changes.
-                let mut statements = vec![(
-                    &st.index_idle_cart,
-                    vec![
-                        CqlValue::Double(at),
-                        text(user_id),
-                        CqlValue::Boolean(checkout_attempted),
-                    ],
-                )];
-                if let Some(old) = current.filter(|old| old.last_activity != at) {
-                    statements.push((
-                        &st.unindex_idle_cart,
-                        vec![CqlValue::Double(old.last_activity), text(user_id)],
-                    ));
-                }
-                return self.batch(statements).await;
+                // The new idle period is listed in its time bucket; the old one's entry stays
+                // until its TTL (the claim's LWT passes over it), so nothing is deleted.
+                return self
+                    .write(
+                        &st.index_idle_cart,
+                        (idle_bucket(at), at, user_id, checkout_attempted, IDLE_TTL_SECONDS),
+                    )
+                    .await;
             }
             backoff(attempt).await;
         }
@@ -1120,9 +1148,8 @@ impl ScyllaStore {
                 )
                 .await?;
             if outcome.applied {
-                return self
-                    .write(&st.unindex_idle_cart, (old.last_activity, user_id))
-                    .await;
+                // Its entry in `idle_cart_buckets` expires by itself; a claim passes over it.
+                return Ok(());
             }
             backoff(attempt).await;
         }
@@ -1139,62 +1166,71 @@ impl ScyllaStore {
         let st = self.st();
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut claimed = Vec::new();
-        let mut paging = PagingState::start();
-        for _ in 0..IDLE_PAGES {
-            if claimed.len() >= limit {
-                break;
-            }
-            let (result, next) = self
-                .inner
-                .session
-                .execute_single_page(&st.idle_carts, (cutoff,), paging)
-                .await
-                .map_err(backend)?;
-            let rows = result.into_rows_result().map_err(backend)?;
-            let entries = rows
-                .rows::<(f64, String, bool)>()
-                .map_err(backend)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(backend)?;
-            for (last_activity, user_id, checkout_attempted) in entries {
-                if claimed.len() >= limit {
-                    break;
-                }
-                // As in the SQLite store, an empty cart is not abandoned (and stays listed).
-                if self
-                    .row::<(String,)>(&st.any_cart_item, (&user_id,))
-                    .await?
-                    .is_none()
-                {
-                    continue;
-                }
-                let outcome = self
-                    .lwt(&st.claim_cart_activity, (&user_id, last_activity))
-                    .await?;
-                let obsolete = outcome.applied
-                    || !matches!(
-                        (outcome.current("last_activity"), outcome.current("abandoned")),
-                        (Some(CqlValue::Double(at)), Some(CqlValue::Boolean(false))) if *at == last_activity
-                    );
-                if obsolete {
-                    // Claimed now, by another sweeper, touched since (listed anew) or forgotten.
-                    self.write(&st.unindex_idle_cart, (last_activity, &user_id))
+        if limit == 0 {
+            return Ok(claimed);
+        }
+        // Before the first sweep, everything still alive may be idle.
+        let start = match self.row::<(Option<f64>,)>(&st.idle_sweep, ()).await? {
+            Some((Some(until),)) => until,
+            _ => cutoff - f64::from(IDLE_TTL_SECONDS),
+        };
+        if start >= cutoff {
+            return Ok(claimed);
+        }
+        let mut examined = 0usize;
+        for bucket in idle_bucket(start)..=idle_bucket(cutoff) {
+            let mut paging = PagingState::start();
+            loop {
+                let (result, next) = self
+                    .inner
+                    .session
+                    .execute_single_page(&st.idle_carts, (bucket, start, cutoff), paging)
+                    .await
+                    .map_err(backend)?;
+                let rows = result.into_rows_result().map_err(backend)?;
+                let entries = rows
+                    .rows::<(f64, String, bool)>()
+                    .map_err(backend)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(backend)?;
+                for (last_activity, user_id, checkout_attempted) in entries {
+                    // Stop at a bound and resume here next time: entries at this very time are
+                    // read again, and those already claimed fail their LWT.
+                    if claimed.len() >= limit || examined >= IDLE_EXAMINED {
+                        self.write(&st.set_idle_sweep, (last_activity,)).await?;
+                        return Ok(claimed);
+                    }
+                    examined += 1;
+                    // As in the SQLite store, an empty cart is not abandoned; lines added later
+                    // touch it, which lists it anew.
+                    if self
+                        .row::<(String,)>(&st.any_cart_item, (&user_id,))
+                        .await?
+                        .is_none()
+                    {
+                        continue;
+                    }
+                    let outcome = self
+                        .lwt(&st.claim_cart_activity, (&user_id, last_activity))
                         .await?;
+                    // Not applied: claimed by another sweeper, touched since (listed anew) or
+                    // forgotten; the entry is passed over and expires.
+                    if outcome.applied {
+                        claimed.push(CartActivity {
+                            user_id,
+                            last_activity,
+                            checkout_attempted,
+                            abandoned: false,
+                        });
+                    }
                 }
-                if outcome.applied {
-                    claimed.push(CartActivity {
-                        user_id,
-                        last_activity,
-                        checkout_attempted,
-                        abandoned: false,
-                    });
+                match next.into_paging_control_flow() {
+                    std::ops::ControlFlow::Continue(state) => paging = state,
+                    std::ops::ControlFlow::Break(()) => break,
                 }
-            }
-            match next.into_paging_control_flow() {
-                std::ops::ControlFlow::Continue(state) => paging = state,
-                std::ops::ControlFlow::Break(()) => break,
             }
         }
+        self.write(&st.set_idle_sweep, (cutoff,)).await?;
         Ok(claimed)
     }
 
@@ -1247,13 +1283,60 @@ impl ScyllaStore {
             .ok_or(StoreError::NotFound)
     }
 
-    pub(super) async fn user_orders(&self, user_id: &str) -> Result<Vec<Order>, StoreError> {
-        let ids = self
-            .rows::<(String,)>(&self.st().user_order_ids, (user_id,))
-            .await?;
-        let ids = ids.into_iter().map(|(id,)| id).collect();
-        self.fetch_each(ids, |store, id| async move { store.order(&id).await })
-            .await
+    /// The page's keys from `orders_by_user` (newest first), then its orders in one
+    /// `SELECT ... WHERE id IN ?` (at most 100 keys, ScyllaDB's default cap on partition keys
+    /// per query): two statements per page whatever its size, none per order.
+    pub(super) async fn user_orders(&self, user_id: &str, page: u32, limit: u32) -> Result<Vec<Order>, StoreError> {
+        let ids = self.user_order_page(user_id, page, limit).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.rows::<OrderRow>(&self.st().orders_by_ids, (&ids,)).await?;
+        // IN answers in token order: put the orders back in the listing's order. A key whose
+        // order row is missing (a create that failed half-way) is skipped.
+        let mut found: std::collections::HashMap<String, Order> = rows
+            .into_iter()
+            .map(order_from)
+            .map(|o| (o.id.clone(), o))
+            .collect();
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// The keys of one page of a user's orders. CQL has no OFFSET: the keys before the page are
+    /// read page by page of the driver ([`ORDER_ID_PAGE`]) and skipped, so memory stays one
+    /// driver page and the work grows with the page number, not the user's order count.
+    async fn user_order_page(&self, user_id: &str, page: u32, limit: u32) -> Result<Vec<String>, StoreError> {
+        let mut skip = u64::from(page.saturating_sub(1)) * u64::from(limit);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut ids = Vec::new();
+        if limit == 0 {
+            return Ok(ids);
+        }
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .inner
+                .session
+                .execute_single_page(&self.st().user_order_ids, (user_id,), paging)
+                .await
+                .map_err(backend)?;
+            let rows = result.into_rows_result().map_err(backend)?;
+            for row in rows.rows::<(String,)>().map_err(backend)? {
+                let (id,) = row.map_err(backend)?;
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                ids.push(id);
+                if ids.len() >= limit {
+                    return Ok(ids);
+                }
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => return Ok(ids),
+            }
+        }
     }
 
     pub(super) async fn orders_in_status(&self, status: &str, limit: u32) -> Result<Vec<Order>, StoreError> {

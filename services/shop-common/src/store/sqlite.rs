@@ -514,14 +514,46 @@ impl SqliteStore {
         order_in(&conn, id)
     }
 
-    pub(super) fn user_orders(&self, user_id: &str) -> Result<Vec<Order>, StoreError> {
+    /// One statement for the whole page: the page of orders (by the `orders_by_user` index)
+    /// joined with their history, one row per history entry, folded into orders here.
+    pub(super) fn user_orders(&self, user_id: &str, page: u32, limit: u32) -> Result<Vec<Order>, StoreError> {
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
         let conn = self.reader();
-        let ids = ids_of(
-            &conn,
-            "SELECT id FROM orders WHERE user_id = ?1 ORDER BY created_at DESC, id",
-            params![user_id],
-        )?;
-        ids.iter().map(|id| order_in(&conn, id)).collect()
+        let mut stmt = conn
+            .prepare_cached(
+                "WITH page AS (
+                     SELECT id, user_id, items, total, status, created_at FROM orders
+                     WHERE user_id = ?1 ORDER BY created_at DESC, id LIMIT ?2 OFFSET ?3)
+                 SELECT p.id, p.user_id, p.items, p.total, p.status, p.created_at, h.status, h.at
+                 FROM page p LEFT JOIN order_status_history h ON h.order_id = p.id
+                 ORDER BY p.created_at DESC, p.id, h.seq",
+            )
+            .map_err(backend)?;
+        let mut rows = stmt.query(params![user_id, limit, offset]).map_err(backend)?;
+        let mut orders: Vec<Order> = Vec::new();
+        while let Some(row) = rows.next().map_err(backend)? {
+            let id: String = row.get(0).map_err(backend)?;
+            if orders.last().is_none_or(|o| o.id != id) {
+                let items: String = row.get(2).map_err(backend)?;
+                let items: Vec<OrderItem> = serde_json::from_str(&items)
+                    .map_err(|e| StoreError::Backend(format!("order {id} items: {e}")))?;
+                orders.push(Order {
+                    user_id: row.get(1).map_err(backend)?,
+                    items,
+                    total: row.get(3).map_err(backend)?,
+                    status: row.get(4).map_err(backend)?,
+                    created_at: row.get(5).map_err(backend)?,
+                    history: Vec::new(),
+                    id,
+                });
+            }
+            let status: Option<String> = row.get(6).map_err(backend)?;
+            let at: Option<f64> = row.get(7).map_err(backend)?;
+            if let (Some(order), Some(status), Some(at)) = (orders.last_mut(), status, at) {
+                order.history.push(StatusChange { status, at });
+            }
+        }
+        Ok(orders)
     }
 
     pub(super) fn orders_in_status(&self, status: &str, limit: u32) -> Result<Vec<Order>, StoreError> {

@@ -247,7 +247,7 @@ async fn data_survives_reopening_and_queries_are_measured() {
         assert_eq!(statuses, ["CREATED", "PAID"], "{backend}");
         assert_eq!(reopened.total, 19.0, "{backend}");
         assert_eq!(reopened.items, order.items, "{backend}");
-        assert_eq!(store.user_orders(&user.id).await.unwrap().len(), 1, "{backend}");
+        assert_eq!(store.user_orders(&user.id, 1, 20).await.unwrap().len(), 1, "{backend}");
         assert_eq!(
             store.orders_in_status("PAID", 10).await.unwrap().len(),
             1,
@@ -501,7 +501,7 @@ async fn orders_are_listed_by_user_and_by_status_and_carts_by_product() {
         let second = store.create_order("u1", Vec::new(), "CREATED").await.unwrap();
         store.create_order("u2", Vec::new(), "CREATED").await.unwrap();
         let mine: Vec<_> = store
-            .user_orders("u1")
+            .user_orders("u1", 1, 20)
             .await
             .unwrap()
             .into_iter()
@@ -655,6 +655,55 @@ fn ids_look_like_uuid_v4() {
     assert_eq!(id.len(), 36);
     assert_eq!(&id[14..15], "4");
     assert_ne!(id, new_id());
+}
+
+/// A user's orders come a page at a time, newest first, each with its whole history.
+#[tokio::test]
+async fn a_users_orders_page_newest_first_with_their_histories() {
+    for subject in subjects("order pages") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let item = |n: i64| OrderItem {
+            product_id: format!("p{n}"),
+            name: format!("Product {n}"),
+            price: 1.5,
+            quantity: n,
+        };
+        let mut created = Vec::new();
+        for n in 1..=7 {
+            created.push(store.create_order("pager", vec![item(n)], "CREATED").await.unwrap());
+        }
+        store.create_order("someone else", vec![item(1)], "CREATED").await.unwrap();
+        // Two orders with a longer history, to see that histories stay with their order.
+        store.set_order_status(&created[2].id, "CREATED", "PAID").await.unwrap();
+        store.set_order_status(&created[2].id, "PAID", "SHIPPED").await.unwrap();
+        store.set_order_status(&created[5].id, "CREATED", "CANCELLED").await.unwrap();
+
+        let mut newest_first: Vec<Order> = Vec::new();
+        for id in created.iter().rev().map(|o| &o.id) {
+            newest_first.push(store.order(id).await.unwrap());
+        }
+        let all = store.user_orders("pager", 1, 100).await.unwrap();
+        assert_eq!(all, newest_first, "{backend}: the whole list, newest first, rows as read one by one");
+
+        let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        let expected = ids(newest_first.clone());
+        let mut paged = Vec::new();
+        for page in 1..=3 {
+            let got = store.user_orders("pager", page, 3).await.unwrap();
+            assert_eq!(got.len(), [3, 3, 1][page as usize - 1], "{backend}: page {page}");
+            paged.extend(ids(got));
+        }
+        assert_eq!(paged, expected, "{backend}: pages of 3 cover the list once, in order");
+        assert!(store.user_orders("pager", 4, 3).await.unwrap().is_empty(), "{backend}");
+        assert!(store.user_orders("pager", 1_000_000, 100).await.unwrap().is_empty(), "{backend}");
+        let third = store.user_orders("pager", 3, 2).await.unwrap();
+        assert_eq!(third, newest_first[4..6], "{backend}: page 3 of 2");
+        assert_eq!(third[0].history.len(), 3, "{backend}: the SHIPPED order keeps its history");
+        assert_eq!(third[1].history.len(), 1, "{backend}");
+        assert!(store.user_orders("nobody", 1, 20).await.unwrap().is_empty(), "{backend}");
+        subject.finish(&store).await;
+    }
 }
 
 /// Cart activity (the cart service's abandonment sweeper), on every backend.
