@@ -116,6 +116,7 @@ fn insufficient_stock(name: &str, stock: i64, wanted: i64) -> ApiError {
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn get_cart(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
+    app.guard.owner(request.headers(), &user)?;
     cart_reply(&app, &user).await
 }
 
@@ -124,6 +125,7 @@ pub(crate) async fn get_cart(app: Arc<App>, request: Request) -> Reply {
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn add_item(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
+    app.guard.owner(request.headers(), &user)?;
     let input: LineInput = read_json(request, app.body_limit).await?;
     let (product_id, quantity) = input.validate(1)?;
     let product = upstream::product(&app, &product_id).await?;
@@ -164,6 +166,7 @@ pub(crate) async fn add_item(app: Arc<App>, request: Request) -> Reply {
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
+    app.guard.owner(request.headers(), &user)?;
     let input: LineInput = read_json(request, app.body_limit).await?;
     let (product_id, quantity) = input.validate(0)?;
 
@@ -205,6 +208,7 @@ pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
+    app.guard.owner(request.headers(), &user)?;
     let _serialised = app.locks.lock(&user).await;
     let items = app.store.cart(&user).await?;
     if items.is_empty() {

@@ -13,6 +13,12 @@
 //! | `PUT /cart-api/cart/{user_id}/update` `{product_id, quantity}` | 200 the cart (0 removes the line) | 404 not in the cart, 409, 422, 503 |
 //! | `POST /cart-api/cart/{user_id}/checkout` | 201 the order | 400 empty cart, 409 `stock_changed`, 502 bad answer / 503 no answer from the order service or the backend |
 //!
+//! A Bearer token, when sent, must be valid (401) and name the path's user (403); admins and
+//! service tokens may act for anyone. `SHOP_REQUIRE_AUTH=true` makes the token mandatory on
+//! every call (401 without); the default stays open for the seed's load test. The check is
+//! [`shop_common::auth::OwnerGuard`], first thing in every handler. The cart calls the order
+//! service with its own service token.
+//!
 //! A user id is 1 to 64 characters of ASCII letters, digits, `-`, `_` and `.` (422 otherwise);
 //! a line holds 1 to [`MAX_LINE_QUANTITY`] units.
 //!
@@ -63,7 +69,7 @@ use std::time::Duration;
 use http::Method;
 use obskit::health::CheckOutcome;
 use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
-use shop_common::auth::JwtKeys;
+use shop_common::auth::{require_auth_from, JwtKeys, OwnerGuard, REQUIRE_AUTH_ENV};
 use shop_common::client::{BACKEND_URL_ENV, ORDER_URL_ENV};
 use shop_common::router::Router;
 use shop_common::store::{QueryMetrics, Store};
@@ -115,12 +121,15 @@ pub struct Config {
     pub order_url: String,
     /// Idle time after which a cart with lines counts as abandoned.
     pub abandon_after: Duration,
+    /// Whether every cart call needs a Bearer token (`SHOP_REQUIRE_AUTH`, default false).
+    pub require_auth: bool,
 }
 
 impl Config {
     /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`),
     /// `JWT_SECRET` (random per start, with a warning, when unset), `BACKEND_URL`,
-    /// `ORDER_URL`, `CART_ABANDON_AFTER_SECONDS` (default 1800), on the global registry.
+    /// `ORDER_URL`, `CART_ABANDON_AFTER_SECONDS` (default 1800), `SHOP_REQUIRE_AUTH` (default
+    /// false), on the global registry.
     pub fn from_env() -> Config {
         let raw = std::env::var(ABANDON_AFTER_ENV).ok();
         Config {
@@ -131,6 +140,7 @@ impl Config {
             backend_url: shop_common::client::base_url_from_env(BACKEND_URL_ENV, BACKEND_DEFAULT_PORT),
             order_url: shop_common::client::base_url_from_env(ORDER_URL_ENV, ORDER_DEFAULT_PORT),
             abandon_after: Config::abandon_after_from(raw.as_deref()),
+            require_auth: require_auth_from(std::env::var(REQUIRE_AUTH_ENV).ok().as_deref()),
         }
     }
 
@@ -219,6 +229,8 @@ impl Metrics {
 pub(crate) struct App {
     pub store: Store,
     pub jwt: JwtKeys,
+    /// Who may act on which user's cart.
+    pub guard: OwnerGuard,
     pub metrics: Metrics,
     pub body_limit: usize,
     pub client: reqwest::Client,
@@ -258,6 +270,7 @@ pub async fn run(
         .config_entry("backend_url", &config.backend_url)
         .config_entry("order_url", &config.order_url)
         .config_entry("abandon_after_seconds", config.abandon_after.as_secs_f64())
+        .config_entry("auth.require", config.require_auth)
         .build()?;
     let health_store = store.clone();
     obskit.health().register("database", move || {
@@ -291,6 +304,7 @@ pub async fn run(
     ));
     let app = Arc::new(App {
         store,
+        guard: OwnerGuard::new(config.jwt.clone(), config.require_auth),
         jwt: config.jwt,
         metrics,
         body_limit: config.body_limit,

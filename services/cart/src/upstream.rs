@@ -167,12 +167,14 @@ pub(crate) async fn release(app: &App, items: &[CartItem]) -> Result<(), String>
     Err(last)
 }
 
-/// Creates the order at the order service; its JSON on 201. 503
+/// Creates the order at the order service, with a service token (the order service checks that
+/// a token names the order's user, and a service may act for anyone); its JSON on 201. 503
 /// `order_service_unavailable` without an answer, 502 for any other answer.
 pub(crate) async fn create_order(app: &App, user_id: &str, items: &[CartItem]) -> Result<Value, ApiError> {
     let response = app
         .client
         .post(format!("{}/order-api/orders", app.order_url))
+        .bearer_auth(service_token(app)?)
         .json(&json!({ "user_id": user_id, "items": items }))
         .send_traced()
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use obskit::metrics::Registry;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use shop_common::auth::{JwtKeys, ROLE_ADMIN};
+use shop_common::auth::{JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE};
 use shop_common::store::{now_seconds, CartItem, QueryMetrics, Store};
 use shop_common::testing::{assert_error, read, sample, RunningService as Service, TempDataDir as DataDir};
 
@@ -35,8 +35,9 @@ async fn start_backend(dir: &Path) -> Service {
     .await
 }
 
-async fn start_order(dir: &Path) -> Service {
+async fn start_order(dir: &Path, require_auth: bool) -> Service {
     let config = order::Config {
+        require_auth,
         data_dir: dir.to_path_buf(),
         jwt: keys(),
         body_limit: 64 * 1024,
@@ -51,7 +52,18 @@ async fn start_order(dir: &Path) -> Service {
 }
 
 async fn start_cart(dir: &Path, backend_url: &str, order_url: &str, abandon_after: Duration) -> Service {
+    start_cart_with(dir, backend_url, order_url, abandon_after, false).await
+}
+
+async fn start_cart_with(
+    dir: &Path,
+    backend_url: &str,
+    order_url: &str,
+    abandon_after: Duration,
+    require_auth: bool,
+) -> Service {
     let config = cart::Config {
+        require_auth,
         data_dir: dir.to_path_buf(),
         jwt: keys(),
         body_limit: 64 * 1024,
@@ -81,9 +93,14 @@ impl Shop {
     }
 
     async fn start_with(dir: &Path, abandon_after: Duration) -> Shop {
+        Shop::start_full(dir, abandon_after, false).await
+    }
+
+    /// The shop with `SHOP_REQUIRE_AUTH` as `require_auth` for the cart and the order service.
+    async fn start_full(dir: &Path, abandon_after: Duration, require_auth: bool) -> Shop {
         let backend = start_backend(dir).await;
-        let order = start_order(dir).await;
-        let cart = start_cart(dir, &backend.base, &order.base, abandon_after).await;
+        let order = start_order(dir, require_auth).await;
+        let cart = start_cart_with(dir, &backend.base, &order.base, abandon_after, require_auth).await;
         let client = Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -129,6 +146,28 @@ impl Shop {
 
     async fn cart_call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.call(method, self.cart().url(path), None, body).await
+    }
+
+    /// Each of the four cart calls on `user`'s cart with `token`: the statuses of get, add
+    /// (one unit of `product`), update (to one unit) and checkout, in that order.
+    async fn every_call_as(&self, user: &str, product: &str, token: Option<&str>) -> Vec<u16> {
+        let line = json!({"product_id": product, "quantity": 1});
+        let calls = [
+            (Method::GET, format!("/cart-api/cart/{user}"), None),
+            (Method::POST, format!("/cart-api/cart/{user}/add"), Some(line.clone())),
+            (Method::PUT, format!("/cart-api/cart/{user}/update"), Some(line)),
+            (Method::POST, format!("/cart-api/cart/{user}/checkout"), None),
+        ];
+        let mut statuses = Vec::new();
+        for (method, path, body) in calls {
+            let (status, answer) = self.call(method, self.cart().url(&path), token, body).await;
+            if !status.is_success() {
+                // The contract's error shape, whatever the refusal.
+                assert!(answer["error"].is_string() && answer["message"].is_string(), "{answer}");
+            }
+            statuses.push(status.as_u16());
+        }
+        statuses
     }
 
     async fn add(&self, user: &str, product: &str, quantity: i64) -> (StatusCode, Value) {
@@ -662,5 +701,59 @@ async fn abandoned_carts_are_counted_once_by_stage_across_restarts() {
         (Some(1.0), Some(0.0)),
         "{text}"
     );
+    shop.stop().await;
+}
+
+/// A token on a cart call must be valid and name the path's user; admins and services act for
+/// anyone; without a token the cart stays open (the default). A refused call changes nothing.
+#[tokio::test]
+async fn cart_calls_are_bound_to_the_tokens_user() {
+    let dir = DataDir::new("owners");
+    let shop = Shop::start(&dir.0).await;
+    let widget = shop.product("Widget", 2.5, 100).await;
+    let ann = keys().mint("ann", "ann", ROLE_CUSTOMER).unwrap();
+    let bob = keys().mint("bob", "bob", ROLE_CUSTOMER).unwrap();
+    let service = keys().mint("cart-service", "cart-service", ROLE_SERVICE).unwrap();
+    let forged = JwtKeys::new(b"not the secret", Duration::from_secs(600))
+        .mint("ann", "ann", ROLE_ADMIN)
+        .unwrap();
+
+    // Another user's token, or a forged one: every call refused, nothing changed.
+    assert_eq!(shop.add("ann", &widget, 2).await.0, 200, "open without a token");
+    assert_eq!(shop.every_call_as("ann", &widget, Some(&bob)).await, [403; 4]);
+    assert_eq!(shop.every_call_as("ann", &widget, Some(&forged)).await, [401; 4]);
+    assert_eq!(shop.every_call_as("ann", &widget, Some("not.a.token")).await, [401; 4]);
+    assert_eq!(quantities(&shop.cart_of("ann").await), [(widget.clone(), 2)]);
+    assert_eq!(shop.stock(&widget).await, 100, "no refused checkout took stock");
+
+    // The owner, an admin and a service: every call goes through (the checkout's order is
+    // created with the cart's own service token, for the path's user).
+    for (who, token) in [("ann", &ann), ("bob", &admin_token()), ("carl", &service)] {
+        assert_eq!(shop.every_call_as(who, &widget, Some(token)).await, [200, 200, 200, 201], "{who}");
+    }
+    assert_eq!(shop.stock(&widget).await, 97);
+    let (status, orders) = shop
+        .call(Method::GET, shop.order().url("/order-api/users/ann/orders"), Some(&ann), None)
+        .await;
+    assert_eq!(status, 200, "{orders}");
+    assert_eq!(orders[0]["user_id"], "ann");
+    assert_eq!(orders[0]["items"][0]["quantity"], 1, "update set the line to one unit");
+    shop.stop().await;
+}
+
+/// `SHOP_REQUIRE_AUTH=true` on the cart and the order service: no cart call without a token,
+/// and a checkout with one still reaches the order service (with the cart's service token).
+#[tokio::test]
+async fn require_auth_makes_a_token_mandatory_on_every_cart_call() {
+    let dir = DataDir::new("require-auth");
+    let shop = Shop::start_full(&dir.0, Duration::from_secs(1800), true).await;
+    let widget = shop.product("Widget", 2.5, 10).await;
+    let ann = keys().mint("ann", "ann", ROLE_CUSTOMER).unwrap();
+    assert_eq!(shop.every_call_as("ann", &widget, None).await, [401; 4]);
+    assert_eq!(shop.stock(&widget).await, 10);
+    assert_eq!(shop.every_call_as("ann", &widget, Some(&ann)).await, [200, 200, 200, 201]);
+    assert_eq!(shop.stock(&widget).await, 9);
+    let (_, config) = shop.call(Method::GET, shop.cart().url("/debug/config"), None, None).await;
+    assert!(config.to_string().contains("auth.require"), "{config}");
     shop.stop().await;
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::Deserialize;
-use shop_common::http::{json_response, read_json, ApiError};
+use shop_common::auth::OwnerGuard;
+use shop_common::http::{json_response, read_json, ApiError, Page};
 use shop_common::router::{Reply, Request};
 use shop_common::store::{OrderItem, StoreError};
 
@@ -106,11 +107,14 @@ impl ItemInput {
     }
 }
 
-/// `POST /order-api/orders` `{user_id, items}`: creates an order in `CREATED`; 201 with it.
+/// `POST /order-api/orders` `{user_id, items}`: creates an order in `CREATED`; 201 with it. A
+/// token must name the body's `user_id` (the cart's service token acts for anyone).
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
+    let caller = app.guard.caller(request.headers())?;
     let input: OrderInput = read_json(request, app.body_limit).await?;
     let user_id = text(input.user_id, "user_id", MAX_ID_CHARS)?;
+    OwnerGuard::may_act_for(caller.as_ref(), &user_id)?;
     let items = input
         .items
         .ok_or_else(|| ApiError::invalid("`items` is required"))?;
@@ -132,20 +136,27 @@ pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
     Ok(json_response(StatusCode::CREATED, &order))
 }
 
-/// `GET /order-api/orders/{id}`: one order with its status history.
+/// `GET /order-api/orders/{id}`: one order with its status history; a token must name the
+/// order's user (checked after the lookup, the token itself before it).
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn get_order(app: Arc<App>, request: Request) -> Reply {
+    let caller = app.guard.caller(request.headers())?;
     let id = path_param(&request, "id")?;
     let order = app.store.order(&id).await.map_err(order_not_found(&id))?;
+    OwnerGuard::may_act_for(caller.as_ref(), &order.user_id)?;
     Ok(json_response(StatusCode::OK, &order))
 }
 
-/// `GET /order-api/users/{user_id}/orders`: the user's orders, newest first (an empty array
-/// for a user without orders: the order service does not know which users exist).
+/// `GET /order-api/users/{user_id}/orders?page=&limit=`: one page of the user's orders, newest
+/// first, as a JSON array (an empty one past the last page or for a user without orders: the
+/// order service does not know which users exist). `page` from 1, `limit` 1 to 100
+/// (default 20), as in the product list; 422 otherwise.
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn user_orders(app: Arc<App>, request: Request) -> Reply {
     let user_id = path_param(&request, "user_id")?;
-    let orders = app.store.user_orders(&user_id).await?;
+    app.guard.owner(request.headers(), &user_id)?;
+    let Page { page, limit } = Page::from_query(request.uri().query())?;
+    let orders = app.store.user_orders(&user_id, page, limit).await?;
     Ok(json_response(StatusCode::OK, &orders))
 }
 
@@ -156,9 +167,12 @@ struct StatusInput {
 }
 
 /// `PUT /order-api/orders/{id}/status` `{status}`: moves the order; 200 with it, 409 when the
-/// lifecycle does not allow the move from the order's current status.
+/// lifecycle does not allow the move from the order's current status. For admins only
+/// (401 without a valid token, 403 for another role), whatever `SHOP_REQUIRE_AUTH` says: a
+/// customer must not mark an order paid or delivered.
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn set_status(app: Arc<App>, request: Request) -> Reply {
+    app.guard.admin(request.headers())?;
     let id = path_param(&request, "id")?;
     let input: StatusInput = read_json(request, app.body_limit).await?;
     let requested = input

@@ -35,7 +35,7 @@ use std::time::Duration;
 use http::Method;
 use obskit::health::CheckOutcome;
 use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
-use shop_common::auth::JwtKeys;
+use shop_common::auth::{require_auth_from, JwtKeys, OwnerGuard, REQUIRE_AUTH_ENV};
 use shop_common::router::Router;
 use shop_common::store::{Order, QueryMetrics, Store};
 use tokio::net::TcpListener;
@@ -60,8 +60,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Config {
     /// Directory of the database file (`order.db`).
     pub data_dir: PathBuf,
-    /// Keys of the shop's tokens (shared with the other services; no order call needs one yet).
+    /// Keys of the shop's tokens (shared with the other services): a Bearer token on an order
+    /// call must verify with them.
     pub jwt: JwtKeys,
+    /// Whether every order call needs a token (`SHOP_REQUIRE_AUTH`, default false); status
+    /// changes need an admin token either way.
+    pub require_auth: bool,
     /// Cap on request bodies; larger ones get 413.
     pub body_limit: usize,
     /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
@@ -77,12 +81,14 @@ pub struct Config {
 impl Config {
     /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`),
     /// `JWT_SECRET` (random per start, with a warning, when unset) and
-    /// `ORDER_LIFECYCLE_STEP_SECONDS` (default 60, `0` disables), on the global registry.
+    /// `ORDER_LIFECYCLE_STEP_SECONDS` (default 60, `0` disables) and `SHOP_REQUIRE_AUTH`
+    /// (default false), on the global registry.
     pub fn from_env() -> Config {
         let step = std::env::var(LIFECYCLE_STEP_ENV).ok();
         Config {
             data_dir: shop_common::data_dir_from_env(),
             jwt: JwtKeys::from_env(Duration::from_secs(3600)),
+            require_auth: require_auth_from(std::env::var(REQUIRE_AUTH_ENV).ok().as_deref()),
             body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
             registry: Registry::global().clone(),
             lifecycle_step: Config::lifecycle_step_from(step.as_deref()),
@@ -199,6 +205,8 @@ impl Metrics {
 /// What every handler gets.
 pub(crate) struct App {
     pub store: Store,
+    /// Who may act on which user's orders.
+    pub guard: OwnerGuard,
     pub metrics: Metrics,
     pub body_limit: usize,
 }
@@ -236,6 +244,7 @@ pub async fn run(
         .config_entry("store.path", db_path.display())
         .config_entry("http.body_limit", config.body_limit)
         .config_entry("order.lifecycle_step", step)
+        .config_entry("auth.require", config.require_auth)
         .build()?;
     let health_store = store.clone();
     obskit.health().register("database", move || {
@@ -269,6 +278,7 @@ pub async fn run(
 
     let app = Arc::new(App {
         store,
+        guard: OwnerGuard::new(config.jwt.clone(), config.require_auth),
         metrics,
         body_limit: config.body_limit,
     });

@@ -11,7 +11,7 @@ use order::lifecycle::{self, CANCELLED, CREATED, DELIVERED, PAID, SHIPPED};
 use order::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shop_common::auth::JwtKeys;
+use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE};
 use shop_common::testing::{assert_error, sample, RunningService, TempDataDir as DataDir};
 
 /// The lifecycle step of the tests that let the background task run.
@@ -20,6 +20,21 @@ const SHORT_STEP: Duration = Duration::from_millis(200);
 /// How long a test waits for the lifecycle before it gives up (a bound against hanging, not a
 /// timing assertion: on an idle machine delivery takes about a second).
 const PATIENCE: Duration = Duration::from_secs(60);
+
+const SECRET: &[u8] = b"contract-test-secret";
+
+fn keys() -> JwtKeys {
+    JwtKeys::new(SECRET, Duration::from_secs(600))
+}
+
+/// A token of `user` with `role`, signed with the service's secret.
+fn token(user: &str, role: &str) -> String {
+    keys().mint(user, user, role).unwrap()
+}
+
+fn admin_token() -> String {
+    token("root", ROLE_ADMIN)
+}
 
 /// An order service running in this process: [`RunningService`] with the order contract's
 /// helpers.
@@ -37,12 +52,18 @@ impl Running {
     /// Starts the service on `data_dir` with the given lifecycle step (`None`: no background
     /// task, so statuses move only through the API and tests are deterministic).
     async fn start(data_dir: &Path, lifecycle_step: Option<Duration>) -> Running {
+        Running::start_with(data_dir, lifecycle_step, false).await
+    }
+
+    /// [`Running::start`] with `SHOP_REQUIRE_AUTH` as `require_auth`.
+    async fn start_with(data_dir: &Path, lifecycle_step: Option<Duration>, require_auth: bool) -> Running {
         let config = Config {
             data_dir: data_dir.to_path_buf(),
-            jwt: JwtKeys::new(b"contract-test-secret", Duration::from_secs(600)),
+            jwt: keys(),
             body_limit: 64 * 1024,
             registry: Registry::new(),
             lifecycle_step,
+            require_auth,
         };
         Running(
             RunningService::start("the order service", |listener, shutdown| {
@@ -57,7 +78,7 @@ impl Running {
         self.0.stop().await;
     }
 
-    /// [`RunningService::call`] without a token: the order contract has no authentication.
+    /// [`RunningService::call`] without a token: order calls are open by default.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.0.call(method, path, None, body).await
     }
@@ -80,13 +101,20 @@ impl Running {
         order
     }
 
+    /// Moves an order as an admin (status changes are admin-only).
     async fn set_status(&self, id: &str, status: &str) -> (StatusCode, Value) {
-        self.call(
-            Method::PUT,
-            &format!("/order-api/orders/{id}/status"),
-            Some(json!({ "status": status })),
-        )
-        .await
+        self.set_status_as(id, status, Some(&admin_token())).await
+    }
+
+    async fn set_status_as(&self, id: &str, status: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.0
+            .call(
+                Method::PUT,
+                &format!("/order-api/orders/{id}/status"),
+                token,
+                Some(json!({ "status": status })),
+            )
+            .await
     }
 
     async fn order(&self, id: &str) -> Value {
@@ -402,20 +430,26 @@ async fn status_changes_follow_the_lifecycle() {
         json!([]),
     ] {
         assert_error(
-            shop.call(Method::PUT, &path, Some(body)).await,
+            shop.0.call(Method::PUT, &path, Some(&admin_token()), Some(body)).await,
             422,
             "invalid_field",
         );
     }
     assert_error(
-        shop.raw(Method::PUT, &path, b"{\"status\":".to_vec()).await,
+        shop.0
+            .raw(Method::PUT, &path, Some(&admin_token()), b"{\"status\":".to_vec())
+            .await,
         400,
         "malformed_json",
     );
     let mut huge = br#"{"status":"PAID","padding":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
     huge.extend(br#""}"#);
-    assert_error(shop.raw(Method::PUT, &path, huge).await, 413, "payload_too_large");
+    assert_error(
+        shop.0.raw(Method::PUT, &path, Some(&admin_token()), huge).await,
+        413,
+        "payload_too_large",
+    );
     assert_eq!(history(&shop.order(shipped).await), [CREATED, PAID, SHIPPED]);
 
     // The metrics count what really happened: 3 PAID (id, paid, shipped), 2 SHIPPED, 1
@@ -656,4 +690,162 @@ fn lifecycle_rules_and_step_configuration() {
     }
     assert_eq!(tick_for(Duration::from_secs(60)), Duration::from_secs(15));
     assert_eq!(tick_for(Duration::from_millis(200)), Duration::from_millis(100));
+}
+
+/// A token on an order call must be valid and name the order's user; admins and services act
+/// for anyone; status changes are for admins only. Calls without a token stay open (the
+/// default) except status changes.
+#[tokio::test]
+async fn order_calls_are_bound_to_the_tokens_user() {
+    let dir = DataDir::new("owners");
+    let shop = Running::start(&dir.0, None).await;
+    let ann = token("ann", ROLE_CUSTOMER);
+    let bob = token("bob", ROLE_CUSTOMER);
+    let admin = admin_token();
+    let service = token("cart-service", ROLE_SERVICE);
+    let forged = JwtKeys::new(b"not the secret", Duration::from_secs(600))
+        .mint("root", "root", ROLE_ADMIN)
+        .unwrap();
+    let now = shop_common::testing::unix_now();
+    let expired = keys()
+        .mint_claims(&Claims {
+            sub: "ann".into(),
+            username: "ann".into(),
+            role: ROLE_CUSTOMER.into(),
+            iat: now - 120,
+            exp: now - 60,
+        })
+        .unwrap();
+    let body = json!({"user_id": "ann", "items": one_item()});
+    let create = |token: Option<String>| {
+        let body = body.clone();
+        let shop = &shop;
+        async move {
+            shop.0
+                .call(Method::POST, "/order-api/orders", token.as_deref(), Some(body))
+                .await
+        }
+    };
+
+    // Creating: the token must name the body's user.
+    let (status, order) = create(Some(ann.clone())).await;
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().unwrap().to_string();
+    assert_error(create(Some(bob.clone())).await, 403, "forbidden");
+    assert_error(create(Some(forged.clone())).await, 401, "unauthorized");
+    assert_error(create(Some(expired.clone())).await, 401, "unauthorized");
+    assert_error(create(Some("garbage".into())).await, 401, "unauthorized");
+    for anyone in [&service, &admin] {
+        assert_eq!(create(Some(anyone.clone())).await.0, 201);
+    }
+    assert_eq!(create(None).await.0, 201, "open without a token by default");
+
+    // Reading one order: its owner, admins and services; nobody else.
+    let path = format!("/order-api/orders/{id}");
+    for (token, status) in [(&ann, 200), (&admin, 200), (&service, 200), (&bob, 403), (&forged, 401)] {
+        let got = shop.0.call(Method::GET, &path, Some(token), None).await;
+        assert_eq!(got.0, status, "{}", got.1);
+        if status != 200 {
+            assert!(got.1["error"].is_string() && got.1["message"].is_string(), "{}", got.1);
+        }
+    }
+    assert_eq!(shop.get(&path).await.0, 200);
+
+    // Listing: the path's user.
+    let list = "/order-api/users/ann/orders";
+    for (token, status) in [(&ann, 200), (&admin, 200), (&service, 200), (&bob, 403), (&forged, 401)] {
+        let got = shop.0.call(Method::GET, list, Some(token), None).await;
+        assert_eq!(got.0, status, "{}", got.1);
+    }
+    let (_, orders) = shop.0.call(Method::GET, list, Some(&ann), None).await;
+    assert_eq!(orders.as_array().unwrap().len(), 4, "the refused creates stored nothing: {orders}");
+
+    // Status changes: admins only, token or not, whatever the role of the caller.
+    assert_error(shop.set_status_as(&id, PAID, None).await, 401, "unauthorized");
+    assert_error(shop.set_status_as(&id, PAID, Some(&forged)).await, 401, "unauthorized");
+    assert_error(shop.set_status_as(&id, PAID, Some(&ann)).await, 403, "forbidden");
+    assert_error(shop.set_status_as(&id, PAID, Some(&service)).await, 403, "forbidden");
+    assert_eq!(history(&shop.order(&id).await), [CREATED], "refused changes changed nothing");
+    let (status, paid) = shop.set_status_as(&id, PAID, Some(&admin)).await;
+    assert_eq!((status.as_u16(), &paid["status"]), (200, &json!(PAID)), "{paid}");
+    shop.stop().await;
+}
+
+/// `SHOP_REQUIRE_AUTH=true`: every order call needs a valid token.
+#[tokio::test]
+async fn require_auth_makes_a_token_mandatory_on_every_order_call() {
+    let dir = DataDir::new("require-auth");
+    let shop = Running::start_with(&dir.0, None, true).await;
+    let ann = token("ann", ROLE_CUSTOMER);
+    let body = json!({"user_id": "ann", "items": one_item()});
+    assert_error(
+        shop.call(Method::POST, "/order-api/orders", Some(body.clone())).await,
+        401,
+        "unauthorized",
+    );
+    let (status, order) = shop
+        .0
+        .call(Method::POST, "/order-api/orders", Some(&ann), Some(body))
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let path = format!("/order-api/orders/{}", order["id"].as_str().unwrap());
+    assert_error(shop.get(&path).await, 401, "unauthorized");
+    assert_error(shop.get("/order-api/users/ann/orders").await, 401, "unauthorized");
+    // A missing order is not revealed to a caller without a token either.
+    assert_error(shop.get("/order-api/orders/no-such-order").await, 401, "unauthorized");
+    assert_eq!(shop.0.call(Method::GET, &path, Some(&ann), None).await.0, 200);
+    let (status, list) = shop
+        .0
+        .call(Method::GET, "/order-api/users/ann/orders", Some(&ann), None)
+        .await;
+    assert_eq!((status.as_u16(), list.as_array().map(Vec::len)), (200, Some(1)));
+    let (_, config) = shop.get("/debug/config").await;
+    assert!(config.to_string().contains("auth.require"), "{config}");
+    shop.stop().await;
+}
+
+/// `GET /order-api/users/{id}/orders` pages like the product list: `limit` 1 to 100 (default
+/// 20), `page` from 1, 422 otherwise, a JSON array newest first.
+#[tokio::test]
+async fn a_users_orders_are_paged_like_the_product_list() {
+    let dir = DataDir::new("pages");
+    let shop = Running::start(&dir.0, None).await;
+    let mut created = Vec::new();
+    for _ in 0..25 {
+        created.push(shop.create("pager", one_item()).await["id"].as_str().unwrap().to_string());
+    }
+    shop.create("other", one_item()).await;
+    created.reverse();
+    let ids = |query: &str| {
+        let shop = &shop;
+        let path = format!("/order-api/users/pager/orders{query}");
+        async move {
+            let (status, list) = shop.get(&path).await;
+            assert_eq!(status, 200, "{path}: {list}");
+            list.as_array()
+                .unwrap_or_else(|| panic!("{path}: an array, not {list}"))
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("").await, created[..20], "default: the 20 newest");
+    assert_eq!(ids("?page=2").await, created[20..], "page 2 of 20");
+    assert!(ids("?page=3").await.is_empty(), "past the end: an empty array");
+    assert_eq!(ids("?limit=100").await, created, "all at once");
+    let mut paged = Vec::new();
+    for page in 1..=3 {
+        paged.extend(ids(&format!("?page={page}&limit=10")).await);
+    }
+    assert_eq!(paged, created, "pages of 10 cover the list once, newest first");
+    assert_eq!(ids("?limit=1&page=25").await, created[24..]);
+    assert_eq!(ids("?page=&limit=").await, created[..20], "empty values count as absent");
+    for bad in ["limit=0", "limit=101", "limit=-1", "limit=ten", "page=0", "page=1.5", "page=1000001"] {
+        assert_error(
+            shop.get(&format!("/order-api/users/pager/orders?{bad}")).await,
+            422,
+            "invalid_field",
+        );
+    }
+    shop.stop().await;
 }
