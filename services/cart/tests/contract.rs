@@ -154,7 +154,11 @@ impl Shop {
         let line = json!({"product_id": product, "quantity": 1});
         let calls = [
             (Method::GET, format!("/cart-api/cart/{user}"), None),
-            (Method::POST, format!("/cart-api/cart/{user}/add"), Some(line.clone())),
+            (
+                Method::POST,
+                format!("/cart-api/cart/{user}/add"),
+                Some(line.clone()),
+            ),
             (Method::PUT, format!("/cart-api/cart/{user}/update"), Some(line)),
             (Method::POST, format!("/cart-api/cart/{user}/checkout"), None),
         ];
@@ -163,7 +167,10 @@ impl Shop {
             let (status, answer) = self.call(method, self.cart().url(&path), token, body).await;
             if !status.is_success() {
                 // The contract's error shape, whatever the refusal.
-                assert!(answer["error"].is_string() && answer["message"].is_string(), "{answer}");
+                assert!(
+                    answer["error"].is_string() && answer["message"].is_string(),
+                    "{answer}"
+                );
             }
             statuses.push(status.as_u16());
         }
@@ -722,22 +729,37 @@ async fn cart_calls_are_bound_to_the_tokens_user() {
     assert_eq!(shop.add("ann", &widget, 2).await.0, 200, "open without a token");
     assert_eq!(shop.every_call_as("ann", &widget, Some(&bob)).await, [403; 4]);
     assert_eq!(shop.every_call_as("ann", &widget, Some(&forged)).await, [401; 4]);
-    assert_eq!(shop.every_call_as("ann", &widget, Some("not.a.token")).await, [401; 4]);
+    assert_eq!(
+        shop.every_call_as("ann", &widget, Some("not.a.token")).await,
+        [401; 4]
+    );
     assert_eq!(quantities(&shop.cart_of("ann").await), [(widget.clone(), 2)]);
     assert_eq!(shop.stock(&widget).await, 100, "no refused checkout took stock");
 
     // The owner, an admin and a service: every call goes through (the checkout's order is
     // created with the cart's own service token, for the path's user).
     for (who, token) in [("ann", &ann), ("bob", &admin_token()), ("carl", &service)] {
-        assert_eq!(shop.every_call_as(who, &widget, Some(token)).await, [200, 200, 200, 201], "{who}");
+        assert_eq!(
+            shop.every_call_as(who, &widget, Some(token)).await,
+            [200, 200, 200, 201],
+            "{who}"
+        );
     }
     assert_eq!(shop.stock(&widget).await, 97);
     let (status, orders) = shop
-        .call(Method::GET, shop.order().url("/order-api/users/ann/orders"), Some(&ann), None)
+        .call(
+            Method::GET,
+            shop.order().url("/order-api/users/ann/orders"),
+            Some(&ann),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{orders}");
     assert_eq!(orders[0]["user_id"], "ann");
-    assert_eq!(orders[0]["items"][0]["quantity"], 1, "update set the line to one unit");
+    assert_eq!(
+        orders[0]["items"][0]["quantity"], 1,
+        "update set the line to one unit"
+    );
     shop.stop().await;
 }
 
@@ -751,9 +773,14 @@ async fn require_auth_makes_a_token_mandatory_on_every_cart_call() {
     let ann = keys().mint("ann", "ann", ROLE_CUSTOMER).unwrap();
     assert_eq!(shop.every_call_as("ann", &widget, None).await, [401; 4]);
     assert_eq!(shop.stock(&widget).await, 10);
-    assert_eq!(shop.every_call_as("ann", &widget, Some(&ann)).await, [200, 200, 200, 201]);
+    assert_eq!(
+        shop.every_call_as("ann", &widget, Some(&ann)).await,
+        [200, 200, 200, 201]
+    );
     assert_eq!(shop.stock(&widget).await, 9);
-    let (_, config) = shop.call(Method::GET, shop.cart().url("/debug/config"), None, None).await;
+    let (_, config) = shop
+        .call(Method::GET, shop.cart().url("/debug/config"), None, None)
+        .await;
     assert!(config.to_string().contains("auth.require"), "{config}");
     shop.stop().await;
 }

@@ -196,8 +196,7 @@ impl Metrics {
             .find(|c| c.status == lifecycle::SHIPPED)
             .map(|c| c.at)
         {
-            self.delivery
-                .observe((delivered_at - shipped_at).max(0.0));
+            self.delivery.observe((delivered_at - shipped_at).max(0.0));
         }
     }
 }

@@ -430,7 +430,9 @@ async fn status_changes_follow_the_lifecycle() {
         json!([]),
     ] {
         assert_error(
-            shop.0.call(Method::PUT, &path, Some(&admin_token()), Some(body)).await,
+            shop.0
+                .call(Method::PUT, &path, Some(&admin_token()), Some(body))
+                .await,
             422,
             "invalid_field",
         );
@@ -602,10 +604,7 @@ async fn the_lifecycle_delivers_orders_and_a_restart_keeps_them() {
         "{text}"
     );
     let delivery = sample(&text, "delivery_time_seconds_sum").unwrap();
-    assert!(
-        delivery >= 3.0 * SHORT_STEP.as_secs_f64() - 0.01,
-        "{text}"
-    );
+    assert!(delivery >= 3.0 * SHORT_STEP.as_secs_f64() - 0.01, "{text}");
     for (bucket, count) in [
         ("60", 3.0),
         ("120", 3.0),
@@ -742,30 +741,62 @@ async fn order_calls_are_bound_to_the_tokens_user() {
 
     // Reading one order: its owner, admins and services; nobody else.
     let path = format!("/order-api/orders/{id}");
-    for (token, status) in [(&ann, 200), (&admin, 200), (&service, 200), (&bob, 403), (&forged, 401)] {
+    for (token, status) in [
+        (&ann, 200),
+        (&admin, 200),
+        (&service, 200),
+        (&bob, 403),
+        (&forged, 401),
+    ] {
         let got = shop.0.call(Method::GET, &path, Some(token), None).await;
         assert_eq!(got.0, status, "{}", got.1);
         if status != 200 {
-            assert!(got.1["error"].is_string() && got.1["message"].is_string(), "{}", got.1);
+            assert!(
+                got.1["error"].is_string() && got.1["message"].is_string(),
+                "{}",
+                got.1
+            );
         }
     }
     assert_eq!(shop.get(&path).await.0, 200);
 
     // Listing: the path's user.
     let list = "/order-api/users/ann/orders";
-    for (token, status) in [(&ann, 200), (&admin, 200), (&service, 200), (&bob, 403), (&forged, 401)] {
+    for (token, status) in [
+        (&ann, 200),
+        (&admin, 200),
+        (&service, 200),
+        (&bob, 403),
+        (&forged, 401),
+    ] {
         let got = shop.0.call(Method::GET, list, Some(token), None).await;
         assert_eq!(got.0, status, "{}", got.1);
     }
     let (_, orders) = shop.0.call(Method::GET, list, Some(&ann), None).await;
-    assert_eq!(orders.as_array().unwrap().len(), 4, "the refused creates stored nothing: {orders}");
+    assert_eq!(
+        orders.as_array().unwrap().len(),
+        4,
+        "the refused creates stored nothing: {orders}"
+    );
 
     // Status changes: admins only, token or not, whatever the role of the caller.
     assert_error(shop.set_status_as(&id, PAID, None).await, 401, "unauthorized");
-    assert_error(shop.set_status_as(&id, PAID, Some(&forged)).await, 401, "unauthorized");
+    assert_error(
+        shop.set_status_as(&id, PAID, Some(&forged)).await,
+        401,
+        "unauthorized",
+    );
     assert_error(shop.set_status_as(&id, PAID, Some(&ann)).await, 403, "forbidden");
-    assert_error(shop.set_status_as(&id, PAID, Some(&service)).await, 403, "forbidden");
-    assert_eq!(history(&shop.order(&id).await), [CREATED], "refused changes changed nothing");
+    assert_error(
+        shop.set_status_as(&id, PAID, Some(&service)).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        history(&shop.order(&id).await),
+        [CREATED],
+        "refused changes changed nothing"
+    );
     let (status, paid) = shop.set_status_as(&id, PAID, Some(&admin)).await;
     assert_eq!((status.as_u16(), &paid["status"]), (200, &json!(PAID)), "{paid}");
     shop.stop().await;
@@ -779,7 +810,8 @@ async fn require_auth_makes_a_token_mandatory_on_every_order_call() {
     let ann = token("ann", ROLE_CUSTOMER);
     let body = json!({"user_id": "ann", "items": one_item()});
     assert_error(
-        shop.call(Method::POST, "/order-api/orders", Some(body.clone())).await,
+        shop.call(Method::POST, "/order-api/orders", Some(body.clone()))
+            .await,
         401,
         "unauthorized",
     );
@@ -792,7 +824,11 @@ async fn require_auth_makes_a_token_mandatory_on_every_order_call() {
     assert_error(shop.get(&path).await, 401, "unauthorized");
     assert_error(shop.get("/order-api/users/ann/orders").await, 401, "unauthorized");
     // A missing order is not revealed to a caller without a token either.
-    assert_error(shop.get("/order-api/orders/no-such-order").await, 401, "unauthorized");
+    assert_error(
+        shop.get("/order-api/orders/no-such-order").await,
+        401,
+        "unauthorized",
+    );
     assert_eq!(shop.0.call(Method::GET, &path, Some(&ann), None).await.0, 200);
     let (status, list) = shop
         .0
@@ -812,7 +848,12 @@ async fn a_users_orders_are_paged_like_the_product_list() {
     let shop = Running::start(&dir.0, None).await;
     let mut created = Vec::new();
     for _ in 0..25 {
-        created.push(shop.create("pager", one_item()).await["id"].as_str().unwrap().to_string());
+        created.push(
+            shop.create("pager", one_item()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     shop.create("other", one_item()).await;
     created.reverse();
@@ -839,8 +880,20 @@ async fn a_users_orders_are_paged_like_the_product_list() {
     }
     assert_eq!(paged, created, "pages of 10 cover the list once, newest first");
     assert_eq!(ids("?limit=1&page=25").await, created[24..]);
-    assert_eq!(ids("?page=&limit=").await, created[..20], "empty values count as absent");
-    for bad in ["limit=0", "limit=101", "limit=-1", "limit=ten", "page=0", "page=1.5", "page=1000001"] {
+    assert_eq!(
+        ids("?page=&limit=").await,
+        created[..20],
+        "empty values count as absent"
+    );
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "limit=ten",
+        "page=0",
+        "page=1.5",
+        "page=1000001",
+    ] {
         assert_error(
             shop.get(&format!("/order-api/users/pager/orders?{bad}")).await,
             422,

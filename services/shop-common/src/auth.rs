@@ -222,9 +222,7 @@ pub fn require_auth_from(raw: Option<&str>) -> bool {
         "true" | "1" | "yes" | "on" => true,
         "false" | "0" | "no" | "off" => false,
         _ => {
-            eprintln!(
-                "WARNING: {REQUIRE_AUTH_ENV}={raw:?} is neither true nor false; requiring tokens"
-            );
+            eprintln!("WARNING: {REQUIRE_AUTH_ENV}={raw:?} is neither true nor false; requiring tokens");
             true
         }
     }
@@ -268,9 +266,9 @@ impl OwnerGuard {
     /// 403 unless `caller` (if any) is `user_id`, an admin or a service.
     pub fn may_act_for(caller: Option<&Claims>, user_id: &str) -> Result<(), ApiError> {
         match caller {
-            Some(claims) if claims.sub != user_id && !claims.acts_for_anyone() => Err(
-                ApiError::forbidden("the token does not name the user this call is about"),
-            ),
+            Some(claims) if claims.sub != user_id && !claims.acts_for_anyone() => Err(ApiError::forbidden(
+                "the token does not name the user this call is about",
+            )),
             _ => Ok(()),
         }
     }
@@ -407,11 +405,16 @@ mod tests {
             headers.insert(AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
             headers
         };
-        let status = |r: Result<Option<Claims>, ApiError>| r.map(|_| 200).unwrap_or_else(|e| e.status.as_u16());
+        let status =
+            |r: Result<Option<Claims>, ApiError>| r.map(|_| 200).unwrap_or_else(|e| e.status.as_u16());
         let ann = with(&keys().mint("ann", "ann", ROLE_CUSTOMER).unwrap());
         let admin = with(&keys().mint("root", "root", ROLE_ADMIN).unwrap());
         let service = with(&keys().mint("cart-service", "cart-service", ROLE_SERVICE).unwrap());
-        let forged = with(&JwtKeys::new(b"other", Duration::from_secs(60)).mint("ann", "ann", ROLE_ADMIN).unwrap());
+        let forged = with(
+            &JwtKeys::new(b"other", Duration::from_secs(60))
+                .mint("ann", "ann", ROLE_ADMIN)
+                .unwrap(),
+        );
         for require_auth in [false, true] {
             let guard = OwnerGuard::new(keys(), require_auth);
             assert_eq!(status(guard.owner(&ann, "ann")), 200);

@@ -326,13 +326,37 @@ mod tests {
     #[test]
     fn pages_are_bounded_and_bad_values_refused() {
         let page = |q| Page::from_query(Some(q));
-        assert_eq!(page("").unwrap(), Page { page: 1, limit: DEFAULT_PAGE_LIMIT });
-        assert_eq!(page("page=&limit=").unwrap(), Page { page: 1, limit: DEFAULT_PAGE_LIMIT });
+        assert_eq!(
+            page("").unwrap(),
+            Page {
+                page: 1,
+                limit: DEFAULT_PAGE_LIMIT
+            }
+        );
+        assert_eq!(
+            page("page=&limit=").unwrap(),
+            Page {
+                page: 1,
+                limit: DEFAULT_PAGE_LIMIT
+            }
+        );
         assert_eq!(page("page=2&limit=100").unwrap().offset(), 100);
         assert_eq!(page("page=1000000&limit=100").unwrap().offset(), 99_999_900);
-        for bad in ["page=0", "page=-1", "page=x", "page=1000001", "limit=0", "limit=101", "limit=2.5"] {
+        for bad in [
+            "page=0",
+            "page=-1",
+            "page=x",
+            "page=1000001",
+            "limit=0",
+            "limit=101",
+            "limit=2.5",
+        ] {
             let e = page(bad).unwrap_err();
-            assert_eq!((e.status, e.code), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"), "{bad}");
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+                "{bad}"
+            );
         }
     }
 

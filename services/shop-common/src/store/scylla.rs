@@ -1286,7 +1286,12 @@ impl ScyllaStore {
     /// The page's keys from `orders_by_user` (newest first), then its orders in one
     /// `SELECT ... WHERE id IN ?` (at most 100 keys, ScyllaDB's default cap on partition keys
     /// per query): two statements per page whatever its size, none per order.
-    pub(super) async fn user_orders(&self, user_id: &str, page: u32, limit: u32) -> Result<Vec<Order>, StoreError> {
+    pub(super) async fn user_orders(
+        &self,
+        user_id: &str,
+        page: u32,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
         let ids = self.user_order_page(user_id, page, limit).await?;
         if ids.is_empty() {
             return Ok(Vec::new());

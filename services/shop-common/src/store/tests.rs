@@ -247,7 +247,11 @@ async fn data_survives_reopening_and_queries_are_measured() {
         assert_eq!(statuses, ["CREATED", "PAID"], "{backend}");
         assert_eq!(reopened.total, 19.0, "{backend}");
         assert_eq!(reopened.items, order.items, "{backend}");
-        assert_eq!(store.user_orders(&user.id, 1, 20).await.unwrap().len(), 1, "{backend}");
+        assert_eq!(
+            store.user_orders(&user.id, 1, 20).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
         assert_eq!(
             store.orders_in_status("PAID", 10).await.unwrap().len(),
             1,
@@ -671,20 +675,40 @@ async fn a_users_orders_page_newest_first_with_their_histories() {
         };
         let mut created = Vec::new();
         for n in 1..=7 {
-            created.push(store.create_order("pager", vec![item(n)], "CREATED").await.unwrap());
+            created.push(
+                store
+                    .create_order("pager", vec![item(n)], "CREATED")
+                    .await
+                    .unwrap(),
+            );
         }
-        store.create_order("someone else", vec![item(1)], "CREATED").await.unwrap();
+        store
+            .create_order("someone else", vec![item(1)], "CREATED")
+            .await
+            .unwrap();
         // Two orders with a longer history, to see that histories stay with their order.
-        store.set_order_status(&created[2].id, "CREATED", "PAID").await.unwrap();
-        store.set_order_status(&created[2].id, "PAID", "SHIPPED").await.unwrap();
-        store.set_order_status(&created[5].id, "CREATED", "CANCELLED").await.unwrap();
+        store
+            .set_order_status(&created[2].id, "CREATED", "PAID")
+            .await
+            .unwrap();
+        store
+            .set_order_status(&created[2].id, "PAID", "SHIPPED")
+            .await
+            .unwrap();
+        store
+            .set_order_status(&created[5].id, "CREATED", "CANCELLED")
+            .await
+            .unwrap();
 
         let mut newest_first: Vec<Order> = Vec::new();
         for id in created.iter().rev().map(|o| &o.id) {
             newest_first.push(store.order(id).await.unwrap());
         }
         let all = store.user_orders("pager", 1, 100).await.unwrap();
-        assert_eq!(all, newest_first, "{backend}: the whole list, newest first, rows as read one by one");
+        assert_eq!(
+            all, newest_first,
+            "{backend}: the whole list, newest first, rows as read one by one"
+        );
 
         let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
         let expected = ids(newest_first.clone());
@@ -694,14 +718,34 @@ async fn a_users_orders_page_newest_first_with_their_histories() {
             assert_eq!(got.len(), [3, 3, 1][page as usize - 1], "{backend}: page {page}");
             paged.extend(ids(got));
         }
-        assert_eq!(paged, expected, "{backend}: pages of 3 cover the list once, in order");
-        assert!(store.user_orders("pager", 4, 3).await.unwrap().is_empty(), "{backend}");
-        assert!(store.user_orders("pager", 1_000_000, 100).await.unwrap().is_empty(), "{backend}");
+        assert_eq!(
+            paged, expected,
+            "{backend}: pages of 3 cover the list once, in order"
+        );
+        assert!(
+            store.user_orders("pager", 4, 3).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert!(
+            store
+                .user_orders("pager", 1_000_000, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
         let third = store.user_orders("pager", 3, 2).await.unwrap();
         assert_eq!(third, newest_first[4..6], "{backend}: page 3 of 2");
-        assert_eq!(third[0].history.len(), 3, "{backend}: the SHIPPED order keeps its history");
+        assert_eq!(
+            third[0].history.len(),
+            3,
+            "{backend}: the SHIPPED order keeps its history"
+        );
         assert_eq!(third[1].history.len(), 1, "{backend}");
-        assert!(store.user_orders("nobody", 1, 20).await.unwrap().is_empty(), "{backend}");
+        assert!(
+            store.user_orders("nobody", 1, 20).await.unwrap().is_empty(),
+            "{backend}"
+        );
         subject.finish(&store).await;
     }
 }
