@@ -7,14 +7,16 @@ Run by scripts/test-monitoring.sh beside the Locust load (not through it: Locust
 failures, and these requests fail on purpose). Through the gateway, as any client would:
   - client errors the contract promises, answered by each service: 404 unknown product
     (backend), 409 not enough stock / 422 quantity < 1 / 404 item not in cart (cart), 404
-    unknown order / 409 illegal transition (order), 409 username taken / 401 wrong password
-    (user); each fails its handler, so function_calls_total{result="error"} too;
+    unknown order / 403 a customer's status change / 409 an admin's illegal transition (order),
+    409 username taken / 401 wrong password (user); each fails its handler, so
+    function_calls_total{result="error"} too;
   - one purchase followed until the order lifecycle (ORDER_LIFECYCLE_STEP_SECONDS, 2 s in
     scripts/lib/shop.sh) has moved it to DELIVERED, which is what the order dashboard's
     "delivered", completion-time and delivery-time panels show.
 Every answer must be the one the contract (shop-api.md) gives; nothing here injects a fault.
 No server error is provoked: a clean run has none, and the 5xx panels read 0 %."""
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -83,8 +85,19 @@ def main():
     order = expect(base, 201, "POST", f"{cart}/checkout")
 
     expect(base, 404, "GET", f"/order-api/orders/no-such-order-{uuid.uuid4().hex}")
-    # Back to CREATED is illegal from every status, wherever the lifecycle has got to.
-    expect(base, 409, "PUT", f"/order-api/orders/{order['id']}/status", {"status": "CREATED"})
+    # Status changes are for admins (services/README.md): a customer's is refused whatever it
+    # asks, and an admin's move back to CREATED is illegal from every status, wherever the
+    # lifecycle has got to.
+    status_path = f"/order-api/orders/{order['id']}/status"
+    expect(base, 403, "PUT", status_path, {"status": "CANCELLED"}, token=token)
+    admin_name, admin_password = os.environ.get("SHOP_ADMIN_USERNAME"), os.environ.get("SHOP_ADMIN_PASSWORD")
+    if not (admin_name and admin_password):
+        print("FAIL: SHOP_ADMIN_USERNAME and SHOP_ADMIN_PASSWORD must name the shop's admin "
+              "(scripts/lib/shop.sh sets them)", file=sys.stderr)
+        raise SystemExit(1)
+    admin = expect(base, 200, "POST", "/user-api/login",
+                   {"username": admin_name, "password": admin_password})["access_token"]
+    expect(base, 409, "PUT", status_path, {"status": "CREATED"}, token=admin)
     deadline = time.monotonic() + DELIVERY_TIMEOUT_S
     status = order["status"]
     while status != "DELIVERED":
@@ -95,7 +108,7 @@ def main():
         time.sleep(0.5)
         status = expect(base, 200, "GET", f"/order-api/orders/{order['id']}")["status"]
     expect(base, 200, "GET", f"/user-api/users/{uid}/profile", token=token)
-    print("  ok: client errors on every service (404, 409, 422, 401) and one order delivered")
+    print("  ok: client errors on every service (404, 409, 422, 403, 401) and one order delivered")
 
 
 if __name__ == "__main__":
