@@ -1507,6 +1507,35 @@ mod tests {
     }
 
     #[test]
+    fn cart_activity_is_bucketed_by_time_and_never_deleted() {
+        assert_eq!(idle_bucket(0.0), 0);
+        assert_eq!(idle_bucket(IDLE_BUCKET_SECONDS - 0.001), 0);
+        assert_eq!(idle_bucket(IDLE_BUCKET_SECONDS), 1);
+        assert_eq!(idle_bucket(-0.5), -1, "before the epoch (tests) still orders");
+        assert_eq!(idle_bucket(1_800_000_000.0), 3_000_000);
+        assert!(
+            f64::from(IDLE_TTL_SECONDS) >= 7.0 * 24.0 * 3600.0 + IDLE_BUCKET_SECONDS,
+            "entries outlive a week's abandonment time"
+        );
+        // The time-bucketed table is append-only: TTLs remove its rows, never a DELETE, and
+        // every read names one bucket.
+        for (name, cql) in STATEMENTS {
+            if table_of(cql) == Some("idle_cart_buckets") {
+                assert!(
+                    !cql.starts_with("DELETE") && !cql.starts_with("UPDATE"),
+                    "{name}: {cql}"
+                );
+                if cql.starts_with("INSERT") {
+                    assert!(cql.contains("USING TTL ?"), "{name}: {cql}");
+                } else {
+                    assert!(cql.contains("WHERE bucket = ?"), "{name}: {cql}");
+                }
+            }
+        }
+        assert!(STATEMENTS.iter().all(|(_, cql)| !cql.contains("idle_carts ")));
+    }
+
+    #[test]
     fn statements_use_keys_only_and_known_tables() {
         let tables: HashSet<&str> = TABLES
             .iter()
