@@ -119,8 +119,9 @@ pub const IDLE_BUCKET_SECONDS: f64 = 600.0;
 /// How long an entry of `idle_cart_buckets` lives: eight days, which covers an abandonment
 /// time of up to a week plus a day of the sweeper not running.
 pub const IDLE_TTL_SECONDS: i32 = 8 * 24 * 3600;
-/// Keys read per page when skipping to a page of a user's orders (memory stays one page).
-const ORDER_ID_PAGE: i32 = 1000;
+/// Keys read per driver page when skipping to a page of a listing (products, a user's
+/// orders): memory stays one driver page whatever page a client asks for.
+const KEY_PAGE: i32 = 1000;
 /// Compare-and-set attempts on one row before contention is reported as a failure. Every
 /// round lets at least one contender through, so this is far above what the shop's own
 /// concurrency needs.
@@ -328,8 +329,8 @@ statements! {
     delete_product = "DELETE FROM products WHERE id = ? IF name = ? AND category = ?";
     set_stock = "UPDATE products SET stock = ? WHERE id = ? IF stock = ?";
     any_product = "SELECT id FROM products_by_name WHERE bucket = 0 LIMIT 1";
-    list_products = "SELECT id FROM products_by_name WHERE bucket = 0 LIMIT ?";
-    list_category = "SELECT id FROM products_by_category WHERE category = ? LIMIT ?";
+    list_products = "SELECT id FROM products_by_name WHERE bucket = 0";
+    list_category = "SELECT id FROM products_by_category WHERE category = ?";
     index_product_name = "INSERT INTO products_by_name (bucket, name, id) VALUES (0, ?, ?)";
     unindex_product_name = "DELETE FROM products_by_name WHERE bucket = 0 AND name = ? AND id = ?";
     index_product_category = "INSERT INTO products_by_category (category, name, id) VALUES (?, ?, ?)";
@@ -575,7 +576,13 @@ impl ScyllaStore {
         }
         let mut st = Statements::prepare(&session).await?;
         st.idle_carts.set_page_size(IDLE_PAGE);
-        st.user_order_ids.set_page_size(ORDER_ID_PAGE);
+        for listing in [
+            &mut st.user_order_ids,
+            &mut st.list_products,
+            &mut st.list_category,
+        ] {
+            listing.set_page_size(KEY_PAGE);
+        }
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
                 session,
@@ -735,28 +742,17 @@ impl ScyllaStore {
         page: u32,
         limit: u32,
     ) -> Result<Vec<Product>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // CQL has no OFFSET: read the keys of the pages up to this one (the partition's
-        // clustering order is name, id) and keep the last page.
-        let offset = u64::from(page.saturating_sub(1)) * u64::from(limit);
-        let wanted = cql_limit(offset + u64::from(limit));
+        // The partition's clustering order is name, id.
         let ids = match category {
             Some(category) => {
-                self.rows::<(String,)>(&self.st().list_category, (category, wanted))
+                self.page_of_keys(&self.st().list_category, (category,), page, limit)
                     .await?
             }
             None => {
-                self.rows::<(String,)>(&self.st().list_products, (wanted,))
+                self.page_of_keys(&self.st().list_products, (), page, limit)
                     .await?
             }
         };
-        let ids = ids
-            .into_iter()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-            .map(|(id,)| id)
-            .collect();
         self.fetch_each(ids, |store, id| async move { store.product(&id).await })
             .await
     }
@@ -1292,7 +1288,9 @@ impl ScyllaStore {
         page: u32,
         limit: u32,
     ) -> Result<Vec<Order>, StoreError> {
-        let ids = self.user_order_page(user_id, page, limit).await?;
+        let ids = self
+            .page_of_keys(&self.st().user_order_ids, (user_id,), page, limit)
+            .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -1307,10 +1305,17 @@ impl ScyllaStore {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    /// The keys of one page of a user's orders. CQL has no OFFSET: the keys before the page are
-    /// read page by page of the driver ([`ORDER_ID_PAGE`]) and skipped, so memory stays one
-    /// driver page and the work grows with the page number, not the user's order count.
-    async fn user_order_page(&self, user_id: &str, page: u32, limit: u32) -> Result<Vec<String>, StoreError> {
+    /// The keys of one page (from 1, of `limit` keys) of a listing `statement` reads (one
+    /// text key per row, in clustering order). CQL has no OFFSET: the keys before the page are
+    /// read driver page by driver page ([`KEY_PAGE`]) and skipped, so memory stays one driver
+    /// page; the work grows with the page number, not with the listing's length.
+    async fn page_of_keys(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow + Clone,
+        page: u32,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
         let mut skip = u64::from(page.saturating_sub(1)) * u64::from(limit);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut ids = Vec::new();
@@ -1322,7 +1327,7 @@ impl ScyllaStore {
             let (result, next) = self
                 .inner
                 .session
-                .execute_single_page(&self.st().user_order_ids, (user_id,), paging)
+                .execute_single_page(statement, values.clone(), paging)
                 .await
                 .map_err(backend)?;
             let rows = result.into_rows_result().map_err(backend)?;
