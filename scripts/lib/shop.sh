@@ -5,7 +5,10 @@
 #                          ports with a fast order lifecycle and cart abandonment, waits until it
 #                          is ready; exports SHOP_PID, GATEWAY_URL, BACKEND_PORT, CART_PORT,
 #                          ORDER_PORT, USER_PORT, GATEWAY_PORT, SHOP_ADMIN_USERNAME/_PASSWORD,
-#                          LOCUST_METRICS_PORT, SHOP_LOG
+#                          LOCUST_METRICS_PORT, SHOP_LOG. Settings already exported (JWT_SECRET,
+#                          ORDER_LIFECYCLE_STEP_SECONDS, ...) are kept. SHOP_BINARY runs another
+#                          build (the caller builds it), SHOP_LAUNCH prefixes the command
+#                          (`taskset -c 0`).
 #   shop_stop              SIGTERM, then waits (killing after 20 s)
 #   shop_load [ARGS]       scripts/loadtest.sh against $GATEWAY_URL (20 users, 30 s by default)
 #   shop_check_business_metrics [TIMEOUT_S]
@@ -20,7 +23,8 @@ free_port() {
 
 shop_start() {
   local data_dir="$1"
-  (cd "$_shop_root" && cargo build -q -p shop --locked)
+  local binary="${SHOP_BINARY:-$_shop_root/target/debug/shop}"
+  [ -n "${SHOP_BINARY:-}" ] || (cd "$_shop_root" && cargo build -q -p shop --locked)
   export BACKEND_PORT CART_PORT ORDER_PORT USER_PORT GATEWAY_PORT LOCUST_METRICS_PORT
   BACKEND_PORT=$(free_port); CART_PORT=$(free_port); ORDER_PORT=$(free_port)
   USER_PORT=$(free_port); GATEWAY_PORT=$(free_port); LOCUST_METRICS_PORT=$(free_port)
@@ -33,7 +37,8 @@ shop_start() {
   export GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT"
   export SHOP_LOG="$data_dir/shop.log"
   mkdir -p "$data_dir"
-  "$_shop_root/target/debug/shop" >"$SHOP_LOG" 2>&1 &
+  # shellcheck disable=SC2086 # SHOP_LAUNCH is a command prefix, split on purpose
+  ${SHOP_LAUNCH:-} "$binary" >"$SHOP_LOG" 2>&1 &
   export SHOP_PID=$!
   local i
   for i in $(seq 1 300); do
