@@ -126,6 +126,20 @@ def metric_names(expr):
     return names
 
 
+# A shop service's scrape job is `backend` in prometheus.yml and `backend-service` in the seed's
+# prometheus.seed.yml: an expression that names it works under one of them only. Services are
+# found by build_info{service_name} (dashboards: `$job`); only `up`, which a dead or missing
+# target has without any build_info, may name jobs, and then both names.
+SHOP_JOB = re.compile(r"(backend|cart|order|user)")
+JOB_MATCHER = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)?\{[^}]*?\bjob\s*(=~|=|!=|!~)\s*"([^"]*)"')
+
+
+def job_name_selectors(expr):
+    """Selectors (other than on `up`) that pick a shop service by a literal job name."""
+    return [m.group(0) for m in JOB_MATCHER.finditer(expr)
+            if m.group(1) != "up" and "$" not in m.group(3) and SHOP_JOB.search(m.group(3))]
+
+
 def rule_exprs(path):
     for group in yaml.safe_load(open(path))["groups"]:
         for rule in group["rules"]:
@@ -168,13 +182,16 @@ def self_test():
     for expr, want in cases.items():
         got = metric_names(substitute_grafana(expr))
         assert got == want, f"{expr}: {got} != {want}"
+    assert job_name_selectors('rate(a{job="cart", x="y"}[1m]) + b{x="1",job=~"order-service"}') == \
+        ['a{job="cart"', 'b{x="1",job=~"order-service"']
+    assert job_name_selectors('up{job=~"cart|cart-service"} + a{job=~"$job"} + c{job="locust"} + d{endpoint="/cart"}') == []
     _, known = load_catalogue()
     for seed_name in ("cart_value_distribution_bucket", "order_status_changes", "profile_aggregation_duration_bucket",
                       "org_apache_cassandra_metrics_ClientRequest_Read_Latency_99thPercentile",
                       "nginx_http_request_duration_seconds_bucket", "jaeger_tracer_spans_bucket",
                       "cassandra_query_duration_sum", "http_requests_concurrent"):
         assert seed_name not in known, seed_name
-    print("  ok: extractor self-test; the seed's non-existent names are not in the catalogue")
+    print("  ok: extractor and job-name self-test; the seed's non-existent names are not in the catalogue")
 
 
 def main():
@@ -200,6 +217,9 @@ def main():
         names = metric_names(concrete)
         if not names:
             errors.append(f"{source}: no metric name found in {expr!r}")
+        for sel in job_name_selectors(expr):
+            errors.append(f"{source}: {sel} selects a service by its job name, which differs between "
+                          "prometheus.yml and the seed's config (use $job or build_info{service_name})")
         for name in names:
             if name not in allowed:
                 errors.append(f"{source}: {name} is not exported by anything in the stack")
