@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh
 export PATH="$PATH:/usr/sbin"
+# The checkers import each other (live_e2e.py uses check_metrics.py): no __pycache__ in the tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
