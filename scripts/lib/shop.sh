@@ -14,6 +14,9 @@
 #   shop_check_business_metrics [TIMEOUT_S]
 #                          every business metric of the shop has a non-zero sample on its
 #                          service's /metrics (polls until TIMEOUT_S, default 60)
+#   shop_promtool_check_metrics
+#                          `promtool check metrics` on every service's /metrics (text format
+#                          0.0.4, which promtool reads): prints each finding, fails on any
 
 _shop_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
@@ -74,4 +77,29 @@ shop_check_business_metrics() {
   python3 "$_shop_root/services/loadtest/check_business_metrics.py" --timeout "${1:-60}" \
     backend="http://127.0.0.1:$BACKEND_PORT/metrics" cart="http://127.0.0.1:$CART_PORT/metrics" \
     order="http://127.0.0.1:$ORDER_PORT/metrics" user="http://127.0.0.1:$USER_PORT/metrics"
+}
+
+shop_promtool_check_metrics() {
+  local service port out rc families findings=0
+  for service in backend cart order user; do
+    port="${service^^}_PORT"
+    port="${!port}"
+    # Without an Accept header obskit answers in the 0.0.4 text format, the one promtool lints.
+    out="$(curl -fsS "http://127.0.0.1:$port/metrics")" || { echo "$service: /metrics did not answer" >&2; return 1; }
+    families=$(grep -c '^# TYPE ' <<<"$out" || true)
+    rc=0
+    local lint
+    lint="$(promtool check metrics <<<"$out" 2>&1)" || rc=$?
+    if [ "$rc" -ne 0 ] || [ -n "$lint" ]; then
+      echo "$service: promtool check metrics found (exit $rc):"
+      sed 's/^/    /' <<<"$lint"
+      findings=$((findings + $(grep -c . <<<"$lint" || true) + (rc != 0 && ${#lint} == 0)))
+    else
+      echo "$service: promtool check metrics: 0 findings on $families metric families"
+    fi
+  done
+  if [ "$findings" -ne 0 ]; then
+    echo "promtool check metrics: $findings findings" >&2
+    return 1
+  fi
 }
