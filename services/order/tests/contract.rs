@@ -6,12 +6,12 @@ use std::ops::Deref;
 use std::path::Path;
 use std::time::Duration;
 
-use obskit::metrics::Registry;
 use order::lifecycle::{self, CANCELLED, CREATED, DELIVERED, PAID, SHIPPED};
 use order::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE};
+use shop_common::service::{Service, ServiceConfig};
 use shop_common::testing::{assert_error, sample, RunningService, TempDataDir as DataDir};
 
 /// The lifecycle step of the tests that let the background task run.
@@ -58,10 +58,7 @@ impl Running {
     /// [`Running::start`] with `SHOP_REQUIRE_AUTH` as `require_auth`.
     async fn start_with(data_dir: &Path, lifecycle_step: Option<Duration>, require_auth: bool) -> Running {
         let config = Config {
-            data_dir: data_dir.to_path_buf(),
-            jwt: keys(),
-            body_limit: 64 * 1024,
-            registry: Registry::new(),
+            base: ServiceConfig::local(&order::Orders::SPEC, data_dir, keys()),
             lifecycle_step,
             require_auth,
         };
