@@ -35,7 +35,7 @@ async fn start_backend(dir: &Path) -> Service {
     .await
 }
 
-async fn start_order(dir: &Path) -> Service {
+async fn start_order(dir: &Path, backend_url: &str) -> Service {
     let config = order::Config {
         data_dir: dir.to_path_buf(),
         jwt: keys(),
@@ -43,6 +43,7 @@ async fn start_order(dir: &Path) -> Service {
         registry: Registry::new(),
         // Orders stay CREATED: the lifecycle is the order service's business, not this test's.
         lifecycle_step: None,
+        backend_url: backend_url.to_string(),
     };
     Service::start("the order service", |listener, shutdown| {
         order::run(config, listener, shutdown)
@@ -82,7 +83,7 @@ impl Shop {
 
     async fn start_with(dir: &Path, abandon_after: Duration) -> Shop {
         let backend = start_backend(dir).await;
-        let order = start_order(dir).await;
+        let order = start_order(dir, &backend.base).await;
         let cart = start_cart(dir, &backend.base, &order.base, abandon_after).await;
         let client = Client::builder()
             .timeout(Duration::from_secs(60))

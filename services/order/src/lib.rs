@@ -25,6 +25,7 @@
 
 mod handlers;
 pub mod lifecycle;
+mod restock;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,6 +54,9 @@ pub const LIFECYCLE_STEP_ENV: &str = "ORDER_LIFECYCLE_STEP_SECONDS";
 /// Lifecycle step when `ORDER_LIFECYCLE_STEP_SECONDS` is unset or invalid.
 pub const DEFAULT_LIFECYCLE_STEP: Duration = Duration::from_secs(60);
 
+/// Default port of the backend, for `BACKEND_URL`'s default.
+const BACKEND_DEFAULT_PORT: u16 = 8000;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the service runs.
@@ -60,7 +64,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Config {
     /// Directory of the database file (`order.db`).
     pub data_dir: PathBuf,
-    /// Keys of the shop's tokens (shared with the other services; no order call needs one yet).
+    /// Keys of the shop's tokens (shared with the other services): aborting a checkout needs a
+    /// service or admin token, and the restock calls to the backend carry a service token.
     pub jwt: JwtKeys,
     /// Cap on request bodies; larger ones get 413.
     pub body_limit: usize,
@@ -72,6 +77,9 @@ pub struct Config {
     /// How long an order stays in `CREATED`, `PAID` and `SHIPPED` before the lifecycle task
     /// moves it on; `None` disables the task (orders then move only through the API).
     pub lifecycle_step: Option<Duration>,
+    /// Base URL of the backend (`BACKEND_URL`, default `http://127.0.0.1:8000`), where a
+    /// cancelled order's stock goes back.
+    pub backend_url: String,
 }
 
 impl Config {
@@ -86,6 +94,10 @@ impl Config {
             body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
             registry: Registry::global().clone(),
             lifecycle_step: Config::lifecycle_step_from(step.as_deref()),
+            backend_url: shop_common::client::base_url_from_env(
+                shop_common::client::BACKEND_URL_ENV,
+                BACKEND_DEFAULT_PORT,
+            ),
         }
     }
 
@@ -201,6 +213,10 @@ pub(crate) struct App {
     pub store: Store,
     pub metrics: Metrics,
     pub body_limit: usize,
+    /// Verifies callers' tokens and mints the service tokens of the restock calls.
+    pub jwt: JwtKeys,
+    pub client: reqwest::Client,
+    pub backend_url: String,
 }
 
 fn router() -> Router<Arc<App>> {
@@ -210,6 +226,7 @@ fn router() -> Router<Arc<App>> {
         .route(Method::GET, "/order-api/orders/{id}", get_order)
         .route(Method::PUT, "/order-api/orders/{id}/status", set_status)
         .route(Method::GET, "/order-api/users/{user_id}/orders", user_orders)
+        .route(Method::POST, "/order-api/checkouts/{checkout_id}/abort", abort_checkout)
 }
 
 /// Opens the store, starts the lifecycle task (unless disabled) and serves the order service
@@ -236,6 +253,7 @@ pub async fn run(
         .config_entry("store.path", db_path.display())
         .config_entry("http.body_limit", config.body_limit)
         .config_entry("order.lifecycle_step", step)
+        .config_entry("backend_url", &config.backend_url)
         .build()?;
     let health_store = store.clone();
     obskit.health().register("database", move || {
@@ -271,11 +289,18 @@ pub async fn run(
         store,
         metrics,
         body_limit: config.body_limit,
+        jwt: config.jwt,
+        client: shop_common::client::service_client(),
+        backend_url: config.backend_url,
     });
+    let restock_task = tokio::spawn(restock::run(Arc::clone(&app), stop_rx.clone()));
     let served = obskit
         .serve_with_shutdown(listener, router.into_service(app), shutdown)
         .await;
     stop_tx.send_replace(true);
+    if let Err(e) = restock_task.await {
+        eprintln!("{SERVICE_NAME}: the restock task failed: {e}");
+    }
     if let Some(task) = lifecycle_task {
         // The task only ends by the signal; a join error means it panicked, which is logged
         // rather than turned into a failed shutdown.
