@@ -325,7 +325,11 @@ pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
     let reserved = stock_lines_json(&lines);
     let taken = match &key {
         Some(key) => app.store.reserve_stock(key, lines.clone()).await,
-        None => app.store.decrement_stock(lines.clone()).await.map(|()| Reservation::Taken),
+        None => app
+            .store
+            .decrement_stock(lines.clone())
+            .await
+            .map(|()| Reservation::Taken),
     };
     let repeated = match taken {
         Ok(Reservation::Taken) => false,

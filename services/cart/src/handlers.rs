@@ -244,7 +244,9 @@ pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
         Ok(outcome) => outcome?,
         Err(e) => {
             eprintln!("{SERVICE_NAME}: a checkout task failed: {e}");
-            return Err(ApiError::internal("the checkout failed; it is finished by recovery"));
+            return Err(ApiError::internal(
+                "the checkout failed; it is finished by recovery",
+            ));
         }
     };
     Ok(json_response(StatusCode::CREATED, &order))

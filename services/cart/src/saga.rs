@@ -159,7 +159,12 @@ async fn order_step(app: &Arc<App>, checkout: &Checkout) -> Result<&'static str,
 
 async fn ordered(app: &Arc<App>, checkout: &Checkout, order: &Value) -> Result<&'static str, Step> {
     app.store
-        .advance_checkout(&checkout.id, state::RESERVED, state::ORDERED, Some(order.to_string()))
+        .advance_checkout(
+            &checkout.id,
+            state::RESERVED,
+            state::ORDERED,
+            Some(order.to_string()),
+        )
         .await?;
     Ok(state::ORDERED)
 }

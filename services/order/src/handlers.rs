@@ -7,9 +7,9 @@ use std::sync::Arc;
 use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::Deserialize;
+use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, read_json, ApiError};
 use shop_common::router::{Reply, Request};
-use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::store::{CheckoutOrder, OrderItem, StoreError};
 
 use crate::lifecycle::{self, CANCELLED, CREATED};

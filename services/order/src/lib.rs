@@ -202,8 +202,7 @@ impl Metrics {
             .find(|c| c.status == lifecycle::SHIPPED)
             .map(|c| c.at)
         {
-            self.delivery
-                .observe((delivered_at - shipped_at).max(0.0));
+            self.delivery.observe((delivered_at - shipped_at).max(0.0));
         }
     }
 }
@@ -226,7 +225,11 @@ fn router() -> Router<Arc<App>> {
         .route(Method::GET, "/order-api/orders/{id}", get_order)
         .route(Method::PUT, "/order-api/orders/{id}/status", set_status)
         .route(Method::GET, "/order-api/users/{user_id}/orders", user_orders)
-        .route(Method::POST, "/order-api/checkouts/{checkout_id}/abort", abort_checkout)
+        .route(
+            Method::POST,
+            "/order-api/checkouts/{checkout_id}/abort",
+            abort_checkout,
+        )
 }
 
 /// Opens the store, starts the lifecycle task (unless disabled) and serves the order service

@@ -51,9 +51,7 @@ pub(crate) async fn pass(app: &App) {
     };
     for restock in pending {
         if let Err(e) = give_back(app, &restock).await {
-            eprintln!(
-                "{SERVICE_NAME}: the stock of a cancelled order is not back yet (retried): {e}"
-            );
+            eprintln!("{SERVICE_NAME}: the stock of a cancelled order is not back yet (retried): {e}");
         }
     }
 }

@@ -570,10 +570,7 @@ async fn the_lifecycle_delivers_orders_and_a_restart_keeps_them() {
         "{text}"
     );
     let delivery = sample(&text, "delivery_time_seconds_sum").unwrap();
-    assert!(
-        delivery >= 3.0 * SHORT_STEP.as_secs_f64() - 0.01,
-        "{text}"
-    );
+    assert!(delivery >= 3.0 * SHORT_STEP.as_secs_f64() - 0.01, "{text}");
     for (bucket, count) in [
         ("60", 3.0),
         ("120", 3.0),
@@ -669,14 +666,23 @@ async fn a_checkout_gets_one_order_ever_and_none_once_aborted() {
         .unwrap();
     let create = |checkout: &str| json!({"user_id": "ann", "items": one_item(), "checkout_id": checkout});
     let abort = |checkout: &str| format!("/order-api/checkouts/{checkout}/abort");
-    let orders_of_ann = || async { service.call(Method::GET, "/order-api/users/ann/orders", None).await.1 };
+    let orders_of_ann = || async {
+        service
+            .call(Method::GET, "/order-api/users/ann/orders", None)
+            .await
+            .1
+    };
 
     // A retried or timed-out create answers the same order, never a second.
-    let (status, first) = service.call(Method::POST, "/order-api/orders", Some(create("co-1"))).await;
+    let (status, first) = service
+        .call(Method::POST, "/order-api/orders", Some(create("co-1")))
+        .await;
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["checkout_id"], "co-1");
     for _ in 0..3 {
-        let (status, again) = service.call(Method::POST, "/order-api/orders", Some(create("co-1"))).await;
+        let (status, again) = service
+            .call(Method::POST, "/order-api/orders", Some(create("co-1")))
+            .await;
         assert_eq!(status, 200, "{again}");
         assert_eq!(again["id"], first["id"]);
     }
@@ -686,24 +692,41 @@ async fn a_checkout_gets_one_order_ever_and_none_once_aborted() {
     let (status, _) = service.0.call(Method::POST, &abort("co-1"), None, None).await;
     assert_eq!(status, 401);
     // Aborting a checkout whose order exists answers the order: the cart goes forward.
-    let (status, body) = service.0.call(Method::POST, &abort("co-1"), Some(&token), None).await;
+    let (status, body) = service
+        .0
+        .call(Method::POST, &abort("co-1"), Some(&token), None)
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["aborted"].clone(), body["order"]["id"].clone()), (json!(false), first["id"].clone()));
+    assert_eq!(
+        (body["aborted"].clone(), body["order"]["id"].clone()),
+        (json!(false), first["id"].clone())
+    );
 
     // Aborted first, the checkout never gets an order; the abort repeats harmlessly.
     for _ in 0..2 {
-        let (status, body) = service.0.call(Method::POST, &abort("co-2"), Some(&token), None).await;
-        assert_eq!((status.as_u16(), body["aborted"].clone()), (200, json!(true)), "{body}");
+        let (status, body) = service
+            .0
+            .call(Method::POST, &abort("co-2"), Some(&token), None)
+            .await;
+        assert_eq!(
+            (status.as_u16(), body["aborted"].clone()),
+            (200, json!(true)),
+            "{body}"
+        );
     }
     assert_error(
-        service.call(Method::POST, "/order-api/orders", Some(create("co-2"))).await,
+        service
+            .call(Method::POST, "/order-api/orders", Some(create("co-2")))
+            .await,
         409,
         "checkout_aborted",
     );
     assert_eq!(orders_of_ann().await.as_array().unwrap().len(), 1);
     // A bad checkout id is refused and creates nothing.
     assert_error(
-        service.call(Method::POST, "/order-api/orders", Some(create("a b"))).await,
+        service
+            .call(Method::POST, "/order-api/orders", Some(create("a b")))
+            .await,
         422,
         "invalid_field",
     );
@@ -712,10 +735,14 @@ async fn a_checkout_gets_one_order_ever_and_none_once_aborted() {
     // Kept across a restart.
     service.stop().await;
     let service = Running::start(dir.path(), None).await;
-    let (status, again) = service.call(Method::POST, "/order-api/orders", Some(create("co-1"))).await;
+    let (status, again) = service
+        .call(Method::POST, "/order-api/orders", Some(create("co-1")))
+        .await;
     assert_eq!((status.as_u16(), again["id"].clone()), (200, first["id"].clone()));
     assert_error(
-        service.call(Method::POST, "/order-api/orders", Some(create("co-2"))).await,
+        service
+            .call(Method::POST, "/order-api/orders", Some(create("co-2")))
+            .await,
         409,
         "checkout_aborted",
     );

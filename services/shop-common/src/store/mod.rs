@@ -945,7 +945,8 @@ impl Store {
         let query = async {
             match &self.backend {
                 Backend::Sqlite(s) => {
-                    let (id, expected, cancelled) = (id.to_string(), expected.to_string(), cancelled.to_string());
+                    let (id, expected, cancelled) =
+                        (id.to_string(), expected.to_string(), cancelled.to_string());
                     blocking(s, move |s| s.cancel_order(&id, &expected, &cancelled, at)).await
                 }
                 Backend::Scylla(c) => c.cancel_order(id, expected, cancelled, at).await,
@@ -1062,7 +1063,10 @@ impl Store {
             match &self.backend {
                 Backend::Sqlite(s) => {
                     let (id, from, to) = (id.to_string(), from.to_string(), to.to_string());
-                    blocking(s, move |s| s.advance_checkout(&id, &from, &to, order.as_deref(), at)).await
+                    blocking(s, move |s| {
+                        s.advance_checkout(&id, &from, &to, order.as_deref(), at)
+                    })
+                    .await
                 }
                 Backend::Scylla(c) => c.advance_checkout(id, from, to, order.as_deref(), at).await,
             }
@@ -1082,7 +1086,10 @@ impl Store {
             match &self.backend {
                 Backend::Sqlite(s) => {
                     let user_id = user_id.map(str::to_string);
-                    blocking(s, move |s| s.unfinished_checkouts(user_id.as_deref(), before, limit)).await
+                    blocking(s, move |s| {
+                        s.unfinished_checkouts(user_id.as_deref(), before, limit)
+                    })
+                    .await
                 }
                 Backend::Scylla(c) => c.unfinished_checkouts(user_id, before, limit).await,
             }

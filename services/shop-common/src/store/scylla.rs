@@ -1330,7 +1330,10 @@ impl ScyllaStore {
     }
 
     /// The checkout's claim at the order service: `(state, order_id)`.
-    async fn order_checkout(&self, checkout_id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    async fn order_checkout(
+        &self,
+        checkout_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.row::<(String, Option<String>)>(&self.st().order_checkout, (checkout_id,))
             .await
     }
@@ -1347,15 +1350,17 @@ impl ScyllaStore {
         // point: an order is the checkout's only once its claim names it.
         self.insert_order_row(&order).await?;
         let claim = self
-            .lwt(&self.st().claim_order_checkout, (&checkout_id, &order.id, "ordered"))
+            .lwt(
+                &self.st().claim_order_checkout,
+                (&checkout_id, &order.id, "ordered"),
+            )
             .await?;
         if !claim.applied {
             // Another create or an abort got there first: this row is nobody's.
             self.lwt(&self.st().delete_order, (&order.id,)).await?;
-            return self
-                .known_checkout_order(&checkout_id)
-                .await?
-                .ok_or_else(|| StoreError::Backend(format!("checkout {checkout_id}: claim lost and not found")));
+            return self.known_checkout_order(&checkout_id).await?.ok_or_else(|| {
+                StoreError::Backend(format!("checkout {checkout_id}: claim lost and not found"))
+            });
         }
         self.index_order(&order).await?;
         Ok(CheckoutOrder::Created(order))
@@ -1377,7 +1382,10 @@ impl ScyllaStore {
 
     pub(super) async fn abort_checkout(&self, checkout_id: &str) -> Result<Option<Order>, StoreError> {
         let claim = self
-            .lwt(&self.st().claim_order_checkout, (checkout_id, None::<String>, "aborted"))
+            .lwt(
+                &self.st().claim_order_checkout,
+                (checkout_id, None::<String>, "aborted"),
+            )
             .await?;
         if claim.applied {
             return Ok(None);
@@ -1434,7 +1442,10 @@ impl ScyllaStore {
                         continue;
                     }
                 }
-                pending.push(PendingRestock { order_id, checkout_id });
+                pending.push(PendingRestock {
+                    order_id,
+                    checkout_id,
+                });
                 if pending.len() >= limit as usize {
                     return Ok(pending);
                 }
@@ -1451,7 +1462,8 @@ impl ScyllaStore {
 
     /// The reservation row: `(state, items, at)`.
     async fn reservation(&self, id: &str) -> Result<Option<(String, String, f64)>, StoreError> {
-        self.row::<(String, String, f64)>(&self.st().reservation, (id,)).await
+        self.row::<(String, String, f64)>(&self.st().reservation, (id,))
+            .await
     }
 
     /// Moves a reservation from `from` to `to`; whether it applied.
@@ -1462,13 +1474,20 @@ impl ScyllaStore {
         Ok(outcome.applied)
     }
 
-    pub(super) async fn reserve_stock(&self, id: &str, items: &[(String, i64)]) -> Result<Reservation, StoreError> {
+    pub(super) async fn reserve_stock(
+        &self,
+        id: &str,
+        items: &[(String, i64)],
+    ) -> Result<Reservation, StoreError> {
         let st = self.st();
         let encoded = serde_json::to_string(items).map_err(json_error)?;
         // `taking` claims the id before any stock moves, so two reserves of one id never both
         // take; `taken` once every line is taken.
         let claim = self
-            .lwt(&st.insert_reservation, (id, &encoded, "taking", super::now_seconds()))
+            .lwt(
+                &st.insert_reservation,
+                (id, &encoded, "taking", super::now_seconds()),
+            )
             .await?;
         if !claim.applied {
             return match current_text(&claim, "state").as_deref() {
@@ -1485,7 +1504,9 @@ impl ScyllaStore {
         if self.move_reservation(id, "taking", "taken").await? {
             Ok(Reservation::Taken)
         } else {
-            Err(StoreError::Backend(format!("reservation {id} changed while taken")))
+            Err(StoreError::Backend(format!(
+                "reservation {id} changed while taken"
+            )))
         }
     }
 
@@ -1494,7 +1515,10 @@ impl ScyllaStore {
         let Some((state, items, at)) = self.reservation(id).await? else {
             // Never taken: refused for good, so that a reserve still in flight takes nothing.
             let claim = self
-                .lwt(&st.insert_reservation, (id, "[]", "released", super::now_seconds()))
+                .lwt(
+                    &st.insert_reservation,
+                    (id, "[]", "released", super::now_seconds()),
+                )
                 .await?;
             if claim.applied {
                 return Ok(Vec::new());
@@ -1518,7 +1542,10 @@ impl ScyllaStore {
                 }
                 let mut given_back = Vec::with_capacity(items.len());
                 for (product, quantity) in items {
-                    match self.cas_stock(&product, |stock| Ok(stock.saturating_add(quantity))).await {
+                    match self
+                        .cas_stock(&product, |stock| Ok(stock.saturating_add(quantity)))
+                        .await
+                    {
                         Ok(_) => given_back.push((product, quantity)),
                         Err(StoreError::NotFound) => {}
                         Err(e) => return Err(e),
@@ -1590,7 +1617,9 @@ impl ScyllaStore {
     ) -> Result<(), StoreError> {
         let current = self.checkout(id).await?;
         if current.state != from {
-            return Err(StoreError::Stale { current: current.state });
+            return Err(StoreError::Stale {
+                current: current.state,
+            });
         }
         if to == checkout_state::DONE {
             // Before the transition, and by deletion (which repeats harmlessly): a failure in
@@ -1604,7 +1633,9 @@ impl ScyllaStore {
             }
         }
         let order = order.map(str::to_string).or(current.order);
-        let outcome = self.lwt(&self.st().move_checkout, (to, order, at, id, from)).await?;
+        let outcome = self
+            .lwt(&self.st().move_checkout, (to, order, at, id, from))
+            .await?;
         if outcome.applied {
             return Ok(());
         }
@@ -1693,7 +1724,10 @@ impl ScyllaStore {
             }
             let at = CqlValue::Double(order.created_at);
             self.batch(vec![
-                (&st.index_order_status, vec![text(&order.status), at.clone(), text(&order.id)]),
+                (
+                    &st.index_order_status,
+                    vec![text(&order.status), at.clone(), text(&order.id)],
+                ),
                 (&st.unindex_order_status, vec![text(status), at, text(&order.id)]),
             ])
             .await?;

@@ -653,7 +653,9 @@ impl SqliteStore {
     pub(super) fn pending_restocks(&self, limit: u32) -> Result<Vec<PendingRestock>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn
-            .prepare_cached("SELECT order_id, checkout_id FROM order_restocks WHERE done = 0 ORDER BY at LIMIT ?1")
+            .prepare_cached(
+                "SELECT order_id, checkout_id FROM order_restocks WHERE done = 0 ORDER BY at LIMIT ?1",
+            )
             .map_err(backend)?;
         let rows = stmt
             .query_map([limit], |r| {
@@ -668,7 +670,10 @@ impl SqliteStore {
 
     pub(super) fn restock_done(&self, order_id: &str) -> Result<(), StoreError> {
         self.writer()
-            .execute("UPDATE order_restocks SET done = 1 WHERE order_id = ?1", [order_id])
+            .execute(
+                "UPDATE order_restocks SET done = 1 WHERE order_id = ?1",
+                [order_id],
+            )
             .map_err(backend)?;
         Ok(())
     }
@@ -870,7 +875,15 @@ const CHECKOUT_COLUMNS: &str = "id, user_id, items, state, order_json, created_a
 type CheckoutRow = (String, String, String, String, Option<String>, f64, f64);
 
 fn checkout_from_row(r: &Row<'_>) -> rusqlite::Result<CheckoutRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 fn decode_checkout(row: CheckoutRow) -> Result<Checkout, StoreError> {
@@ -887,7 +900,10 @@ fn decode_checkout(row: CheckoutRow) -> Result<Checkout, StoreError> {
 }
 
 /// `(state, order_id)` of a checkout at the order service, if it is known.
-fn checkout_row(conn: &Connection, checkout_id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+fn checkout_row(
+    conn: &Connection,
+    checkout_id: &str,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
     conn.query_row(
         "SELECT state, order_id FROM order_checkouts WHERE checkout_id = ?1",
         [checkout_id],
@@ -898,9 +914,11 @@ fn checkout_row(conn: &Connection, checkout_id: &str) -> Result<Option<(String, 
 }
 
 fn reservation_state(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
-    conn.query_row("SELECT state FROM stock_reservations WHERE id = ?1", [id], |r| r.get(0))
-        .optional()
-        .map_err(backend)
+    conn.query_row("SELECT state FROM stock_reservations WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(backend)
 }
 
 /// Takes the units of every line inside `conn`'s transaction; the first line short of stock
@@ -927,7 +945,13 @@ fn take_stock(conn: &Connection, items: &[(String, i64)]) -> Result<(), StoreErr
 }
 
 /// The compare-and-set of a status change inside `conn`'s transaction, with its history entry.
-fn status_change_in(conn: &Connection, id: &str, expected: &str, status: &str, at: f64) -> Result<Order, StoreError> {
+fn status_change_in(
+    conn: &Connection,
+    id: &str,
+    expected: &str,
+    status: &str,
+    at: f64,
+) -> Result<Order, StoreError> {
     let changed = conn
         .execute(
             "UPDATE orders SET status = ?3 WHERE id = ?1 AND status = ?2",
