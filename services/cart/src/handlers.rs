@@ -209,7 +209,26 @@ pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
-    let serialised = app.locks.lock(&user).await;
+    // Everything from the lock on runs in a task of its own: dropping the handle (the client
+    // hung up) detaches the task, which runs on, so no `.await` of the request can cut the
+    // checkout between its journal row and its steps.
+    let task = tokio::spawn(checkout_task(Arc::clone(&app), user));
+    let order = match task.await {
+        Ok(outcome) => outcome?,
+        Err(e) => {
+            eprintln!("{SERVICE_NAME}: a checkout task failed: {e}");
+            return Err(ApiError::internal(
+                "the checkout failed; it is finished by recovery",
+            ));
+        }
+    };
+    Ok(json_response(StatusCode::CREATED, &order))
+}
+
+/// The checkout of `user`'s cart under the user's lock: the user's unfinished checkout if there
+/// is one, else a new one journaled before any remote call; then driven by [`saga::drive`].
+async fn checkout_task(app: Arc<App>, user: String) -> Result<serde_json::Value, ApiError> {
+    let _serialised = app.locks.lock(&user).await;
     let unfinished = app
         .store
         .unfinished_checkouts(Some(&user), f64::INFINITY, 1)
@@ -234,22 +253,7 @@ pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
             checkout
         }
     };
-    let task_app = Arc::clone(&app);
-    let task = tokio::spawn(async move {
-        let _serialised = serialised;
-        saga::drive(&task_app, checkout, Driver::Request).await
-    });
-    // Dropping the handle (the client hung up) detaches the task; it runs on.
-    let order = match task.await {
-        Ok(outcome) => outcome?,
-        Err(e) => {
-            eprintln!("{SERVICE_NAME}: a checkout task failed: {e}");
-            return Err(ApiError::internal(
-                "the checkout failed; it is finished by recovery",
-            ));
-        }
-    };
-    Ok(json_response(StatusCode::CREATED, &order))
+    saga::drive(&app, checkout, Driver::Request).await
 }
 
 #[cfg(test)]

@@ -665,3 +665,85 @@ async fn abandoned_carts_are_counted_once_by_stage_across_restarts() {
     );
     shop.stop().await;
 }
+
+/// Polls `probe` until it holds (a bound against hanging, not a timing assertion).
+async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !probe().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_runs_on_when_its_client_hangs_up_and_a_cancel_gives_the_stock_back_once() {
+    let dir = DataDir::new("saga");
+    let shop = Shop::start(&dir.0).await;
+    let widget = shop.product("Widget", 3.0, 10).await;
+    assert_eq!(shop.add("ann", &widget, 4).await.0, 200);
+
+    // The client sends the whole request and hangs up as soon as the stock is reserved (the
+    // checkout is under way; on a fast machine it may be finished already): the request's
+    // future is dropped, and the checkout's task runs on. The faults test of the shop cuts
+    // checkouts mid-way with real processes.
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = shop.cart().base.trim_start_matches("http://").to_string();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head =
+            format!("POST /cart-api/cart/ann/checkout HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.flush().await.unwrap();
+        eventually("the reservation", || async { shop.stock(&widget).await < 10 }).await;
+        drop(socket);
+    }
+    let orders_of = |user: &'static str| {
+        let shop = &shop;
+        async move {
+            let url = shop.order().url(&format!("/order-api/users/{user}/orders"));
+            shop.call(Method::GET, url, None, None).await.1
+        }
+    };
+    eventually("the order of a client that hung up", || async {
+        orders_of("ann").await.as_array().is_some_and(|o| o.len() == 1)
+            && quantities(&shop.cart_of("ann").await).is_empty()
+    })
+    .await;
+    assert_eq!(shop.stock(&widget).await, 6);
+    // Asked again, the cart is empty: no second order.
+    assert_error(shop.checkout("ann").await, 400, "empty_cart");
+    let order = orders_of("ann").await[0].clone();
+    assert!(order["checkout_id"].is_string(), "{order}");
+
+    // Cancelled, the order gives its 4 units back, once (a second cancel is refused).
+    let status_url = shop.order().url(&format!(
+        "/order-api/orders/{}/status",
+        order["id"].as_str().unwrap()
+    ));
+    let cancel = Some(json!({"status": "CANCELLED"}));
+    let (status, body) = shop
+        .call(
+            Method::PUT,
+            status_url.clone(),
+            Some(&admin_token()),
+            cancel.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the cancelled order's stock back", || async {
+        shop.stock(&widget).await == 10
+    })
+    .await;
+    let (status, _) = shop
+        .call(Method::PUT, status_url, Some(&admin_token()), cancel)
+        .await;
+    assert_eq!(status, 409);
+    // A pass of the restock task later, still exactly the units once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.stock(&widget).await, 10);
+    shop.stop().await;
+}
