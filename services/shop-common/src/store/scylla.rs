@@ -44,8 +44,16 @@
 //! decrement takes line after line and gives back what it took when
 //! a later line fails, so that it is all or nothing as seen from its caller.
 //!
-//! Index rows are written before the row they point to (a crash in between leaves an index
-//! entry that readers skip, never a row that cannot be found) and moved in logged batches.
+//! Product and cart index rows are written before the row they point to (a crash in between
+//! leaves an index entry that readers skip) and moved in logged batches. Orders are the other
+//! way round (the write order): the row first, then its index entries in one logged
+//! batch, written again by a retried checkout create; a status entry left behind by a failed
+//! move is cleaned by the next `orders_in_status` read; so no order entry is skipped forever.
+//! The checkout journal (`checkouts`), the reservations (`stock_reservations`), the checkout
+//! claims (`order_checkouts`) and the restocks (`order_restocks`) move by LWT only (`IF NOT
+//! EXISTS`, `IF state = ?`); the lists the recovery sweeps read are hourly partitions whose
+//! entries expire (TTL), never queues with deletes. What a cluster without cross-partition
+//! transactions cannot give is said in `services/README.md` (storage section).
 //!
 //! On ScyllaDB the keyspace is created with tablets disabled (lightweight transactions need
 //! vnode keyspaces on several ScyllaDB releases); Cassandra, which knows no such option, gets
