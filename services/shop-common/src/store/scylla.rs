@@ -282,8 +282,8 @@ const BUCKET_SECONDS: f64 = 3600.0;
 /// the index entries (`USING TTL 172800`); a journal row unfinished for longer is beyond what
 /// a sweep every second or so can miss.
 const BUCKETS_SCANNED: i64 = 48;
-/// How long a reservation may stay in `taking` (a backend that died mid-take) before a
-/// release treats it as dead.
+/// How long a reservation may stay in `taking` or `releasing` (a backend that died mid-way)
+/// before a release treats the step as dead.
 const TAKING_GRACE_SECONDS: f64 = 60.0;
 
 fn bucket_of(at: f64) -> i64 {
@@ -1535,9 +1535,17 @@ impl ScyllaStore {
                 Ok(Vec::new())
             }
             "taking" => Err(StoreError::Backend(format!("reservation {id} is being taken"))),
+            "releasing" if super::now_seconds() - at > TAKING_GRACE_SECONDS => {
+                // A give-back that died half-way: which lines it restocked is unknown; never
+                // restocking twice is what is promised, so it is closed as it is.
+                self.move_reservation(id, "releasing", "released").await?;
+                Ok(Vec::new())
+            }
+            "releasing" => Err(StoreError::Backend(format!("reservation {id} is being released"))),
+            other if other != "taken" => Err(StoreError::Backend(format!("reservation {id} is {other:?}"))),
             _ => {
                 // `releasing` claims the give-back, so two releases never both restock.
-                if state == "taken" && !self.move_reservation(id, "taken", "releasing").await? {
+                if !self.move_reservation(id, "taken", "releasing").await? {
                     return Box::pin(self.release_reservation(id)).await;
                 }
                 let mut given_back = Vec::with_capacity(items.len());
