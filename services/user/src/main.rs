@@ -5,7 +5,7 @@
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = user::listen_addr_from_env()?;
-    let config = user::Config::from_env();
+    let config = user::Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!(
         "{}: listening on http://{}",
