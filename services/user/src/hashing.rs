@@ -13,8 +13,8 @@
 //! full, refuses at once ([`HashRefusal::Busy`], a 503 with `Retry-After`) instead of letting
 //! waits grow without bound: a client that stays is kept out only by other clients that stay.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -164,7 +164,11 @@ impl Shared {
         let took = took.as_micros().min(u64::MAX as u128) as u64;
         let mean = self.mean_run_micros.load(Ordering::Relaxed);
         // An exponential average with weight 1/8: follows a change of load within a few jobs.
-        let next = if mean == 0 { took } else { mean - mean / 8 + took / 8 };
+        let next = if mean == 0 {
+            took
+        } else {
+            mean - mean / 8 + took / 8
+        };
         self.mean_run_micros.store(next, Ordering::Relaxed);
     }
 }
@@ -319,7 +323,11 @@ mod tests {
     }
 
     fn count(registry: &Registry, outcome: &str) -> f64 {
-        sample(registry, &format!("user_password_hashes_total{{outcome=\"{outcome}\"}}")).unwrap()
+        sample(
+            registry,
+            &format!("user_password_hashes_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap()
     }
 
     /// A job that blocks until the test lets it go, counting how many run at once.
@@ -385,7 +393,11 @@ mod tests {
         for job in jobs {
             assert!(job.await.unwrap().is_ok());
         }
-        assert_eq!(peak.load(Ordering::SeqCst), 2, "never more than the workers at once");
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            2,
+            "never more than the workers at once"
+        );
         until("five completed jobs", || count(&registry, "completed") == 5.0).await;
         assert_eq!(sample(&registry, "user_password_hash_queue_length"), Some(0.0));
     }
@@ -468,7 +480,10 @@ mod tests {
         };
         assert_eq!(
             HashSettings::from_env(&env).unwrap(),
-            HashSettings { workers: 3, queue: 10 }
+            HashSettings {
+                workers: 3,
+                queue: 10
+            }
         );
         let unset = |_: &str| None;
         assert_eq!(HashSettings::from_env(&unset).unwrap(), HashSettings::default());

@@ -263,7 +263,11 @@ fn router() -> Router<Arc<App>> {
 }
 
 /// Creates the bootstrap administrator unless a user of that name exists.
-async fn bootstrap_admin(store: &Store, hashing: &hashing::HashPool, admin: &AdminBootstrap) -> Result<(), BoxError> {
+async fn bootstrap_admin(
+    store: &Store,
+    hashing: &hashing::HashPool,
+    admin: &AdminBootstrap,
+) -> Result<(), BoxError> {
     if admin.password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("{ADMIN_PASSWORD_ENV} must be at least {MIN_PASSWORD_CHARS} characters").into());
     }
@@ -334,9 +338,15 @@ pub async fn run(
         .config_entry("hash.queue", config.hashing.queue)
         .config_entry("hash.memory_bound_bytes", config.hashing.memory_bound_bytes())
         .config_entry("login.per_address", rate_entry(config.login_limits.per_address))
-        .config_entry("login.per_username_failures", rate_entry(config.login_limits.per_username))
+        .config_entry(
+            "login.per_username_failures",
+            rate_entry(config.login_limits.per_username),
+        )
         .config_entry("login.limiter_table_bytes", config.login_limits.table_bytes)
-        .config_entry("login.trusted_proxies", trusted_entry(&config.login_limits.trusted_proxies))
+        .config_entry(
+            "login.trusted_proxies",
+            trusted_entry(&config.login_limits.trusted_proxies),
+        )
         .build()?;
     let health_store = store.clone();
     obskit.health().register("database", move || {

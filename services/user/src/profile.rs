@@ -129,21 +129,20 @@ async fn fetch_json(
     if let Some(authorization) = authorization {
         request = request.header(http::header::AUTHORIZATION, authorization.clone());
     }
-    let mut response = request
-        .send_traced()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("the {service} service did not answer in time")
-            } else if e.is_connect() {
-                format!("the {service} service is unreachable")
-            } else {
-                format!("the call to the {service} service failed")
-            }
-        })?;
+    let mut response = request.send_traced().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("the {service} service did not answer in time")
+        } else if e.is_connect() {
+            format!("the {service} service is unreachable")
+        } else {
+            format!("the call to the {service} service failed")
+        }
+    })?;
     let status = response.status();
     if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
-        return Err(format!("the {service} service refused the caller's token ({status})"));
+        return Err(format!(
+            "the {service} service refused the caller's token ({status})"
+        ));
     }
     if !status.is_success() {
         return Err(format!("the {service} service answered {status}"));

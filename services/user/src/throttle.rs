@@ -123,7 +123,9 @@ impl LoginLimits {
             }
             Ok(Rate { burst, refill })
         };
-        let table_bytes = env.parse::<usize>(TABLE_BYTES_ENV)?.unwrap_or(defaults.table_bytes);
+        let table_bytes = env
+            .parse::<usize>(TABLE_BYTES_ENV)?
+            .unwrap_or(defaults.table_bytes);
         if !(MIN_TABLE_BYTES..=MAX_TABLE_BYTES).contains(&table_bytes) {
             return Err(EnvError::new(
                 TABLE_BYTES_ENV,
@@ -417,7 +419,8 @@ impl LoginThrottle {
 
     /// Counts a failed attempt against the username.
     pub fn failed(&self, username: &str) {
-        self.by_username.charge(self.username_key(username), Instant::now());
+        self.by_username
+            .charge(self.username_key(username), Instant::now());
     }
 
     /// The owner got in: earlier failures (a guesser's, or typos) no longer count.
@@ -536,9 +539,18 @@ mod tests {
     #[test]
     fn addresses_count_by_ipv4_or_ipv6_slash_64() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(address_bucket(ip("2001:db8:1:2::1")), address_bucket(ip("2001:db8:1:2:ffff::9")));
-        assert_ne!(address_bucket(ip("2001:db8:1:2::1")), address_bucket(ip("2001:db8:1:3::1")));
-        assert_eq!(address_bucket(ip("192.0.2.1")), address_bucket(ip("::ffff:192.0.2.1")));
+        assert_eq!(
+            address_bucket(ip("2001:db8:1:2::1")),
+            address_bucket(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            address_bucket(ip("2001:db8:1:2::1")),
+            address_bucket(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            address_bucket(ip("192.0.2.1")),
+            address_bucket(ip("::ffff:192.0.2.1"))
+        );
         assert_ne!(address_bucket(ip("192.0.2.1")), address_bucket(ip("192.0.2.2")));
     }
 
@@ -568,8 +580,14 @@ mod tests {
         let refused = throttle.admit(a, "bob").unwrap_err();
         assert_eq!(refused.reason, REASON_ADDRESS);
         let text = registry.encode_text();
-        assert!(text.contains("user_auth_throttled_total{reason=\"username\"} 1"), "{text}");
-        assert!(text.contains("user_auth_throttled_total{reason=\"client_address\"} 1"), "{text}");
+        assert!(
+            text.contains("user_auth_throttled_total{reason=\"username\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("user_auth_throttled_total{reason=\"client_address\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -601,7 +619,10 @@ mod tests {
                 trusted_proxies: vec!["10.0.0.5".parse().unwrap(), "::1".parse().unwrap()],
             }
         );
-        assert_eq!(LoginLimits::from_env(&|_: &str| None).unwrap(), LoginLimits::default());
+        assert_eq!(
+            LoginLimits::from_env(&|_: &str| None).unwrap(),
+            LoginLimits::default()
+        );
         for (name, value) in [
             (ADDRESS_BURST_ENV, "0"),
             (USERNAME_REFILL_ENV, "0s"),
