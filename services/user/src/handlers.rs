@@ -115,7 +115,8 @@ impl Refusal {
     fn into_response(self) -> Response<Body> {
         let mut response = self.error.into_response();
         if let Some(after) = self.retry_after {
-            // Whole seconds, at least one (RFC 9110 `delay-seconds`).
+            // The one place a wait becomes `Retry-After`: whole seconds rounded up, at least
+            // one (RFC 9110 `delay-seconds`), so that a client that obeys it is admitted.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             response
                 .headers_mut()

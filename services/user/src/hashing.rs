@@ -89,7 +89,7 @@ impl HashSettings {
 pub enum HashRefusal {
     /// The queue is full: try again after about this long.
     Busy {
-        /// The estimated time for the queue to drain, at least a second.
+        /// The estimated time for the queue to drain, 1 s to a minute.
         retry_after: Duration,
     },
     /// The job panicked or the pool has stopped.
@@ -152,12 +152,12 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long `queued` jobs take to drain, rounded up to whole seconds (what `Retry-After`
-    /// carries), at least one.
+    /// How long `queued` jobs take to drain, between 1 s (the least `Retry-After` can say)
+    /// and a minute.
     fn drain_estimate(&self, queued: usize) -> Duration {
         let mean = self.mean_run_micros.load(Ordering::Relaxed);
         let micros = (queued as u64).saturating_mul(mean) / self.workers.max(1) as u64;
-        Duration::from_secs(micros.div_ceil(1_000_000).clamp(1, 60))
+        Duration::from_micros(micros).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     fn record_run(&self, took: Duration) {

@@ -159,14 +159,8 @@ impl LoginLimits {
 pub struct Throttled {
     /// [`REASON_ADDRESS`] or [`REASON_USERNAME`].
     pub reason: &'static str,
-    /// When the next attempt will be admitted, rounded up to whole seconds (at least one).
+    /// How long until the next attempt will be admitted.
     pub retry_after: Duration,
-}
-
-/// Whole seconds, rounded up, at least one: what `Retry-After` can say.
-fn whole_seconds(wait: Duration) -> Duration {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    Duration::from_secs(secs.max(1))
 }
 
 /// Two generations of `key → theoretical arrival time`, each allocated once at its full size.
@@ -406,7 +400,7 @@ impl LoginThrottle {
             self.throttled.with(&[reason]).inc();
             Throttled {
                 reason,
-                retry_after: whole_seconds(wait),
+                retry_after: wait,
             }
         };
         self.by_username
@@ -572,7 +566,7 @@ mod tests {
         }
         let refused = throttle.admit(b, "Ann").unwrap_err();
         assert_eq!(refused.reason, REASON_USERNAME);
-        assert_eq!(refused.retry_after, 60 * SECOND);
+        assert!(refused.retry_after <= 60 * SECOND && refused.retry_after > 59 * SECOND);
         // Successes do not count against a name; the address runs out after its burst.
         throttle.admit(a, "bob").unwrap();
         throttle.succeeded("bob");
