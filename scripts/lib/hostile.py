@@ -238,7 +238,7 @@ def logins_case():
     # the allocator and the rest of the service (before the bound, 600 hung-up logins took the
     # service from 46 to 276 MB here, and to 2.9 GB in a release build).
     failures.check(peak[0] < 200, f"peak RSS {peak[0]:.0f} MB < 200 MB")
-    failures.check(peak[1] < 64, f"peak threads {peak[1]} < 64")
+    failures.check(peak[1] < 30, f"peak threads {peak[1]} < 30 (600 hung-up logins grew 5 to 36 before the bound)")
     failures.check(real is not None and real < 10, "a real login succeeded within 10 s")
     failures.exit()
 
