@@ -18,28 +18,21 @@ cargo build --release -q --locked -p shop -p obskit-benches --bin shop --bin sho
 work=$(mktemp -d /tmp/bench-shop.XXXXXX)
 trap 'shop_stop; rm -rf "$work"' EXIT
 
+# The shop of scripts/lib/shop.sh, but the release build on CPU 0, no order lifecycle, and
+# obskit's instrumentation as MODE says; no collector.
+export SHOP_BINARY="$PWD/target/release/shop" SHOP_LAUNCH="taskset -c 0"
+export JWT_SECRET=bench-secret-bench-secret ORDER_LIFECYCLE_STEP_SECONDS=0
+unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 start_release() { # MODE DIR
-  BACKEND_PORT=$(free_port); CART_PORT=$(free_port); ORDER_PORT=$(free_port)
-  USER_PORT=$(free_port); GATEWAY_PORT=$(free_port)
-  export BACKEND_PORT CART_PORT ORDER_PORT USER_PORT GATEWAY_PORT
-  export SHOP_LISTEN_HOST=127.0.0.1 SHOP_DATA_DIR="$2" JWT_SECRET=bench-secret-bench-secret
-  export ORDER_LIFECYCLE_STEP_SECONDS=0 OBSKIT_INSTRUMENTATION="$1"
-  unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
-  mkdir -p "$2"
-  taskset -c 0 target/release/shop >"$2/shop.log" 2>&1 &
-  SHOP_PID=$!
-  for _ in $(seq 1 300); do
-    grep -q '^shop: ready' "$2/shop.log" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  cat "$2/shop.log" >&2; return 1
+  export OBSKIT_INSTRUMENTATION="$1"
+  shop_start "$2"
 }
 
 printf '%-9s %-5s %5s %12s %9s %9s %7s\n' scenario mode round "ops/s" "p50 ms" "p99 ms" errors
 for round in $(seq 1 "$rounds"); do
   for mode in on off; do
     start_release "$mode" "$work/$round-$mode"
-    url="http://127.0.0.1:$GATEWAY_PORT"
+    url="$GATEWAY_URL"
     taskset -c 1 target/release/shop_load products "$url" 2 "$workers" >/dev/null # warm-up
     for scenario in products purchase; do
       taskset -c 1 target/release/shop_load "$scenario" "$url" "$secs" "$workers" |

@@ -4,30 +4,42 @@
 # against the metric catalogue, and the daemons run for real on 127.0.0.1 (free ports, temp
 # dirs, stopped at exit): Prometheus + Alertmanager delivering an alert to a Telegram stand-in,
 # nginx + prometheus-nginx-exporter + mtail in front of stub services.
-# Phase 2 (when the `shop` launcher and scripts/loadtest.sh exist): monitoring/tests/live_e2e.py
-# runs the shop, a short Locust load (with monitoring/tests/shop_conditions.py beside it: the
-# client errors and the delivered order a short clean run lacks) and a real Prometheus with the
-# local config, and evaluates every expression on the shop's own metrics through the HTTP API:
-# each must return data.
+# Phase 2 (when the `shop` launcher and scripts/loadtest.sh exist): the shop, a short Locust load
+# (with monitoring/tests/shop_conditions.py beside it: the client errors and the delivered order
+# a short clean run lacks) and two real Prometheus servers scraping it, one per scrape
+# configuration (the project's prometheus.yml, jobs `backend`...; the seed's prometheus.seed.yml,
+# jobs `backend-service`...); monitoring/tests/live_e2e.py evaluates every expression on the
+# shop's own metrics through each one's HTTP API: each must return data under both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh
 export PATH="$PATH:/usr/sbin"
+# The checkers import each other (live_e2e.py uses check_metrics.py): no __pycache__ in the tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 m=monitoring
 
-echo "== monitoring: promtool check config / rules"
-promtool check config "$m/prometheus/prometheus.yml"
-# the loopback template, with its placeholders filled the way live_e2e.py fills them
+# Both scrape configurations the dashboards and rules support: the project's and the seed's.
+configs="project seed"
+config_file() { if [ "$1" = seed ]; then echo "$m/prometheus/prometheus.seed.yml"; else echo "$m/prometheus/prometheus.yml"; fi; }
+# A compose configuration made loopback (monitoring/tests/loopback_config.py): the shop's hosts at
+# the given addresses, jobs without a server here dropped.
+#   loopback CONFIG OUT INTERVAL ALERTMANAGER RULES BACKEND CART ORDER USER LOCUST
+loopback() {
+  python3 "$m/tests/loopback_config.py" "$(config_file "$1")" "$2" --interval "$3" --alertmanager "$4" \
+    --rules "$5" backend="$6" cart="$7" order="$8" user="$9" locust="${10}"
+}
+
+echo "== monitoring: promtool check config / rules (prometheus.yml and the seed's prometheus.seed.yml)"
 cp "$m/prometheus/alert.rules.yml" "$tmp/alert.rules.yml"
-SCRAPE_INTERVAL=5s ALERTMANAGER_ADDR=127.0.0.1:9093 RULES_FILE="$tmp/alert.rules.yml" \
-  BACKEND_ADDR=127.0.0.1:8000 CART_ADDR=127.0.0.1:8001 ORDER_ADDR=127.0.0.1:8002 \
-  USER_ADDR=127.0.0.1:8003 LOCUST_ADDR=127.0.0.1:9646 \
-  python3 -c 'import os,sys; sys.path.insert(0, "monitoring/tests"); from harness import substitute; print(substitute(open("monitoring/prometheus/prometheus.local.yml.tmpl").read(), os.environ))' \
-  > "$tmp/prometheus.local.yml"
-promtool check config "$tmp/prometheus.local.yml"
+for c in $configs; do
+  promtool check config "$(config_file "$c")"
+  loopback "$c" "$tmp/$c.local.yml" 5s 127.0.0.1:9093 "$tmp/alert.rules.yml" \
+    127.0.0.1:8000 127.0.0.1:8001 127.0.0.1:8002 127.0.0.1:8003 127.0.0.1:9646
+  promtool check config "$tmp/$c.local.yml"
+done
 promtool check rules "$m/prometheus/alert.rules.yml"
 
 echo "== monitoring: promtool test rules (every alert fires and stays quiet)"
@@ -57,30 +69,32 @@ echo "== monitoring: real nginx gateway, prometheus-nginx-exporter, mtail"
 timeout 180 python3 "$m/tests/nginx_e2e.py"
 
 if [ -f services/shop/Cargo.toml ] && [ -f scripts/lib/shop.sh ] && [ -f scripts/loadtest.sh ]; then
-  echo "== monitoring: phase 2, the running shop under Locust scraped by a real Prometheus"
+  echo "== monitoring: phase 2, the running shop under Locust scraped by two real Prometheus servers (project's and seed's job names)"
   . scripts/lib/shop.sh
-  prom_pid=""
+  prom_pids=()
   conditions_pid=""
   phase2_stop() {
     if [ -n "$conditions_pid" ]; then kill -TERM "$conditions_pid" 2>/dev/null || true; wait "$conditions_pid" 2>/dev/null || true; fi
-    if [ -n "$prom_pid" ]; then kill -TERM "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
+    for pid in "${prom_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     shop_stop
     rm -rf "$tmp"
   }
   trap phase2_stop EXIT
   shop_start "$tmp/shop"
-  prom_port=$(free_port)
   cp "$m/prometheus/alert.rules.yml" "$tmp/live.rules.yml"
-  SCRAPE_INTERVAL=2s ALERTMANAGER_ADDR="127.0.0.1:$(free_port)" RULES_FILE="$tmp/live.rules.yml" \
-    BACKEND_ADDR="127.0.0.1:$BACKEND_PORT" CART_ADDR="127.0.0.1:$CART_PORT" ORDER_ADDR="127.0.0.1:$ORDER_PORT" \
-    USER_ADDR="127.0.0.1:$USER_PORT" LOCUST_ADDR="127.0.0.1:$LOCUST_METRICS_PORT" \
-    python3 -c 'import os,sys; sys.path.insert(0, "monitoring/tests"); from harness import substitute; print(substitute(open("monitoring/prometheus/prometheus.local.yml.tmpl").read(), os.environ))' \
-    > "$tmp/prometheus.live.yml"
-  promtool check config "$tmp/prometheus.live.yml" >/dev/null
-  prometheus --config.file="$tmp/prometheus.live.yml" --storage.tsdb.path="$tmp/prom-live" \
-    --web.listen-address="127.0.0.1:$prom_port" --enable-feature=exemplar-storage >"$tmp/prometheus.log" 2>&1 &
-  prom_pid=$!
-  for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+  prom_args=()
+  for c in $configs; do
+    port=$(free_port)
+    loopback "$c" "$tmp/$c.live.yml" 2s "127.0.0.1:$(free_port)" "$tmp/live.rules.yml" \
+      "127.0.0.1:$BACKEND_PORT" "127.0.0.1:$CART_PORT" "127.0.0.1:$ORDER_PORT" "127.0.0.1:$USER_PORT" \
+      "127.0.0.1:$LOCUST_METRICS_PORT"
+    promtool check config "$tmp/$c.live.yml" >/dev/null
+    prometheus --config.file="$tmp/$c.live.yml" --storage.tsdb.path="$tmp/prom-$c" \
+      --web.listen-address="127.0.0.1:$port" --enable-feature=exemplar-storage >"$tmp/prometheus-$c.log" 2>&1 &
+    prom_pids+=($!)
+    prom_args+=(--prometheus "$c=http://127.0.0.1:$port")
+    for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+  done
   # Beside Locust, not through it (its run must keep zero failures): 4xx answers from every
   # service and one order followed to DELIVERED, all inside the panels' 1-minute windows.
   python3 "$m/tests/shop_conditions.py" "$GATEWAY_URL" >"$tmp/conditions.log" 2>&1 &
@@ -91,7 +105,7 @@ if [ -f services/shop/Cargo.toml ] && [ -f scripts/lib/shop.sh ] && [ -f scripts
   conditions_pid=""
   cat "$tmp/conditions.log"
   [ "$conditions_rc" -eq 0 ] || { echo "monitoring: shop_conditions.py failed" >&2; exit 1; }
-  timeout 300 python3 "$m/tests/live_e2e.py" "$tmp/exprs.json" "http://127.0.0.1:$prom_port" \
+  timeout 300 python3 "$m/tests/live_e2e.py" "$tmp/exprs.json" "${prom_args[@]}" \
     backend="http://127.0.0.1:$BACKEND_PORT/metrics" cart="http://127.0.0.1:$CART_PORT/metrics" \
     order="http://127.0.0.1:$ORDER_PORT/metrics" user="http://127.0.0.1:$USER_PORT/metrics"
 else

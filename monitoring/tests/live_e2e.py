@@ -1,21 +1,30 @@
-"""Phase 2: every dashboard and alert expression on the running shop's own metrics.
+"""Phase 2: every dashboard and alert expression on the running shop's own metrics, under each
+scrape configuration.
 
-  live_e2e.py EXPRS_JSON PROMETHEUS_URL name=METRICS_URL...
+  live_e2e.py EXPRS_JSON --prometheus NAME=URL [--prometheus NAME=URL ...] service=METRICS_URL...
 
-Run by scripts/test-monitoring.sh after the shop (scripts/lib/shop.sh) ran under Locust and a
-real Prometheus (prometheus.local.yml.tmpl) scraped it. Checks:
+Run by scripts/test-monitoring.sh after the shop (scripts/lib/shop.sh) ran under Locust, scraped
+by one real Prometheus per configuration (`project` on prometheus.yml, `seed` on the seed's
+prometheus.seed.yml, both made loopback by loopback_config.py): the same services under two job
+namings. Checks:
   1. the catalogue against reality: every name it lists for the shop is on some service's
      /metrics (check_metrics.py --live-names);
-  2. every expression over the shop's metrics evaluates without error through the HTTP API and
-     returns data (an alert's expression without its comparison, i.e. the value it compares).
+  2. on each Prometheus, every dashboard's template variables resolve as Grafana resolves them
+     (label_values over the last minutes; a single-value variable takes its first value, an
+     All one its allValue) and none is empty, in particular `$job`, found by build_info's
+     service_name whatever the job is called; then every expression over the shop's metrics,
+     with those values, evaluates without error through the HTTP API and returns data (an
+     alert's expression without its comparison, i.e. the value it compares).
      There is no list of tolerated empty results: a condition a clean run cannot produce (5xx,
      failed Locust requests) is written into the expression as an explicit zero (`or vector(0)`,
      `or <total> * 0`), and the conditions it can produce (4xx, a DELIVERED order, failing
      handlers) are produced by shop_conditions.py beside the load. The only exception is
-     ServiceTargetMissing's absent(), empty by definition while every job has a target. Selectors
-     that matched nothing inside an expression that returned data (the explicit zeros) are listed;
-  3. obskit's trace_id exemplars reach Prometheus on the latency histogram;
+     ServiceTargetMissing's absent(), empty by definition while every service has a target.
+     Selectors that matched nothing inside an expression that returned data (the explicit
+     zeros) are listed;
+  3. obskit's trace_id exemplars reach each Prometheus on the backend's latency histogram;
 expressions over Cassandra, Jaeger or nginx metrics are listed as syntax-checked only."""
+import argparse
 import json
 import os
 import re
@@ -25,12 +34,16 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from check_metrics import substitute_grafana  # noqa: E402
 from harness import MONITORING, fail, http_get, ok, prom_query  # noqa: E402
 
 SHOP_SOURCES = {"obskit", "backend", "cart", "order", "user", "locust", "prometheus"}
 # A sample reaches Prometheus one scrape interval (2 s here) after it happened: an empty result
 # is queried again for this long before it counts as no data.
 SETTLE_S = 10
+# How far back a variable's label_values looks (Grafana: the dashboard's time range).
+VARIABLE_RANGE_S = 600
 SELECTOR = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?')
 
 
@@ -42,10 +55,103 @@ def selectors(expr, names):
     return out
 
 
-def main():
-    exprs_path, prom = sys.argv[1], sys.argv[2].rstrip("/")
-    targets = dict(a.split("=", 1) for a in sys.argv[3:])
+def label_values(prom, selector, label):
+    """Grafana's label_values(selector, label): the label's values on the matching series."""
+    now = time.time()
+    q = urllib.parse.urlencode({"match[]": selector, "start": now - VARIABLE_RANGE_S, "end": now})
+    _, _, body = http_get(f"{prom}/api/v1/series?{q}")
+    return sorted({series[label] for series in json.loads(body)["data"] if label in series})
 
+
+def resolve(prom, config, source, variables, cache):
+    """The values Grafana would give the dashboard's variables on this Prometheus."""
+    dashboard = source.split(":", 1)[0]
+    values = {}
+    for var in variables:
+        key = (dashboard, var["name"])
+        if key not in cache:
+            found = label_values(prom, substitute_grafana(var["selector"], values), var["label"])
+            if not found:
+                fail(f"{config}: {dashboard}: variable ${var['name']} has no value "
+                     f"(label_values({var['selector']}, {var['label']}) with {values})")
+            cache[key] = var["all_value"] if var["all_value"] is not None else found[0]
+            print(f"    {config}: {dashboard} ${var['name']} = {cache[key]}"
+                  + (f" (All of {len(found)})" if var["all_value"] is not None else ""))
+        values[var["name"]] = cache[key]
+    return values
+
+
+def evaluate(config, prom, exprs):
+    evaluated, zeros, absent, other = [], [], [], []
+    settle_until = time.monotonic() + SETTLE_S
+    cache = {}
+    for item in exprs:
+        if not set(item["sources"]) <= SHOP_SOURCES:
+            other.append((item, "syntax-checked only: " + ",".join(sorted(set(item["sources"]) - SHOP_SOURCES))))
+            continue
+        expr = substitute_grafana(item["raw"], resolve(prom, config, item["source"], item["variables"], cache))
+        is_alert = item["source"].startswith("prometheus/alert.rules.yml")
+        if is_alert:  # an alert's expression is empty while it does not fire: evaluate its value
+            expr = re.sub(r"\s*(>=|>|==|<|<=)\s*[0-9.e+-]+\s*$", "", expr)
+        if item["metrics"] == ["up"] and "absent(" in expr:
+            try:
+                result = prom_query(prom, expr)
+            except Exception as e:  # noqa: BLE001
+                fail(f"{config}: {item['source']}: {expr}\n  {e}")
+            if result:
+                fail(f"{config}: {item['source']}: {expr} is not empty: a shop service has no scrape target: {result}")
+            absent.append(item)
+            continue
+        while True:
+            try:
+                result = prom_query(prom, expr)
+            except Exception as e:  # noqa: BLE001
+                fail(f"{config}: {item['source']}: {expr}\n  {e}")
+            if result or time.monotonic() > settle_until:
+                break
+            time.sleep(1)
+        # last_over_time: Locust's series are stale once its run ended, but still in the windows.
+        empty = [sel for sel in selectors(expr, set(item["metrics"]))
+                 if not prom_query(prom, f"count(last_over_time({sel}[10m]))")]
+        if not result:
+            fail(f"{config}: {item['source']}: no data for {expr}\n  empty selectors: {empty or 'none (the arithmetic removed every series)'}")
+        evaluated.append(item)
+        if empty:
+            zeros.append((item, empty))
+    ok(f"{config}: {len(evaluated)} of {len(evaluated) + len(absent)} expressions over the shop's metrics evaluated through the API with data "
+       f"({len(absent)} absent() left: empty while every service has a target)")
+    for item, empty in zeros:
+        print(f"    {config}: explicit zero (nothing matched {', '.join(empty)}): {item['source']}")
+    by = {}
+    for item, why in other:
+        by.setdefault(why, []).append(item["source"])
+    for why, sources in sorted(by.items()):
+        print(f"    {config}: {why}: {len(sources)} expressions")
+
+    backend_jobs = label_values(prom, 'build_info{service_name="backend-service"}', "job")
+    if not backend_jobs:
+        fail(f"{config}: no job exports the backend's build_info")
+    now = time.time()
+    q = urllib.parse.urlencode({"query": f'http_request_duration_seconds_bucket{{job="{backend_jobs[0]}"}}',
+                                "start": now - 600, "end": now})
+    _, _, body = http_get(f"{prom}/api/v1/query_exemplars?{q}")
+    data = json.loads(body)["data"]
+    trace_ids = {e["labels"].get("trace_id") for s in data for e in s["exemplars"]}
+    trace_ids.discard(None)
+    if not trace_ids:
+        fail(f"{config}: no trace_id exemplars on http_request_duration_seconds_bucket{{job=\"{backend_jobs[0]}\"}}")
+    ok(f"{config}: exemplars: {len(trace_ids)} trace ids on the latency buckets of job {backend_jobs[0]} (the panels' jump to Jaeger)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("exprs_json")
+    ap.add_argument("--prometheus", action="append", required=True, help="NAME=URL, one per scrape configuration")
+    ap.add_argument("targets", nargs="+", help="service=URL of its /metrics")
+    args = ap.parse_args()
+    exprs_path = args.exprs_json
+    proms = [p.split("=", 1) for p in args.prometheus]
+    targets = dict(a.split("=", 1) for a in args.targets)
     live = set()
     for name, url in targets.items():
         _, _, text = http_get(url)
@@ -62,61 +168,8 @@ def main():
     ok(f"every shop metric in the catalogue is exported by the running shop ({len(live)} names scraped)")
 
     exprs = json.load(open(exprs_path))
-    evaluated, zeros, absent, other = [], [], [], []
-    settle_until = time.monotonic() + SETTLE_S
-    for item in exprs:
-        if not set(item["sources"]) <= SHOP_SOURCES:
-            other.append((item, "syntax-checked only: " + ",".join(sorted(set(item["sources"]) - SHOP_SOURCES))))
-            continue
-        expr = item["expr"]
-        is_alert = item["source"].startswith("prometheus/alert.rules.yml")
-        if is_alert:  # an alert's expression is empty while it does not fire: evaluate its value
-            expr = re.sub(r"\s*(>=|>|==|<|<=)\s*[0-9.e+-]+\s*$", "", expr)
-        if item["metrics"] == ["up"] and "absent(" in expr:
-            try:
-                result = prom_query(prom, expr)
-            except Exception as e:  # noqa: BLE001
-                fail(f"{item['source']}: {expr}\n  {e}")
-            if result:
-                fail(f"{item['source']}: {expr} is not empty: a shop job has no scrape target: {result}")
-            absent.append(item)
-            continue
-        while True:
-            try:
-                result = prom_query(prom, expr)
-            except Exception as e:  # noqa: BLE001
-                fail(f"{item['source']}: {expr}\n  {e}")
-            if result or time.monotonic() > settle_until:
-                break
-            time.sleep(1)
-        # last_over_time: Locust's series are stale once its run ended, but still in the windows.
-        empty = [sel for sel in selectors(expr, set(item["metrics"]))
-                 if not prom_query(prom, f"count(last_over_time({sel}[10m]))")]
-        if not result:
-            fail(f"{item['source']}: no data for {expr}\n  empty selectors: {empty or 'none (the arithmetic removed every series)'}")
-        evaluated.append(item)
-        if empty:
-            zeros.append((item, empty))
-    ok(f"{len(evaluated)} of {len(evaluated) + len(absent)} expressions over the shop's metrics evaluated through the API with data "
-       f"({len(absent)} absent() left: empty while every job has a target)")
-    for item, empty in zeros:
-        print(f"    explicit zero (nothing matched {', '.join(empty)}): {item['source']}")
-    by = {}
-    for item, why in other:
-        by.setdefault(why, []).append(item["source"])
-    for why, sources in sorted(by.items()):
-        print(f"    {why}: {len(sources)} expressions")
-
-    now = time.time()
-    q = urllib.parse.urlencode({"query": 'http_request_duration_seconds_bucket{job="backend"}',
-                                "start": now - 600, "end": now})
-    _, _, body = http_get(f"{prom}/api/v1/query_exemplars?{q}")
-    data = json.loads(body)["data"]
-    trace_ids = {e["labels"].get("trace_id") for s in data for e in s["exemplars"]}
-    trace_ids.discard(None)
-    if not trace_ids:
-        fail("no trace_id exemplars on http_request_duration_seconds_bucket{job=\"backend\"}")
-    ok(f"exemplars: {len(trace_ids)} trace ids on backend latency buckets (the panels' jump to Jaeger)")
+    for config, prom in proms:
+        evaluate(config, prom.rstrip("/"), exprs)
 
 
 if __name__ == "__main__":

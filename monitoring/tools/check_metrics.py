@@ -8,7 +8,10 @@ monitoring/metrics/catalogue.yml.
 --promtool-rules  writes every expression (Grafana variables substituted) as a recording rule,
                   so that `promtool check rules OUT.yml` parses them all with Prometheus's own
                   parser.
---exprs-json      writes [{source, expr, metrics, sources}] for the live evaluation (phase 2).
+--exprs-json      writes [{source, expr, raw, variables, metrics, sources}] for the live
+                  evaluation (phase 2): `raw` as written, with the dashboard's template
+                  `variables` (name, label_values selector and label, allValue) that the live
+                  check resolves against each Prometheus the way Grafana does.
 --live-names      a file of metric names scraped from the running shop, one per line: every
                   name the catalogue attributes to the shop's sources (verified: brief) must be
                   in it (the catalogue is then checked against reality, not only the reverse).
@@ -49,11 +52,17 @@ def load_catalogue():
     return cat, names
 
 
-def substitute_grafana(expr):
+def substitute_grafana(expr, values=None):
+    """Grafana's built-ins by GRAFANA_VARS, template variables by `values` (name -> text, as
+    resolved against a live Prometheus) or, without it, by `.*` (they sit in regex matchers)."""
     def repl(m):
         name = m.group(1) or m.group(2)
         name = name.split(":")[0]
-        return GRAFANA_VARS.get(name, ".*")  # template variables sit in regex matchers (=~)
+        if name in GRAFANA_VARS:
+            return GRAFANA_VARS[name]
+        if values is None:
+            return ".*"
+        return values[name]  # a variable the dashboard does not define fails loudly
     return re.sub(r"\$\{([A-Za-z0-9_:]+)\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, expr)
 
 
@@ -117,22 +126,40 @@ def metric_names(expr):
     return names
 
 
+# A shop service's scrape job is `backend` in prometheus.yml and `backend-service` in the seed's
+# prometheus.seed.yml: an expression that names it works under one of them only. Services are
+# found by build_info{service_name} (dashboards: `$job`); only `up`, which a dead or missing
+# target has without any build_info, may name jobs, and then both names.
+SHOP_JOB = re.compile(r"(backend|cart|order|user)")
+JOB_MATCHER = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)?\{[^}]*?\bjob\s*(=~|=|!=|!~)\s*"([^"]*)"')
+
+
+def job_name_selectors(expr):
+    """Selectors (other than on `up`) that pick a shop service by a literal job name."""
+    return [m.group(0) for m in JOB_MATCHER.finditer(expr)
+            if m.group(1) != "up" and "$" not in m.group(3) and SHOP_JOB.search(m.group(3))]
+
+
 def rule_exprs(path):
     for group in yaml.safe_load(open(path))["groups"]:
         for rule in group["rules"]:
-            yield f"{os.path.relpath(path, MONITORING)}:{rule.get('alert') or rule.get('record')}", rule["expr"]
+            yield f"{os.path.relpath(path, MONITORING)}:{rule.get('alert') or rule.get('record')}", rule["expr"], []
 
 
 def dashboard_exprs(path):
     dash = json.load(open(path))
     rel = os.path.relpath(path, MONITORING)
+    variables = []
     for var in dash.get("templating", {}).get("list", []):
         if var.get("type") == "query":
             q = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
             m = re.fullmatch(r"\s*label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)\s*", q)
             if not m:
                 raise SystemExit(f"{rel}: variable {var['name']}: unsupported query {q!r}")
-            yield f"{rel}:var {var['name']}", m.group(1)
+            # a variable's query may use the variables above it (endpoint's uses $job)
+            yield f"{rel}:var {var['name']}", m.group(1), list(variables)
+            variables.append({"name": var["name"], "selector": m.group(1), "label": m.group(2),
+                              "all_value": var.get("allValue") if var.get("includeAll") else None})
 
     def panels(ps):
         for p in ps:
@@ -141,7 +168,7 @@ def dashboard_exprs(path):
     for p in panels(dash["panels"]):
         for t in p.get("targets", []):
             if "expr" in t:
-                yield f"{rel}:panel {p['id']} {p['title']!r} {t['refId']}", t["expr"]
+                yield f"{rel}:panel {p['id']} {p['title']!r} {t['refId']}", t["expr"], variables
 
 
 def self_test():
@@ -155,13 +182,16 @@ def self_test():
     for expr, want in cases.items():
         got = metric_names(substitute_grafana(expr))
         assert got == want, f"{expr}: {got} != {want}"
+    assert job_name_selectors('rate(a{job="cart", x="y"}[1m]) + b{x="1",job=~"order-service"}') == \
+        ['a{job="cart"', 'b{x="1",job=~"order-service"']
+    assert job_name_selectors('up{job=~"cart|cart-service"} + a{job=~"$job"} + c{job="locust"} + d{endpoint="/cart"}') == []
     _, known = load_catalogue()
     for seed_name in ("cart_value_distribution_bucket", "order_status_changes", "profile_aggregation_duration_bucket",
                       "org_apache_cassandra_metrics_ClientRequest_Read_Latency_99thPercentile",
                       "nginx_http_request_duration_seconds_bucket", "jaeger_tracer_spans_bucket",
                       "cassandra_query_duration_sum", "http_requests_concurrent"):
         assert seed_name not in known, seed_name
-    print("  ok: extractor self-test; the seed's non-existent names are not in the catalogue")
+    print("  ok: extractor and job-name self-test; the seed's non-existent names are not in the catalogue")
 
 
 def main():
@@ -176,20 +206,25 @@ def main():
     cat, known = load_catalogue()
     items = []
     for path in [os.path.join(MONITORING, "prometheus/alert.rules.yml")]:
-        items += [(s, e, known) for s, e in rule_exprs(path)]
+        items += list(rule_exprs(path))
     for path in sorted(glob.glob(os.path.join(MONITORING, "grafana/dashboards/*.json"))):
-        items += [(s, e, known) for s, e in dashboard_exprs(path)]
+        items += list(dashboard_exprs(path))
 
     errors, out, rules = [], [], []
-    for source, expr, allowed in items:
+    allowed = known
+    for source, expr, variables in items:
         concrete = substitute_grafana(expr)
         names = metric_names(concrete)
         if not names:
             errors.append(f"{source}: no metric name found in {expr!r}")
+        for sel in job_name_selectors(expr):
+            errors.append(f"{source}: {sel} selects a service by its job name, which differs between "
+                          "prometheus.yml and the seed's config (use $job or build_info{service_name})")
         for name in names:
             if name not in allowed:
                 errors.append(f"{source}: {name} is not exported by anything in the stack")
-        out.append({"source": source, "expr": concrete, "metrics": sorted(set(names)),
+        out.append({"source": source, "expr": concrete, "raw": expr, "variables": variables,
+                    "metrics": sorted(set(names)),
                     "sources": sorted({allowed.get(n, "?") for n in names})})
         rules.append({"record": f"check:expr_{len(rules)}", "expr": concrete})
 

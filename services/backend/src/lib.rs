@@ -9,61 +9,45 @@ mod handlers;
 mod seed;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use obskit::health::CheckOutcome;
 use obskit::metrics::{CounterVec, Registry};
 use shop_common::auth::JwtKeys;
 use shop_common::router::Router;
-use shop_common::store::{QueryMetrics, Store};
+use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
+use shop_common::store::Store;
 use tokio::net::TcpListener;
 
-/// Environment variable with the port to listen on.
-pub const PORT_ENV: &str = "BACKEND_PORT";
-/// Port when `BACKEND_PORT` is unset.
-pub const DEFAULT_PORT: u16 = 8000;
 /// The service name in metrics, spans and health reports.
-pub const SERVICE_NAME: &str = "backend-service";
+pub const SERVICE_NAME: &str = shop_common::service::BACKEND.service_name;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// How long the tokens it checks may live: the user service's, an hour.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-/// How the service runs.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Directory of the database file (`backend.db`).
-    pub data_dir: PathBuf,
-    /// Keys that verify admin tokens (the user service mints them with the same secret).
-    pub jwt: JwtKeys,
-    /// Cap on request bodies; larger ones get 413.
-    pub body_limit: usize,
-    /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
-    /// registry serves one run of the service per process: the binary uses the global one
-    /// (which honours `OBSKIT_LABEL_LIMIT`), tests that start the service twice give each run
-    /// a fresh [`Registry::new`]; `/metrics` shows the global function metrics of
-    /// `#[instrumented]` beside a fresh one anyway.
-    pub registry: Registry,
-}
+/// How the service runs: the kit's base, nothing of its own.
+pub type Config = ServiceConfig;
 
-impl Config {
-    /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`) and
-    /// `JWT_SECRET` (random per start, with a warning, when unset), on the global registry.
-    pub fn from_env() -> Config {
-        Config {
-            data_dir: shop_common::data_dir_from_env(),
-            jwt: JwtKeys::from_env(Duration::from_secs(3600)),
-            body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
-            registry: Registry::global().clone(),
-        }
+/// The backend as the service kit runs it: `shop_common::service::main::<backend::Backend>()`.
+pub struct Backend;
+
+impl Service for Backend {
+    const SPEC: ServiceSpec = shop_common::service::BACKEND;
+    const TOKEN_TTL: Duration = TOKEN_TTL;
+    type Config = Config;
+
+    fn configure(base: ServiceConfig, _lookup: Lookup<'_>) -> Result<Config, String> {
+        Ok(base)
     }
-}
 
-/// The address to listen on: `$SHOP_LISTEN_HOST:$BACKEND_PORT`, default `127.0.0.1:8000`.
-pub fn listen_addr_from_env() -> Result<SocketAddr, BoxError> {
-    Ok(shop_common::listen_addr_from_env(PORT_ENV, DEFAULT_PORT)?)
+    fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        run(config, listener, shutdown)
+    }
 }
 
 /// The backend's business metrics. No label carries an identifier (product or user id):
@@ -131,32 +115,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    let query_metrics = QueryMetrics::declare(&config.registry)?;
-    let db_path = config.data_dir.join("backend.db");
-    let store = Store::open_configured(&config.data_dir, "backend", query_metrics).await?;
+    let store = config.open_store().await?;
     if store.seed_catalogue(seed::catalogue()).await? {
-        eprintln!("{SERVICE_NAME}: seeded the catalogue in {}", db_path.display());
+        eprintln!("{SERVICE_NAME}: seeded the catalogue ({})", config.store);
     }
     let metrics = Metrics::declare(&config.registry)?;
     let router = router();
-    let obskit = obskit::Obskit::builder()
-        .service(SERVICE_NAME)
-        .version(env!("CARGO_PKG_VERSION"))
-        .registry(config.registry.clone())
-        .routes(router.templates())
-        .config_entry("store.path", db_path.display())
-        .config_entry("http.body_limit", config.body_limit)
+    let obskit = config
+        .obskit(&Backend::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &[])
         .build()?;
-    let health_store = store.clone();
-    obskit.health().register("database", move || {
-        let store = health_store.clone();
-        async move {
-            match store.ping().await {
-                Ok(()) => CheckOutcome::healthy().with_detail("store", "sqlite"),
-                Err(e) => CheckOutcome::unhealthy(e.to_string()),
-            }
-        }
-    });
+    config.register_store_check(&obskit, &store);
     let app = Arc::new(App {
         store,
         jwt: config.jwt,

@@ -6,11 +6,11 @@ use std::ops::Deref;
 use std::path::Path;
 use std::time::Duration;
 
-use backend::Config;
 use obskit::metrics::Registry;
 use reqwest::Method;
 use serde_json::{json, Value};
 use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE};
+use shop_common::service::{Service, ServiceConfig};
 use shop_common::store::{QueryMetrics, Store, StoreError};
 use shop_common::testing::{assert_error, sample, unix_now, RunningService, TempDataDir as DataDir};
 
@@ -41,12 +41,7 @@ impl Deref for Running {
 
 impl Running {
     async fn start(data_dir: &Path) -> Running {
-        let config = Config {
-            data_dir: data_dir.to_path_buf(),
-            jwt: keys(),
-            body_limit: 64 * 1024,
-            registry: Registry::new(),
-        };
+        let config = ServiceConfig::local(&backend::Backend::SPEC, data_dir, keys());
         Running(
             RunningService::start("the backend", |listener, shutdown| {
                 backend::run(config, listener, shutdown)
@@ -137,6 +132,15 @@ async fn catalogue_reads() {
     let (status, health) = shop.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["checks"]["database"]["status"], "healthy", "{health}");
+    // The engine as the kit chose it, in both places (they once said `sqlite` on ScyllaDB).
+    assert_eq!(health["checks"]["database"]["store"], "sqlite", "{health}");
+    let (status, config) = shop.get("/debug/config").await;
+    assert_eq!(status, 200);
+    let store = config["config"]["store"].as_str().unwrap_or_default();
+    assert!(
+        store.starts_with("sqlite ") && store.ends_with("backend.db"),
+        "{config}"
+    );
     shop.stop().await;
 }
 

@@ -55,28 +55,21 @@ mod locks;
 mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use obskit::health::CheckOutcome;
 use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
 use shop_common::auth::JwtKeys;
-use shop_common::client::{BACKEND_URL_ENV, ORDER_URL_ENV};
 use shop_common::router::Router;
-use shop_common::store::{QueryMetrics, Store};
+use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
+use shop_common::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Environment variable with the port to listen on.
-pub const PORT_ENV: &str = "CART_PORT";
-/// Port when `CART_PORT` is unset.
-pub const DEFAULT_PORT: u16 = 8001;
 /// The service name in metrics, spans and health reports (and the subject of its service
 /// tokens).
-pub const SERVICE_NAME: &str = "cart-service";
+pub const SERVICE_NAME: &str = shop_common::service::CART.service_name;
 /// Environment variable with the idle time, in whole seconds, after which a cart with lines
 /// counts as abandoned.
 pub const ABANDON_AFTER_ENV: &str = "CART_ABANDON_AFTER_SECONDS";
@@ -85,55 +78,22 @@ pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(1800);
 /// Most units one cart line may hold (more is refused with 422, whatever the stock).
 pub const MAX_LINE_QUANTITY: i64 = 10_000;
 
-/// Default port of the backend, for `BACKEND_URL`'s default.
-const BACKEND_DEFAULT_PORT: u16 = 8000;
-/// Default port of the order service, for `ORDER_URL`'s default.
-const ORDER_DEFAULT_PORT: u16 = 8002;
 /// How long the service tokens the cart mints for the backend live: long enough for one
 /// checkout, short enough that a leaked one is soon useless.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory of the database file (`cart.db`).
-    pub data_dir: PathBuf,
-    /// Keys that mint the cart's service tokens for the backend's stock calls (the shared
-    /// secret; their lifetime is the tokens' lifetime).
-    pub jwt: JwtKeys,
-    /// Cap on request bodies; larger ones get 413.
-    pub body_limit: usize,
-    /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
-    /// registry serves one run of the service per process: the binary uses the global one,
-    /// tests that start the service twice give each run a fresh [`Registry::new`].
-    pub registry: Registry,
-    /// Base URL of the backend (`BACKEND_URL`, default `http://127.0.0.1:8000`).
-    pub backend_url: String,
-    /// Base URL of the order service (`ORDER_URL`, default `http://127.0.0.1:8002`).
-    pub order_url: String,
+    /// What every service is configured with (the kit's base). Its keys mint the cart's
+    /// service tokens for the backend's stock calls; its upstreams name the backend and the
+    /// order service.
+    pub base: ServiceConfig,
     /// Idle time after which a cart with lines counts as abandoned.
     pub abandon_after: Duration,
 }
 
 impl Config {
-    /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`),
-    /// `JWT_SECRET` (random per start, with a warning, when unset), `BACKEND_URL`,
-    /// `ORDER_URL`, `CART_ABANDON_AFTER_SECONDS` (default 1800), on the global registry.
-    pub fn from_env() -> Config {
-        let raw = std::env::var(ABANDON_AFTER_ENV).ok();
-        Config {
-            data_dir: shop_common::data_dir_from_env(),
-            jwt: JwtKeys::from_env(SERVICE_TOKEN_TTL),
-            body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
-            registry: Registry::global().clone(),
-            backend_url: shop_common::client::base_url_from_env(BACKEND_URL_ENV, BACKEND_DEFAULT_PORT),
-            order_url: shop_common::client::base_url_from_env(ORDER_URL_ENV, ORDER_DEFAULT_PORT),
-            abandon_after: Config::abandon_after_from(raw.as_deref()),
-        }
-    }
-
     /// Parses `CART_ABANDON_AFTER_SECONDS`: a whole number of seconds from 1; unset or blank
     /// gives [`DEFAULT_ABANDON_AFTER`], anything else the default with a warning.
     ///
@@ -161,9 +121,29 @@ impl Config {
     }
 }
 
-/// The address to listen on: `$SHOP_LISTEN_HOST:$CART_PORT`, default `127.0.0.1:8001`.
-pub fn listen_addr_from_env() -> Result<SocketAddr, BoxError> {
-    Ok(shop_common::listen_addr_from_env(PORT_ENV, DEFAULT_PORT)?)
+/// The cart as the service kit runs it: `shop_common::service::main::<cart::Cart>()`, with
+/// `CART_ABANDON_AFTER_SECONDS` (default 1800) besides the kit's settings.
+pub struct Cart;
+
+impl Service for Cart {
+    const SPEC: ServiceSpec = shop_common::service::CART;
+    const TOKEN_TTL: Duration = SERVICE_TOKEN_TTL;
+    type Config = Config;
+
+    fn configure(base: ServiceConfig, lookup: Lookup<'_>) -> Result<Config, String> {
+        Ok(Config {
+            base,
+            abandon_after: Config::abandon_after_from(lookup(ABANDON_AFTER_ENV).as_deref()),
+        })
+    }
+
+    fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        run(config, listener, shutdown)
+    }
 }
 
 /// Stages of `cart_abandonment_total`.
@@ -236,6 +216,9 @@ fn router() -> Router<Arc<App>> {
         .route(Method::POST, "/cart-api/cart/{user_id}/checkout", checkout)
 }
 
+/// The services the cart calls: the backend (products, stock) and the order service.
+const CALLS: [ServiceSpec; 2] = [shop_common::service::BACKEND, shop_common::service::ORDER];
+
 /// Opens the store, starts the abandonment sweeper and serves the cart service on `listener`
 /// until `shutdown` resolves; the sweeper stops with it.
 pub async fn run(
@@ -243,44 +226,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    let query_metrics = QueryMetrics::declare(&config.registry)?;
-    let store = Store::open_configured(&config.data_dir, "cart", query_metrics).await?;
-    let metrics = Metrics::declare(&config.registry)?;
+    let base = &config.base;
+    let store = base.open_store().await?;
+    let metrics = Metrics::declare(&base.registry)?;
     let client = shop_common::client::service_client();
     let router = router();
-    let obskit = obskit::Obskit::builder()
-        .service(SERVICE_NAME)
-        .version(env!("CARGO_PKG_VERSION"))
-        .registry(config.registry.clone())
-        .routes(router.templates())
-        .config_entry("store", format!("{store:?}"))
-        .config_entry("http.body_limit", config.body_limit)
-        .config_entry("backend_url", &config.backend_url)
-        .config_entry("order_url", &config.order_url)
+    let obskit = base
+        .obskit(&Cart::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &CALLS)
         .config_entry("abandon_after_seconds", config.abandon_after.as_secs_f64())
         .build()?;
-    let health_store = store.clone();
-    obskit.health().register("database", move || {
-        let store = health_store.clone();
-        async move {
-            match store.ping().await {
-                Ok(()) => CheckOutcome::healthy(),
-                Err(e) => CheckOutcome::unhealthy(e.to_string()),
-            }
-        }
-    });
-    shop_common::client::register_dependency_check(
-        obskit.health(),
-        "backend",
-        &config.backend_url,
-        client.clone(),
-    );
-    shop_common::client::register_dependency_check(
-        obskit.health(),
-        "order",
-        &config.order_url,
-        client.clone(),
-    );
+    base.register_store_check(&obskit, &store);
+    base.register_dependency_checks(&obskit, &client, &CALLS);
 
     let (stop_sweeper, sweeper_stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweep_abandoned(
@@ -291,12 +247,12 @@ pub async fn run(
     ));
     let app = Arc::new(App {
         store,
-        jwt: config.jwt,
+        jwt: config.base.jwt,
         metrics,
-        body_limit: config.body_limit,
+        body_limit: config.base.body_limit,
         client,
-        backend_url: config.backend_url,
-        order_url: config.order_url,
+        backend_url: config.base.upstreams.backend,
+        order_url: config.base.upstreams.order,
         locks: locks::UserLocks::new(),
     });
     let served = obskit

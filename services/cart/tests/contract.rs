@@ -9,6 +9,7 @@ use obskit::metrics::Registry;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::{JwtKeys, ROLE_ADMIN};
+use shop_common::service::{Service as _, ServiceConfig};
 use shop_common::store::{now_seconds, CartItem, QueryMetrics, Store};
 use shop_common::testing::{assert_error, read, sample, RunningService as Service, TempDataDir as DataDir};
 
@@ -23,12 +24,7 @@ fn admin_token() -> String {
 }
 
 async fn start_backend(dir: &Path) -> Service {
-    let config = backend::Config {
-        data_dir: dir.to_path_buf(),
-        jwt: keys(),
-        body_limit: 64 * 1024,
-        registry: Registry::new(),
-    };
+    let config = ServiceConfig::local(&backend::Backend::SPEC, dir, keys());
     Service::start("the backend", |listener, shutdown| {
         backend::run(config, listener, shutdown)
     })
@@ -37,10 +33,7 @@ async fn start_backend(dir: &Path) -> Service {
 
 async fn start_order(dir: &Path) -> Service {
     let config = order::Config {
-        data_dir: dir.to_path_buf(),
-        jwt: keys(),
-        body_limit: 64 * 1024,
-        registry: Registry::new(),
+        base: ServiceConfig::local(&order::Orders::SPEC, dir, keys()),
         // Orders stay CREATED: the lifecycle is the order service's business, not this test's.
         lifecycle_step: None,
     };
@@ -51,15 +44,10 @@ async fn start_order(dir: &Path) -> Service {
 }
 
 async fn start_cart(dir: &Path, backend_url: &str, order_url: &str, abandon_after: Duration) -> Service {
-    let config = cart::Config {
-        data_dir: dir.to_path_buf(),
-        jwt: keys(),
-        body_limit: 64 * 1024,
-        registry: Registry::new(),
-        backend_url: backend_url.to_string(),
-        order_url: order_url.to_string(),
-        abandon_after,
-    };
+    let mut base = ServiceConfig::local(&cart::Cart::SPEC, dir, keys());
+    base.upstreams.backend = backend_url.to_string();
+    base.upstreams.order = order_url.to_string();
+    let config = cart::Config { base, abandon_after };
     Service::start("the cart", |listener, shutdown| {
         cart::run(config, listener, shutdown)
     })

@@ -27,68 +27,36 @@ mod handlers;
 pub mod lifecycle;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use obskit::health::CheckOutcome;
 use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
-use shop_common::auth::JwtKeys;
 use shop_common::router::Router;
-use shop_common::store::{Order, QueryMetrics, Store};
+use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
+use shop_common::store::{Order, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Environment variable with the port to listen on.
-pub const PORT_ENV: &str = "ORDER_PORT";
-/// Port when `ORDER_PORT` is unset.
-pub const DEFAULT_PORT: u16 = 8002;
 /// The service name in metrics, spans and health reports.
-pub const SERVICE_NAME: &str = "order-service";
+pub const SERVICE_NAME: &str = shop_common::service::ORDER.service_name;
 /// Environment variable with the lifecycle step in seconds (a decimal number; `0` disables the
 /// lifecycle task).
 pub const LIFECYCLE_STEP_ENV: &str = "ORDER_LIFECYCLE_STEP_SECONDS";
 /// Lifecycle step when `ORDER_LIFECYCLE_STEP_SECONDS` is unset or invalid.
 pub const DEFAULT_LIFECYCLE_STEP: Duration = Duration::from_secs(60);
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory of the database file (`order.db`).
-    pub data_dir: PathBuf,
-    /// Keys of the shop's tokens (shared with the other services; no order call needs one yet).
-    pub jwt: JwtKeys,
-    /// Cap on request bodies; larger ones get 413.
-    pub body_limit: usize,
-    /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
-    /// registry serves one run of the service per process: the binary uses the global one
-    /// (which honours `OBSKIT_LABEL_LIMIT`), tests that start the service twice give each run
-    /// a fresh [`Registry::new`].
-    pub registry: Registry,
+    /// What every service is configured with (the kit's base).
+    pub base: ServiceConfig,
     /// How long an order stays in `CREATED`, `PAID` and `SHIPPED` before the lifecycle task
     /// moves it on; `None` disables the task (orders then move only through the API).
     pub lifecycle_step: Option<Duration>,
 }
 
 impl Config {
-    /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`),
-    /// `JWT_SECRET` (random per start, with a warning, when unset) and
-    /// `ORDER_LIFECYCLE_STEP_SECONDS` (default 60, `0` disables), on the global registry.
-    pub fn from_env() -> Config {
-        let step = std::env::var(LIFECYCLE_STEP_ENV).ok();
-        Config {
-            data_dir: shop_common::data_dir_from_env(),
-            jwt: JwtKeys::from_env(Duration::from_secs(3600)),
-            body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
-            registry: Registry::global().clone(),
-            lifecycle_step: Config::lifecycle_step_from(step.as_deref()),
-        }
-    }
-
     /// The lifecycle step that the value of `ORDER_LIFECYCLE_STEP_SECONDS` asks for: unset or
     /// empty gives the default (60 s), `0` disables the task (`None`), a positive number of
     /// seconds is that step. Anything else (not a number, negative, too large) gives the
@@ -122,9 +90,30 @@ impl Config {
     }
 }
 
-/// The address to listen on: `$SHOP_LISTEN_HOST:$ORDER_PORT`, default `127.0.0.1:8002`.
-pub fn listen_addr_from_env() -> Result<SocketAddr, BoxError> {
-    Ok(shop_common::listen_addr_from_env(PORT_ENV, DEFAULT_PORT)?)
+/// The order service as the service kit runs it: `shop_common::service::main::<order::Orders>()`,
+/// with `ORDER_LIFECYCLE_STEP_SECONDS` (default 60, `0` disables) besides the kit's settings.
+pub struct Orders;
+
+impl Service for Orders {
+    const SPEC: ServiceSpec = shop_common::service::ORDER;
+    /// Tokens are the user service's: an hour.
+    const TOKEN_TTL: Duration = Duration::from_secs(3600);
+    type Config = Config;
+
+    fn configure(base: ServiceConfig, lookup: Lookup<'_>) -> Result<Config, String> {
+        Ok(Config {
+            base,
+            lifecycle_step: Config::lifecycle_step_from(lookup(LIFECYCLE_STEP_ENV).as_deref()),
+        })
+    }
+
+    fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        run(config, listener, shutdown)
+    }
 }
 
 /// Bucket bounds of `order_completion_seconds` (the seed's).
@@ -190,8 +179,7 @@ impl Metrics {
             .find(|c| c.status == lifecycle::SHIPPED)
             .map(|c| c.at)
         {
-            self.delivery
-                .observe((delivered_at - shipped_at).max(0.0));
+            self.delivery.observe((delivered_at - shipped_at).max(0.0));
         }
     }
 }
@@ -219,34 +207,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    let query_metrics = QueryMetrics::declare(&config.registry)?;
-    let db_path = config.data_dir.join("order.db");
-    let store = Store::open_configured(&config.data_dir, "order", query_metrics).await?;
-    let metrics = Metrics::declare(&config.registry)?;
+    let base = &config.base;
+    let store = base.open_store().await?;
+    let metrics = Metrics::declare(&base.registry)?;
     let router = router();
     let step = config
         .lifecycle_step
         .map(|s| format!("{} s", s.as_secs_f64()))
         .unwrap_or_else(|| "disabled".to_string());
-    let obskit = obskit::Obskit::builder()
-        .service(SERVICE_NAME)
-        .version(env!("CARGO_PKG_VERSION"))
-        .registry(config.registry.clone())
-        .routes(router.templates())
-        .config_entry("store.path", db_path.display())
-        .config_entry("http.body_limit", config.body_limit)
+    let obskit = base
+        .obskit(&Orders::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &[])
         .config_entry("order.lifecycle_step", step)
         .build()?;
-    let health_store = store.clone();
-    obskit.health().register("database", move || {
-        let store = health_store.clone();
-        async move {
-            match store.ping().await {
-                Ok(()) => CheckOutcome::healthy().with_detail("store", "sqlite"),
-                Err(e) => CheckOutcome::unhealthy(e.to_string()),
-            }
-        }
-    });
+    base.register_store_check(&obskit, &store);
 
     // One stop signal for both the server and the lifecycle task: the server's shutdown future
     // raises it, and it is raised again after the server returns (an error included) so the
@@ -270,7 +243,7 @@ pub async fn run(
     let app = Arc::new(App {
         store,
         metrics,
-        body_limit: config.body_limit,
+        body_limit: config.base.body_limit,
     });
     let served = obskit
         .serve_with_shutdown(listener, router.into_service(app), shutdown)

@@ -1,16 +1,8 @@
-//! The order service binary: `ORDER_PORT` (default 8002), `SHOP_DATA_DIR` (default `./data`),
-//! `JWT_SECRET` (shared with the other services), `ORDER_LIFECYCLE_STEP_SECONDS` (default 60,
-//! `0` disables the background lifecycle).
+//! The order service binary: the service kit's settings (`shop_common::service::ServiceConfig`:
+//! `ORDER_PORT`, default 8002, `SHOP_LISTEN_HOST`, `SHOP_DATA_DIR` or `SCYLLA_NODES`,
+//! `JWT_SECRET`) and `ORDER_LIFECYCLE_STEP_SECONDS` (default 60, `0` disables the lifecycle).
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let addr = order::listen_addr_from_env()?;
-    let config = order::Config::from_env();
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    eprintln!(
-        "{}: listening on http://{}",
-        order::SERVICE_NAME,
-        listener.local_addr()?
-    );
-    order::run(config, listener, obskit::shutdown_signal()).await
+async fn main() -> std::process::ExitCode {
+    shop_common::service::main::<order::Orders>().await
 }

@@ -6,12 +6,12 @@ use std::ops::Deref;
 use std::path::Path;
 use std::time::Duration;
 
-use obskit::metrics::Registry;
 use order::lifecycle::{self, CANCELLED, CREATED, DELIVERED, PAID, SHIPPED};
 use order::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::JwtKeys;
+use shop_common::service::{Service, ServiceConfig};
 use shop_common::testing::{assert_error, sample, RunningService, TempDataDir as DataDir};
 
 /// The lifecycle step of the tests that let the background task run.
@@ -37,11 +37,9 @@ impl Running {
     /// Starts the service on `data_dir` with the given lifecycle step (`None`: no background
     /// task, so statuses move only through the API and tests are deterministic).
     async fn start(data_dir: &Path, lifecycle_step: Option<Duration>) -> Running {
+        let keys = JwtKeys::new(b"contract-test-secret", Duration::from_secs(600));
         let config = Config {
-            data_dir: data_dir.to_path_buf(),
-            jwt: JwtKeys::new(b"contract-test-secret", Duration::from_secs(600)),
-            body_limit: 64 * 1024,
-            registry: Registry::new(),
+            base: ServiceConfig::local(&order::Orders::SPEC, data_dir, keys),
             lifecycle_step,
         };
         Running(
@@ -568,10 +566,7 @@ async fn the_lifecycle_delivers_orders_and_a_restart_keeps_them() {
         "{text}"
     );
     let delivery = sample(&text, "delivery_time_seconds_sum").unwrap();
-    assert!(
-        delivery >= 3.0 * SHORT_STEP.as_secs_f64() - 0.01,
-        "{text}"
-    );
+    assert!(delivery >= 3.0 * SHORT_STEP.as_secs_f64() - 0.01, "{text}");
     for (bucket, count) in [
         ("60", 3.0),
         ("120", 3.0),

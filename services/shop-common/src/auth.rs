@@ -92,12 +92,13 @@ impl JwtKeys {
         }
     }
 
-    /// Keys from `JWT_SECRET`. When it is unset or empty, a random secret for this process
-    /// only, with a loud warning: tokens then die with the process and are refused by every
-    /// other service, which is fine for a quick try and wrong for anything else.
-    pub fn from_env(ttl: Duration) -> JwtKeys {
-        match std::env::var(JWT_SECRET_ENV) {
-            Ok(secret) if !secret.trim().is_empty() => JwtKeys::new(secret.trim().as_bytes(), ttl),
+    /// Keys from `secret` (the value of `JWT_SECRET`). When it is unset or empty, a random
+    /// secret for this process only, with a loud warning: tokens then die with the process and
+    /// are refused by every other service, which is fine for a quick try and wrong for anything
+    /// else.
+    pub fn from_secret_or_random(secret: Option<&str>, ttl: Duration) -> JwtKeys {
+        match secret {
+            Some(secret) if !secret.trim().is_empty() => JwtKeys::new(secret.trim().as_bytes(), ttl),
             _ => {
                 let mut secret = [0u8; 32];
                 getrandom::fill(&mut secret).expect("the OS random number generator is available");

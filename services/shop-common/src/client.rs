@@ -21,19 +21,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a whole call to another service may take, answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The base URL in `env` (trailing slashes trimmed), else `http://127.0.0.1:{default_port}`.
-///
-/// ```
-/// let url = shop_common::client::base_url_from_env("SHOP_DOC_EXAMPLE_UNSET_URL", 8002);
-/// assert_eq!(url, "http://127.0.0.1:8002");
-/// ```
-pub fn base_url_from_env(env: &str, default_port: u16) -> String {
-    match std::env::var(env) {
-        Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_string(),
-        _ => format!("http://127.0.0.1:{default_port}"),
-    }
-}
-
 /// A pooled client for calls to other services, with [`CONNECT_TIMEOUT`] and
 /// [`REQUEST_TIMEOUT`]. Build one per service at start and clone it (clones share the pool).
 ///
@@ -82,19 +69,4 @@ pub fn register_dependency_check(
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_default_to_loopback_and_lose_trailing_slashes() {
-        assert_eq!(
-            base_url_from_env("SHOP_TEST_NEVER_SET", 8001),
-            "http://127.0.0.1:8001"
-        );
-        std::env::set_var("SHOP_TEST_BASE_URL_SET", "http://cart:8001/ ");
-        assert_eq!(base_url_from_env("SHOP_TEST_BASE_URL_SET", 1), "http://cart:8001");
-    }
 }

@@ -1,25 +1,33 @@
 //! What the shop's four services share: the storage interface ([`store::Store`]) and its
 //! embedded SQLite backend, the contract's JSON errors and bodies ([`http`]), a router over
 //! obskit's matched routes ([`router`]), and JWTs and password hashes ([`auth`]); plus
-//! [`testing`], the support of the services' contract tests.
+//! [`service`], the kit every service starts with, and (feature `testing`, for the services'
+//! tests only) [`testing`], the support of their contract tests.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod client;
 pub mod http;
 pub mod router;
+pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// Environment variable naming the directory where services keep their data.
 pub const DATA_DIR_ENV: &str = "SHOP_DATA_DIR";
 
-/// The data directory: `SHOP_DATA_DIR`, else `./data` under the working directory.
-pub fn data_dir_from_env() -> PathBuf {
-    std::env::var_os(DATA_DIR_ENV)
+/// The data directory as `lookup` finds it in [`DATA_DIR_ENV`], else `./data` under the working
+/// directory.
+///
+/// ```
+/// assert_eq!(shop_common::data_dir_from(&|_| None), std::path::PathBuf::from("data"));
+/// ```
+pub fn data_dir_from(lookup: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    lookup(DATA_DIR_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("data"))
@@ -28,21 +36,6 @@ pub fn data_dir_from_env() -> PathBuf {
 /// Environment variable with the address services listen on: `127.0.0.1` by default (a shop on
 /// a laptop is not for the network), `0.0.0.0` in containers.
 pub const LISTEN_HOST_ENV: &str = "SHOP_LISTEN_HOST";
-
-/// `$SHOP_LISTEN_HOST:$port_env` (host default `127.0.0.1`, port `default_port` when the
-/// variable is unset or empty); an error naming the variable when either is malformed.
-///
-/// ```
-/// let addr = shop_common::listen_addr_from_env("SHOP_DOC_EXAMPLE_UNSET_PORT", 8001).unwrap();
-/// assert_eq!(addr.port(), 8001);
-/// ```
-pub fn listen_addr_from_env(port_env: &str, default_port: u16) -> Result<SocketAddr, String> {
-    let lookup = |name: &str| std::env::var(name).ok();
-    Ok(SocketAddr::new(
-        listen_host_from(&lookup)?,
-        port_from(&lookup, port_env, default_port)?,
-    ))
-}
 
 /// The port in variable `name` as `lookup` finds it, or `default` when it is unset or empty; an
 /// error naming the variable when it is not a port. `lookup` is the process environment in the

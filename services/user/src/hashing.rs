@@ -184,7 +184,10 @@ impl HashPool {
     /// `user_password_hashes_total{outcome}` (`completed`, `abandoned`: the client had gone
     /// before a worker took the job, `rejected`: the queue was full) and
     /// `user_password_hash_queue_length`.
-    pub fn start(settings: HashSettings, registry: &Registry) -> Result<HashPool, crate::BoxError> {
+    pub fn start(
+        settings: HashSettings,
+        registry: &Registry,
+    ) -> Result<HashPool, shop_common::service::BoxError> {
         let outcomes = registry.counter_vec(
             "user_password_hashes_total",
             "Password hash jobs (argon2), by outcome: completed, abandoned (the client left before a worker was free), rejected (queue full, answered 503)",

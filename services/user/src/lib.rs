@@ -49,8 +49,6 @@ mod throttle;
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,21 +56,15 @@ pub use hashing::{HashSettings, ARGON2_MEMORY_BYTES};
 pub use throttle::{LoginLimits, Rate};
 
 use http::Method;
-use obskit::health::CheckOutcome;
 use obskit::metrics::{buckets, CounterVec, Histogram, Registry};
-use obskit::settings::ProcessEnv;
 use shop_common::auth::{JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER};
-use shop_common::client::{CART_URL_ENV, ORDER_URL_ENV};
 use shop_common::router::Router;
-use shop_common::store::{QueryMetrics, Store, StoreError};
+use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
+use shop_common::store::{Store, StoreError};
 use tokio::net::TcpListener;
 
-/// Environment variable with the port to listen on.
-pub const PORT_ENV: &str = "USER_PORT";
-/// Port when `USER_PORT` is unset.
-pub const DEFAULT_PORT: u16 = 8003;
 /// The service name in metrics, spans and health reports.
-pub const SERVICE_NAME: &str = "user-service";
+pub const SERVICE_NAME: &str = shop_common::service::USER.service_name;
 
 /// How long minted tokens live.
 pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -86,8 +78,6 @@ pub const ADMIN_EMAIL_ENV: &str = "SHOP_ADMIN_EMAIL";
 
 /// Shortest password accepted, at registration and for the bootstrap administrator.
 pub const MIN_PASSWORD_CHARS: usize = 8;
-
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The administrator [`run`] creates at start when no user of that name exists.
 #[derive(Clone, PartialEq, Eq)]
@@ -113,17 +103,17 @@ impl fmt::Debug for AdminBootstrap {
 
 impl AdminBootstrap {
     /// The bootstrap administrator from `SHOP_ADMIN_USERNAME`, `SHOP_ADMIN_PASSWORD` and
-    /// `SHOP_ADMIN_EMAIL`; `None` unless both the username and the password are set.
-    pub fn from_env() -> Option<AdminBootstrap> {
+    /// `SHOP_ADMIN_EMAIL` as `lookup` finds them; `None` unless both the username and the
+    /// password are set.
+    pub fn from_lookup(lookup: Lookup<'_>) -> Option<AdminBootstrap> {
         let var = |name: &str| {
-            std::env::var(name)
-                .ok()
+            lookup(name)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
         let username = var(ADMIN_USERNAME_ENV)?;
         // The password is taken as given (not trimmed): spaces may be part of it.
-        let password = std::env::var(ADMIN_PASSWORD_ENV).ok().filter(|v| !v.is_empty())?;
+        let password = lookup(ADMIN_PASSWORD_ENV).filter(|v| !v.is_empty())?;
         let email = var(ADMIN_EMAIL_ENV).unwrap_or_else(|| format!("{username}@admin.invalid"));
         Some(AdminBootstrap {
             username,
@@ -136,20 +126,10 @@ impl AdminBootstrap {
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory of the database file (`user.db`).
-    pub data_dir: PathBuf,
-    /// Keys that mint and verify tokens; the other services verify with the same secret.
-    pub jwt: JwtKeys,
-    /// Cap on request bodies; larger ones get 413.
-    pub body_limit: usize,
-    /// Registry for the service's metrics. [`run`] declares the business metrics in it, so a
-    /// registry serves one run of the service per process: the binary uses the global one,
-    /// tests that start the service twice give each run a fresh [`Registry::new`].
-    pub registry: Registry,
-    /// Base URL of the order service (`ORDER_URL`, default `http://127.0.0.1:8002`).
-    pub order_url: String,
-    /// Base URL of the cart service (`CART_URL`, default `http://127.0.0.1:8001`).
-    pub cart_url: String,
+    /// What every service is configured with (the kit's base). Its keys mint and verify
+    /// tokens (the other services verify with the same secret); its upstreams name the order
+    /// and cart services the profile aggregates.
+    pub base: ServiceConfig,
     /// The administrator to create at start, if any.
     pub admin: Option<AdminBootstrap>,
     /// The argon2 pool's workers and queue.
@@ -158,31 +138,38 @@ pub struct Config {
     pub login_limits: LoginLimits,
 }
 
-impl Config {
-    /// The configuration from the environment: `SHOP_DATA_DIR` (default `./data`),
-    /// `JWT_SECRET` (random per start, with a warning, when unset), `ORDER_URL`, `CART_URL`,
-    /// the `SHOP_ADMIN_*` bootstrap variables, `USER_HASH_*` ([`HashSettings`]) and
-    /// `USER_LOGIN_*`/`USER_TRUSTED_PROXIES` ([`LoginLimits`]), on the global registry; tokens
-    /// live [`TOKEN_TTL`]. A value that cannot be used is an error naming the variable.
-    pub fn from_env() -> Result<Config, BoxError> {
+/// The user service as the service kit runs it: `shop_common::service::main::<user::Users>()`,
+/// with the `SHOP_ADMIN_*` bootstrap variables, `USER_HASH_*` ([`HashSettings`]) and
+/// `USER_LOGIN_*`/`USER_TRUSTED_PROXIES` ([`LoginLimits`]) besides the kit's settings, all read
+/// once here; tokens live [`TOKEN_TTL`]. A value that cannot be used is an error naming the
+/// variable.
+pub struct Users;
+
+impl Service for Users {
+    const SPEC: ServiceSpec = shop_common::service::USER;
+    const TOKEN_TTL: Duration = TOKEN_TTL;
+    type Config = Config;
+
+    fn configure(base: ServiceConfig, lookup: Lookup<'_>) -> Result<Config, String> {
         Ok(Config {
-            data_dir: shop_common::data_dir_from_env(),
-            jwt: JwtKeys::from_env(TOKEN_TTL),
-            body_limit: shop_common::http::DEFAULT_BODY_LIMIT,
-            registry: Registry::global().clone(),
-            order_url: shop_common::client::base_url_from_env(ORDER_URL_ENV, 8002),
-            cart_url: shop_common::client::base_url_from_env(CART_URL_ENV, 8001),
-            admin: AdminBootstrap::from_env(),
-            hashing: HashSettings::from_env(&ProcessEnv)?,
-            login_limits: LoginLimits::from_env(&ProcessEnv)?,
+            base,
+            admin: AdminBootstrap::from_lookup(lookup),
+            hashing: HashSettings::from_env(&lookup).map_err(|e| e.to_string())?,
+            login_limits: LoginLimits::from_env(&lookup).map_err(|e| e.to_string())?,
         })
+    }
+
+    fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        run(config, listener, shutdown)
     }
 }
 
-/// The address to listen on: `$SHOP_LISTEN_HOST:$USER_PORT`, default `127.0.0.1:8003`.
-pub fn listen_addr_from_env() -> Result<SocketAddr, BoxError> {
-    Ok(shop_common::listen_addr_from_env(PORT_ENV, DEFAULT_PORT)?)
-}
+/// The services the user service calls: the order and cart services (the profile).
+const CALLS: [ServiceSpec; 2] = [shop_common::service::ORDER, shop_common::service::CART];
 
 /// The user service's business metrics. No label carries an identifier or a username (see the
 /// crate docs for why the seed's `username` label is dropped).
@@ -314,67 +301,46 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     allocator::return_freed_memory();
-    let query_metrics = QueryMetrics::declare(&config.registry)?;
-    let db_path = config.data_dir.join("user.db");
-    let store = Store::open_configured(&config.data_dir, "user", query_metrics).await?;
-    let hashing = hashing::HashPool::start(config.hashing, &config.registry)?;
+    let base = &config.base;
+    let store = base.open_store().await?;
+    let hashing = hashing::HashPool::start(config.hashing, &base.registry)?;
     if let Some(admin) = &config.admin {
         bootstrap_admin(&store, &hashing, admin).await?;
     }
-    let metrics = Metrics::declare(&config.registry)?;
-    let throttle = throttle::LoginThrottle::new(&config.login_limits, &config.registry)?;
+    let metrics = Metrics::declare(&base.registry)?;
+    let throttle = throttle::LoginThrottle::new(&config.login_limits, &base.registry)?;
     let router = router();
-    let obskit = obskit::Obskit::builder()
-        .service(SERVICE_NAME)
-        .version(env!("CARGO_PKG_VERSION"))
-        .registry(config.registry.clone())
-        .routes(router.templates())
-        .config_entry("store.path", db_path.display())
-        .config_entry("http.body_limit", config.body_limit)
-        .config_entry("jwt.ttl_seconds", config.jwt.ttl().as_secs())
-        .config_entry("order.url", &config.order_url)
-        .config_entry("cart.url", &config.cart_url)
+    let obskit = base
+        .obskit(
+            &Users::SPEC,
+            env!("CARGO_PKG_VERSION"),
+            router.templates(),
+            &CALLS,
+        )
+        .config_entry("jwt.ttl_seconds", base.jwt.ttl().as_secs())
         .config_entry("hash.workers", config.hashing.workers)
         .config_entry("hash.queue", config.hashing.queue)
         .config_entry("hash.memory_bound_bytes", config.hashing.memory_bound_bytes())
         .config_entry("login.per_address", rate_entry(config.login_limits.per_address))
-        .config_entry(
-            "login.per_username_failures",
-            rate_entry(config.login_limits.per_username),
-        )
+        .config_entry("login.per_username", rate_entry(config.login_limits.per_username))
         .config_entry("login.limiter_table_bytes", config.login_limits.table_bytes)
         .config_entry(
             "login.trusted_proxies",
             trusted_entry(&config.login_limits.trusted_proxies),
         )
         .build()?;
-    let health_store = store.clone();
-    obskit.health().register("database", move || {
-        let store = health_store.clone();
-        async move {
-            match store.ping().await {
-                Ok(()) => CheckOutcome::healthy().with_detail("store", "sqlite"),
-                Err(e) => CheckOutcome::unhealthy(e.to_string()),
-            }
-        }
-    });
+    base.register_store_check(&obskit, &store);
     // One pooled client for every outgoing call (the health checks' and the handlers').
     let client = shop_common::client::service_client();
-    shop_common::client::register_dependency_check(
-        obskit.health(),
-        "order",
-        &config.order_url,
-        client.clone(),
-    );
-    shop_common::client::register_dependency_check(obskit.health(), "cart", &config.cart_url, client.clone());
+    base.register_dependency_checks(&obskit, &client, &CALLS);
     let app = Arc::new(App {
         store,
-        jwt: config.jwt,
+        jwt: config.base.jwt,
         metrics,
-        body_limit: config.body_limit,
+        body_limit: config.base.body_limit,
         client,
-        order_url: config.order_url,
-        cart_url: config.cart_url,
+        order_url: config.base.upstreams.order,
+        cart_url: config.base.upstreams.cart,
         hashing,
         throttle,
     });

@@ -1,16 +1,8 @@
-//! The user service binary: `USER_PORT` (default 8003), `SHOP_DATA_DIR` (default `./data`),
-//! `JWT_SECRET` (shared with the other services), `ORDER_URL`, `CART_URL`, and optionally
-//! `SHOP_ADMIN_USERNAME`/`SHOP_ADMIN_PASSWORD`/`SHOP_ADMIN_EMAIL` for the first administrator.
+//! The user service binary: the service kit's settings (`shop_common::service::ServiceConfig`:
+//! `USER_PORT`, default 8003, `SHOP_LISTEN_HOST`, `SHOP_DATA_DIR` or `SCYLLA_NODES`,
+//! `JWT_SECRET`, `ORDER_URL`, `CART_URL`) and the `SHOP_ADMIN_*` bootstrap variables.
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let addr = user::listen_addr_from_env()?;
-    let config = user::Config::from_env()?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    eprintln!(
-        "{}: listening on http://{}",
-        user::SERVICE_NAME,
-        listener.local_addr()?
-    );
-    user::run(config, listener, obskit::shutdown_signal()).await
+async fn main() -> std::process::ExitCode {
+    shop_common::service::main::<user::Users>().await
 }

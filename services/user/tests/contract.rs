@@ -13,6 +13,7 @@ use obskit::metrics::Registry;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shop_common::auth::{Claims, JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER};
+use shop_common::service::{Service, ServiceConfig};
 use shop_common::testing::{assert_error, read, sample, unix_now, RunningService, TempDataDir as DataDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -139,13 +140,12 @@ impl Deref for Running {
 
 impl Running {
     async fn start(setup: Setup<'_>) -> Running {
+        let mut base = ServiceConfig::local(&user::Users::SPEC, setup.data_dir, keys());
+        base.registry = setup.registry;
+        base.upstreams.order = setup.order_url;
+        base.upstreams.cart = setup.cart_url;
         let config = Config {
-            data_dir: setup.data_dir.to_path_buf(),
-            jwt: keys(),
-            body_limit: 64 * 1024,
-            registry: setup.registry,
-            order_url: setup.order_url,
-            cart_url: setup.cart_url,
+            base,
             admin: setup.admin,
             hashing: setup.hashing,
             login_limits: setup.login_limits,
@@ -442,13 +442,11 @@ async fn only_admins_create_admins_and_the_bootstrap_admin_exists() {
 async fn a_short_bootstrap_password_stops_the_start() {
     let dir = DataDir::new("shortadmin");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut base = ServiceConfig::local(&user::Users::SPEC, &dir.0, keys());
+    base.upstreams.order = closed_port_url().await;
+    base.upstreams.cart = closed_port_url().await;
     let config = Config {
-        data_dir: dir.0.clone(),
-        jwt: keys(),
-        body_limit: 64 * 1024,
-        registry: Registry::new(),
-        order_url: closed_port_url().await,
-        cart_url: closed_port_url().await,
+        base,
         admin: Some(AdminBootstrap {
             password: "short".into(),
             ..admin_bootstrap()

@@ -7,7 +7,7 @@
 //!
 //! Two backends: the embedded [`SqliteStore`] (the default, nothing to install) and the
 //! production [`ScyllaStore`] (Cassandra or ScyllaDB over CQL, chosen by `SCYLLA_NODES`, see
-//! [`Store::open_configured`]). The interface generates identifiers itself (no
+//! `shop_common::service::StoreChoice`). The interface generates identifiers itself (no
 //! auto-increment, which CQL lacks) and asks only for lookups by key, so it maps onto CQL
 //! tables partitioned by those keys (the schema is described in the `scylla` module).
 //!
@@ -28,7 +28,10 @@ use obskit::metrics::{HistogramVec, Registry};
 use obskit::trace::{self, SpanKind};
 use serde::{Deserialize, Serialize};
 
-pub use self::scylla::{ScyllaConfig, ScyllaStore};
+pub use self::scylla::{
+    ScyllaConfig, ScyllaStore, KEYSPACE_ENV as SCYLLA_KEYSPACE_ENV, NODES_ENV as SCYLLA_NODES_ENV,
+    REPLICATION_FACTOR_ENV as SCYLLA_REPLICATION_FACTOR_ENV,
+};
 pub use sqlite::SqliteStore;
 
 /// A product of the catalogue, as the contract shows it.
@@ -331,25 +334,6 @@ where
 }
 
 impl Store {
-    /// Opens the store the configuration names. Every service opens its store through this
-    /// call, so that choosing another engine is configuration, not code:
-    ///
-    /// - `SCYLLA_NODES=host:9042,host2:9042` set and not empty: the Cassandra/ScyllaDB cluster
-    ///   at those nodes, keyspace `SCYLLA_KEYSPACE` (default `store`, shared by the services)
-    ///   created with `SCYLLA_REPLICATION_FACTOR` (default 1) when missing;
-    /// - otherwise the embedded SQLite database `{data_dir}/{name}.db` (created, with its
-    ///   directory and schema, if missing).
-    pub async fn open_configured(
-        data_dir: &Path,
-        name: &str,
-        metrics: QueryMetrics,
-    ) -> Result<Store, StoreError> {
-        match ScyllaConfig::from_env()? {
-            Some(config) => Store::open_scylla(&config, metrics).await,
-            None => Store::open_sqlite(&data_dir.join(format!("{name}.db")), metrics).await,
-        }
-    }
-
     /// Opens (creating it and its schema if needed) the SQLite database at `path`, in WAL mode.
     pub async fn open_sqlite(path: &Path, metrics: QueryMetrics) -> Result<Store, StoreError> {
         let owned = path.to_path_buf();

@@ -1,6 +1,6 @@
 //! The production backend: Cassandra or ScyllaDB over CQL, through the `scylla` driver.
 //!
-//! Chosen by configuration ([`ScyllaConfig::from_env`]): `SCYLLA_NODES=host:9042,host2:9042`
+//! Chosen by configuration ([`ScyllaConfig::from_values`], read by the service kit): `SCYLLA_NODES=host:9042,host2:9042`
 //! names the contact points, `SCYLLA_KEYSPACE` the keyspace (`store`), and
 //! `SCYLLA_REPLICATION_FACTOR` its replication factor (1, `SimpleStrategy`). The keyspace and
 //! the tables are created when missing; every statement is prepared once, when the store
@@ -114,18 +114,10 @@ pub struct ScyllaConfig {
 }
 
 impl ScyllaConfig {
-    /// The configuration in the environment: `None` when `SCYLLA_NODES` is unset or empty
-    /// (the SQLite store is meant), an error when a variable is malformed.
-    pub fn from_env() -> Result<Option<ScyllaConfig>, StoreError> {
-        let var = |name| std::env::var(name).ok();
-        ScyllaConfig::from_values(
-            var(NODES_ENV).as_deref(),
-            var(KEYSPACE_ENV).as_deref(),
-            var(REPLICATION_FACTOR_ENV).as_deref(),
-        )
-    }
-
-    /// [`ScyllaConfig::from_env`] over given values (blank ones count as unset).
+    /// The configuration from the values of `SCYLLA_NODES`, `SCYLLA_KEYSPACE` and
+    /// `SCYLLA_REPLICATION_FACTOR` (blank ones count as unset): `None` when no nodes are named
+    /// (the SQLite store is meant), an error when a value is malformed. The service kit reads
+    /// them once, with the rest of the configuration (`shop_common::service::StoreChoice`).
     pub fn from_values(
         nodes: Option<&str>,
         keyspace: Option<&str>,
