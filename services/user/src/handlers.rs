@@ -329,6 +329,7 @@ async fn log_in(app: Arc<App>, request: Request) -> Result<Response<Body>, Refus
     let user = match user {
         Some(user) if matches => user,
         _ => {
+            app.throttle.failed(&input.username);
             app.metrics.login_attempts.with(&["failure"]).inc();
             return Err(ApiError::unauthorized("wrong username or password").into());
         }

@@ -1,9 +1,14 @@
 //! Login throttling: a rate limit per client address (every attempt costs an argon2 hash, so an
-//! address gets a budget of attempts) and one per username (so guessing one account's password
-//! is slow from any number of addresses). The username's attempt is taken when the attempt is
-//! admitted, before the hash, so that concurrent guesses cannot all pass a check made before
-//! the first failure is counted; the owner's successful login gives the name its burst back, so
-//! in effect only failures count. A client on loopback has no address limit (see
+//! address gets a budget of attempts) and one per username (failed attempts only, so guessing
+//! one account's password is slow from any number of addresses, while the owner's successful
+//! login clears the slate).
+//!
+//! A failure is charged to the username when its answer is about to be sent, so only failures a
+//! client stayed to see count: a flood of aborted attempts against a name (its clients hang up)
+//! does not lock the owner out, while a guesser has to read each answer, so every guess counts.
+//! The price is a gap between the check and the charge: concurrent guesses can pass the check
+//! before the first failure is charged, at most the attempts in flight (hash workers + queue,
+//! each also within its address's limit). A client on loopback has no address limit (see
 //! [`LoginThrottle::admit`]).
 //!
 //! Both limits are GCRA token buckets ("one attempt back every `refill`, at most `burst` in a
@@ -265,7 +270,6 @@ impl Limiter {
     }
 
     /// Whether `key` may go now, without using an attempt: `Err(wait)` if not.
-    #[cfg(test)]
     pub fn check(&self, key: u64, now: Instant) -> Result<(), Duration> {
         match self.wait(self.table().get(key), now) {
             Some(wait) => Err(wait),
@@ -284,9 +288,18 @@ impl Limiter {
         Ok(())
     }
 
+    /// Uses one attempt of `key` whether or not it had one left (for a failure seen after the
+    /// check), at most down to an empty bucket: debt does not pile up beyond one refill.
+    pub fn charge(&self, key: u64, now: Instant) {
+        let mut table = self.table();
+        let ceiling = now + self.rate.tolerance() + self.rate.refill;
+        let tat = table.get(key).map_or(now, |t| t.max(now)) + self.rate.refill;
+        table.set(key, tat.min(ceiling));
+    }
+
     /// Gives `key` its full burst back.
-    pub fn forget(&self, key: u64, now: Instant) {
-        self.table().reset(key, now);
+    pub fn forget(&self, key: u64) {
+        self.table().reset(key, Instant::now());
     }
 
     /// The bytes the table takes; fixed from the start.
@@ -386,8 +399,7 @@ impl LoginThrottle {
         })
     }
 
-    /// Admits a login attempt (using one of the address's and one of the username's attempts)
-    /// or refuses it. A username
+    /// Admits a login attempt (using one of the address's attempts) or refuses it. A username
     /// is checked the same way whether it exists or not, so a 429 tells nothing about which
     /// names are taken. A client on loopback has no address limit (its username limit still
     /// applies): it is a process on this host (the load test, a script), which could reach the
@@ -402,21 +414,26 @@ impl LoginThrottle {
                 retry_after: wait,
             }
         };
-        if !client.is_loopback() {
-            self.by_address
-                .take(self.address_key(client), now)
-                .map_err(|wait| refuse(REASON_ADDRESS, wait))?;
-        }
         self.by_username
-            .take(self.username_key(username), now)
-            .map_err(|wait| refuse(REASON_USERNAME, wait))
+            .check(self.username_key(username), now)
+            .map_err(|wait| refuse(REASON_USERNAME, wait))?;
+        if client.is_loopback() {
+            return Ok(());
+        }
+        self.by_address
+            .take(self.address_key(client), now)
+            .map_err(|wait| refuse(REASON_ADDRESS, wait))
     }
 
-    /// The owner got in: this attempt and earlier failures (a guesser's, or typos) no longer
-    /// count.
-    pub fn succeeded(&self, username: &str) {
+    /// Counts a failed attempt against the username.
+    pub fn failed(&self, username: &str) {
         self.by_username
-            .forget(self.username_key(username), Instant::now());
+            .charge(self.username_key(username), Instant::now());
+    }
+
+    /// The owner got in: earlier failures (a guesser's, or typos) no longer count.
+    pub fn succeeded(&self, username: &str) {
+        self.by_username.forget(self.username_key(username));
     }
 }
 
@@ -458,16 +475,16 @@ mod tests {
     }
 
     #[test]
-    fn forget_restores_the_burst() {
+    fn charges_cap_the_debt_and_forget_restores_the_burst() {
         let limiter = Limiter::new(rate(2, 10), 64 * 1024);
         let now = Instant::now();
-        limiter.take(7, now).unwrap();
-        limiter.take(7, now).unwrap();
+        for _ in 0..100 {
+            limiter.charge(7, now);
+        }
+        // However many failures were charged, the wait is one refill at most.
         assert_eq!(limiter.check(7, now), Err(10 * SECOND));
-        limiter.forget(7, now);
+        limiter.forget(7);
         assert_eq!(limiter.check(7, now), Ok(()));
-        limiter.take(7, now).unwrap();
-        limiter.take(7, now).unwrap();
     }
 
     #[test]
@@ -484,17 +501,16 @@ mod tests {
         // Recent keys are remembered, the oldest were evicted whole.
         assert!(limiter.take(199_999, now).is_err());
         assert_eq!(limiter.take(0, now), Ok(()));
-        // A key in use survives rotations: each write puts it in the current generation.
-        let busy = Limiter::new(rate(1_000_000, 1), budget);
-        let per_generation = busy.table().per_generation as u64;
+        // A key in use survives rotations: it moves to the current generation when written.
+        let per_generation = limiter.table().per_generation as u64;
+        limiter.take(u64::MAX, now).unwrap();
         for key in 0..per_generation * 3 {
-            busy.take(key, now).unwrap();
+            limiter.charge(1_000_000 + key, now);
             if key % (per_generation / 2) == 0 {
-                busy.take(u64::MAX, now).unwrap();
+                limiter.charge(u64::MAX, now);
             }
         }
-        assert!(busy.table().get(u64::MAX).is_some(), "an active key was evicted");
-        assert!(busy.table().get(0).is_none(), "an idle key was kept");
+        assert!(limiter.check(u64::MAX, now).is_err(), "an active key was evicted");
     }
 
     fn forwarded(values: &[&str]) -> HeaderMap {
@@ -560,6 +576,7 @@ mod tests {
         // Failures for one name (in any case), from two addresses: the name is throttled.
         for (client, name) in [(a, "ann"), (b, "ANN")] {
             throttle.admit(client, name).unwrap();
+            throttle.failed(name);
         }
         let refused = throttle.admit(b, "Ann").unwrap_err();
         assert_eq!(refused.reason, REASON_USERNAME);
@@ -574,7 +591,6 @@ mod tests {
         let local = "127.0.0.1".parse().unwrap();
         for _ in 0..10 {
             throttle.admit(local, "bob").unwrap();
-            throttle.succeeded("bob");
         }
         let text = registry.encode_text();
         assert!(
