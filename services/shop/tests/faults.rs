@@ -10,9 +10,9 @@
 //!
 //! and a cancelled order gives its units back once. The figures are printed.
 
+use shop_common::testing::{free_port, TempDataDir as DataDir};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,31 +27,6 @@ const CARTS: usize = 24;
 /// assertion: the cart's sweep runs every second after a 2 s grace, and a call to a paused
 /// service times out after 5 s).
 const PATIENCE: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A temporary data directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> DataDir {
-        let dir = std::env::temp_dir().join(format!("shop-faults-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        DataDir(dir)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Sends `signal` to a child this test spawned.
 fn signal(child: &Child, signal: libc::c_int) {
@@ -310,7 +285,7 @@ fn users() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkouts_keep_every_unit_under_timeouts_pauses_and_kills() {
-    let dir = DataDir::new();
+    let dir = DataDir::new("faults");
     let shop = Shop {
         dir: dir.0.clone(),
         ports: [
