@@ -30,6 +30,9 @@ bash scripts/check-examples.sh
 echo "== the shop under load: Locust (20 users, 30 s) through the gateway, zero failures, then every business metric"
 bash scripts/test-shop-load.sh
 
+echo "== the shop under hostile clients: checkouts cut short and a paused order service, aborted logins, silent connections (figures printed)"
+bash scripts/test-hostile.sh
+
 echo "== monitoring stack (configs, rules, dashboards, real Prometheus/Alertmanager/nginx/mtail)"
 bash scripts/test-monitoring.sh
 

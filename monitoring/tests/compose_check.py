@@ -100,9 +100,11 @@ def main():
                 err(f"{name}: {k}={env.get(k)!r}, want {v!r}")
         if "JWT_SECRET" in env or "jwt_secret" not in svc.get("secrets", []):
             err(f"{name}: JWT_SECRET must come from the jwt_secret secret, not the environment")
-        port_env = open(os.path.join(ROOT, "services", name, "src", "lib.rs")).read()
-        if f'"{prefix}_PORT"' not in port_env:
-            err(f"{name}: the crate does not read {prefix}_PORT")
+        # The service kit's table (services/shop-common/src/service.rs) names each service's
+        # port variable; every service reads its port through it.
+        kit = open(os.path.join(ROOT, "services", "shop-common", "src", "service.rs")).read()
+        if not re.search(rf'name: "{name}",[^}}]*port_env: "{prefix}_PORT"', kit):
+            err(f"{name}: the service kit does not read {prefix}_PORT for it")
     if "/run/secrets/jwt_secret" not in dockerfile:
         err("Dockerfile entrypoint does not read the jwt_secret secret")
     if not {4317, 4318, 16686, 14269} <= ports_of(services["jaeger"]):

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, no_content, query_param, read_json, ApiError, Page};
 use shop_common::router::{Reply, Request};
-use shop_common::store::{NewProduct, Product, ProductUpdate, StoreError};
+use shop_common::store::{NewProduct, Product, ProductUpdate, Reservation, StoreError};
 
 use crate::App;
 
@@ -233,20 +233,39 @@ struct StockLine {
 
 #[derive(Deserialize)]
 struct StockInput {
-    items: Vec<StockLine>,
+    /// The idempotency key of a reservation (the cart's checkout id): a reserve repeated under
+    /// it takes nothing twice, a release under it gives back once what it took.
+    reservation_id: Option<String>,
+    items: Option<Vec<StockLine>>,
+}
+
+/// The reservation id of a stock call, checked: 1 to 128 ASCII letters, digits, `-`, `_`, `.`.
+fn reservation_id(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(id) = raw else { return Ok(None) };
+    let valid = (1..=MAX_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(ApiError::invalid(format!(
+            "`reservation_id` must be 1 to {MAX_ID_LEN} ASCII letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    Ok(Some(id))
 }
 
 impl StockInput {
     /// The lines with the same product merged (so one product's units are checked together),
     /// in the order first seen; 422 for an empty list, a bad id or a bad quantity.
     fn validate(self) -> Result<Vec<(String, i64)>, ApiError> {
-        if self.items.is_empty() || self.items.len() > MAX_STOCK_LINES {
+        let items = self.items.unwrap_or_default();
+        if items.is_empty() || items.len() > MAX_STOCK_LINES {
             return Err(ApiError::invalid(format!(
                 "`items` must hold 1 to {MAX_STOCK_LINES} lines"
             )));
         }
-        let mut lines: Vec<(String, i64)> = Vec::with_capacity(self.items.len());
-        for line in self.items {
+        let mut lines: Vec<(String, i64)> = Vec::with_capacity(items.len());
+        for line in items {
             let id = line.product_id.trim();
             if id.is_empty() || id.len() > MAX_ID_LEN {
                 return Err(ApiError::invalid(format!(
@@ -267,18 +286,37 @@ impl StockInput {
     }
 }
 
-/// `POST /api/stock/reserve` `{items: [{product_id, quantity}]}` (service or admin token):
-/// takes the units of every line, all or nothing; 200 `{reserved: [...]}`. 409
-/// `insufficient_stock` naming the first product short of stock, 404 for an unknown product;
-/// in both cases nothing was taken.
+/// `POST /api/stock/reserve` `{reservation_id?, items: [{product_id, quantity}]}` (service or
+/// admin token): takes the units of every line, all or nothing; 200 `{reserved: [...],
+/// repeated}`. 409 `insufficient_stock` naming the first product short of stock, 404 for an
+/// unknown product; in both cases nothing was taken. Under a `reservation_id` the call is
+/// idempotent: repeated, it takes nothing twice (`repeated: true`); after a release of that
+/// id it takes nothing at all (409 `reservation_released`).
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_role(request.headers(), STOCK_ROLES)?;
     let input: StockInput = read_json(request, app.body_limit).await?;
+    let key = reservation_id(input.reservation_id.clone())?;
     let lines = input.validate()?;
     let reserved = stock_lines_json(&lines);
-    match app.store.decrement_stock(lines.clone()).await {
-        Ok(()) => {}
+    let taken = match &key {
+        Some(key) => app.store.reserve_stock(key, lines.clone()).await,
+        None => app
+            .store
+            .decrement_stock(lines.clone())
+            .await
+            .map(|()| Reservation::Taken),
+    };
+    let repeated = match taken {
+        Ok(Reservation::Taken) => false,
+        Ok(Reservation::AlreadyTaken) => true,
+        Ok(Reservation::Released) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "reservation_released",
+                "this reservation was released: it takes no stock any more",
+            ))
+        }
         Err(StoreError::NotFound) => {
             // The store does not say which line was missing: find it for the message.
             for (id, _) in &lines {
@@ -287,22 +325,29 @@ pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
             return Err(ApiError::not_found("a product of the reservation does not exist"));
         }
         Err(e) => return Err(e.into()),
-    }
+    };
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "reserved": reserved }),
+        &serde_json::json!({ "reserved": reserved, "repeated": repeated }),
     ))
 }
 
-/// `POST /api/stock/release` `{items: [{product_id, quantity}]}` (service or admin token):
-/// gives back units taken by [`reserve_stock`] (a checkout whose order could not be created);
-/// 200 `{released: [...]}`. 404 when a product does not exist, checked before anything is
-/// given back. A product deleted between that check and its line has nowhere to take its
-/// units back to, and is skipped.
+/// `POST /api/stock/release` (service or admin token): gives back units taken by
+/// [`reserve_stock`]; 200 `{released: [...]}` with the lines given back by this call.
+/// `{reservation_id}`: what that reservation took, once (a repeated release gives back
+/// nothing), and the id refused for any later reserve. `{items: [...]}` (no id): those units,
+/// each call; 404 when a product does not exist, checked before anything is given back.
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn release_stock(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_role(request.headers(), STOCK_ROLES)?;
     let input: StockInput = read_json(request, app.body_limit).await?;
+    if let Some(key) = reservation_id(input.reservation_id.clone())? {
+        let released = app.store.release_reservation(&key).await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "released": stock_lines_json(&released) }),
+        ));
+    }
     let lines = input.validate()?;
     for (id, _) in &lines {
         app.store.product(id).await.map_err(product_not_found(id))?;

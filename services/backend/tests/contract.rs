@@ -662,3 +662,142 @@ async fn stock_reservations_need_a_service_token_and_are_all_or_nothing() {
     }
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn a_reservation_id_takes_stock_once_and_gives_it_back_once() {
+    let dir = DataDir::new("reservation-id");
+    let shop = Running::start(&dir.0).await;
+    let admin = admin_token();
+    let service = keys().mint("cart-service", "cart-service", ROLE_SERVICE).unwrap();
+    let service = Some(service.as_str());
+    let mut product = new_product();
+    product["stock"] = json!(10);
+    let (status, created) = shop
+        .call(Method::POST, "/api/products", Some(&admin), Some(product))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let stock = || async {
+        shop.get(&format!("/api/products/{id}")).await.1["stock"]
+            .as_i64()
+            .unwrap()
+    };
+    let reserve = |key: &str, units: i64| json!({"reservation_id": key, "items": [{"product_id": id, "quantity": units}]});
+    let release = |key: &str| json!({"reservation_id": key});
+
+    // Taken once, however often it is asked (a retried or timed-out reserve).
+    let (status, body) = shop
+        .call(
+            Method::POST,
+            "/api/stock/reserve",
+            service,
+            Some(reserve("co-1", 4)),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), &body["repeated"]),
+        (200, &json!(false)),
+        "{body}"
+    );
+    for _ in 0..3 {
+        let (status, body) = shop
+            .call(
+                Method::POST,
+                "/api/stock/reserve",
+                service,
+                Some(reserve("co-1", 4)),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), &body["repeated"]),
+            (200, &json!(true)),
+            "{body}"
+        );
+    }
+    assert_eq!(stock().await, 6);
+
+    // Given back once: a repeated release restocks nothing.
+    let (status, body) = shop
+        .call(Method::POST, "/api/stock/release", service, Some(release("co-1")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], json!([{"product_id": id, "quantity": 4}]));
+    let (status, body) = shop
+        .call(Method::POST, "/api/stock/release", service, Some(release("co-1")))
+        .await;
+    assert_eq!((status.as_u16(), &body["released"]), (200, &json!([])), "{body}");
+    assert_eq!(stock().await, 10);
+    // Released, the id takes nothing any more: a reserve still on its way is harmless.
+    assert_error(
+        shop.call(
+            Method::POST,
+            "/api/stock/reserve",
+            service,
+            Some(reserve("co-1", 4)),
+        )
+        .await,
+        409,
+        "reservation_released",
+    );
+    assert_eq!(stock().await, 10);
+
+    // A release that comes before its reserve (the reserve timed out and never arrived)
+    // refuses the id for good.
+    let (status, body) = shop
+        .call(Method::POST, "/api/stock/release", service, Some(release("co-2")))
+        .await;
+    assert_eq!((status.as_u16(), &body["released"]), (200, &json!([])), "{body}");
+    assert_error(
+        shop.call(
+            Method::POST,
+            "/api/stock/reserve",
+            service,
+            Some(reserve("co-2", 1)),
+        )
+        .await,
+        409,
+        "reservation_released",
+    );
+    // A reserve refused for short stock records nothing: the id may be tried again.
+    assert_error(
+        shop.call(
+            Method::POST,
+            "/api/stock/reserve",
+            service,
+            Some(reserve("co-3", 11)),
+        )
+        .await,
+        409,
+        "insufficient_stock",
+    );
+    let (status, _) = shop
+        .call(
+            Method::POST,
+            "/api/stock/reserve",
+            service,
+            Some(reserve("co-3", 10)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stock().await, 0);
+    // A bad id is refused and changes nothing; a customer may not release.
+    assert_error(
+        shop.call(Method::POST, "/api/stock/release", service, Some(release("a/b")))
+            .await,
+        422,
+        "invalid_field",
+    );
+    assert_error(
+        shop.call(
+            Method::POST,
+            "/api/stock/release",
+            Some(&customer_token()),
+            Some(release("co-3")),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(stock().await, 0);
+    shop.stop().await;
+}

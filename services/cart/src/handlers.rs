@@ -11,6 +11,7 @@ use shop_common::http::{json_response, read_json, ApiError};
 use shop_common::router::{Reply, Request};
 use shop_common::store::{now_seconds, CartItem};
 
+use crate::saga::{self, Driver};
 use crate::{upstream, App, MAX_LINE_QUANTITY, SERVICE_NAME};
 
 /// Longest user id accepted. Ids are the user service's UUIDs (36 characters); the bound
@@ -52,7 +53,7 @@ fn cents(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-fn cart_total(items: &[CartItem]) -> f64 {
+pub(crate) fn cart_total(items: &[CartItem]) -> f64 {
     cents(items.iter().map(|i| i.price * i.quantity as f64).sum())
 }
 
@@ -200,55 +201,63 @@ pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
     cart_reply(&app, &user).await
 }
 
-/// `POST /cart-api/cart/{user_id}/checkout`: reserves the cart's stock at the backend, creates
-/// the order at the order service, then empties the cart; 201 with the order. On any failure
-/// the cart is kept and the reservation given back. Profiled as the seed's `checkout_cart`:
-/// at most one 5 s capture a minute, of the checkouts starting while it runs.
+/// `POST /cart-api/cart/{user_id}/checkout`: checks the cart's lines out as a saga
+/// ([`saga`]): journaled first, then run in a task of its own that reserves the stock, creates
+/// the order and takes the lines out of the cart, or gives the stock back and keeps the cart.
+/// The request waits for that task's outcome (201 with the order); a client that hangs up
+/// cuts nothing. When the user has an unfinished checkout (a crash, a client that gave up),
+/// that one is finished first and its outcome answered. Profiled as the seed's
+/// `checkout_cart`: at most one 5 s capture a minute, of the checkouts starting while it runs.
 #[obskit::profiled(name = "checkout_cart", every = "60s", duration = "5s")]
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
     app.guard.owner(request.headers(), &user)?;
-    let _serialised = app.locks.lock(&user).await;
-    let items = app.store.cart(&user).await?;
-    if items.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_cart",
-            "the cart is empty: add products before checking out",
-        ));
-    }
-    // Recorded first: if anything below fails, the cart was left at the checkout stage.
-    touch(&app, &user, true).await;
-
-    upstream::reserve(&app, &items).await?;
-    let order = match upstream::create_order(&app, &user, &items).await {
-        Ok(order) => order,
+    // Everything from the lock on runs in a task of its own: dropping the handle (the client
+    // hung up) detaches the task, which runs on, so no `.await` of the request can cut the
+    // checkout between its journal row and its steps.
+    let task = tokio::spawn(checkout_task(Arc::clone(&app), user));
+    let order = match task.await {
+        Ok(outcome) => outcome?,
         Err(e) => {
-            if let Err(why) = upstream::release(&app, &items).await {
-                eprintln!(
-                    "{SERVICE_NAME}: the stock reserved for a failed checkout was not given back: {why}"
-                );
-            }
-            return Err(e);
+            eprintln!("{SERVICE_NAME}: a checkout task failed: {e}");
+            return Err(ApiError::internal(
+                "the checkout failed; it is finished by recovery",
+            ));
         }
     };
-
-    // The order exists: from here on the checkout succeeded, whatever happens to the cart.
-    // Answering an error now would invite a second checkout and a second order.
-    if let Err(e) = app.store.clear_cart(&user).await {
-        eprintln!("{SERVICE_NAME}: an ordered cart was not emptied: {e}");
-    }
-    if let Err(e) = app.store.forget_cart_activity(&user).await {
-        eprintln!("{SERVICE_NAME}: cart activity not cleared: {e}");
-    }
-    let total = order
-        .get("total")
-        .and_then(|t| t.as_f64())
-        .unwrap_or_else(|| cart_total(&items));
-    app.metrics.checkouts.inc();
-    app.metrics.total_value.observe(total);
     Ok(json_response(StatusCode::CREATED, &order))
+}
+
+/// The checkout of `user`'s cart under the user's lock: the user's unfinished checkout if there
+/// is one, else a new one journaled before any remote call; then driven by [`saga::drive`].
+async fn checkout_task(app: Arc<App>, user: String) -> Result<serde_json::Value, ApiError> {
+    let _serialised = app.locks.lock(&user).await;
+    let unfinished = app
+        .store
+        .unfinished_checkouts(Some(&user), f64::INFINITY, 1)
+        .await?;
+    let checkout = match unfinished.into_iter().next() {
+        Some(checkout) => checkout,
+        None => {
+            let items = app.store.cart(&user).await?;
+            if items.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "empty_cart",
+                    "the cart is empty: add products before checking out",
+                ));
+            }
+            // Recorded first: if anything below fails, the cart was left at the checkout stage.
+            touch(&app, &user, true).await;
+            let checkout = saga::accept(&user, items);
+            // Journaled before any remote call: from here on the checkout is finished or
+            // compensated, by this task or by the recovery sweep.
+            app.store.begin_checkout(checkout.clone()).await?;
+            checkout
+        }
+    };
+    saga::drive(&app, checkout, Driver::Request).await
 }
 
 #[cfg(test)]

@@ -24,15 +24,20 @@
 //!
 //! # Checkout
 //!
-//! The cart's lines are reserved at the backend (`POST /api/stock/reserve`, all or nothing,
-//! with a short-lived service token minted with the shared `JWT_SECRET`); then the order is
-//! created at the order service. When the order service does not answer (503) or answers
-//! anything but 201 with an order (502), the reservation is released
-//! (`POST /api/stock/release`) and the cart is kept. Only once the order exists is the cart
-//! emptied. Calls of one user are serialised in this process, so a line added while a checkout
-//! runs is neither lost nor ordered by accident. A call that times out after the order service
-//! received it is treated as unanswered: the reservation is released although the order may
-//! exist (the order service has no idempotency key to ask about it).
+//! A saga (the `saga` module), journaled in the cart's store before any remote call and run in
+//! a task of its own, so that a client that hangs up cuts nothing: the lines are reserved at
+//! the backend under the checkout id (`POST /api/stock/reserve`, all or nothing, idempotent per
+//! id, with a short-lived service token minted with the shared `JWT_SECRET`), the order is
+//! created at the order service with the same id (one order per checkout id, ever), and the
+//! ordered lines leave the cart. When the order cannot be created, the order service is first
+//! made to refuse the checkout id for good (`POST /order-api/checkouts/{id}/abort`; if the
+//! order exists after all, the checkout goes forward), then the reservation is released
+//! (`POST /api/stock/release`, once per id) and the cart is kept: 503 when the order service
+//! does not answer, 502 when it answers what the contract does not allow, 409 `stock_changed`
+//! when the stock is short. A recovery sweep (the `recovery` module, at start and every
+//! second) finishes what a crash or a silent service left unfinished. Calls of one user are
+//! serialised in this process (the checkout's task holds the user's lock until it ends), so a
+//! line added while a checkout runs is neither lost nor ordered by accident.
 //!
 //! # Abandonment
 //!
@@ -58,6 +63,8 @@
 
 mod handlers;
 mod locks;
+mod recovery;
+mod saga;
 mod upstream;
 
 use std::future::Future;
@@ -269,11 +276,13 @@ pub async fn run(
         order_url: config.base.upstreams.order,
         locks: locks::UserLocks::new(),
     });
+    let recovery = tokio::spawn(recovery::run(Arc::clone(&app), stop_sweeper.subscribe()));
     let served = obskit
         .serve_with_shutdown(listener, router.into_service(app), shutdown)
         .await;
     let _ = stop_sweeper.send(true);
     let _ = sweeper.await;
+    let _ = recovery.await;
     served?;
     Ok(())
 }

@@ -5,7 +5,9 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-use tokio::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Stripes: a fixed set of locks, a user mapped to one by hash. Two users sharing a stripe only
 /// wait for each other briefly; a fixed set needs no clean-up, whatever the number of users.
@@ -13,23 +15,24 @@ const STRIPES: usize = 1024;
 
 /// The per-user locks of the service.
 pub(crate) struct UserLocks {
-    stripes: Vec<Mutex<()>>,
+    stripes: Vec<Arc<Mutex<()>>>,
     hasher: RandomState,
 }
 
 impl UserLocks {
     pub(crate) fn new() -> UserLocks {
         UserLocks {
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
             hasher: RandomState::new(),
         }
     }
 
-    /// Waits for the user's lock; released when the guard drops (also when the request's
-    /// future is dropped, e.g. on a client disconnect).
-    pub(crate) async fn lock(&self, user_id: &str) -> MutexGuard<'_, ()> {
+    /// Waits for the user's lock; released when the guard drops. The guard is owned, so that
+    /// a checkout's task holds it for as long as the checkout runs, whatever happens to the
+    /// request that started it.
+    pub(crate) async fn lock(&self, user_id: &str) -> OwnedMutexGuard<()> {
         let stripe = self.hasher.hash_one(user_id) as usize % self.stripes.len();
-        self.stripes[stripe].lock().await
+        Arc::clone(&self.stripes[stripe]).lock_owned().await
     }
 }
 

@@ -31,10 +31,13 @@ async fn start_backend(dir: &Path) -> Service {
     .await
 }
 
-async fn start_order(dir: &Path, require_auth: bool) -> Service {
+async fn start_order(dir: &Path, backend_url: &str, require_auth: bool) -> Service {
+    let mut base = ServiceConfig::local(&order::Orders::SPEC, dir, keys());
+    // Where a cancelled order's stock goes back.
+    base.upstreams.backend = backend_url.to_string();
     let config = order::Config {
+        base,
         require_auth,
-        base: ServiceConfig::local(&order::Orders::SPEC, dir, keys()),
         // Orders stay CREATED: the lifecycle is the order service's business, not this test's.
         lifecycle_step: None,
     };
@@ -90,7 +93,7 @@ impl Shop {
     /// The shop with `SHOP_REQUIRE_AUTH` as `require_auth` for the cart and the order service.
     async fn start_full(dir: &Path, abandon_after: Duration, require_auth: bool) -> Shop {
         let backend = start_backend(dir).await;
-        let order = start_order(dir, require_auth).await;
+        let order = start_order(dir, &backend.base, require_auth).await;
         let cart = start_cart_with(dir, &backend.base, &order.base, abandon_after, require_auth).await;
         let client = Client::builder()
             .timeout(Duration::from_secs(60))
@@ -773,5 +776,87 @@ async fn require_auth_makes_a_token_mandatory_on_every_cart_call() {
         .call(Method::GET, shop.cart().url("/debug/config"), None, None)
         .await;
     assert!(config.to_string().contains("auth.require"), "{config}");
+    shop.stop().await;
+}
+
+/// Polls `probe` until it holds (a bound against hanging, not a timing assertion).
+async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !probe().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_runs_on_when_its_client_hangs_up_and_a_cancel_gives_the_stock_back_once() {
+    let dir = DataDir::new("saga");
+    let shop = Shop::start(&dir.0).await;
+    let widget = shop.product("Widget", 3.0, 10).await;
+    assert_eq!(shop.add("ann", &widget, 4).await.0, 200);
+
+    // The client sends the whole request and hangs up as soon as the stock is reserved (the
+    // checkout is under way; on a fast machine it may be finished already): the request's
+    // future is dropped, and the checkout's task runs on. The faults test of the shop cuts
+    // checkouts mid-way with real processes.
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = shop.cart().base.trim_start_matches("http://").to_string();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head =
+            format!("POST /cart-api/cart/ann/checkout HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.flush().await.unwrap();
+        eventually("the reservation", || async { shop.stock(&widget).await < 10 }).await;
+        drop(socket);
+    }
+    let orders_of = |user: &'static str| {
+        let shop = &shop;
+        async move {
+            let url = shop.order().url(&format!("/order-api/users/{user}/orders"));
+            shop.call(Method::GET, url, None, None).await.1
+        }
+    };
+    eventually("the order of a client that hung up", || async {
+        orders_of("ann").await.as_array().is_some_and(|o| o.len() == 1)
+            && quantities(&shop.cart_of("ann").await).is_empty()
+    })
+    .await;
+    assert_eq!(shop.stock(&widget).await, 6);
+    // Asked again, the cart is empty: no second order.
+    assert_error(shop.checkout("ann").await, 400, "empty_cart");
+    let order = orders_of("ann").await[0].clone();
+    assert!(order["checkout_id"].is_string(), "{order}");
+
+    // Cancelled, the order gives its 4 units back, once (a second cancel is refused).
+    let status_url = shop.order().url(&format!(
+        "/order-api/orders/{}/status",
+        order["id"].as_str().unwrap()
+    ));
+    let cancel = Some(json!({"status": "CANCELLED"}));
+    let (status, body) = shop
+        .call(
+            Method::PUT,
+            status_url.clone(),
+            Some(&admin_token()),
+            cancel.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the cancelled order's stock back", || async {
+        shop.stock(&widget).await == 10
+    })
+    .await;
+    let (status, _) = shop
+        .call(Method::PUT, status_url, Some(&admin_token()), cancel)
+        .await;
+    assert_eq!(status, 409);
+    // A pass of the restock task later, still exactly the units once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.stock(&widget).await, 10);
     shop.stop().await;
 }

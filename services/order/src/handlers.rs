@@ -7,13 +7,13 @@ use std::sync::Arc;
 use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::Deserialize;
-use shop_common::auth::OwnerGuard;
+use shop_common::auth::{OwnerGuard, ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, read_json, ApiError, Page};
 use shop_common::router::{Reply, Request};
-use shop_common::store::{OrderItem, StoreError};
+use shop_common::store::{CheckoutOrder, OrderItem, StoreError};
 
-use crate::lifecycle::{self, CREATED};
-use crate::App;
+use crate::lifecycle::{self, CANCELLED, CREATED};
+use crate::{restock, App};
 
 /// Most lines one order may have (a cart is a few lines; this only bounds abuse).
 const MAX_ITEMS: usize = 100;
@@ -75,7 +75,34 @@ struct ItemInput {
 struct OrderInput {
     user_id: Option<String>,
     items: Option<Vec<ItemInput>>,
+    /// The cart's checkout id: at most one order per id, ever.
+    checkout_id: Option<String>,
 }
+
+/// A checkout id, checked: 1 to 128 ASCII letters, digits, `-`, `_` or `.`.
+fn checkout_id(raw: &str) -> Result<String, ApiError> {
+    let valid = (1..=MAX_ID_CHARS).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(ApiError::invalid(format!(
+            "`checkout_id` must be 1 to {MAX_ID_CHARS} ASCII letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    Ok(raw.to_string())
+}
+
+fn checkout_aborted(id: &str) -> ApiError {
+    ApiError::new(
+        http::StatusCode::CONFLICT,
+        "checkout_aborted",
+        format!("checkout {id} was aborted: it gets no order"),
+    )
+}
+
+/// Roles that may abort a checkout: the cart (a service) and administrators.
+const ABORT_ROLES: &[&str] = &[ROLE_SERVICE, ROLE_ADMIN];
 
 impl ItemInput {
     fn validate(self, index: usize) -> Result<OrderItem, ApiError> {
@@ -107,12 +134,16 @@ impl ItemInput {
     }
 }
 
-/// `POST /order-api/orders` `{user_id, items}`: creates an order in `CREATED`; 201 with it. A
-/// token must name the body's `user_id` (the cart's service token acts for anyone).
+/// `POST /order-api/orders` `{user_id, items, checkout_id?}`: creates an order in `CREATED`;
+/// 201 with it. With a `checkout_id` the call is idempotent: repeated, it answers 200 with the
+/// order the first call created (never a second one); after the checkout was aborted, 409
+/// `checkout_aborted`. A token must name the body's `user_id` (the cart's service token acts
+/// for anyone).
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
     let caller = app.guard.caller(request.headers())?;
     let input: OrderInput = read_json(request, app.body_limit).await?;
+    let checkout = input.checkout_id.as_deref().map(checkout_id).transpose()?;
     let user_id = text(input.user_id, "user_id", MAX_ID_CHARS)?;
     OwnerGuard::may_act_for(caller.as_ref(), &user_id)?;
     let items = input
@@ -131,9 +162,38 @@ pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
         .enumerate()
         .map(|(i, item)| item.validate(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let order = app.store.create_order(&user_id, items, CREATED).await?;
-    app.metrics.orders_created.inc();
-    Ok(json_response(StatusCode::CREATED, &order))
+    let Some(checkout) = checkout else {
+        let order = app.store.create_order(&user_id, items, CREATED).await?;
+        app.metrics.orders_created.inc();
+        return Ok(json_response(StatusCode::CREATED, &order));
+    };
+    match app
+        .store
+        .create_checkout_order(&checkout, &user_id, items, CREATED)
+        .await?
+    {
+        CheckoutOrder::Created(order) => {
+            app.metrics.orders_created.inc();
+            Ok(json_response(StatusCode::CREATED, &order))
+        }
+        CheckoutOrder::Existing(order) => Ok(json_response(StatusCode::OK, &order)),
+        CheckoutOrder::Aborted => Err(checkout_aborted(&checkout)),
+    }
+}
+
+/// `POST /order-api/checkouts/{checkout_id}/abort` (service or admin token): makes sure no
+/// order is ever created for the checkout. Idempotent: 200 `{aborted: true}` once the id is
+/// refused for good, or 200 `{aborted: false, order}` when the checkout's order exists already
+/// (the cart then goes forward with it instead of giving the stock back).
+#[obskit::instrumented(skip(app, request))]
+pub(crate) async fn abort_checkout(app: Arc<App>, request: Request) -> Reply {
+    app.jwt.require_role(request.headers(), ABORT_ROLES)?;
+    let id = checkout_id(&path_param(&request, "checkout_id")?)?;
+    let body = match app.store.abort_checkout(&id).await? {
+        Some(order) => serde_json::json!({ "aborted": false, "order": order }),
+        None => serde_json::json!({ "aborted": true }),
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `GET /order-api/orders/{id}`: one order with its status history; a token must name the
@@ -191,9 +251,20 @@ pub(crate) async fn set_status(app: Arc<App>, request: Request) -> Reply {
         }
         // Compare-and-set: the move applies only if the order is still where it was read, so
         // a client and the lifecycle task (or two clients) never both move it.
-        match app.store.set_order_status(&id, &current, target).await {
+        let moved = if target == CANCELLED {
+            // The restock is journaled with the cancel, and started now rather than at the
+            // next pass; the pass finishes it should this one fail.
+            app.store.cancel_order(&id, &current, target).await
+        } else {
+            app.store.set_order_status(&id, &current, target).await
+        };
+        match moved {
             Ok(order) => {
                 app.metrics.record_transition(&order);
+                if target == CANCELLED && order.checkout_id.is_some() {
+                    let app = Arc::clone(&app);
+                    tokio::spawn(async move { restock::pass(&app).await });
+                }
                 return Ok(json_response(StatusCode::OK, &order));
             }
             Err(StoreError::Stale { current: now }) => current = now,

@@ -25,6 +25,7 @@
 
 mod handlers;
 pub mod lifecycle;
+mod restock;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -198,6 +199,12 @@ pub(crate) struct App {
     pub guard: OwnerGuard,
     pub metrics: Metrics,
     pub body_limit: usize,
+    /// Verifies callers' tokens (aborting a checkout needs a service or admin token) and mints
+    /// the service tokens of the restock calls.
+    pub jwt: shop_common::auth::JwtKeys,
+    pub client: reqwest::Client,
+    /// Base URL of the backend (`BACKEND_URL`), where a cancelled order's stock goes back.
+    pub backend_url: String,
 }
 
 fn router() -> Router<Arc<App>> {
@@ -207,7 +214,16 @@ fn router() -> Router<Arc<App>> {
         .route(Method::GET, "/order-api/orders/{id}", get_order)
         .route(Method::PUT, "/order-api/orders/{id}/status", set_status)
         .route(Method::GET, "/order-api/users/{user_id}/orders", user_orders)
+        .route(
+            Method::POST,
+            "/order-api/checkouts/{checkout_id}/abort",
+            abort_checkout,
+        )
 }
+
+/// The service the order service calls: the backend, where a cancelled order's stock goes
+/// back.
+const CALLS: [ServiceSpec; 1] = [shop_common::service::BACKEND];
 
 /// Opens the store, starts the lifecycle task (unless disabled) and serves the order service
 /// on `listener` until `shutdown` resolves; the lifecycle task stops at the same moment.
@@ -225,7 +241,12 @@ pub async fn run(
         .map(|s| format!("{} s", s.as_secs_f64()))
         .unwrap_or_else(|| "disabled".to_string());
     let obskit = base
-        .obskit(&Orders::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &[])
+        .obskit(
+            &Orders::SPEC,
+            env!("CARGO_PKG_VERSION"),
+            router.templates(),
+            &CALLS,
+        )
         .config_entry("order.lifecycle_step", step)
         .config_entry("auth.require", config.require_auth)
         .build()?;
@@ -255,11 +276,18 @@ pub async fn run(
         guard: OwnerGuard::new(config.base.jwt.clone(), config.require_auth),
         metrics,
         body_limit: config.base.body_limit,
+        jwt: config.base.jwt,
+        client: shop_common::client::service_client(),
+        backend_url: config.base.upstreams.backend,
     });
+    let restock_task = tokio::spawn(restock::run(Arc::clone(&app), stop_rx.clone()));
     let served = obskit
         .serve_with_shutdown(listener, router.into_service(app), shutdown)
         .await;
     stop_tx.send_replace(true);
+    if let Err(e) = restock_task.await {
+        eprintln!("{SERVICE_NAME}: the restock task failed: {e}");
+    }
     if let Some(task) = lifecycle_task {
         // The task only ends by the signal; a join error means it panicked, which is logged
         // rather than turned into a failed shutdown.

@@ -899,3 +899,95 @@ async fn a_users_orders_are_paged_like_the_product_list() {
     }
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_gets_one_order_ever_and_none_once_aborted() {
+    let dir = DataDir::new("order-checkout");
+    let service = Running::start(dir.path(), None).await;
+    let token = JwtKeys::new(b"contract-test-secret", Duration::from_secs(600))
+        .mint("cart-service", "cart-service", ROLE_SERVICE)
+        .unwrap();
+    let create = |checkout: &str| json!({"user_id": "ann", "items": one_item(), "checkout_id": checkout});
+    let abort = |checkout: &str| format!("/order-api/checkouts/{checkout}/abort");
+    let orders_of_ann = || async {
+        service
+            .call(Method::GET, "/order-api/users/ann/orders", None)
+            .await
+            .1
+    };
+
+    // A retried or timed-out create answers the same order, never a second.
+    let (status, first) = service
+        .call(Method::POST, "/order-api/orders", Some(create("co-1")))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["checkout_id"], "co-1");
+    for _ in 0..3 {
+        let (status, again) = service
+            .call(Method::POST, "/order-api/orders", Some(create("co-1")))
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["id"], first["id"]);
+    }
+    assert_eq!(orders_of_ann().await.as_array().unwrap().len(), 1);
+
+    // Aborting needs a service (or admin) token.
+    let (status, _) = service.0.call(Method::POST, &abort("co-1"), None, None).await;
+    assert_eq!(status, 401);
+    // Aborting a checkout whose order exists answers the order: the cart goes forward.
+    let (status, body) = service
+        .0
+        .call(Method::POST, &abort("co-1"), Some(&token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["aborted"].clone(), body["order"]["id"].clone()),
+        (json!(false), first["id"].clone())
+    );
+
+    // Aborted first, the checkout never gets an order; the abort repeats harmlessly.
+    for _ in 0..2 {
+        let (status, body) = service
+            .0
+            .call(Method::POST, &abort("co-2"), Some(&token), None)
+            .await;
+        assert_eq!(
+            (status.as_u16(), body["aborted"].clone()),
+            (200, json!(true)),
+            "{body}"
+        );
+    }
+    assert_error(
+        service
+            .call(Method::POST, "/order-api/orders", Some(create("co-2")))
+            .await,
+        409,
+        "checkout_aborted",
+    );
+    assert_eq!(orders_of_ann().await.as_array().unwrap().len(), 1);
+    // A bad checkout id is refused and creates nothing.
+    assert_error(
+        service
+            .call(Method::POST, "/order-api/orders", Some(create("a b")))
+            .await,
+        422,
+        "invalid_field",
+    );
+    assert_eq!(orders_of_ann().await.as_array().unwrap().len(), 1);
+
+    // Kept across a restart.
+    service.stop().await;
+    let service = Running::start(dir.path(), None).await;
+    let (status, again) = service
+        .call(Method::POST, "/order-api/orders", Some(create("co-1")))
+        .await;
+    assert_eq!((status.as_u16(), again["id"].clone()), (200, first["id"].clone()));
+    assert_error(
+        service
+            .call(Method::POST, "/order-api/orders", Some(create("co-2")))
+            .await,
+        409,
+        "checkout_aborted",
+    );
+    service.stop().await;
+}

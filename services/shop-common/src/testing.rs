@@ -59,6 +59,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// ```
 pub struct TempDataDir(pub PathBuf);
 
+/// A port that was free on 127.0.0.1 a moment ago (for a process the test starts, which binds
+/// it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
 impl TempDataDir {
     /// Creates `shop-test-<tag>-<unique id>`: the tag says which test the directory is for,
     /// the id keeps concurrent tests (and runs) apart.

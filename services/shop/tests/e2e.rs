@@ -3,9 +3,9 @@
 //! through the gateway over real HTTP: the seed's purchase flow, trace context through the
 //! gateway, what the gateway refuses, and a restart that must lose nothing.
 
+use shop_common::testing::{free_port, TempDataDir as DataDir};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,31 +14,6 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "e2e-test-secret-shared-by-all-four-services";
 const ADMIN: (&str, &str) = ("e2e-admin", "e2e-admin-password");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A temporary data directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> DataDir {
-        let dir = std::env::temp_dir().join(format!("shop-e2e-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        DataDir(dir)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Ports {
@@ -202,7 +177,7 @@ async fn first_product(shop: &Shop, client: &Client) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses_nothing() {
-    let data = DataDir::new();
+    let data = DataDir::new("e2e");
     let ports = Ports::free();
     let mut shop = Shop::start(&data.0, ports);
     let client = client();

@@ -1,18 +1,26 @@
 //! The user service's calls, one handler each. Handlers answer `Err(ApiError)` for every
 //! failure, so `function_calls_total{result="error"}` counts client errors (401, 422) as well
-//! as server errors; the RED metrics' `status` label tells them apart.
+//! as server errors; the RED metrics' `status` label tells them apart. Register and login can
+//! also be refused with `Retry-After` (503 when the hash queue is full, 429 when a login limit
+//! applies): they run as an inner function answering [`Refusal`], which is still an `Err` for the
+//! function metrics and becomes the JSON error with its header.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::AUTHORIZATION;
-use http::{HeaderMap, StatusCode};
+use http::header::{AUTHORIZATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use obskit::admin::PeerAddr;
 use obskit::http::MatchedRoute;
 use serde::{Deserialize, Serialize};
 use shop_common::auth::{Claims, ROLE_ADMIN, ROLE_CUSTOMER};
-use shop_common::http::{json_response, read_json, ApiError};
+use shop_common::http::{json_response, read_json, ApiError, Body};
 use shop_common::router::{Reply, Request};
 use shop_common::store::{StoreError, User};
 
+use crate::hashing::HashRefusal;
+use crate::throttle::Throttled;
 use crate::{App, MIN_PASSWORD_CHARS};
 
 /// Longest username, in characters.
@@ -58,18 +66,80 @@ pub(crate) fn authenticate(app: &App, headers: &HeaderMap) -> Result<Claims, Api
     result
 }
 
-/// Runs a password hash or verification on the blocking pool, at most as many at once as the
-/// hashing semaphore allows: argon2 takes ~19 MiB and tens of milliseconds per call, so a burst
-/// of registrations must queue rather than fill the blocking pool (512 threads) and the memory.
-async fn hashing<R, F>(app: &App, work: F) -> Result<R, ApiError>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let _permit = app.hashing.acquire().await.map_err(ApiError::internal)?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(ApiError::internal)
+/// An error answer, with a `Retry-After` when the client should come back later.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    error: ApiError,
+    retry_after: Option<Duration>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Refusal {
+        Refusal {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<HashRefusal> for Refusal {
+    fn from(refused: HashRefusal) -> Refusal {
+        match refused {
+            HashRefusal::Busy { retry_after } => Refusal {
+                error: ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many password checks are waiting; try again shortly",
+                ),
+                retry_after: Some(retry_after),
+            },
+            HashRefusal::Failed => ApiError::internal("a password hash job failed").into(),
+        }
+    }
+}
+
+impl From<Throttled> for Refusal {
+    fn from(throttled: Throttled) -> Refusal {
+        Refusal {
+            error: ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many login attempts; try again later",
+            ),
+            retry_after: Some(throttled.retry_after),
+        }
+    }
+}
+
+impl Refusal {
+    fn into_response(self) -> Response<Body> {
+        let mut response = self.error.into_response();
+        if let Some(after) = self.retry_after {
+            // The one place a wait becomes `Retry-After`: whole seconds rounded up, at least
+            // one (RFC 9110 `delay-seconds`), so that a client that obeys it is admitted.
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+/// What the router gets from a handler that can refuse with `Retry-After`.
+fn answer(result: Result<Response<Body>, Refusal>) -> Reply {
+    Ok(result.unwrap_or_else(Refusal::into_response))
+}
+
+/// The client's address as the login limit counts it (see `throttle.rs`). Requests always
+/// carry their peer when served by obskit; without one (not served over TCP) all such
+/// requests share one bucket.
+fn client_of(app: &App, request: &Request) -> IpAddr {
+    let peer = request
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+    app.throttle.client_address(peer, request.headers())
 }
 
 /// What a client may send to register; all optional so that a missing field gets a 422 naming
@@ -174,9 +244,14 @@ fn requested_role(app: &App, role: Option<&str>, headers: &HeaderMap) -> Result<
     }
 }
 
-/// `POST /user-api/register` `{username, email, password, role?}`: 201 with the new user.
-#[obskit::instrumented(skip(app, request))]
+/// `POST /user-api/register` `{username, email, password, role?}`: 201 with the new user; 503
+/// with `Retry-After` when the hash queue is full.
 pub(crate) async fn register(app: Arc<App>, request: Request) -> Reply {
+    answer(register_user(app, request).await)
+}
+
+#[obskit::instrumented(name = "register", skip(app, request))]
+async fn register_user(app: Arc<App>, request: Request) -> Result<Response<Body>, Refusal> {
     let headers = request.headers().clone();
     let input: RegisterInput = read_json(request, app.body_limit).await?;
     let role = requested_role(&app, input.role.as_deref(), &headers)?;
@@ -186,12 +261,18 @@ pub(crate) async fn register(app: Arc<App>, request: Request) -> Reply {
     validate_username(&username)?;
     validate_email(&email)?;
     validate_password(&password)?;
-    let hash = hashing(&app, move || shop_common::auth::hash_password(&password))
+    let hash = app
+        .hashing
+        .run(move || shop_common::auth::hash_password(&password))
         .await?
         .map_err(ApiError::internal)?;
     // Uniqueness is the store's (one UNIQUE constraint, no check-then-insert race): a taken
     // username or e-mail comes back as `Conflict`, which is 409.
-    let user = app.store.create_user(&username, &email, &hash, role).await?;
+    let user = app
+        .store
+        .create_user(&username, &email, &hash, role)
+        .await
+        .map_err(ApiError::from)?;
     app.metrics.registrations.with(&[role]).inc();
     Ok(json_response(StatusCode::CREATED, &PublicUser::from(&user)))
 }
@@ -210,28 +291,50 @@ struct TokenAnswer {
 }
 
 /// `POST /user-api/login` `{username, password}`: 200 with a bearer token; 401 with the same
-/// answer, after the same work, for an unknown user and a wrong password.
-#[obskit::instrumented(skip(app, request))]
+/// answer, after the same work, for an unknown user and a wrong password; 429 with
+/// `Retry-After` when the client's address or the username is over its limit, 503 with
+/// `Retry-After` when the hash queue is full.
 pub(crate) async fn login(app: Arc<App>, request: Request) -> Reply {
+    answer(log_in(app, request).await)
+}
+
+#[obskit::instrumented(name = "login", skip(app, request))]
+async fn log_in(app: Arc<App>, request: Request) -> Result<Response<Body>, Refusal> {
+    let client = client_of(&app, &request);
     let input: LoginInput = read_json(request, app.body_limit).await?;
-    let user = match app.store.user_by_username(&input.username).await {
-        Ok(user) => Some(user),
-        Err(StoreError::NotFound) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    app.throttle.admit(client, &input.username)?;
+    // The lookup runs in the hash job, on the worker, not in the request future: the store
+    // runs each query on tokio's blocking pool, which starts a thread per concurrent query
+    // (100 logins at once whose clients left after 3 ms grew the service to 51 threads). In the
+    // job, lookups are bounded by the workers and skipped with the hash when the client has
+    // gone. An unknown user costs a hash too (against a dummy): same time, same answer.
+    let store = app.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let username = input.username.clone();
     let password = input.password;
-    let matches = hashing(&app, move || {
-        shop_common::auth::verify_password_or_dummy(&password, hash.as_deref())
-    })
-    .await?;
+    let (user, matches) = app
+        .hashing
+        .run(move || {
+            let user = match runtime.block_on(store.user_by_username(&username)) {
+                Ok(user) => Some(user),
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            let hash = user.as_ref().map(|u| u.password_hash.as_str());
+            let matches = shop_common::auth::verify_password_or_dummy(&password, hash);
+            Ok((user, matches))
+        })
+        .await?
+        .map_err(ApiError::from)?;
     let user = match user {
         Some(user) if matches => user,
         _ => {
+            app.throttle.failed(&input.username);
             app.metrics.login_attempts.with(&["failure"]).inc();
-            return Err(ApiError::unauthorized("wrong username or password"));
+            return Err(ApiError::unauthorized("wrong username or password").into());
         }
     };
+    app.throttle.succeeded(&input.username);
     app.metrics.login_attempts.with(&["success"]).inc();
     let token = match app.jwt.mint(&user.id, &user.username, &user.role) {
         Ok(token) => {
@@ -240,7 +343,7 @@ pub(crate) async fn login(app: Arc<App>, request: Request) -> Reply {
         }
         Err(e) => {
             app.metrics.jwt_operations.with(&["issue", "failure"]).inc();
-            return Err(ApiError::internal(e));
+            return Err(ApiError::internal(e).into());
         }
     };
     Ok(json_response(
@@ -285,7 +388,10 @@ pub(crate) async fn user_profile(app: Arc<App>, request: Request) -> Reply {
     if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
         return Err(ApiError::not_found(format!("no user {id:?}")));
     }
-    let profile = crate::profile::aggregate_profile(&app, &id).await?;
+    // The caller's own token goes along: the order and cart services check that it names the
+    // user (or an admin) when they require tokens (SHOP_REQUIRE_AUTH).
+    let authorization = request.headers().get(AUTHORIZATION).cloned();
+    let profile = crate::profile::aggregate_profile(&app, &id, authorization.as_ref()).await?;
     Ok(json_response(StatusCode::OK, &profile))
 }
 

@@ -14,6 +14,9 @@
 //! | `login_attempts_total` | `status` (`success`, `failure`) |
 //! | `jwt_operations_total` | `operation` (`issue`, `verify`), `status` (`success`, `failure`) |
 //! | `profile_aggregation_seconds` | none (histogram of the whole aggregation) |
+//! | `user_password_hashes_total` | `outcome` (`completed`, `abandoned`, `rejected`) |
+//! | `user_password_hash_queue_length` | none (gauge: hash jobs waiting for a worker) |
+//! | `user_auth_throttled_total` | `reason` (`client_address`, `username`) |
 //!
 //! The seed labels `login_attempts_total` by `username` as well; that label is dropped. One
 //! series per username is unbounded cardinality (every registration adds series that never go
@@ -23,6 +26,14 @@
 //! months and readable by everyone with dashboard access. Per-user login forensics belong in
 //! logs or traces, not in a time series.
 //!
+//! # Password hashing and login throttling
+//!
+//! Every argon2 hash (registration, login, the bootstrap administrator) runs on a fixed pool of
+//! workers fed by a bounded queue ([`HashSettings`]; see `hashing.rs` for why); a full queue is
+//! a 503 with `Retry-After`, and a queued job whose client has gone is skipped. Logins are rate
+//! limited per client address and per username ([`LoginLimits`]; see `throttle.rs`, which also
+//! says how the client address is found behind the gateway): 429 with `Retry-After`.
+//!
 //! # Admin bootstrap
 //!
 //! With `SHOP_ADMIN_USERNAME` and `SHOP_ADMIN_PASSWORD` set (and optionally
@@ -30,13 +41,19 @@
 //! exists. Only administrators can create other administrators afterwards.
 #![warn(missing_docs)]
 
+mod allocator;
 mod handlers;
+mod hashing;
 mod profile;
+mod throttle;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use hashing::{HashSettings, ARGON2_MEMORY_BYTES};
+pub use throttle::{LoginLimits, Rate};
 
 use http::Method;
 use obskit::metrics::{buckets, CounterVec, Histogram, Registry};
@@ -115,11 +132,17 @@ pub struct Config {
     pub base: ServiceConfig,
     /// The administrator to create at start, if any.
     pub admin: Option<AdminBootstrap>,
+    /// The argon2 pool's workers and queue.
+    pub hashing: HashSettings,
+    /// The login rate limits.
+    pub login_limits: LoginLimits,
 }
 
 /// The user service as the service kit runs it: `shop_common::service::main::<user::Users>()`,
-/// with the `SHOP_ADMIN_*` bootstrap variables besides the kit's settings; tokens live
-/// [`TOKEN_TTL`].
+/// with the `SHOP_ADMIN_*` bootstrap variables, `USER_HASH_*` ([`HashSettings`]) and
+/// `USER_LOGIN_*`/`USER_TRUSTED_PROXIES` ([`LoginLimits`]) besides the kit's settings, all read
+/// once here; tokens live [`TOKEN_TTL`]. A value that cannot be used is an error naming the
+/// variable.
 pub struct Users;
 
 impl Service for Users {
@@ -131,6 +154,8 @@ impl Service for Users {
         Ok(Config {
             base,
             admin: AdminBootstrap::from_lookup(lookup),
+            hashing: HashSettings::from_env(&lookup).map_err(|e| e.to_string())?,
+            login_limits: LoginLimits::from_env(&lookup).map_err(|e| e.to_string())?,
         })
     }
 
@@ -209,8 +234,10 @@ pub(crate) struct App {
     pub client: reqwest::Client,
     pub order_url: String,
     pub cart_url: String,
-    /// Bounds concurrent argon2 work (see `handlers::hashing`).
-    pub hashing: tokio::sync::Semaphore,
+    /// Every argon2 hash runs here.
+    pub hashing: hashing::HashPool,
+    /// The login rate limits.
+    pub throttle: throttle::LoginThrottle,
 }
 
 fn router() -> Router<Arc<App>> {
@@ -223,7 +250,11 @@ fn router() -> Router<Arc<App>> {
 }
 
 /// Creates the bootstrap administrator unless a user of that name exists.
-async fn bootstrap_admin(store: &Store, admin: &AdminBootstrap) -> Result<(), BoxError> {
+async fn bootstrap_admin(
+    store: &Store,
+    hashing: &hashing::HashPool,
+    admin: &AdminBootstrap,
+) -> Result<(), BoxError> {
     if admin.password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("{ADMIN_PASSWORD_ENV} must be at least {MIN_PASSWORD_CHARS} characters").into());
     }
@@ -241,7 +272,10 @@ async fn bootstrap_admin(store: &Store, admin: &AdminBootstrap) -> Result<(), Bo
         Err(e) => return Err(e.into()),
     }
     let password = admin.password.clone();
-    let hash = tokio::task::spawn_blocking(move || shop_common::auth::hash_password(&password)).await??;
+    let hash = hashing
+        .run(move || shop_common::auth::hash_password(&password))
+        .await
+        .map_err(|refused| format!("hashing the administrator's password: {refused:?}"))??;
     match store
         .create_user(&admin.username, &admin.email, &hash, ROLE_ADMIN)
         .await
@@ -266,12 +300,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    allocator::return_freed_memory();
     let base = &config.base;
     let store = base.open_store().await?;
+    let hashing = hashing::HashPool::start(config.hashing, &base.registry)?;
     if let Some(admin) = &config.admin {
-        bootstrap_admin(&store, admin).await?;
+        bootstrap_admin(&store, &hashing, admin).await?;
     }
     let metrics = Metrics::declare(&base.registry)?;
+    let throttle = throttle::LoginThrottle::new(&config.login_limits, &base.registry)?;
     let router = router();
     let obskit = base
         .obskit(
@@ -281,6 +318,16 @@ pub async fn run(
             &CALLS,
         )
         .config_entry("jwt.ttl_seconds", base.jwt.ttl().as_secs())
+        .config_entry("hash.workers", config.hashing.workers)
+        .config_entry("hash.queue", config.hashing.queue)
+        .config_entry("hash.memory_bound_bytes", config.hashing.memory_bound_bytes())
+        .config_entry("login.per_address", rate_entry(config.login_limits.per_address))
+        .config_entry("login.per_username", rate_entry(config.login_limits.per_username))
+        .config_entry("login.limiter_table_bytes", config.login_limits.table_bytes)
+        .config_entry(
+            "login.trusted_proxies",
+            trusted_entry(&config.login_limits.trusted_proxies),
+        )
         .build()?;
     base.register_store_check(&obskit, &store);
     // One pooled client for every outgoing call (the health checks' and the handlers').
@@ -294,11 +341,24 @@ pub async fn run(
         client,
         order_url: config.base.upstreams.order,
         cart_url: config.base.upstreams.cart,
-        // Two per core: enough to keep the cores busy while one hash waits for its thread.
-        hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()) * 2),
+        hashing,
+        throttle,
     });
     obskit
         .serve_with_shutdown(listener, router.into_service(app), shutdown)
         .await?;
     Ok(())
+}
+
+/// A rate as `/debug/config` shows it: `30 then 1/2s`.
+fn rate_entry(rate: Rate) -> String {
+    format!("{} then 1/{:?}", rate.burst, rate.refill)
+}
+
+/// The trusted proxies as `/debug/config` shows them: loopback always, then the listed ones.
+fn trusted_entry(proxies: &[std::net::IpAddr]) -> String {
+    std::iter::once("loopback".to_string())
+        .chain(proxies.iter().map(|ip| ip.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

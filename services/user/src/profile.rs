@@ -1,9 +1,13 @@
 //! Profiles aggregated from three sources at once: the user record (this service's store), the
 //! user's orders (order service) and cart (cart service). A source that fails degrades only its
 //! own part, marked `"available": false` with the reason; only the user record is essential.
+//! The calls carry the caller's `Authorization` header, so that the order and cart services,
+//! when they require a token (`SHOP_REQUIRE_AUTH=true`), see who asks: the user themself or an
+//! administrator, the only callers the profile route lets through.
 
 use std::time::Instant;
 
+use http::HeaderValue;
 use obskit::trace::TracedRequest;
 use reqwest::Url;
 use serde_json::{json, Value};
@@ -27,13 +31,19 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// JSON handling and request building around the waits, and a rare, short capture is enough
 /// to see that without keeping the process's only profiler busy.
 #[obskit::profiled(name = "profile_aggregation", every = "10m", duration = "5s", calls = 50)]
-#[obskit::instrumented(skip(app))]
-pub(crate) async fn aggregate_profile(app: &App, user_id: &str) -> Result<Value, ApiError> {
+///
+/// `authorization` (the caller's header, a secret: never recorded in the span) is forwarded.
+#[obskit::instrumented(skip(app, authorization))]
+pub(crate) async fn aggregate_profile(
+    app: &App,
+    user_id: &str,
+    authorization: Option<&HeaderValue>,
+) -> Result<Value, ApiError> {
     let started = Instant::now();
     let (user, orders, cart) = tokio::join!(
         app.store.user(user_id),
-        orders_part(app, user_id),
-        cart_part(app, user_id),
+        orders_part(app, user_id, authorization),
+        cart_part(app, user_id, authorization),
     );
     app.metrics
         .profile_aggregation
@@ -50,12 +60,13 @@ pub(crate) async fn aggregate_profile(app: &App, user_id: &str) -> Result<Value,
 }
 
 /// `{"available": true, "items": [orders]}` from `GET {ORDER_URL}/order-api/users/{id}/orders`.
-async fn orders_part(app: &App, user_id: &str) -> Value {
+async fn orders_part(app: &App, user_id: &str, authorization: Option<&HeaderValue>) -> Value {
     let answer = fetch_json(
         app,
         &app.order_url,
         &["order-api", "users", user_id, "orders"],
         "order",
+        authorization,
     )
     .await;
     match answer {
@@ -66,8 +77,15 @@ async fn orders_part(app: &App, user_id: &str) -> Value {
 }
 
 /// `{"available": true, "items": [...], "total": n}` from `GET {CART_URL}/cart-api/cart/{id}`.
-async fn cart_part(app: &App, user_id: &str) -> Value {
-    let answer = fetch_json(app, &app.cart_url, &["cart-api", "cart", user_id], "cart").await;
+async fn cart_part(app: &App, user_id: &str, authorization: Option<&HeaderValue>) -> Value {
+    let answer = fetch_json(
+        app,
+        &app.cart_url,
+        &["cart-api", "cart", user_id],
+        "cart",
+        authorization,
+    )
+    .await;
     match answer {
         Ok(Value::Object(mut cart)) => match (cart.remove("items"), cart.remove("total")) {
             (Some(items @ Value::Array(_)), Some(total @ Value::Number(_))) => {
@@ -92,27 +110,40 @@ fn service_url(base: &str, segments: &[&str]) -> Option<Url> {
     Some(url)
 }
 
-/// GETs JSON from another service through the pooled client, in a traced client span. The
-/// error is a sentence for the profile's `error` field; it names the service, not its address.
-async fn fetch_json(app: &App, base: &str, segments: &[&str], service: &str) -> Result<Value, String> {
+/// GETs JSON from another service through the pooled client, in a traced client span, with
+/// the caller's `authorization` if any. The error is a sentence for the profile's `error`
+/// field; it names the service, not its address.
+async fn fetch_json(
+    app: &App,
+    base: &str,
+    segments: &[&str],
+    service: &str,
+    authorization: Option<&HeaderValue>,
+) -> Result<Value, String> {
     let url =
         service_url(base, segments).ok_or_else(|| format!("the {service} service's URL is misconfigured"))?;
-    let mut response = app
+    let mut request = app
         .client
         .get(url)
-        .header(http::header::ACCEPT, "application/json")
-        .send_traced()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("the {service} service did not answer in time")
-            } else if e.is_connect() {
-                format!("the {service} service is unreachable")
-            } else {
-                format!("the call to the {service} service failed")
-            }
-        })?;
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization.clone());
+    }
+    let mut response = request.send_traced().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("the {service} service did not answer in time")
+        } else if e.is_connect() {
+            format!("the {service} service is unreachable")
+        } else {
+            format!("the call to the {service} service failed")
+        }
+    })?;
     let status = response.status();
+    if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+        return Err(format!(
+            "the {service} service refused the caller's token ({status})"
+        ));
+    }
     if !status.is_success() {
         return Err(format!("the {service} service answered {status}"));
     }

@@ -164,6 +164,84 @@ pub struct Order {
     pub created_at: f64,
     /// Every status it entered, oldest first.
     pub history: Vec<StatusChange>,
+    /// The cart's checkout that created it (unique: one order per checkout), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_id: Option<String>,
+}
+
+/// The states of a checkout's journal row in the cart's store, in the order the saga moves
+/// through them (see the cart service's `saga` module):
+///
+/// ```text
+/// accepted -> reserved -> ordered -> done
+///     |           |
+///     +-----------+--> released   (the stock given back, the cart kept)
+/// ```
+pub mod checkout_state {
+    /// Written before any remote call: a reservation may be in flight.
+    pub const ACCEPTED: &str = "accepted";
+    /// The backend holds the stock under the checkout id.
+    pub const RESERVED: &str = "reserved";
+    /// The order exists; the cart lines are still to be removed.
+    pub const ORDERED: &str = "ordered";
+    /// Final: ordered and the lines removed from the cart.
+    pub const DONE: &str = "done";
+    /// Final: no order will ever exist for it, and its stock was given back.
+    pub const RELEASED: &str = "released";
+    /// Whether a checkout in `state` has nothing left to do.
+    pub fn is_final(state: &str) -> bool {
+        state == DONE || state == RELEASED
+    }
+}
+
+/// A checkout's journal row (the cart's store).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkout {
+    /// The checkout id: the backend's reservation key and the order's unique checkout id.
+    pub id: String,
+    /// Whose cart.
+    pub user_id: String,
+    /// The lines checked out, as they were when the checkout was accepted.
+    pub items: Vec<CartItem>,
+    /// One of [`checkout_state`].
+    pub state: String,
+    /// The order's JSON once the order service created it.
+    pub order: Option<String>,
+    /// When it was accepted, in seconds since the Unix epoch.
+    pub created_at: f64,
+    /// When its state last changed.
+    pub updated_at: f64,
+}
+
+/// What a reservation under a checkout id did (the backend's store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// The units were taken now.
+    Taken,
+    /// The units had been taken for this id before: nothing taken twice.
+    AlreadyTaken,
+    /// The id was released (or refused) before: nothing taken, ever.
+    Released,
+}
+
+/// What creating the order of a checkout did (the order's store).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckoutOrder {
+    /// Created now.
+    Created(Order),
+    /// Created before for this checkout id: the same order.
+    Existing(Order),
+    /// The checkout was aborted: no order will ever exist for it.
+    Aborted,
+}
+
+/// A cancelled order whose stock is still to be given back to the backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingRestock {
+    /// The cancelled order.
+    pub order_id: String,
+    /// Its checkout id: the backend's reservation to release.
+    pub checkout_id: String,
 }
 
 /// Why a store call failed.
@@ -733,6 +811,7 @@ impl Store {
                 status: status.to_string(),
                 at: now,
             }],
+            checkout_id: None,
         };
         let query = async {
             match &self.backend {
@@ -792,6 +871,215 @@ impl Store {
             }
         };
         self.timed("orders", "UPDATE", query).await
+    }
+
+    /// Creates the order of checkout `checkout_id` in `status`, once: a repeated call answers
+    /// the order the first one created ([`CheckoutOrder::Existing`]), a call after
+    /// [`Store::abort_checkout`] answers [`CheckoutOrder::Aborted`] and creates nothing.
+    pub async fn create_checkout_order(
+        &self,
+        checkout_id: &str,
+        user_id: &str,
+        items: Vec<OrderItem>,
+        status: &str,
+    ) -> Result<CheckoutOrder, StoreError> {
+        let total = items.iter().map(|i| i.price * i.quantity as f64).sum();
+        let now = now_seconds();
+        let order = Order {
+            id: new_id(),
+            user_id: user_id.to_string(),
+            items,
+            total,
+            status: status.to_string(),
+            created_at: now,
+            history: vec![StatusChange {
+                status: status.to_string(),
+                at: now,
+            }],
+            checkout_id: Some(checkout_id.to_string()),
+        };
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.create_checkout_order(order)).await,
+                Backend::Scylla(c) => c.create_checkout_order(order).await,
+            }
+        };
+        self.timed("order_checkouts", "INSERT", query).await
+    }
+
+    /// Makes sure no order is ever created for `checkout_id`: the order that exists already
+    /// (`Some`), or `None` once the id is refused for good. Idempotent.
+    pub async fn abort_checkout(&self, checkout_id: &str) -> Result<Option<Order>, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = checkout_id.to_string();
+                    blocking(s, move |s| s.abort_checkout(&id)).await
+                }
+                Backend::Scylla(c) => c.abort_checkout(checkout_id).await,
+            }
+        };
+        self.timed("order_checkouts", "INSERT", query).await
+    }
+
+    /// Moves an order from `expected` to `cancelled` like [`Store::set_order_status`] and, in
+    /// the same step, journals the restock of its checkout's stock ([`Store::pending_restocks`])
+    /// when it came from a checkout.
+    pub async fn cancel_order(&self, id: &str, expected: &str, cancelled: &str) -> Result<Order, StoreError> {
+        let at = now_seconds();
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let (id, expected, cancelled) =
+                        (id.to_string(), expected.to_string(), cancelled.to_string());
+                    blocking(s, move |s| s.cancel_order(&id, &expected, &cancelled, at)).await
+                }
+                Backend::Scylla(c) => c.cancel_order(id, expected, cancelled, at).await,
+            }
+        };
+        self.timed("orders", "UPDATE", query).await
+    }
+
+    /// Cancelled orders whose stock is still to be given back, oldest first, at most `limit`.
+    pub async fn pending_restocks(&self, limit: u32) -> Result<Vec<PendingRestock>, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.pending_restocks(limit)).await,
+                Backend::Scylla(c) => c.pending_restocks(limit).await,
+            }
+        };
+        self.timed("order_restocks", "SELECT", query).await
+    }
+
+    /// Records that the stock of a cancelled order was given back.
+    pub async fn restock_done(&self, order_id: &str) -> Result<(), StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = order_id.to_string();
+                    blocking(s, move |s| s.restock_done(&id)).await
+                }
+                Backend::Scylla(c) => c.restock_done(order_id).await,
+            }
+        };
+        self.timed("order_restocks", "UPDATE", query).await
+    }
+
+    // ---- stock reservations (backend) ------------------------------------------------------
+
+    /// Takes `quantity` units of each product under `reservation_id`, all or nothing (as
+    /// [`Store::decrement_stock`]), at most once per id: see [`Reservation`]. A failed take
+    /// (short of stock, missing product) records nothing, so it may be tried again.
+    pub async fn reserve_stock(
+        &self,
+        reservation_id: &str,
+        items: Vec<(String, i64)>,
+    ) -> Result<Reservation, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = reservation_id.to_string();
+                    blocking(s, move |s| s.reserve_stock(&id, &items)).await
+                }
+                Backend::Scylla(c) => c.reserve_stock(reservation_id, &items).await,
+            }
+        };
+        self.timed("stock_reservations", "INSERT", query).await
+    }
+
+    /// Gives back the units reserved under `reservation_id`, once, and refuses the id for any
+    /// later [`Store::reserve_stock`]; the lines given back now (empty when they were given
+    /// back before or never taken).
+    pub async fn release_reservation(&self, reservation_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = reservation_id.to_string();
+                    blocking(s, move |s| s.release_reservation(&id)).await
+                }
+                Backend::Scylla(c) => c.release_reservation(reservation_id).await,
+            }
+        };
+        self.timed("stock_reservations", "UPDATE", query).await
+    }
+
+    // ---- checkout journal (cart) -----------------------------------------------------------
+
+    /// Journals a new checkout (in [`checkout_state::ACCEPTED`]); [`StoreError::Conflict`] when
+    /// the id exists.
+    pub async fn begin_checkout(&self, checkout: Checkout) -> Result<(), StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => blocking(s, move |s| s.begin_checkout(&checkout)).await,
+                Backend::Scylla(c) => c.begin_checkout(&checkout).await,
+            }
+        };
+        self.timed("checkouts", "INSERT", query).await
+    }
+
+    /// A checkout's journal row.
+    pub async fn checkout(&self, id: &str) -> Result<Checkout, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let id = id.to_string();
+                    blocking(s, move |s| s.checkout(&id)).await
+                }
+                Backend::Scylla(c) => c.checkout(id).await,
+            }
+        };
+        self.timed("checkouts", "SELECT", query).await
+    }
+
+    /// Moves a checkout from `from` to `to` (compare-and-set: [`StoreError::Stale`] when it is
+    /// not in `from`), recording the order's JSON when given. Moving to
+    /// [`checkout_state::DONE`] also takes the checked-out lines out of the cart in the same
+    /// step (a line's quantity less what was ordered; a cart left empty forgets its activity),
+    /// so that the lines are removed exactly once.
+    pub async fn advance_checkout(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        order: Option<String>,
+    ) -> Result<(), StoreError> {
+        let at = now_seconds();
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let (id, from, to) = (id.to_string(), from.to_string(), to.to_string());
+                    blocking(s, move |s| {
+                        s.advance_checkout(&id, &from, &to, order.as_deref(), at)
+                    })
+                    .await
+                }
+                Backend::Scylla(c) => c.advance_checkout(id, from, to, order.as_deref(), at).await,
+            }
+        };
+        self.timed("checkouts", "UPDATE", query).await
+    }
+
+    /// Checkouts not in a final state, accepted before `before` (seconds since the Unix epoch),
+    /// of one user or of all, oldest first, at most `limit` (the recovery sweep's work).
+    pub async fn unfinished_checkouts(
+        &self,
+        user_id: Option<&str>,
+        before: f64,
+        limit: u32,
+    ) -> Result<Vec<Checkout>, StoreError> {
+        let query = async {
+            match &self.backend {
+                Backend::Sqlite(s) => {
+                    let user_id = user_id.map(str::to_string);
+                    blocking(s, move |s| {
+                        s.unfinished_checkouts(user_id.as_deref(), before, limit)
+                    })
+                    .await
+                }
+                Backend::Scylla(c) => c.unfinished_checkouts(user_id, before, limit).await,
+            }
+        };
+        self.timed("checkouts", "SELECT", query).await
     }
 
     /// Orders currently in `status`, oldest first, at most `limit` (for the lifecycle task).

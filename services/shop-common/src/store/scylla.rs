@@ -45,6 +45,17 @@
 //! decrement takes line after line and gives back what it took when
 //! a later line fails, so that it is all or nothing as seen from its caller.
 //!
+//! Product and cart index rows are written before the row they point to (a crash in between
+//! leaves an index entry that readers skip) and moved in logged batches. Orders are the other
+//! way round (the issue's write order): the row first, then its index entries in one logged
+//! batch, written again by a retried checkout create; a status entry left behind by a failed
+//! move is cleaned by the next `orders_in_status` read; so no order entry is skipped forever.
+//! The checkout journal (`checkouts`), the reservations (`stock_reservations`), the checkout
+//! claims (`order_checkouts`) and the restocks (`order_restocks`) move by LWT only (`IF NOT
+//! EXISTS`, `IF state = ?`); the lists the recovery sweeps read are hourly partitions whose
+//! entries expire (TTL), never queues with deletes. What a cluster without cross-partition
+//! transactions cannot give is said in `services/README.md` (storage section).
+//!
 //! # No queue tables
 //!
 //! Finding abandoned carts is the one place where the store scans by time. A single partition
@@ -61,9 +72,6 @@
 //! forgotten, or already counted, fails that test and is passed over. The cost of the design:
 //! a cart left idle longer than the TTL before any sweep runs (the cart service down for
 //! [`IDLE_TTL_SECONDS`]) is not counted, and `CART_ABANDON_AFTER_SECONDS` must stay below it.
-//!
-//! Index rows are written before the row they point to (a crash in between leaves an index
-//! entry that readers skip, never a row that cannot be found) and moved in logged batches.
 //!
 //! On ScyllaDB the keyspace is created with tablets disabled (lightweight transactions need
 //! vnode keyspaces on several ScyllaDB releases); Cassandra, which knows no such option, gets
@@ -86,8 +94,8 @@ use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::value::{CqlValue, Row};
 
 use super::{
-    CartActivity, CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError,
-    User,
+    checkout_state, CartActivity, CartItem, Checkout, CheckoutOrder, NewProduct, Order, OrderItem,
+    PendingRestock, Product, ProductUpdate, Reservation, StatusChange, StoreError, User,
 };
 
 /// Environment variable naming the contact points (`host:port,host:port`); unset or empty
@@ -278,12 +286,39 @@ const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS idle_cart_sweep (name text PRIMARY KEY, swept_until double)",
     "CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, user_id text, \
      items list<frozen<tuple<text, text, double, bigint>>>, total double, status text, \
-     created_at double, history list<frozen<tuple<text, double>>>)",
+     created_at double, history list<frozen<tuple<text, double>>>, checkout_id text)",
     "CREATE TABLE IF NOT EXISTS orders_by_user (user_id text, created_at double, id text, \
      PRIMARY KEY ((user_id), created_at, id)) WITH CLUSTERING ORDER BY (created_at DESC, id ASC)",
     "CREATE TABLE IF NOT EXISTS orders_by_status (status text, created_at double, id text, \
      PRIMARY KEY ((status), created_at, id))",
+    "CREATE TABLE IF NOT EXISTS order_checkouts (checkout_id text PRIMARY KEY, order_id text, state text)",
+    "CREATE TABLE IF NOT EXISTS order_restocks (order_id text PRIMARY KEY, checkout_id text, done boolean, \
+     at double)",
+    "CREATE TABLE IF NOT EXISTS order_restocks_by_time (bucket bigint, at double, order_id text, \
+     PRIMARY KEY ((bucket), at, order_id))",
+    "CREATE TABLE IF NOT EXISTS stock_reservations (id text PRIMARY KEY, items text, state text, at double)",
+    "CREATE TABLE IF NOT EXISTS checkouts (id text PRIMARY KEY, user_id text, items text, state text, \
+     order_json text, created_at double, updated_at double)",
+    "CREATE TABLE IF NOT EXISTS checkouts_by_time (bucket bigint, created_at double, id text, \
+     PRIMARY KEY ((bucket), created_at, id))",
+    "CREATE TABLE IF NOT EXISTS checkouts_by_user (user_id text, id text, PRIMARY KEY ((user_id), id))",
 ];
+
+/// Width of the time buckets of `checkouts_by_time` and `order_restocks_by_time`: one
+/// partition an hour, so that no partition grows without bound and none is a queue with
+/// deletes (entries are never deleted; they expire).
+const BUCKET_SECONDS: f64 = 3600.0;
+/// How far back the recovery sweeps look, in buckets: two days, which is also the lifetime of
+/// the index entries (`USING TTL 172800`); a journal row unfinished for longer is beyond what
+/// a sweep every second or so can miss.
+const BUCKETS_SCANNED: i64 = 48;
+/// How long a reservation may stay in `taking` or `releasing` (a backend that died mid-way)
+/// before a release treats the step as dead.
+const TAKING_GRACE_SECONDS: f64 = 60.0;
+
+fn bucket_of(at: f64) -> i64 {
+    (at / BUCKET_SECONDS).floor() as i64
+}
 
 /// Declares the prepared statements: one field of [`Statements`] each, and the list of their
 /// texts for the tests.
@@ -359,16 +394,37 @@ statements! {
                   WHERE bucket = ? AND last_activity >= ? AND last_activity < ?";
     idle_sweep = "SELECT swept_until FROM idle_cart_sweep WHERE name = 'abandoned'";
     set_idle_sweep = "INSERT INTO idle_cart_sweep (name, swept_until) VALUES ('abandoned', ?)";
-    insert_order = "INSERT INTO orders (id, user_id, items, total, status, created_at, history) \
-                    VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
-    order = "SELECT id, user_id, items, total, status, created_at, history FROM orders WHERE id = ?";
+    insert_order = "INSERT INTO orders (id, user_id, items, total, status, created_at, history, checkout_id) \
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+    delete_order = "DELETE FROM orders WHERE id = ? IF EXISTS";
+    order = "SELECT id, user_id, items, total, status, created_at, history, checkout_id FROM orders WHERE id = ?";
     set_order_status = "UPDATE orders SET status = ?, history = history + ? WHERE id = ? IF status = ?";
     index_order_user = "INSERT INTO orders_by_user (user_id, created_at, id) VALUES (?, ?, ?)";
     user_order_ids = "SELECT id FROM orders_by_user WHERE user_id = ?";
-    orders_by_ids = "SELECT id, user_id, items, total, status, created_at, history FROM orders WHERE id IN ?";
+    orders_by_ids = "SELECT id, user_id, items, total, status, created_at, history, checkout_id FROM orders \
+                     WHERE id IN ?";
     index_order_status = "INSERT INTO orders_by_status (status, created_at, id) VALUES (?, ?, ?)";
     unindex_order_status = "DELETE FROM orders_by_status WHERE status = ? AND created_at = ? AND id = ?";
     order_ids_in_status = "SELECT id FROM orders_by_status WHERE status = ? LIMIT ?";
+    claim_order_checkout = "INSERT INTO order_checkouts (checkout_id, order_id, state) VALUES (?, ?, ?) IF NOT EXISTS";
+    order_checkout = "SELECT state, order_id FROM order_checkouts WHERE checkout_id = ?";
+    insert_restock = "INSERT INTO order_restocks (order_id, checkout_id, done, at) VALUES (?, ?, false, ?) IF NOT EXISTS";
+    index_restock = "INSERT INTO order_restocks_by_time (bucket, at, order_id) VALUES (?, ?, ?) USING TTL 172800";
+    restocks_in_bucket = "SELECT order_id FROM order_restocks_by_time WHERE bucket = ?";
+    restock = "SELECT order_id, checkout_id, done FROM order_restocks WHERE order_id = ?";
+    finish_restock = "UPDATE order_restocks SET done = true WHERE order_id = ? IF done = false";
+    insert_reservation = "INSERT INTO stock_reservations (id, items, state, at) VALUES (?, ?, ?, ?) IF NOT EXISTS";
+    reservation = "SELECT state, items, at FROM stock_reservations WHERE id = ?";
+    move_reservation = "UPDATE stock_reservations SET state = ?, at = ? WHERE id = ? IF state = ?";
+    drop_reservation = "DELETE FROM stock_reservations WHERE id = ? IF state = ?";
+    insert_checkout = "INSERT INTO checkouts (id, user_id, items, state, order_json, created_at, updated_at) \
+                       VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+    checkout = "SELECT id, user_id, items, state, order_json, created_at, updated_at FROM checkouts WHERE id = ?";
+    move_checkout = "UPDATE checkouts SET state = ?, order_json = ?, updated_at = ? WHERE id = ? IF state = ?";
+    index_checkout_time = "INSERT INTO checkouts_by_time (bucket, created_at, id) VALUES (?, ?, ?) USING TTL 172800";
+    index_checkout_user = "INSERT INTO checkouts_by_user (user_id, id) VALUES (?, ?) USING TTL 172800";
+    checkouts_in_bucket = "SELECT id FROM checkouts_by_time WHERE bucket = ? AND created_at < ?";
+    user_checkouts = "SELECT id FROM checkouts_by_user WHERE user_id = ?";
 }
 
 fn backend(e: impl Display) -> StoreError {
@@ -438,7 +494,35 @@ type OrderRow = (
     String,
     f64,
     Option<Vec<(String, f64)>>,
+    Option<String>,
 );
+
+type CheckoutRow = (String, String, String, String, Option<String>, f64, f64);
+
+fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("journal encoding: {e}"))
+}
+
+fn checkout_from(row: CheckoutRow) -> Result<Checkout, StoreError> {
+    let (id, user_id, items, state, order, created_at, updated_at) = row;
+    Ok(Checkout {
+        items: serde_json::from_str(&items).map_err(json_error)?,
+        id,
+        user_id,
+        state,
+        order,
+        created_at,
+        updated_at,
+    })
+}
+
+/// The text value of `column` in a lightweight transaction's answer.
+fn current_text(outcome: &Lwt, column: &str) -> Option<String> {
+    match outcome.current(column) {
+        Some(CqlValue::Text(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
 
 fn product_from(row: ProductRow) -> Product {
     let (id, name, description, price, category, stock) = row;
@@ -453,8 +537,9 @@ fn product_from(row: ProductRow) -> Product {
 }
 
 fn order_from(row: OrderRow) -> Order {
-    let (id, user_id, items, total, status, created_at, history) = row;
+    let (id, user_id, items, total, status, created_at, history, checkout_id) = row;
     Order {
+        checkout_id,
         id,
         user_id,
         // CQL stores an empty list as null.
@@ -1225,13 +1310,44 @@ impl ScyllaStore {
     // ---- orders ----------------------------------------------------------------------------
 
     pub(super) async fn create_order(&self, order: Order) -> Result<Order, StoreError> {
-        let st = self.st();
+        // The row first, then its index entries: a failure in between leaves an order that is
+        // not listed yet (a retried checkout create writes its entries again), never an entry
+        // that every reader must skip.
+        if !self.insert_order_row(&order).await? {
+            return Err(StoreError::Conflict("id already taken".into()));
+        }
+        self.index_order(&order).await?;
+        Ok(order)
+    }
+
+    async fn insert_order_row(&self, order: &Order) -> Result<bool, StoreError> {
         let items: Vec<(&str, &str, f64, i64)> = order
             .items
             .iter()
             .map(|i| (i.product_id.as_str(), i.name.as_str(), i.price, i.quantity))
             .collect();
         let history: Vec<(&str, f64)> = order.history.iter().map(|h| (h.status.as_str(), h.at)).collect();
+        let inserted = self
+            .lwt(
+                &self.st().insert_order,
+                (
+                    &order.id,
+                    &order.user_id,
+                    items,
+                    order.total,
+                    &order.status,
+                    order.created_at,
+                    history,
+                    &order.checkout_id,
+                ),
+            )
+            .await?;
+        Ok(inserted.applied)
+    }
+
+    /// Writes an order's index entries (idempotent: plain inserts of keys).
+    async fn index_order(&self, order: &Order) -> Result<(), StoreError> {
+        let st = self.st();
         let at = CqlValue::Double(order.created_at);
         self.batch(vec![
             (
@@ -1243,25 +1359,371 @@ impl ScyllaStore {
                 vec![text(&order.status), at, text(&order.id)],
             ),
         ])
+        .await
+    }
+
+    /// The checkout's claim at the order service: `(state, order_id)`.
+    async fn order_checkout(
+        &self,
+        checkout_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.row::<(String, Option<String>)>(&self.st().order_checkout, (checkout_id,))
+            .await
+    }
+
+    pub(super) async fn create_checkout_order(&self, order: Order) -> Result<CheckoutOrder, StoreError> {
+        let checkout_id = order
+            .checkout_id
+            .clone()
+            .ok_or_else(|| StoreError::Backend("a checkout order without its checkout id".into()))?;
+        if let Some(known) = self.known_checkout_order(&checkout_id).await? {
+            return Ok(known);
+        }
+        // The row (not indexed, so no reader finds it), then the claim, which is the commit
+        // point: an order is the checkout's only once its claim names it.
+        self.insert_order_row(&order).await?;
+        let claim = self
+            .lwt(
+                &self.st().claim_order_checkout,
+                (&checkout_id, &order.id, "ordered"),
+            )
+            .await?;
+        if !claim.applied {
+            // Another create or an abort got there first: this row is nobody's.
+            self.lwt(&self.st().delete_order, (&order.id,)).await?;
+            return self.known_checkout_order(&checkout_id).await?.ok_or_else(|| {
+                StoreError::Backend(format!("checkout {checkout_id}: claim lost and not found"))
+            });
+        }
+        self.index_order(&order).await?;
+        Ok(CheckoutOrder::Created(order))
+    }
+
+    /// What the order service knows of a checkout: its order (index entries written again,
+    /// so that a create that failed after its claim is listed once retried) or its abort.
+    async fn known_checkout_order(&self, checkout_id: &str) -> Result<Option<CheckoutOrder>, StoreError> {
+        match self.order_checkout(checkout_id).await? {
+            Some((state, Some(order_id))) if state == "ordered" => {
+                let order = self.order(&order_id).await?;
+                self.index_order(&order).await?;
+                Ok(Some(CheckoutOrder::Existing(order)))
+            }
+            Some(_) => Ok(Some(CheckoutOrder::Aborted)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn abort_checkout(&self, checkout_id: &str) -> Result<Option<Order>, StoreError> {
+        let claim = self
+            .lwt(
+                &self.st().claim_order_checkout,
+                (checkout_id, None::<String>, "aborted"),
+            )
+            .await?;
+        if claim.applied {
+            return Ok(None);
+        }
+        match self.known_checkout_order(checkout_id).await? {
+            Some(CheckoutOrder::Existing(order) | CheckoutOrder::Created(order)) => Ok(Some(order)),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) async fn cancel_order(
+        &self,
+        id: &str,
+        expected: &str,
+        cancelled: &str,
+        at: f64,
+    ) -> Result<Order, StoreError> {
+        let before = self.order(id).await?;
+        // The restock is journaled before the status changes: a failure in between leaves a
+        // pending restock of an order that is not cancelled, which the restock worker checks
+        // (it gives stock back only for a cancelled order) and retires.
+        if let Some(checkout_id) = &before.checkout_id {
+            let st = self.st();
+            self.write(&st.index_restock, (bucket_of(at), at, id)).await?;
+            self.lwt(&st.insert_restock, (id, checkout_id, at)).await?;
+        }
+        self.set_order_status(id, expected, cancelled, at).await
+    }
+
+    pub(super) async fn pending_restocks(&self, limit: u32) -> Result<Vec<PendingRestock>, StoreError> {
+        let st = self.st();
+        let now = super::now_seconds();
+        let mut pending = Vec::new();
+        for back in (0..BUCKETS_SCANNED).rev() {
+            let ids = self
+                .rows::<(String,)>(&st.restocks_in_bucket, (bucket_of(now) - back,))
+                .await?;
+            for (order_id,) in ids {
+                let Some((order_id, checkout_id, done)) = self
+                    .row::<(String, String, Option<bool>)>(&st.restock, (&order_id,))
+                    .await?
+                else {
+                    continue;
+                };
+                if done == Some(true) {
+                    continue;
+                }
+                // Journaled by a cancel that then lost its race: nothing to give back.
+                match self.order(&order_id).await {
+                    Ok(order) if order.status == "CANCELLED" => {}
+                    Ok(order) if matches!(order.status.as_str(), "CREATED" | "PAID") => continue,
+                    _ => {
+                        self.restock_done(&order_id).await?;
+                        continue;
+                    }
+                }
+                pending.push(PendingRestock {
+                    order_id,
+                    checkout_id,
+                });
+                if pending.len() >= limit as usize {
+                    return Ok(pending);
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    pub(super) async fn restock_done(&self, order_id: &str) -> Result<(), StoreError> {
+        self.lwt(&self.st().finish_restock, (order_id,)).await.map(|_| ())
+    }
+
+    // ---- stock reservations ----------------------------------------------------------------
+
+    /// The reservation row: `(state, items, at)`.
+    async fn reservation(&self, id: &str) -> Result<Option<(String, String, f64)>, StoreError> {
+        self.row::<(String, String, f64)>(&self.st().reservation, (id,))
+            .await
+    }
+
+    /// Moves a reservation from `from` to `to`; whether it applied.
+    async fn move_reservation(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+        let outcome = self
+            .lwt(&self.st().move_reservation, (to, super::now_seconds(), id, from))
+            .await?;
+        Ok(outcome.applied)
+    }
+
+    pub(super) async fn reserve_stock(
+        &self,
+        id: &str,
+        items: &[(String, i64)],
+    ) -> Result<Reservation, StoreError> {
+        let st = self.st();
+        let encoded = serde_json::to_string(items).map_err(json_error)?;
+        // `taking` claims the id before any stock moves, so two reserves of one id never both
+        // take; `taken` once every line is taken.
+        let claim = self
+            .lwt(
+                &st.insert_reservation,
+                (id, &encoded, "taking", super::now_seconds()),
+            )
+            .await?;
+        if !claim.applied {
+            return match current_text(&claim, "state").as_deref() {
+                Some("taken") => Ok(Reservation::AlreadyTaken),
+                Some("released") | Some("releasing") => Ok(Reservation::Released),
+                _ => Err(StoreError::Backend(format!("reservation {id} is being taken"))),
+            };
+        }
+        if let Err(e) = self.decrement_stock(items).await {
+            // Nothing taken: the id is free again, as on SQLite.
+            self.lwt(&st.drop_reservation, (id, "taking")).await?;
+            return Err(e);
+        }
+        if self.move_reservation(id, "taking", "taken").await? {
+            Ok(Reservation::Taken)
+        } else {
+            Err(StoreError::Backend(format!(
+                "reservation {id} changed while taken"
+            )))
+        }
+    }
+
+    pub(super) async fn release_reservation(&self, id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let st = self.st();
+        let Some((state, items, at)) = self.reservation(id).await? else {
+            // Never taken: refused for good, so that a reserve still in flight takes nothing.
+            let claim = self
+                .lwt(
+                    &st.insert_reservation,
+                    (id, "[]", "released", super::now_seconds()),
+                )
+                .await?;
+            if claim.applied {
+                return Ok(Vec::new());
+            }
+            return Box::pin(self.release_reservation(id)).await;
+        };
+        let items: Vec<(String, i64)> = serde_json::from_str(&items).map_err(json_error)?;
+        match state.as_str() {
+            "released" => Ok(Vec::new()),
+            "taking" if super::now_seconds() - at > TAKING_GRACE_SECONDS => {
+                // A take that died half-way: which lines it took is unknown; refusing the id is
+                // all that is safe (see the module documentation).
+                self.move_reservation(id, "taking", "released").await?;
+                Ok(Vec::new())
+            }
+            "taking" => Err(StoreError::Backend(format!("reservation {id} is being taken"))),
+            "releasing" if super::now_seconds() - at > TAKING_GRACE_SECONDS => {
+                // A give-back that died half-way: which lines it restocked is unknown; never
+                // restocking twice is what is promised, so it is closed as it is.
+                self.move_reservation(id, "releasing", "released").await?;
+                Ok(Vec::new())
+            }
+            "releasing" => Err(StoreError::Backend(format!("reservation {id} is being released"))),
+            other if other != "taken" => Err(StoreError::Backend(format!("reservation {id} is {other:?}"))),
+            _ => {
+                // `releasing` claims the give-back, so two releases never both restock.
+                if !self.move_reservation(id, "taken", "releasing").await? {
+                    return Box::pin(self.release_reservation(id)).await;
+                }
+                let mut given_back = Vec::with_capacity(items.len());
+                for (product, quantity) in items {
+                    match self
+                        .cas_stock(&product, |stock| Ok(stock.saturating_add(quantity)))
+                        .await
+                    {
+                        Ok(_) => given_back.push((product, quantity)),
+                        Err(StoreError::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.move_reservation(id, "releasing", "released").await?;
+                Ok(given_back)
+            }
+        }
+    }
+
+    // ---- checkout journal ------------------------------------------------------------------
+
+    pub(super) async fn begin_checkout(&self, checkout: &Checkout) -> Result<(), StoreError> {
+        let st = self.st();
+        // Index entries first (they expire), then the row: a failure in between leaves an entry
+        // the sweep skips until it expires, never a row the sweep cannot find.
+        self.batch(vec![
+            (
+                &st.index_checkout_time,
+                vec![
+                    CqlValue::BigInt(bucket_of(checkout.created_at)),
+                    CqlValue::Double(checkout.created_at),
+                    text(&checkout.id),
+                ],
+            ),
+            (
+                &st.index_checkout_user,
+                vec![text(&checkout.user_id), text(&checkout.id)],
+            ),
+        ])
         .await?;
+        let items = serde_json::to_string(&checkout.items).map_err(json_error)?;
         let inserted = self
             .lwt(
-                &st.insert_order,
+                &st.insert_checkout,
                 (
-                    &order.id,
-                    &order.user_id,
+                    &checkout.id,
+                    &checkout.user_id,
                     items,
-                    order.total,
-                    &order.status,
-                    order.created_at,
-                    history,
+                    &checkout.state,
+                    &checkout.order,
+                    checkout.created_at,
+                    checkout.updated_at,
                 ),
             )
             .await?;
         if !inserted.applied {
-            return Err(StoreError::Conflict("id already taken".into()));
+            return Err(StoreError::Conflict("checkout id already taken".into()));
         }
-        Ok(order)
+        Ok(())
+    }
+
+    pub(super) async fn checkout(&self, id: &str) -> Result<Checkout, StoreError> {
+        self.row::<CheckoutRow>(&self.st().checkout, (id,))
+            .await?
+            .map(checkout_from)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub(super) async fn advance_checkout(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        order: Option<&str>,
+        at: f64,
+    ) -> Result<(), StoreError> {
+        let current = self.checkout(id).await?;
+        if current.state != from {
+            return Err(StoreError::Stale {
+                current: current.state,
+            });
+        }
+        if to == checkout_state::DONE {
+            // Before the transition, and by deletion (which repeats harmlessly): a failure in
+            // between leaves the checkout `ordered`, and the sweep removes the lines again.
+            for item in &current.items {
+                self.write(&self.st().delete_cart_item, (&current.user_id, &item.product_id))
+                    .await?;
+            }
+            if self.cart(&current.user_id).await?.is_empty() {
+                self.forget_cart_activity(&current.user_id).await?;
+            }
+        }
+        let order = order.map(str::to_string).or(current.order);
+        let outcome = self
+            .lwt(&self.st().move_checkout, (to, order, at, id, from))
+            .await?;
+        if outcome.applied {
+            return Ok(());
+        }
+        match current_text(&outcome, "state") {
+            Some(current) => Err(StoreError::Stale { current }),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    pub(super) async fn unfinished_checkouts(
+        &self,
+        user_id: Option<&str>,
+        before: f64,
+        limit: u32,
+    ) -> Result<Vec<Checkout>, StoreError> {
+        let st = self.st();
+        let ids: Vec<String> = match user_id {
+            Some(user) => self
+                .rows::<(String,)>(&st.user_checkouts, (user,))
+                .await?
+                .into_iter()
+                .map(|(id,)| id)
+                .collect(),
+            None => {
+                let mut ids = Vec::new();
+                for back in (0..BUCKETS_SCANNED).rev() {
+                    let rows = self
+                        .rows::<(String,)>(&st.checkouts_in_bucket, (bucket_of(before) - back, before))
+                        .await?;
+                    ids.extend(rows.into_iter().map(|(id,)| id));
+                }
+                ids
+            }
+        };
+        let mut unfinished = Vec::new();
+        for id in ids {
+            match self.checkout(&id).await {
+                Ok(c) if !checkout_state::is_final(&c.state) && c.created_at < before => unfinished.push(c),
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            if unfinished.len() >= limit as usize {
+                break;
+            }
+        }
+        unfinished.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        Ok(unfinished)
     }
 
     pub(super) async fn order(&self, id: &str) -> Result<Order, StoreError> {
@@ -1352,9 +1814,27 @@ impl ScyllaStore {
         let orders = self
             .fetch_each(ids, |store, id| async move { store.order(&id).await })
             .await?;
-        // An entry whose move to the new status is still under way names an order that has
-        // left this status already.
-        Ok(orders.into_iter().filter(|o| o.status == status).collect())
+        // An entry whose order has left this status (a move that failed between the row and
+        // its index entries) is cleaned here, and the order's entry in its status written, so
+        // that no reader skips it forever.
+        let st = self.st();
+        let mut current = Vec::with_capacity(orders.len());
+        for order in orders {
+            if order.status == status {
+                current.push(order);
+                continue;
+            }
+            let at = CqlValue::Double(order.created_at);
+            self.batch(vec![
+                (
+                    &st.index_order_status,
+                    vec![text(&order.status), at.clone(), text(&order.id)],
+                ),
+                (&st.unindex_order_status, vec![text(status), at, text(&order.id)]),
+            ])
+            .await?;
+        }
+        Ok(current)
     }
 
     pub(super) async fn set_order_status(

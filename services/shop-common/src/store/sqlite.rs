@@ -10,8 +10,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
 use super::{
-    CartActivity, CartItem, NewProduct, Order, OrderItem, Product, ProductUpdate, StatusChange, StoreError,
-    User,
+    checkout_state, CartActivity, CartItem, Checkout, CheckoutOrder, NewProduct, Order, OrderItem,
+    PendingRestock, Product, ProductUpdate, Reservation, StatusChange, StoreError, User,
 };
 
 /// Reader connections: WAL lets them read while the writer writes. Two cores are the target
@@ -72,7 +72,49 @@ CREATE TABLE IF NOT EXISTS order_status_history (
     at REAL NOT NULL,
     PRIMARY KEY (order_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS order_checkouts (
+    checkout_id TEXT PRIMARY KEY,
+    order_id TEXT,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS order_checkouts_by_order ON order_checkouts (order_id);
+CREATE TABLE IF NOT EXISTS order_restocks (
+    order_id TEXT PRIMARY KEY,
+    checkout_id TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS order_restocks_pending ON order_restocks (done, at);
+CREATE TABLE IF NOT EXISTS stock_reservations (
+    id TEXT PRIMARY KEY,
+    items TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkouts (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    items TEXT NOT NULL,
+    state TEXT NOT NULL,
+    order_json TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkouts_by_state ON checkouts (state, created_at);
 ";
+
+/// `order_checkouts.state` of a checkout with an order.
+const CHECKOUT_ORDERED: &str = "ordered";
+/// `order_checkouts.state` of a checkout refused for good.
+const CHECKOUT_ABORTED: &str = "aborted";
+/// `stock_reservations.state` while the units are held.
+const RESERVATION_TAKEN: &str = "taken";
+/// `stock_reservations.state` once given back (or refused before any take).
+const RESERVATION_RELEASED: &str = "released";
+
+fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("journal encoding: {e}"))
+}
 
 /// The SQLite database of one service. Cheap to clone (shared connections).
 #[derive(Clone)]
@@ -324,23 +366,7 @@ impl SqliteStore {
         let mut conn = self.writer();
         // Dropping the transaction without commit rolls back the lines already taken.
         let tx = conn.transaction().map_err(backend)?;
-        for (id, quantity) in items {
-            // The condition makes the check and the write one statement; the CHECK constraint
-            // on the column is the backstop should a later change forget it.
-            let changed = tx
-                .execute(
-                    "UPDATE products SET stock = stock - ?2 WHERE id = ?1 AND stock >= ?2",
-                    params![id, quantity],
-                )
-                .map_err(backend)?;
-            if changed == 0 {
-                let available = product_in(&tx, id)?.stock;
-                return Err(StoreError::InsufficientStock {
-                    product_id: id.clone(),
-                    available,
-                });
-            }
-        }
+        take_stock(&tx, items)?;
         tx.commit().map_err(backend)
     }
 
@@ -522,9 +548,13 @@ impl SqliteStore {
         let mut stmt = conn
             .prepare_cached(
                 "WITH page AS (
-                     SELECT id, user_id, items, total, status, created_at FROM orders
+                     SELECT id, user_id, items, total, status, created_at,
+                            (SELECT checkout_id FROM order_checkouts WHERE order_id = orders.id)
+                                AS checkout_id
+                     FROM orders
                      WHERE user_id = ?1 ORDER BY created_at DESC, id LIMIT ?2 OFFSET ?3)
-                 SELECT p.id, p.user_id, p.items, p.total, p.status, p.created_at, h.status, h.at
+                 SELECT p.id, p.user_id, p.items, p.total, p.status, p.created_at, h.status, h.at,
+                        p.checkout_id
                  FROM page p LEFT JOIN order_status_history h ON h.order_id = p.id
                  ORDER BY p.created_at DESC, p.id, h.seq",
             )
@@ -544,6 +574,7 @@ impl SqliteStore {
                     status: row.get(4).map_err(backend)?,
                     created_at: row.get(5).map_err(backend)?,
                     history: Vec::new(),
+                    checkout_id: row.get(8).map_err(backend)?,
                     id,
                 });
             }
@@ -575,26 +606,406 @@ impl SqliteStore {
     ) -> Result<Order, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(backend)?;
-        let changed = tx
-            .execute(
-                "UPDATE orders SET status = ?3 WHERE id = ?1 AND status = ?2",
-                params![id, expected, status],
-            )
-            .map_err(backend)?;
-        if changed == 0 {
-            let current = order_in(&tx, id)?.status;
-            return Err(StoreError::Stale { current });
-        }
-        tx.execute(
-            "INSERT INTO order_status_history (order_id, seq, status, at)
-             SELECT ?1, COALESCE(MAX(seq) + 1, 0), ?2, ?3 FROM order_status_history WHERE order_id = ?1",
-            params![id, status, at],
-        )
-        .map_err(backend)?;
-        let order = order_in(&tx, id)?;
+        let order = status_change_in(&tx, id, expected, status, at)?;
         tx.commit().map_err(backend)?;
         Ok(order)
     }
+}
+
+impl SqliteStore {
+    pub(super) fn create_checkout_order(&self, order: Order) -> Result<CheckoutOrder, StoreError> {
+        let checkout_id = order
+            .checkout_id
+            .clone()
+            .ok_or_else(|| StoreError::Backend("a checkout order without its checkout id".into()))?;
+        let items = serde_json::to_string(&order.items).map_err(json_error)?;
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        if let Some((state, order_id)) = checkout_row(&tx, &checkout_id)? {
+            return match (state.as_str(), order_id) {
+                (CHECKOUT_ORDERED, Some(order_id)) => Ok(CheckoutOrder::Existing(order_in(&tx, &order_id)?)),
+                _ => Ok(CheckoutOrder::Aborted),
+            };
+        }
+        tx.execute(
+            "INSERT INTO orders (id, user_id, items, total, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![order.id, order.user_id, items, order.total, order.status, order.created_at],
+        )
+        .map_err(insert_error)?;
+        for (seq, change) in order.history.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO order_status_history (order_id, seq, status, at) VALUES (?1, ?2, ?3, ?4)",
+                params![order.id, seq as i64, change.status, change.at],
+            )
+            .map_err(backend)?;
+        }
+        tx.execute(
+            "INSERT INTO order_checkouts (checkout_id, order_id, state) VALUES (?1, ?2, ?3)",
+            params![checkout_id, order.id, CHECKOUT_ORDERED],
+        )
+        .map_err(insert_error)?;
+        tx.commit().map_err(backend)?;
+        Ok(CheckoutOrder::Created(order))
+    }
+
+    pub(super) fn abort_checkout(&self, checkout_id: &str) -> Result<Option<Order>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        if let Some((state, order_id)) = checkout_row(&tx, checkout_id)? {
+            return match (state.as_str(), order_id) {
+                (CHECKOUT_ORDERED, Some(order_id)) => Ok(Some(order_in(&tx, &order_id)?)),
+                _ => Ok(None),
+            };
+        }
+        tx.execute(
+            "INSERT INTO order_checkouts (checkout_id, order_id, state) VALUES (?1, NULL, ?2)",
+            params![checkout_id, CHECKOUT_ABORTED],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(None)
+    }
+
+    pub(super) fn cancel_order(
+        &self,
+        id: &str,
+        expected: &str,
+        cancelled: &str,
+        at: f64,
+    ) -> Result<Order, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        let order = status_change_in(&tx, id, expected, cancelled, at)?;
+        if let Some(checkout_id) = &order.checkout_id {
+            tx.execute(
+                "INSERT OR IGNORE INTO order_restocks (order_id, checkout_id, done, at) VALUES (?1, ?2, 0, ?3)",
+                params![id, checkout_id, at],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(order)
+    }
+
+    pub(super) fn pending_restocks(&self, limit: u32) -> Result<Vec<PendingRestock>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT order_id, checkout_id FROM order_restocks WHERE done = 0 ORDER BY at LIMIT ?1",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([limit], |r| {
+                Ok(PendingRestock {
+                    order_id: r.get(0)?,
+                    checkout_id: r.get(1)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    pub(super) fn restock_done(&self, order_id: &str) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "UPDATE order_restocks SET done = 1 WHERE order_id = ?1",
+                [order_id],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub(super) fn reserve_stock(&self, id: &str, items: &[(String, i64)]) -> Result<Reservation, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        match reservation_state(&tx, id)?.as_deref() {
+            Some(RESERVATION_TAKEN) => return Ok(Reservation::AlreadyTaken),
+            Some(_) => return Ok(Reservation::Released),
+            None => {}
+        }
+        take_stock(&tx, items)?;
+        let encoded = serde_json::to_string(items).map_err(json_error)?;
+        tx.execute(
+            "INSERT INTO stock_reservations (id, items, state, at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, encoded, RESERVATION_TAKEN, super::now_seconds()],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Reservation::Taken)
+    }
+
+    pub(super) fn release_reservation(&self, id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT state, items FROM stock_reservations WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        let released = match row {
+            Some((state, _)) if state == RESERVATION_RELEASED => Vec::new(),
+            Some((_, items)) => {
+                let items: Vec<(String, i64)> = serde_json::from_str(&items).map_err(json_error)?;
+                let mut given_back = Vec::with_capacity(items.len());
+                for (product, quantity) in items {
+                    // A product deleted since has no stock to give back to.
+                    let changed = tx
+                        .execute(
+                            "UPDATE products SET stock = stock + ?2 WHERE id = ?1",
+                            params![product, quantity],
+                        )
+                        .map_err(backend)?;
+                    if changed > 0 {
+                        given_back.push((product, quantity));
+                    }
+                }
+                tx.execute(
+                    "UPDATE stock_reservations SET state = ?2, at = ?3 WHERE id = ?1",
+                    params![id, RESERVATION_RELEASED, super::now_seconds()],
+                )
+                .map_err(backend)?;
+                given_back
+            }
+            None => {
+                // Never taken: refused for good, so that a reserve still in flight takes nothing.
+                tx.execute(
+                    "INSERT INTO stock_reservations (id, items, state, at) VALUES (?1, '[]', ?2, ?3)",
+                    params![id, RESERVATION_RELEASED, super::now_seconds()],
+                )
+                .map_err(backend)?;
+                Vec::new()
+            }
+        };
+        tx.commit().map_err(backend)?;
+        Ok(released)
+    }
+
+    pub(super) fn begin_checkout(&self, checkout: &Checkout) -> Result<(), StoreError> {
+        let items = serde_json::to_string(&checkout.items).map_err(json_error)?;
+        self.writer()
+            .execute(
+                "INSERT INTO checkouts (id, user_id, items, state, order_json, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    checkout.id,
+                    checkout.user_id,
+                    items,
+                    checkout.state,
+                    checkout.order,
+                    checkout.created_at,
+                    checkout.updated_at
+                ],
+            )
+            .map_err(|e| match insert_error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict("checkout id already taken".into()),
+                e => e,
+            })?;
+        Ok(())
+    }
+
+    pub(super) fn checkout(&self, id: &str) -> Result<Checkout, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {CHECKOUT_COLUMNS} FROM checkouts WHERE id = ?1"))
+            .map_err(backend)?;
+        let row = stmt
+            .query_row([id], checkout_from_row)
+            .optional()
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound)?;
+        decode_checkout(row)
+    }
+
+    pub(super) fn advance_checkout(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        order: Option<&str>,
+        at: f64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(backend)?;
+        let changed = tx
+            .execute(
+                "UPDATE checkouts SET state = ?3, order_json = COALESCE(?4, order_json), updated_at = ?5
+                 WHERE id = ?1 AND state = ?2",
+                params![id, from, to, order, at],
+            )
+            .map_err(backend)?;
+        if changed == 0 {
+            let current: Option<String> = tx
+                .query_row("SELECT state FROM checkouts WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            return Err(current.map_or(StoreError::NotFound, |current| StoreError::Stale { current }));
+        }
+        if to == checkout_state::DONE {
+            let (user_id, items): (String, String) = tx
+                .query_row("SELECT user_id, items FROM checkouts WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(backend)?;
+            let items: Vec<CartItem> = serde_json::from_str(&items).map_err(json_error)?;
+            for item in &items {
+                // Lines are taken out by what was ordered: a line the user raised meanwhile
+                // (after a restart) keeps the rest.
+                tx.execute(
+                    "DELETE FROM cart_items WHERE user_id = ?1 AND product_id = ?2 AND quantity <= ?3",
+                    params![user_id, item.product_id, item.quantity],
+                )
+                .map_err(backend)?;
+                tx.execute(
+                    "UPDATE cart_items SET quantity = quantity - ?3 WHERE user_id = ?1 AND product_id = ?2",
+                    params![user_id, item.product_id, item.quantity],
+                )
+                .map_err(backend)?;
+            }
+            tx.execute(
+                "DELETE FROM cart_activity WHERE user_id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM cart_items WHERE user_id = ?1)",
+                [&user_id],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    pub(super) fn unfinished_checkouts(
+        &self,
+        user_id: Option<&str>,
+        before: f64,
+        limit: u32,
+    ) -> Result<Vec<Checkout>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {CHECKOUT_COLUMNS} FROM checkouts
+                 WHERE state IN (?1, ?2, ?3) AND created_at < ?4 AND (?5 IS NULL OR user_id = ?5)
+                 ORDER BY created_at, id LIMIT ?6"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    checkout_state::ACCEPTED,
+                    checkout_state::RESERVED,
+                    checkout_state::ORDERED,
+                    before,
+                    user_id,
+                    limit
+                ],
+                checkout_from_row,
+            )
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        rows.into_iter().map(decode_checkout).collect()
+    }
+}
+
+const CHECKOUT_COLUMNS: &str = "id, user_id, items, state, order_json, created_at, updated_at";
+
+type CheckoutRow = (String, String, String, String, Option<String>, f64, f64);
+
+fn checkout_from_row(r: &Row<'_>) -> rusqlite::Result<CheckoutRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn decode_checkout(row: CheckoutRow) -> Result<Checkout, StoreError> {
+    let (id, user_id, items, state, order, created_at, updated_at) = row;
+    Ok(Checkout {
+        items: serde_json::from_str(&items).map_err(json_error)?,
+        id,
+        user_id,
+        state,
+        order,
+        created_at,
+        updated_at,
+    })
+}
+
+/// `(state, order_id)` of a checkout at the order service, if it is known.
+fn checkout_row(
+    conn: &Connection,
+    checkout_id: &str,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
+    conn.query_row(
+        "SELECT state, order_id FROM order_checkouts WHERE checkout_id = ?1",
+        [checkout_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+fn reservation_state(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT state FROM stock_reservations WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(backend)
+}
+
+/// Takes the units of every line inside `conn`'s transaction; the first line short of stock
+/// (or missing) fails it, and the caller's dropped transaction gives back the others.
+fn take_stock(conn: &Connection, items: &[(String, i64)]) -> Result<(), StoreError> {
+    for (id, quantity) in items {
+        // The condition makes the check and the write one statement; the CHECK constraint
+        // on the column is the backstop should a later change forget it.
+        let changed = conn
+            .execute(
+                "UPDATE products SET stock = stock - ?2 WHERE id = ?1 AND stock >= ?2",
+                params![id, quantity],
+            )
+            .map_err(backend)?;
+        if changed == 0 {
+            let available = product_in(conn, id)?.stock;
+            return Err(StoreError::InsufficientStock {
+                product_id: id.clone(),
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The compare-and-set of a status change inside `conn`'s transaction, with its history entry.
+fn status_change_in(
+    conn: &Connection,
+    id: &str,
+    expected: &str,
+    status: &str,
+    at: f64,
+) -> Result<Order, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE orders SET status = ?3 WHERE id = ?1 AND status = ?2",
+            params![id, expected, status],
+        )
+        .map_err(backend)?;
+    if changed == 0 {
+        let current = order_in(conn, id)?.status;
+        return Err(StoreError::Stale { current });
+    }
+    conn.execute(
+        "INSERT INTO order_status_history (order_id, seq, status, at)
+         SELECT ?1, COALESCE(MAX(seq) + 1, 0), ?2, ?3 FROM order_status_history WHERE order_id = ?1",
+        params![id, status, at],
+    )
+    .map_err(backend)?;
+    order_in(conn, id)
 }
 
 fn insert_product(conn: &Connection, id: &str, p: &NewProduct) -> Result<(), StoreError> {
@@ -638,7 +1049,11 @@ fn ids_of(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result
 
 fn order_in(conn: &Connection, id: &str) -> Result<Order, StoreError> {
     let mut stmt = conn
-        .prepare_cached("SELECT id, user_id, items, total, status, created_at FROM orders WHERE id = ?1")
+        .prepare_cached(
+            "SELECT id, user_id, items, total, status, created_at,
+                    (SELECT checkout_id FROM order_checkouts WHERE order_id = orders.id)
+             FROM orders WHERE id = ?1",
+        )
         .map_err(backend)?;
     let row = stmt
         .query_row([id], |r| {
@@ -649,12 +1064,13 @@ fn order_in(conn: &Connection, id: &str) -> Result<Order, StoreError> {
                 r.get::<_, f64>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, f64>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })
         .optional()
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
-    let (id, user_id, items, total, status, created_at) = row;
+    let (id, user_id, items, total, status, created_at, checkout_id) = row;
     let items: Vec<OrderItem> =
         serde_json::from_str(&items).map_err(|e| StoreError::Backend(format!("order {id} items: {e}")))?;
     let mut stmt = conn
@@ -678,5 +1094,6 @@ fn order_in(conn: &Connection, id: &str) -> Result<Order, StoreError> {
         status,
         created_at,
         history,
+        checkout_id,
     })
 }

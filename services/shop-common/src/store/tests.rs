@@ -815,3 +815,280 @@ async fn abandoned_carts_are_claimed_once_per_idle_period_and_survive_reopening(
         subject.finish(&store).await;
     }
 }
+
+fn line(product_id: &str, quantity: i64) -> CartItem {
+    CartItem {
+        product_id: product_id.into(),
+        name: product_id.into(),
+        price: 2.0,
+        quantity,
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_takes_once_releases_once_and_refuses_after_release() {
+    for subject in subjects("reservations") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let p = store.create_product(new_product("R", "Home", 10)).await.unwrap();
+        let stock = || async { store.product(&p.id).await.unwrap().stock };
+        let items = vec![(p.id.clone(), 3)];
+        assert_eq!(
+            store.reserve_stock("r1", items.clone()).await.unwrap(),
+            Reservation::Taken,
+            "{backend}"
+        );
+        assert_eq!(
+            store.reserve_stock("r1", items.clone()).await.unwrap(),
+            Reservation::AlreadyTaken,
+            "{backend}"
+        );
+        assert_eq!(stock().await, 7, "{backend}");
+        assert_eq!(store.release_reservation("r1").await.unwrap(), items, "{backend}");
+        assert!(
+            store.release_reservation("r1").await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(stock().await, 10, "{backend}: no double restock");
+        assert_eq!(
+            store.reserve_stock("r1", items.clone()).await.unwrap(),
+            Reservation::Released,
+            "{backend}"
+        );
+        // Released before any reserve: refused for good.
+        assert!(
+            store.release_reservation("r2").await.unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.reserve_stock("r2", items.clone()).await.unwrap(),
+            Reservation::Released,
+            "{backend}"
+        );
+        // Short of stock: nothing taken, nothing recorded, so the id can be tried again.
+        let err = store
+            .reserve_stock("r3", vec![(p.id.clone(), 11)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InsufficientStock { .. }),
+            "{backend}: {err}"
+        );
+        assert_eq!(
+            store.reserve_stock("r3", vec![(p.id.clone(), 10)]).await.unwrap(),
+            Reservation::Taken
+        );
+        assert_eq!(stock().await, 0, "{backend}");
+        subject.finish(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn a_checkout_order_is_created_once_aborts_are_final_and_cancels_journal_a_restock() {
+    for subject in subjects("checkout-orders") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        let items = vec![OrderItem {
+            product_id: "p".into(),
+            name: "P".into(),
+            price: 1.5,
+            quantity: 2,
+        }];
+        let CheckoutOrder::Created(first) = store
+            .create_checkout_order("c1", "u1", items.clone(), "CREATED")
+            .await
+            .unwrap()
+        else {
+            panic!("{backend}: the first create creates");
+        };
+        assert_eq!(first.checkout_id.as_deref(), Some("c1"), "{backend}");
+        let again = store
+            .create_checkout_order("c1", "u1", items.clone(), "CREATED")
+            .await
+            .unwrap();
+        assert_eq!(again, CheckoutOrder::Existing(first.clone()), "{backend}");
+        assert_eq!(
+            store.user_orders("u1", 1, 20).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            store.abort_checkout("c1").await.unwrap(),
+            Some(first.clone()),
+            "{backend}"
+        );
+        assert_eq!(store.abort_checkout("c2").await.unwrap(), None, "{backend}");
+        assert_eq!(store.abort_checkout("c2").await.unwrap(), None, "{backend}");
+        let late = store
+            .create_checkout_order("c2", "u1", items.clone(), "CREATED")
+            .await
+            .unwrap();
+        assert_eq!(late, CheckoutOrder::Aborted, "{backend}");
+        assert_eq!(
+            store.user_orders("u1", 1, 20).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+
+        // A cancel journals the restock with the status change; done once given back.
+        assert!(store.pending_restocks(10).await.unwrap().is_empty(), "{backend}");
+        let cancelled = store
+            .cancel_order(&first.id, "CREATED", "CANCELLED")
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status, "CANCELLED", "{backend}");
+        let pending = store.pending_restocks(10).await.unwrap();
+        assert_eq!(
+            pending,
+            [PendingRestock {
+                order_id: first.id.clone(),
+                checkout_id: "c1".into()
+            }],
+            "{backend}"
+        );
+        store.restock_done(&first.id).await.unwrap();
+        assert!(store.pending_restocks(10).await.unwrap().is_empty(), "{backend}");
+        // An order without a checkout took no stock: nothing to give back.
+        let plain = store.create_order("u1", items.clone(), "CREATED").await.unwrap();
+        store
+            .cancel_order(&plain.id, "CREATED", "CANCELLED")
+            .await
+            .unwrap();
+        assert!(store.pending_restocks(10).await.unwrap().is_empty(), "{backend}");
+        subject.finish(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn the_checkout_journal_moves_by_compare_and_set_and_done_takes_the_lines_out() {
+    for subject in subjects("checkout-journal") {
+        let store = subject.open().await;
+        let backend = subject.name();
+        store.set_cart_item("u1", line("a", 2)).await.unwrap();
+        store.set_cart_item("u1", line("b", 1)).await.unwrap();
+        store.touch_cart("u1", 1.0, true).await.unwrap();
+        let now = now_seconds();
+        let checkout = Checkout {
+            id: "k1".into(),
+            user_id: "u1".into(),
+            items: vec![line("a", 2), line("b", 1)],
+            state: checkout_state::ACCEPTED.into(),
+            order: None,
+            created_at: now,
+            updated_at: now,
+        };
+        store.begin_checkout(checkout.clone()).await.unwrap();
+        assert!(
+            matches!(
+                store.begin_checkout(checkout.clone()).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{backend}"
+        );
+        assert_eq!(store.checkout("k1").await.unwrap(), checkout, "{backend}");
+        let unfinished = |user: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                store
+                    .unfinished_checkouts(user, now + 1.0, 10)
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(
+            (
+                unfinished(None).await,
+                unfinished(Some("u1")).await,
+                unfinished(Some("u2")).await
+            ),
+            (1, 1, 0)
+        );
+        // Only older than `before` counts.
+        assert!(
+            store
+                .unfinished_checkouts(None, now - 1.0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+
+        let stale = store
+            .advance_checkout("k1", checkout_state::RESERVED, checkout_state::ORDERED, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            stale,
+            StoreError::Stale {
+                current: checkout_state::ACCEPTED.into()
+            },
+            "{backend}"
+        );
+        store
+            .advance_checkout("k1", checkout_state::ACCEPTED, checkout_state::RESERVED, None)
+            .await
+            .unwrap();
+        store
+            .advance_checkout(
+                "k1",
+                checkout_state::RESERVED,
+                checkout_state::ORDERED,
+                Some("{\"id\":\"o1\"}".into()),
+            )
+            .await
+            .unwrap();
+        // A line raised meanwhile keeps what was not ordered.
+        store.set_cart_item("u1", line("a", 5)).await.unwrap();
+        store
+            .advance_checkout("k1", checkout_state::ORDERED, checkout_state::DONE, None)
+            .await
+            .unwrap();
+        let done = store.checkout("k1").await.unwrap();
+        assert_eq!(
+            (done.state.as_str(), done.order.as_deref()),
+            (checkout_state::DONE, Some("{\"id\":\"o1\"}")),
+            "{backend}"
+        );
+        let cart: Vec<_> = store
+            .cart("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.product_id, i.quantity))
+            .collect();
+        if backend == "sqlite" {
+            assert_eq!(cart, [("a".to_string(), 3)], "{backend}");
+        } else {
+            // CQL removes the ordered lines whole (a repeat must be harmless).
+            assert!(cart.is_empty(), "{backend}: {cart:?}");
+        }
+        assert_eq!(unfinished(None).await, 0, "{backend}");
+        // A second move to done applies nothing twice.
+        assert!(store
+            .advance_checkout("k1", checkout_state::ORDERED, checkout_state::DONE, None)
+            .await
+            .is_err());
+
+        // Released is final too; an emptied cart forgets its activity.
+        store.clear_cart("u1").await.unwrap();
+        store.set_cart_item("u1", line("c", 1)).await.unwrap();
+        let second = Checkout {
+            id: "k2".into(),
+            items: vec![line("c", 1)],
+            ..checkout
+        };
+        store.begin_checkout(second).await.unwrap();
+        store
+            .advance_checkout("k2", checkout_state::ACCEPTED, checkout_state::RELEASED, None)
+            .await
+            .unwrap();
+        assert_eq!(unfinished(None).await, 0, "{backend}");
+        assert_eq!(
+            store.cart("u1").await.unwrap().len(),
+            1,
+            "{backend}: a released checkout keeps the cart"
+        );
+        subject.finish(&store).await;
+    }
+}
