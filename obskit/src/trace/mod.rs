@@ -448,6 +448,114 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sampled_spans_keep_attributes_and_parents_across_threads() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        let parent = span("parent").attr("job.id", 7).start();
+        let context = parent.context().unwrap();
+        std::thread::scope(|scope| {
+            for i in 0..4_i64 {
+                scope.spawn(move || {
+                    let mut child = span("child")
+                        .parent(context)
+                        .attr("worker", i)
+                        .attr("worker.name", format!("w{i}"))
+                        .start();
+                    child.set_attr("done", true);
+                });
+            }
+        });
+        drop(parent);
+        clear_sink();
+        let spans = sink.0.lock().unwrap();
+        let parent = spans.iter().find(|s| s.name == "parent").unwrap();
+        assert_eq!(parent.attribute("job.id"), Some(&AttrValue::I64(7)));
+        let mut workers: Vec<i64> = spans
+            .iter()
+            .filter(|s| s.name == "child")
+            .map(|child| {
+                assert_eq!(child.parent_span_id, Some(parent.context.span_id));
+                assert_eq!(child.context.trace_id, parent.context.trace_id);
+                assert!(child.context.sampled);
+                assert_eq!(child.attribute("done"), Some(&AttrValue::Bool(true)));
+                let AttrValue::I64(i) = child.attribute("worker").unwrap() else {
+                    panic!("worker is an integer")
+                };
+                assert_eq!(child.attribute("worker.name"), Some(&AttrValue::from(format!("w{i}"))));
+                assert!(child.start >= parent.start && child.end <= parent.end);
+                *i
+            })
+            .collect();
+        workers.sort_unstable();
+        assert_eq!(workers, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_sampling_decision_is_taken_when_the_span_is_built() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        Sampler::ParentBasedAlwaysOff.install();
+        let root = span("root").attr("kept", 1).start();
+        assert!(!root.is_recording(), "a root span is not sampled");
+        let context = root.context().expect("an unsampled span has an identity");
+        assert!(!context.sampled);
+        let child = root.in_scope(|| span("child").start());
+        assert!(!child.is_recording(), "a child follows its parent");
+        assert_eq!(child.context().unwrap().trace_id, context.trace_id);
+        let remote = SpanContext {
+            trace_id: 99,
+            span_id: 3,
+            sampled: true,
+        };
+        let adopted = root.in_scope(|| span("adopted").parent(remote).attr("a", 1).start());
+        assert!(adopted.is_recording(), "a sampled remote parent decides again");
+        drop((child, adopted, root));
+        Sampler::default().install();
+        clear_sink();
+        let spans = sink.0.lock().unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, ["adopted"], "fast ok unsampled spans do not reach the sink");
+        assert_eq!(spans[0].context.trace_id, 99);
+        assert_eq!(spans[0].attribute("a"), Some(&AttrValue::I64(1)));
+    }
+
+    #[test]
+    fn slow_or_failed_unsampled_spans_reach_the_sink_without_attributes() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        set_unsampled_slow_threshold(Duration::from_millis(20));
+        let unsampled = SpanContext {
+            trace_id: 5,
+            span_id: 6,
+            sampled: false,
+        };
+        let mut failed = span("failed").parent(unsampled).kind(SpanKind::Client).start();
+        failed.set_attr("ignored", 1);
+        failed.record_error(&"refused", "io::Error");
+        drop(failed);
+        let slow = span("slow").parent(unsampled).start();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(slow);
+        drop(span("fast").parent(unsampled).start());
+        set_unsampled_slow_threshold(DEFAULT_UNSAMPLED_SLOW);
+        clear_sink();
+        let spans = sink.0.lock().unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, ["failed", "slow"]);
+        let failed = &spans[0];
+        assert_eq!(failed.status, SpanStatus::Error("refused".into()));
+        assert_eq!(failed.kind, SpanKind::Client);
+        assert_eq!(failed.parent_span_id, Some(6));
+        assert!(!failed.context.sampled);
+        assert!(failed.attributes.is_empty() && failed.events.is_empty());
+        assert!(spans[1].duration >= Duration::from_millis(30));
+        assert_eq!(spans[1].end, spans[1].start + spans[1].duration);
+    }
+
+    #[test]
     fn ids_are_random_and_non_zero() {
         let a = random_u64();
         let b = random_u64();

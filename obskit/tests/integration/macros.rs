@@ -674,6 +674,62 @@ fn spans_nest_like_sync_calls() {
     assert_eq!(trace::current(), None);
 }
 
+/// Counts how often it is formatted: an unsampled span must not format its arguments.
+struct Formatted(&'static AtomicUsize);
+
+impl fmt::Debug for Formatted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        f.write_str("Formatted")
+    }
+}
+
+#[instrumented]
+fn s_unsampled_outer(arg: Formatted, n: u64) -> Result<u64, AppError> {
+    s_unsampled_inner(n)
+}
+
+#[instrumented(err)]
+fn s_unsampled_inner(n: u64) -> Result<u64, AppError> {
+    if n == 0 {
+        Err(AppError("zero"))
+    } else {
+        Ok(n)
+    }
+}
+
+/// The unsampled path: the calls are counted as always, the argument is never formatted, the
+/// trace context is still current for the callee (which follows the decision), and only the
+/// span that failed reaches the sink, without attributes.
+#[test]
+fn unsampled_calls_record_metrics_but_no_span_and_format_nothing() {
+    static FORMATTED: AtomicUsize = AtomicUsize::new(0);
+    let capture = Capture::start();
+    trace::Sampler::AlwaysOff.install();
+    assert_eq!(s_unsampled_outer(Formatted(&FORMATTED), 3), Ok(3));
+    assert_eq!(s_unsampled_outer(Formatted(&FORMATTED), 0), Err(AppError("zero")));
+    trace::Sampler::default().install();
+    let unsampled = capture.finish(&["s_unsampled_outer", "s_unsampled_inner"]);
+    assert_eq!(FORMATTED.load(Ordering::Relaxed), 0, "nothing formatted");
+    assert_calls("s_unsampled_outer", 1.0, 1.0);
+    assert_calls("s_unsampled_inner", 1.0, 1.0);
+    assert_eq!(unsampled.len(), 1, "only the failed span: {unsampled:#?}");
+    let failed = &unsampled[0];
+    assert_eq!(failed.name, "s_unsampled_inner");
+    assert!(!failed.context.sampled);
+    assert!(matches!(failed.status, SpanStatus::Error(_)), "{:?}", failed.status);
+    assert!(failed.attributes.is_empty() && failed.events.is_empty());
+    assert!(failed.parent_span_id.is_some(), "the unsampled outer span was its parent");
+
+    // Sampled again: the same function records its (formatted) argument.
+    let capture = Capture::start();
+    assert_eq!(s_unsampled_outer(Formatted(&FORMATTED), 5), Ok(5));
+    let sampled = capture.finish(&["s_unsampled_outer"]);
+    assert_eq!(FORMATTED.load(Ordering::Relaxed), 1);
+    assert_eq!(str_attr(&sampled[0], "arg"), Some("Formatted"));
+    assert_eq!(sampled[0].attribute("n"), Some(&AttrValue::I64(5)));
+}
+
 #[instrumented]
 async fn s_async_outer(n: u32) -> u32 {
     tokio::task::yield_now().await;
