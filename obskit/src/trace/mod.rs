@@ -1,9 +1,26 @@
 //! Spans: a small span API that costs one atomic load when nothing consumes spans.
 //!
 //! A span has a name, a trace id and span id, a parent (the span current on this thread when it
-//! started, or an explicit remote parent), attributes, events and a status. When it ends it is
+//! was built, or an explicit remote parent), attributes, events and a status. When it ends it is
 //! handed to the installed [`SpanSink`]; with no sink installed, [`span`] returns a disabled
 //! span and nothing is allocated, timed or formatted.
+//!
+//! The module: [`span`] and its types in `span.rs`, the sink plumbing in `sink.rs`, sampling,
+//! limits, propagation, the `/debug/traces` buffer and the OTLP exporter in their own modules.
+//!
+//! Sampling is decided when a span is built ([`span`]: the parent's decision, or the
+//! [`Sampler`]'s for a root span; again on [`SpanBuilder::parent`]). A sampled span records
+//! everything and always reaches the sink. An unsampled span keeps a trace id and span id, so
+//! that it is current for its children and propagation tells callees `sampled=0`, and is timed,
+//! but its attribute and event methods do nothing: it allocates nothing and formats nothing.
+//! It reaches the sink (and so `/debug/traces`; never an exporter) only when it ends in error
+//! or lasts at least [`unsampled_slow_threshold`] (default [`DEFAULT_UNSAMPLED_SLOW`]), with its
+//! name, ids, kind, times and status and no attributes: the failures and slow work that the
+//! sampler left out, decided with one clock read. A fast ok unsampled span leaves no trace.
+//!
+//! Times: a span reads the monotonic clock (`quanta`) when it starts and ends; its wall-clock
+//! start and end are derived from one process-wide anchor (system clock and monotonic clock read
+//! together once), so a child always lies within its parent on the exported timeline.
 //!
 //! `#[instrumented]` opens one span per call (entered for the duration of a sync call, or for
 //! each poll of an async one), so spans nest the way the calls do.

@@ -10,7 +10,8 @@ use super::FinishedSpan;
 
 /// Receives every span that ends while it is installed.
 pub trait SpanSink: Send + Sync + 'static {
-    /// Called once per span, on the thread that ended it. Must not block.
+    /// Called once per span, on the thread that ended it. Must not block, and must not end
+    /// spans or install sinks itself (the sink is held for the call).
     fn on_end(&self, span: FinishedSpan);
 }
 
@@ -155,8 +156,10 @@ pub fn unsampled_slow_threshold() -> Duration {
 
 /// Hands a finished span to the installed sink, if there still is one.
 pub(super) fn deliver(span: FinishedSpan) {
-    let sink = SINK.read().unwrap_or_else(|p| p.into_inner()).sink.clone();
-    if let Some(sink) = sink {
+    // The read guard is held across `on_end` (which must not block) rather than cloning the
+    // `Arc`: two atomic operations fewer per span; installing a sink waits for it.
+    let installed = SINK.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(sink) = &installed.sink {
         sink.on_end(span);
     }
 }

@@ -88,15 +88,15 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
 pub struct SpanBuilder {
     /// `None`: disabled.
     pending: Option<Pending>,
-    /// Allocated only when the span is sampled.
-    recorded: Option<Box<Recorded>>,
+    /// Present only when the span is sampled (inline: its vectors allocate on first use).
+    recorded: Option<Recorded>,
 }
 
 impl SpanBuilder {
     fn allocate_if_sampled(mut self) -> Self {
         let sampled = self.pending.as_ref().is_some_and(|p| p.sampled);
         match (sampled, &self.recorded) {
-            (true, None) => self.recorded = Some(Box::default()),
+            (true, None) => self.recorded = Some(Recorded::default()),
             (false, Some(_)) => self.recorded = None,
             _ => {}
         }
@@ -104,7 +104,7 @@ impl SpanBuilder {
     }
 
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.recorded.as_deref_mut()
+        self.recorded.as_mut()
     }
 
     /// Whether the span will record attributes and events (a sink is installed and the span is
@@ -195,11 +195,12 @@ impl SpanBuilder {
     }
 }
 
-/// The core is inline, so that an unsampled span allocates nothing.
+/// Inline, so that an unsampled span allocates nothing and a sampled one only its attribute
+/// vector (and events, links when it has some).
 enum State {
     Disabled,
     Unsampled(Core),
-    Recording(Core, Box<Recorded>),
+    Recording(Core, Recorded),
 }
 
 /// A started span. It ends when dropped and is then handed to the
@@ -367,7 +368,7 @@ impl Drop for Span {
         match std::mem::replace(&mut self.state, State::Disabled) {
             State::Disabled => {}
             State::Unsampled(core) => finish_unsampled(core),
-            State::Recording(core, recorded) => finish(core, *recorded),
+            State::Recording(core, recorded) => finish(core, recorded),
         }
     }
 }
