@@ -329,7 +329,9 @@ pub(crate) fn masked_attr<'a>(key: &str, value: &'a AttrValue) -> Cow<'a, AttrVa
 
 thread_local! {
     static CURRENT: Cell<Option<SpanContext>> = const { Cell::new(None) };
-    static RNG: Cell<u64> = Cell::new(seed());
+    /// Zero until this thread's first id: seeded then, so that every access is a plain load
+    /// (a `const` thread-local has no lazy-initialisation check).
+    static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
 fn seed() -> u64 {
@@ -343,6 +345,9 @@ fn seed() -> u64 {
 fn random_u64() -> u64 {
     RNG.with(|rng| loop {
         let mut x = rng.get();
+        if x == 0 {
+            x = seed();
+        }
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;

@@ -25,14 +25,16 @@ use super::{
 /// growing the vector.
 const ATTRIBUTES_RESERVED: usize = 8;
 
-/// What every started span knows: enough for `/debug/traces` to show an unsampled one.
+/// What every span knows: enough for `/debug/traces` to show an unsampled one.
 struct Core {
     name: Cow<'static, str>,
     kind: SpanKind,
     parent: Option<SpanContext>,
+    /// Trace id and sampling decided when built; the span id given at start.
     context: SpanContext,
     status: SpanStatus,
-    started: quanta::Instant,
+    /// Set by [`SpanBuilder::start`].
+    started: Option<quanta::Instant>,
 }
 
 /// What only a recording span has.
@@ -44,13 +46,24 @@ struct Recorded {
     dropped: DroppedCounts,
 }
 
-/// A span before it starts.
-struct Pending {
-    name: Cow<'static, str>,
-    kind: SpanKind,
-    parent: Option<SpanContext>,
-    trace_id: u128,
-    sampled: bool,
+/// An enabled span, built or started: one inline value from [`span`] to the sink, so that
+/// building, starting and ending move it as little as possible and an unsampled one allocates
+/// nothing (a sampled one only its attribute vector, and events or links when it has some).
+struct Live {
+    core: Core,
+    /// Present only when the span is sampled.
+    recorded: Option<Recorded>,
+}
+
+impl Live {
+    fn decide(&mut self) {
+        self.core.context.sampled = sample(self.core.parent.as_ref(), self.core.context.trace_id);
+        match (self.core.context.sampled, &self.recorded) {
+            (true, None) => self.recorded = Some(Recorded::default()),
+            (false, Some(_)) => self.recorded = None,
+            _ => {}
+        }
+    }
 }
 
 /// Starts building a span named `name`. Disabled (free) when no sink is installed; when the
@@ -60,58 +73,49 @@ struct Pending {
 #[inline]
 pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     if !sink::is_enabled() {
-        return SpanBuilder {
-            pending: None,
-            recorded: None,
-        };
+        return SpanBuilder { live: None };
     }
     let parent = current();
     let trace_id = match parent {
         Some(p) => p.trace_id,
         None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
     };
-    SpanBuilder {
-        pending: Some(Pending {
+    let mut live = Live {
+        core: Core {
             name: name.into(),
             kind: SpanKind::Internal,
             parent,
-            trace_id,
-            sampled: sample(parent.as_ref(), trace_id),
-        }),
+            context: SpanContext {
+                trace_id,
+                span_id: 0,
+                sampled: false,
+            },
+            status: SpanStatus::Unset,
+            started: None,
+        },
         recorded: None,
-    }
-    .allocate_if_sampled()
+    };
+    live.decide();
+    SpanBuilder { live: Some(live) }
 }
 
 /// A span being described before it starts. See [`span`].
 #[must_use = "a span builder does nothing until started"]
 pub struct SpanBuilder {
     /// `None`: disabled.
-    pending: Option<Pending>,
-    /// Present only when the span is sampled (inline: its vectors allocate on first use).
-    recorded: Option<Recorded>,
+    live: Option<Live>,
 }
 
 impl SpanBuilder {
-    fn allocate_if_sampled(mut self) -> Self {
-        let sampled = self.pending.as_ref().is_some_and(|p| p.sampled);
-        match (sampled, &self.recorded) {
-            (true, None) => self.recorded = Some(Recorded::default()),
-            (false, Some(_)) => self.recorded = None,
-            _ => {}
-        }
-        self
-    }
-
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.recorded.as_mut()
+        self.live.as_mut().and_then(|l| l.recorded.as_mut())
     }
 
     /// Whether the span will record attributes and events (a sink is installed and the span is
     /// sampled).
     #[inline]
     pub fn is_recording(&self) -> bool {
-        self.recorded.is_some()
+        self.live.as_ref().is_some_and(|l| l.recorded.is_some())
     }
 
     /// Sets an attribute (OpenTelemetry semantic-convention names where one exists), within the
@@ -148,8 +152,8 @@ impl SpanBuilder {
 
     /// Sets the span kind.
     pub fn kind(mut self, kind: SpanKind) -> Self {
-        if let Some(pending) = &mut self.pending {
-            pending.kind = kind;
+        if let Some(live) = &mut self.live {
+            live.core.kind = kind;
         }
         self
     }
@@ -158,55 +162,30 @@ impl SpanBuilder {
     /// sampling decision is taken again for it; attributes set before are dropped when that
     /// changes it, so call this first.
     pub fn parent(mut self, parent: SpanContext) -> Self {
-        if let Some(pending) = &mut self.pending {
-            pending.parent = Some(parent);
-            pending.trace_id = parent.trace_id;
-            pending.sampled = sample(Some(&parent), parent.trace_id);
+        if let Some(live) = &mut self.live {
+            live.core.parent = Some(parent);
+            live.core.context.trace_id = parent.trace_id;
+            live.decide();
         }
-        self.allocate_if_sampled()
+        self
     }
 
     /// Starts the span: it is timed from now and ends when dropped.
     #[inline]
-    pub fn start(self) -> Span {
-        let Some(pending) = self.pending else {
-            return Span {
-                state: State::Disabled,
-            };
-        };
-        let core = Core {
-            name: pending.name,
-            kind: pending.kind,
-            parent: pending.parent,
-            context: SpanContext {
-                trace_id: pending.trace_id,
-                span_id: random_u64(),
-                sampled: pending.sampled,
-            },
-            status: SpanStatus::Unset,
-            started: quanta::Instant::now(),
-        };
-        Span {
-            state: match self.recorded {
-                Some(recorded) => State::Recording(core, recorded),
-                None => State::Unsampled(core),
-            },
+    pub fn start(mut self) -> Span {
+        if let Some(live) = &mut self.live {
+            live.core.context.span_id = random_u64();
+            live.core.started = Some(quanta::Instant::now());
         }
+        Span { live: self.live }
     }
-}
-
-/// Inline, so that an unsampled span allocates nothing and a sampled one only its attribute
-/// vector (and events, links when it has some).
-enum State {
-    Disabled,
-    Unsampled(Core),
-    Recording(Core, Recorded),
 }
 
 /// A started span. It ends when dropped and is then handed to the
 /// [`SpanSink`](super::SpanSink) (an unsampled one only if it failed or was slow).
 pub struct Span {
-    state: State,
+    /// `None`: disabled.
+    live: Option<Live>,
 }
 
 impl fmt::Debug for Span {
@@ -225,39 +204,26 @@ impl fmt::Debug for Span {
 impl Span {
     /// A span that records nothing.
     pub const fn disabled() -> Span {
-        Span {
-            state: State::Disabled,
-        }
+        Span { live: None }
     }
 
     fn core(&self) -> Option<&Core> {
-        match &self.state {
-            State::Disabled => None,
-            State::Unsampled(core) => Some(core),
-            State::Recording(core, _) => Some(core),
-        }
+        self.live.as_ref().map(|l| &l.core)
     }
 
     fn core_mut(&mut self) -> Option<&mut Core> {
-        match &mut self.state {
-            State::Disabled => None,
-            State::Unsampled(core) => Some(core),
-            State::Recording(core, _) => Some(core),
-        }
+        self.live.as_mut().map(|l| &mut l.core)
     }
 
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        match &mut self.state {
-            State::Recording(_, recorded) => Some(recorded),
-            _ => None,
-        }
+        self.live.as_mut().and_then(|l| l.recorded.as_mut())
     }
 
     /// Whether this span records attributes and events (it is sampled). Check it before
     /// computing costly attributes.
     #[inline]
     pub fn is_recording(&self) -> bool {
-        matches!(self.state, State::Recording(..))
+        self.live.as_ref().is_some_and(|l| l.recorded.is_some())
     }
 
     /// The span's identity, unless it is disabled: an unsampled span has one too (with
@@ -365,10 +331,16 @@ impl Span {
 impl Drop for Span {
     #[inline]
     fn drop(&mut self) {
-        match std::mem::replace(&mut self.state, State::Disabled) {
-            State::Disabled => {}
-            State::Unsampled(core) => finish_unsampled(core),
-            State::Recording(core, recorded) => finish(core, recorded),
+        match self.live.take() {
+            None => {}
+            Some(Live {
+                core,
+                recorded: None,
+            }) => finish_unsampled(core),
+            Some(Live {
+                core,
+                recorded: Some(recorded),
+            }) => finish(core, recorded),
         }
     }
 }
@@ -416,10 +388,11 @@ fn finished(mut core: Core, recorded: Recorded) -> FinishedSpan {
         core.status = SpanStatus::Error("panicked".to_string());
     }
     let ended = quanta::Instant::now();
-    let duration = ended.saturating_duration_since(core.started);
+    let started = core.started.unwrap_or(ended);
+    let duration = ended.saturating_duration_since(started);
     // Both ends from one anchor and the monotonic clock: a child lies within its parent on the
     // exported timeline, and the end never precedes the start.
-    let start = wall_clock(core.started);
+    let start = wall_clock(started);
     FinishedSpan {
         name: limits::truncate_str(core.name, limits::value_length()),
         context: core.context,
@@ -446,7 +419,8 @@ fn finish(core: Core, recorded: Recorded) {
 #[inline]
 fn finish_unsampled(core: Core) {
     let failed = matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
-    if failed || core.started.elapsed() >= sink::unsampled_slow_threshold() {
+    let slow = || core.started.is_some_and(|s| s.elapsed() >= sink::unsampled_slow_threshold());
+    if failed || slow() {
         sink::deliver(finished(core, Recorded::default()));
     }
 }
