@@ -341,21 +341,26 @@ fn seed() -> u64 {
     RandomState::new().hash_one(std::thread::current().id()) | 1
 }
 
-/// A non-zero random u64 (xorshift64*, seeded per thread).
-fn random_u64() -> u64 {
-    RNG.with(|rng| loop {
+/// `N` non-zero random u64s (xorshift64*, seeded per thread) from one access to the thread's generator (a root span takes its
+/// trace id and span id at once).
+#[inline]
+fn random_ids<const N: usize>() -> [u64; N] {
+    RNG.with(|rng| {
         let mut x = rng.get();
         if x == 0 {
             x = seed();
         }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
+        let ids = std::array::from_fn(|_| loop {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            if out != 0 {
+                break out;
+            }
+        });
         rng.set(x);
-        let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        if out != 0 {
-            return out;
-        }
+        ids
     })
 }
 
@@ -579,8 +584,9 @@ pub(crate) mod tests {
 
     #[test]
     fn ids_are_random_and_non_zero() {
-        let a = random_u64();
-        let b = random_u64();
+        let [a, b] = random_ids::<2>();
+        let c = random_ids::<1>()[0];
+        assert_ne!(b, c);
         assert_ne!(a, b);
         assert_ne!(a, 0);
     }

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::{
-    current, limits, random_u64, sample, set_current, sink, wall_clock, AttrValue, DroppedCounts,
+    current, limits, random_ids, sample, set_current, sink, wall_clock, AttrValue, DroppedCounts,
     FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
 };
 
@@ -29,8 +29,8 @@ const ATTRIBUTES_RESERVED: usize = 8;
 struct Core {
     name: Cow<'static, str>,
     kind: SpanKind,
-    parent: Option<SpanContext>,
-    /// Trace id and sampling decided when built; the span id given at start.
+    parent_span_id: Option<u64>,
+    /// Ids and sampling decided when built.
     context: SpanContext,
     status: SpanStatus,
     /// Set by [`SpanBuilder::start`].
@@ -51,15 +51,16 @@ struct Recorded {
 /// nothing (a sampled one only its attribute vector, and events or links when it has some).
 struct Live {
     core: Core,
-    /// Present only when the span is sampled.
-    recorded: Option<Recorded>,
+    /// Present only when the span is sampled. Boxed: the value that every span, disabled
+    /// ones included, moves through the call stays small.
+    recorded: Option<Box<Recorded>>,
 }
 
 impl Live {
-    fn decide(&mut self) {
-        self.core.context.sampled = sample(self.core.parent.as_ref(), self.core.context.trace_id);
+    fn decide(&mut self, parent: Option<&SpanContext>) {
+        self.core.context.sampled = sample(parent, self.core.context.trace_id);
         match (self.core.context.sampled, &self.recorded) {
-            (true, None) => self.recorded = Some(Recorded::default()),
+            (true, None) => self.recorded = Some(Box::default()),
             (false, Some(_)) => self.recorded = None,
             _ => {}
         }
@@ -70,24 +71,27 @@ impl Live {
 /// span is not sampled (its parent's decision, or the sampler's for a root span), the builder's
 /// attribute methods do nothing, so check [`SpanBuilder::is_recording`] before computing a
 /// costly value.
-#[inline]
+#[inline(always)]
 pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     if !sink::is_enabled() {
         return SpanBuilder { live: None };
     }
     let parent = current();
-    let trace_id = match parent {
-        Some(p) => p.trace_id,
-        None => (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+    let (trace_id, span_id) = match parent {
+        Some(p) => (p.trace_id, random_ids::<1>()[0]),
+        None => {
+            let [high, low, span_id] = random_ids::<3>();
+            ((u128::from(high) << 64) | u128::from(low), span_id)
+        }
     };
     let mut live = Live {
         core: Core {
             name: name.into(),
             kind: SpanKind::Internal,
-            parent,
+            parent_span_id: parent.map(|p| p.span_id),
             context: SpanContext {
                 trace_id,
-                span_id: 0,
+                span_id,
                 sampled: false,
             },
             status: SpanStatus::Unset,
@@ -95,7 +99,7 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
         },
         recorded: None,
     };
-    live.decide();
+    live.decide(parent.as_ref());
     SpanBuilder { live: Some(live) }
 }
 
@@ -108,7 +112,7 @@ pub struct SpanBuilder {
 
 impl SpanBuilder {
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.live.as_mut().and_then(|l| l.recorded.as_mut())
+        self.live.as_mut().and_then(|l| l.recorded.as_deref_mut())
     }
 
     /// Whether the span will record attributes and events (a sink is installed and the span is
@@ -163,18 +167,17 @@ impl SpanBuilder {
     /// changes it, so call this first.
     pub fn parent(mut self, parent: SpanContext) -> Self {
         if let Some(live) = &mut self.live {
-            live.core.parent = Some(parent);
+            live.core.parent_span_id = Some(parent.span_id);
             live.core.context.trace_id = parent.trace_id;
-            live.decide();
+            live.decide(Some(&parent));
         }
         self
     }
 
     /// Starts the span: it is timed from now and ends when dropped.
-    #[inline]
+    #[inline(always)]
     pub fn start(mut self) -> Span {
         if let Some(live) = &mut self.live {
-            live.core.context.span_id = random_u64();
             live.core.started = Some(quanta::Instant::now());
         }
         Span { live: self.live }
@@ -216,7 +219,7 @@ impl Span {
     }
 
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.live.as_mut().and_then(|l| l.recorded.as_mut())
+        self.live.as_mut().and_then(|l| l.recorded.as_deref_mut())
     }
 
     /// Whether this span records attributes and events (it is sampled). Check it before
@@ -340,7 +343,7 @@ impl Drop for Span {
             Some(Live {
                 core,
                 recorded: Some(recorded),
-            }) => finish(core, recorded),
+            }) => finish(core, *recorded),
         }
     }
 }
@@ -396,7 +399,7 @@ fn finished(mut core: Core, recorded: Recorded) -> FinishedSpan {
     FinishedSpan {
         name: limits::truncate_str(core.name, limits::value_length()),
         context: core.context,
-        parent_span_id: core.parent.map(|p| p.span_id),
+        parent_span_id: core.parent_span_id,
         kind: core.kind,
         start,
         end: start + duration,
