@@ -631,7 +631,10 @@ async fn server_span_continues_the_callers_trace() {
     assert!(spans[0].context.sampled);
     assert_eq!(returned.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
     assert!(!returned.sampled, "the caller's sampling decision is kept");
-    assert_ne!(returned.span_id, 0xb7ad6b7169203331, "the response names the server span");
+    assert_ne!(
+        returned.span_id, 0xb7ad6b7169203331,
+        "the response names the server span"
+    );
     assert_eq!(spans[1].parent_span_id, None);
     assert_eq!(fresh, spans[1].context);
     assert!(fresh.sampled);

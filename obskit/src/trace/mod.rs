@@ -326,7 +326,6 @@ pub(crate) fn masked_attr<'a>(key: &str, value: &'a AttrValue) -> Cow<'a, AttrVa
     }
 }
 
-
 thread_local! {
     static CURRENT: Cell<Option<SpanContext>> = const { Cell::new(None) };
     /// Zero until this thread's first id: seeded then, so that every access is a plain load
@@ -509,7 +508,10 @@ pub(crate) mod tests {
                 let AttrValue::I64(i) = child.attribute("worker").unwrap() else {
                     panic!("worker is an integer")
                 };
-                assert_eq!(child.attribute("worker.name"), Some(&AttrValue::from(format!("w{i}"))));
+                assert_eq!(
+                    child.attribute("worker.name"),
+                    Some(&AttrValue::from(format!("w{i}")))
+                );
                 assert!(child.start >= parent.start && child.end <= parent.end);
                 *i
             })
@@ -543,7 +545,11 @@ pub(crate) mod tests {
         clear_sink();
         let spans = sink.0.lock().unwrap();
         let names: Vec<&str> = spans.iter().map(|s| &*s.name).collect();
-        assert_eq!(names, ["adopted"], "fast ok unsampled spans do not reach the sink");
+        assert_eq!(
+            names,
+            ["adopted"],
+            "fast ok unsampled spans do not reach the sink"
+        );
         assert_eq!(spans[0].context.trace_id, 99);
         assert_eq!(spans[0].attribute("a"), Some(&AttrValue::I64(1)));
     }

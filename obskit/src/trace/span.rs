@@ -336,10 +336,7 @@ impl Drop for Span {
     fn drop(&mut self) {
         match self.live.take() {
             None => {}
-            Some(Live {
-                core,
-                recorded: None,
-            }) => finish_unsampled(core),
+            Some(Live { core, recorded: None }) => finish_unsampled(core),
             Some(Live {
                 core,
                 recorded: Some(recorded),
@@ -422,7 +419,10 @@ fn finish(core: Core, recorded: Recorded) {
 #[inline]
 fn finish_unsampled(core: Core) {
     let failed = matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
-    let slow = || core.started.is_some_and(|s| s.elapsed() >= sink::unsampled_slow_threshold());
+    let slow = || {
+        core.started
+            .is_some_and(|s| s.elapsed() >= sink::unsampled_slow_threshold())
+    };
     if failed || slow() {
         sink::deliver(finished(core, Recorded::default()));
     }

@@ -668,7 +668,11 @@ fn spans_nest_like_sync_calls() {
         str_attr(outer, "code.function.name"),
         Some("integration::macros::s_outer")
     );
-    assert_eq!(outer.attribute("n"), Some(&AttrValue::I64(4)), "integers stay integers");
+    assert_eq!(
+        outer.attribute("n"),
+        Some(&AttrValue::I64(4)),
+        "integers stay integers"
+    );
     assert_eq!(outer.status, SpanStatus::Unset);
     // The span is no longer current once the call returned.
     assert_eq!(trace::current(), None);
@@ -717,9 +721,16 @@ fn unsampled_calls_record_metrics_but_no_span_and_format_nothing() {
     let failed = &unsampled[0];
     assert_eq!(failed.name, "s_unsampled_inner");
     assert!(!failed.context.sampled);
-    assert!(matches!(failed.status, SpanStatus::Error(_)), "{:?}", failed.status);
+    assert!(
+        matches!(failed.status, SpanStatus::Error(_)),
+        "{:?}",
+        failed.status
+    );
     assert!(failed.attributes.is_empty() && failed.events.is_empty());
-    assert!(failed.parent_span_id.is_some(), "the unsampled outer span was its parent");
+    assert!(
+        failed.parent_span_id.is_some(),
+        "the unsampled outer span was its parent"
+    );
 
     // Sampled again: the same function records its (formatted) argument.
     let capture = Capture::start();

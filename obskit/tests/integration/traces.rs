@@ -300,7 +300,10 @@ async fn unsampled_callers_stay_unsampled_and_only_errors_and_slow_spans_are_kep
             .send()
     };
     let fast = send("/api/orders/9", 9).await.unwrap();
-    assert!(!fast.headers().contains_key("traceparent"), "no header by default");
+    assert!(
+        !fast.headers().contains_key("traceparent"),
+        "no header by default"
+    );
     fast.text().await.unwrap();
     let failed = send("/api/fail", 10).await.unwrap();
     assert_eq!(failed.status(), 500);
