@@ -61,6 +61,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 mod client;
+mod handoff;
 mod limits;
 pub mod otlp;
 pub mod propagation;
@@ -70,6 +71,7 @@ mod sink;
 mod span;
 
 pub use client::TracedRequest;
+pub use handoff::{flush, DRAIN_INTERVAL, RING_CAPACITY};
 pub use limits::{request_value_length, SpanLimits};
 pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
 pub use sampler::{sample, Sampler};

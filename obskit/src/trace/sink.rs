@@ -72,6 +72,8 @@ struct Installed {
 
 /// Installs the sink that receives finished spans, replacing any previous one.
 pub fn set_sink(sink: Arc<dyn SpanSink>) {
+    // Spans that ended before go to the sink that was installed when they ended.
+    super::handoff::flush();
     let mut installed = SINK.write().unwrap_or_else(|p| p.into_inner());
     *installed = Installed {
         sink: Some(sink),
@@ -98,6 +100,7 @@ pub fn set_sink(sink: Arc<dyn SpanSink>) {
 /// # trace::clear_sink();
 /// ```
 pub fn set_default_sink(sink: Arc<dyn SpanSink>) -> bool {
+    super::handoff::flush();
     let mut installed = SINK.write().unwrap_or_else(|p| p.into_inner());
     if installed.sink.is_some() && !installed.default {
         return false;
@@ -113,6 +116,7 @@ pub fn set_default_sink(sink: Arc<dyn SpanSink>) -> bool {
 /// Removes the installed sink: spans become disabled again.
 pub fn clear_sink() {
     ENABLED.store(false, Ordering::Release);
+    super::handoff::flush();
     *SINK.write().unwrap_or_else(|p| p.into_inner()) = Installed {
         sink: None,
         default: false,
@@ -154,12 +158,23 @@ pub fn unsampled_slow_threshold() -> Duration {
     Duration::from_nanos(UNSAMPLED_SLOW_NANOS.load(Ordering::Relaxed))
 }
 
-/// Hands a finished span to the installed sink, if there still is one.
+/// Hands a finished span on: through this thread's ring to the collector (see
+/// [`super::handoff`]), or at once when the ring is full.
+#[inline]
 pub(super) fn deliver(span: FinishedSpan) {
+    if let Err(span) = super::handoff::push(span) {
+        deliver_all([span]);
+    }
+}
+
+/// Hands spans to the installed sink, if there still is one.
+pub(super) fn deliver_all(spans: impl IntoIterator<Item = FinishedSpan>) {
     // The read guard is held across `on_end` (which must not block) rather than cloning the
-    // `Arc`: two atomic operations fewer per span; installing a sink waits for it.
+    // `Arc`; installing a sink waits for it.
     let installed = SINK.read().unwrap_or_else(|p| p.into_inner());
     if let Some(sink) = &installed.sink {
-        sink.on_end(span);
+        for span in spans {
+            sink.on_end(span);
+        }
     }
 }

@@ -1,0 +1,141 @@
+//! The hand-off of finished spans from the threads that end them to the sink, without a lock
+//! or a locked instruction on the ending thread.
+//!
+//! Each thread that ends a span gets a single-producer single-consumer ring (`rtrb`: a push is
+//! a slot write and a release store). A collector thread drains every ring into the installed
+//! sink every [`DRAIN_INTERVAL`], and sooner when a thread has pushed [`WAKE_EVERY`] spans;
+//! [`flush`] drains them at once (what `/debug/traces`, [`set_sink`](super::set_sink) and
+//! [`clear_sink`](super::clear_sink) do first, so a reader sees every span that has ended).
+//! So the masking, copying and queueing the sinks do run on the collector thread, off the
+//! request path.
+//!
+//! Bounds: a ring holds [`RING_CAPACITY`] spans. When a thread's ring is full, the span is
+//! handed to the sink on the ending thread, as before there was a ring: nothing is lost, and
+//! memory stays bounded by the rings and the sinks' own bounds. A thread that exits leaves its
+//! ring behind; the next drain empties it and lets it go, so its spans are delivered too.
+
+use std::cell::RefCell;
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use super::{sink, FinishedSpan};
+
+/// Spans one thread may have waiting for the collector.
+pub const RING_CAPACITY: usize = 256;
+
+/// How often the collector drains the rings when no thread asks it to sooner.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A thread wakes the collector after this many pushes: rings are drained well before they
+/// fill at any rate a collector can keep up with, and waking costs one unpark per this many
+/// spans.
+const WAKE_EVERY: u32 = 64;
+
+struct Local {
+    producer: Producer<FinishedSpan>,
+    pushed: u32,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Every thread's ring, the consumer ends. Locked when a thread makes its ring and by drains.
+static RINGS: Mutex<Vec<Consumer<FinishedSpan>>> = Mutex::new(Vec::new());
+
+static COLLECTOR: OnceLock<Thread> = OnceLock::new();
+
+/// Queues `span` on this thread's ring; gives it back when the ring is full or the thread is
+/// being torn down, for the caller to deliver at once.
+#[inline]
+pub(super) fn push(span: FinishedSpan) -> Result<(), FinishedSpan> {
+    let mut span = Some(span);
+    let _ = LOCAL.try_with(|local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return;
+        };
+        let local = local.get_or_insert_with(new_ring);
+        let Some(taken) = span.take() else { return };
+        match local.producer.push(taken) {
+            Ok(()) => {
+                local.pushed = local.pushed.wrapping_add(1);
+                if local.pushed % WAKE_EVERY == 0 {
+                    wake();
+                }
+            }
+            Err(rtrb::PushError::Full(back)) => {
+                span = Some(back);
+                wake();
+            }
+        }
+    });
+    match span {
+        None => Ok(()),
+        Some(span) => Err(span),
+    }
+}
+
+#[cold]
+fn new_ring() -> Local {
+    let (producer, consumer) = RingBuffer::new(RING_CAPACITY);
+    RINGS.lock().unwrap_or_else(|p| p.into_inner()).push(consumer);
+    collector();
+    Local { producer, pushed: 0 }
+}
+
+/// The collector thread, started with the first ring.
+fn collector() -> &'static Thread {
+    COLLECTOR.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("obskit-spans".into())
+            .spawn(|| loop {
+                std::thread::park_timeout(DRAIN_INTERVAL);
+                flush();
+            })
+            .expect("spawning the span collector thread")
+            .thread()
+            .clone()
+    })
+}
+
+fn wake() {
+    if let Some(thread) = COLLECTOR.get() {
+        thread.unpark();
+    }
+}
+
+/// Hands every span that has ended so far, on any thread, to the installed sink. Returns how
+/// many it handed on.
+///
+/// ```
+/// use obskit::trace::{self, RecentSpans};
+/// let recent = RecentSpans::new(8);
+/// trace::set_sink(std::sync::Arc::new(recent.clone()));
+/// drop(trace::span("work").start());
+/// trace::flush();
+/// assert_eq!(recent.len(), 1);
+/// # trace::clear_sink();
+/// ```
+pub fn flush() -> usize {
+    let mut drained = Vec::new();
+    {
+        let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
+        rings.retain_mut(|ring| {
+            // Abandoned first: once the producer is gone nothing more arrives, so a ring that
+            // is then empty can go.
+            let abandoned = ring.is_abandoned();
+            while let Ok(span) = ring.pop() {
+                drained.push(span);
+            }
+            !abandoned
+        });
+    }
+    // Delivered outside the lock: a sink that ends a span of its own would otherwise wait on
+    // the lock that the span's own ring needs.
+    let count = drained.len();
+    sink::deliver_all(drained);
+    count
+}
