@@ -23,6 +23,7 @@
 //! assert!(buckets::HTTP_LATENCY_SECONDS.len() > 5);
 //! ```
 
+pub(crate) mod cells;
 mod exposition;
 pub(crate) mod function;
 mod guard;
