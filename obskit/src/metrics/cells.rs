@@ -174,7 +174,10 @@ pub(crate) fn add_many(base: usize, adds: &[(usize, u64)]) {
         for &(offset, value) in adds {
             if let Some(cell) = local.block.cell_for_write(base + offset) {
                 // The only writer of this cell: load and store, no read-modify-write.
-                cell.store(cell.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed);
+                cell.store(
+                    cell.load(Ordering::Relaxed).wrapping_add(value),
+                    Ordering::Relaxed,
+                );
             }
         }
     });
@@ -230,6 +233,7 @@ impl Cells {
         add_many(self.base, adds);
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -343,9 +347,7 @@ mod tests {
             t.join().unwrap();
         }
         let expected_calls = 8 * 10 + 8 * 20_000;
-        let expected_weighted: u64 = (0..16u64)
-            .map(|t| t * if t % 2 == 0 { 10 } else { 20_000 })
-            .sum();
+        let expected_weighted: u64 = (0..16u64).map(|t| t * if t % 2 == 0 { 10 } else { 20_000 }).sum();
         assert_eq!(read(&cells), vec![expected_calls, 0, expected_weighted]);
         // A second read counts nothing twice.
         assert_eq!(read(&cells), vec![expected_calls, 0, expected_weighted]);
