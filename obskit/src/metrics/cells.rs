@@ -25,6 +25,7 @@
 //! Every cell only grows between allocation and release, so sums are monotonic across scrapes.
 //! A gauge (in flight) is two such counters, started and ended, whose difference is read.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -135,6 +136,8 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
+        // From here on this thread's writes go to the retired totals (`add_many_slow`).
+        let _ = BLOCK.try_with(|b| b.set(std::ptr::null()));
         let mut state = state();
         let state = &mut *state;
         for (page_index, slot) in self.block.pages.iter().enumerate() {
@@ -158,6 +161,9 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: Local = Local::register();
+    /// The calling thread's block while `LOCAL` lives, else null: a const-initialised
+    /// thread-local without a destructor, so the hot path is one thread-relative load.
+    static BLOCK: Cell<*const Block> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Adds `value` to cell `index` of the calling thread.
@@ -170,18 +176,32 @@ fn add(index: usize, value: u64) {
 /// access for the several cells one call or request records.
 #[inline]
 pub(crate) fn add_many(base: usize, adds: &[(usize, u64)]) {
-    let written = LOCAL.try_with(|local| {
-        for &(offset, value) in adds {
-            if let Some(cell) = local.block.cell_for_write(base + offset) {
-                // The only writer of this cell: load and store, no read-modify-write.
-                cell.store(
-                    cell.load(Ordering::Relaxed).wrapping_add(value),
-                    Ordering::Relaxed,
-                );
-            }
+    let block = BLOCK.with(Cell::get);
+    if block.is_null() {
+        return add_many_slow(base, adds);
+    }
+    // SAFETY: `BLOCK` is non-null only while this thread's `LOCAL` lives (set in `first_write`,
+    // cleared first thing in `Drop for Local`), and `LOCAL` holds an `Arc` of the block.
+    let block = unsafe { &*block };
+    for &(offset, value) in adds {
+        if let Some(cell) = block.cell_for_write(base + offset) {
+            // The only writer of this cell: load and store, no read-modify-write.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(value),
+                Ordering::Relaxed,
+            );
         }
-    });
-    if written.is_err() {
+    }
+}
+
+/// The first write of a thread registers its block; a write after its exit began goes to the
+/// retired totals.
+#[cold]
+fn add_many_slow(base: usize, adds: &[(usize, u64)]) {
+    let registered = LOCAL.try_with(|local| BLOCK.with(|b| b.set(Arc::as_ptr(&local.block))));
+    if registered.is_ok() && !BLOCK.with(Cell::get).is_null() {
+        add_many(base, adds);
+    } else {
         for &(offset, value) in adds {
             add_after_exit(base + offset, value);
         }
