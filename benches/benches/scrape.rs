@@ -38,7 +38,9 @@ fn populated_registry() -> obskit::metrics::Registry {
     }
 
     let metrics = obskit::http::HttpMetrics::new(&registry).expect("metrics");
-    let templates: Vec<String> = (0..HTTP_PAIRS).map(|i| format!("/api/resource{i}/{{id}}")).collect();
+    let templates: Vec<String> = (0..HTTP_PAIRS)
+        .map(|i| format!("/api/resource{i}/{{id}}"))
+        .collect();
     let routes = obskit::http::Routes::new(templates.iter().map(String::as_str)).expect("routes");
     let service = obskit::http::HttpMetricsLayer::new(metrics)
         .routes(routes)
@@ -67,7 +69,9 @@ fn populated_registry() -> obskit::metrics::Registry {
 
 /// Series in a text exposition: sample lines, not comments.
 fn series(text: &str) -> usize {
-    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
 }
 
 fn scrape(c: &mut Criterion) {
@@ -76,13 +80,12 @@ fn scrape(c: &mut Criterion) {
     // Other series of the process (the overflow counters, the global registry's) come on top.
     let count = series(&text);
     assert!(count >= 10_000, "only {count} series");
-    eprintln!(
-        "scrape bench: {count} series, {} bytes of text",
-        text.len()
-    );
+    eprintln!("scrape bench: {count} series, {} bytes of text", text.len());
 
     let mut group = c.benchmark_group("scrape");
-    group.bench_function("text_10k_series", |b| b.iter(|| black_box(registry.encode_text())));
+    group.bench_function("text_10k_series", |b| {
+        b.iter(|| black_box(registry.encode_text()))
+    });
     group.bench_function("openmetrics_10k_series", |b| {
         b.iter(|| black_box(registry.encode_openmetrics()))
     });

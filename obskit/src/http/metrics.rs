@@ -167,10 +167,13 @@ impl StatusCounters {
     }
 }
 
+/// The label values of a pair: (method, endpoint).
+type PairKey = (Box<str>, Box<str>);
+
 /// The (method, endpoint) pairs' cells.
 #[derive(Default)]
 struct Pairs {
-    series: Mutex<HashMap<(Box<str>, Box<str>), Arc<PairCells>>>,
+    series: Mutex<HashMap<PairKey, Arc<PairCells>>>,
 }
 
 const LATENCY_BUCKETS: usize = buckets::HTTP_LATENCY_SECONDS.len();
@@ -420,7 +423,7 @@ impl Collector for HttpCollector {
             let series = self.requests.series.lock().unwrap_or_else(|p| p.into_inner());
             series.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
         };
-        let pairs: Vec<((Box<str>, Box<str>), Arc<PairCells>)> = {
+        let pairs: Vec<(PairKey, Arc<PairCells>)> = {
             let series = self.pairs.series.lock().unwrap_or_else(|p| p.into_inner());
             series.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
         };
