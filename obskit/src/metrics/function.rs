@@ -125,7 +125,7 @@ impl FunctionSite {
     }
 
     /// Records a call that started on this site (so its cells are allocated).
-    #[inline]
+    #[inline(always)]
     fn record(&self, nanos: u64, ok: bool) {
         let index = DURATION_BUCKETS_NANOS
             .iter()
@@ -227,7 +227,7 @@ pub struct CallTimer {
 
 impl CallTimer {
     /// Records the call as finished, successful or not.
-    #[inline]
+    #[inline(always)]
     pub fn finish(self, ok: bool) {
         let this = ManuallyDrop::new(self);
         if let Some(start) = this.start {
