@@ -9,7 +9,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
 use super::guard::RequestGuard;
-use crate::metrics::Histogram;
+use super::metrics::CellHistogram;
 
 pin_project_lite::pin_project! {
     /// The request body the inner service receives: the original body, counting the bytes the
@@ -46,14 +46,14 @@ pin_project_lite::pin_project! {
 
 /// Records `http_request_size_bytes` exactly once: at the end of the body, or in `Drop`.
 pub(crate) struct RequestSize {
-    histogram: Histogram,
+    histogram: CellHistogram,
     content_length: Option<u64>,
     read: u64,
     recorded: bool,
 }
 
 impl RequestSize {
-    pub(crate) fn new(histogram: Histogram, content_length: Option<u64>) -> RequestSize {
+    pub(crate) fn new(histogram: CellHistogram, content_length: Option<u64>) -> RequestSize {
         RequestSize {
             histogram,
             content_length,

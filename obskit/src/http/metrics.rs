@@ -1,11 +1,21 @@
-//! The five RED metric families and the per-(route, method) handle cache.
+//! The five RED metric families, stored in per-thread cells ([`crate::metrics::cells`]), and the
+//! per-(route, method) handle cache.
+//!
+//! A request writes its cells with plain stores of the recording thread's own cells (no lock,
+//! no `lock`-prefixed instruction); a collector registered in the [`Registry`] sums them when
+//! `/metrics` is scraped. Each (method, endpoint) pair owns one range of cells for its duration,
+//! in-flight (started and ended) and size series; each (method, endpoint, status) one cell.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+use crate::metrics::cells::{self, Cells};
 use crate::metrics::{
-    buckets, Counter, CounterVec, Error, ExemplarStore, Histogram, HistogramExemplars, HistogramVec,
-    IntGauge, IntGaugeVec, Registry,
+    buckets, Error, ExemplarStore, HistogramExemplars, LabelGuard, Registry, OVERFLOW_LABEL_VALUE,
 };
 
 /// The HTTP RED metric families, declared once in a [`Registry`]:
@@ -33,11 +43,12 @@ use crate::metrics::{
 /// ```
 #[derive(Clone)]
 pub struct HttpMetrics {
-    pub(crate) requests: CounterVec,
-    pub(crate) duration: HistogramVec,
-    pub(crate) in_flight: IntGaugeVec,
-    pub(crate) request_size: HistogramVec,
-    pub(crate) response_size: HistogramVec,
+    pub(crate) requests: Arc<StatusCounters>,
+    pub(crate) duration: Arc<Family>,
+    pub(crate) in_flight: Arc<Family>,
+    pub(crate) request_size: Arc<Family>,
+    pub(crate) response_size: Arc<Family>,
+    pairs: Arc<Pairs>,
     /// Trace-id exemplars of `http_request_duration_seconds`.
     pub(crate) exemplars: ExemplarStore,
 }
@@ -63,69 +74,217 @@ impl HttpMetrics {
     /// assert!(!text.contains("http_requests_total{"));
     /// ```
     pub fn new(registry: &Registry) -> Result<HttpMetrics, Error> {
-        const LABELS: &[&str] = &["method", "endpoint"];
-        Ok(HttpMetrics {
+        let family = |name: &'static str, help: &'static str| {
+            Arc::new(Family {
+                name,
+                help,
+                guard: registry.label_guard(name),
+            })
+        };
+        let metrics = HttpMetrics {
             exemplars: registry.exemplars().clone(),
-            requests: registry.counter_vec(
-                "http_requests_total",
-                "HTTP requests handled, by method, route template and status code",
-                &["method", "endpoint", "status"],
-            )?,
-            duration: registry.histogram_vec(
+            requests: Arc::new(StatusCounters {
+                family: family(
+                    REQUESTS_FAMILY,
+                    "HTTP requests handled, by method, route template and status code",
+                ),
+                series: Mutex::new(HashMap::new()),
+            }),
+            duration: family(
                 DURATION_FAMILY,
                 "Time from receiving an HTTP request to the end of its response body",
-                LABELS,
-                buckets::HTTP_LATENCY_SECONDS,
-            )?,
-            in_flight: registry.int_gauge_vec(
-                "http_requests_in_flight",
+            ),
+            in_flight: family(
+                IN_FLIGHT_FAMILY,
                 "HTTP requests received whose response body has not ended yet",
-                LABELS,
-            )?,
-            request_size: registry.histogram_vec(
-                "http_request_size_bytes",
+            ),
+            request_size: family(
+                REQUEST_SIZE_FAMILY,
                 "HTTP request body size: bytes read when read to the end, else Content-Length, else 0",
-                LABELS,
-                buckets::HTTP_SIZE_BYTES,
-            )?,
-            response_size: registry.histogram_vec(
-                "http_response_size_bytes",
-                "HTTP response body bytes produced",
-                LABELS,
-                buckets::HTTP_SIZE_BYTES,
-            )?,
-        })
+            ),
+            response_size: family(RESPONSE_SIZE_FAMILY, "HTTP response body bytes produced"),
+            pairs: Arc::new(Pairs::default()),
+        };
+        registry.register_collector(Box::new(HttpCollector::new(&metrics)?))?;
+        Ok(metrics)
+    }
+
+    /// The cells of one (method, endpoint) pair, created at its first request.
+    fn pair(&self, method: &str, endpoint: &str) -> Arc<PairCells> {
+        let mut pairs = self.pairs.series.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (Box::<str>::from(method), Box::<str>::from(endpoint));
+        Arc::clone(pairs.entry(key).or_insert_with(|| {
+            Arc::new(PairCells {
+                cells: Cells::new(PAIR_CELLS),
+            })
+        }))
+    }
+}
+
+const REQUESTS_FAMILY: &str = "http_requests_total";
+const DURATION_FAMILY: &str = "http_request_duration_seconds";
+const IN_FLIGHT_FAMILY: &str = "http_requests_in_flight";
+const REQUEST_SIZE_FAMILY: &str = "http_request_size_bytes";
+const RESPONSE_SIZE_FAMILY: &str = "http_response_size_bytes";
+
+/// One family's name, help and cardinality guard.
+pub(crate) struct Family {
+    name: &'static str,
+    help: &'static str,
+    guard: Arc<LabelGuard>,
+}
+
+impl Family {
+    /// How many distinct label sets this family holds (not counting the overflow series).
+    pub(crate) fn label_sets(&self) -> usize {
+        self.guard.len()
+    }
+}
+
+/// The `http_requests_total` series, one cell each, by (method, endpoint, status).
+pub(crate) struct StatusCounters {
+    pub(crate) family: Arc<Family>,
+    series: Mutex<HashMap<[Box<str>; 3], Arc<Cells>>>,
+}
+
+impl StatusCounters {
+    /// How many distinct label sets the family holds (not counting the overflow series).
+    pub(crate) fn label_sets(&self) -> usize {
+        self.family.label_sets()
+    }
+
+    /// The cell of `(method, endpoint, status)`, or of the overflow series past the limit.
+    fn series(&self, method: &str, endpoint: &str, status: &str) -> Arc<Cells> {
+        let values = [method, endpoint, status];
+        let values = if self.family.guard.admit(&values) {
+            values
+        } else {
+            [OVERFLOW_LABEL_VALUE; 3]
+        };
+        let key = values.map(Box::<str>::from);
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(series.entry(key).or_insert_with(|| Arc::new(Cells::new(1))))
+    }
+}
+
+/// The label values of a pair: (method, endpoint).
+type PairKey = (Box<str>, Box<str>);
+
+/// The (method, endpoint) pairs' cells.
+#[derive(Default)]
+struct Pairs {
+    series: Mutex<HashMap<PairKey, Arc<PairCells>>>,
+}
+
+const LATENCY_BUCKETS: usize = buckets::HTTP_LATENCY_SECONDS.len();
+const SIZE_BUCKETS: usize = buckets::HTTP_SIZE_BYTES.len();
+
+/// Where each series of a pair lives in its range. A histogram is its non-cumulative buckets
+/// (the last one above every bound) followed by its sum.
+const DURATION_AT: usize = 0;
+const STARTED_AT: usize = DURATION_AT + LATENCY_BUCKETS + 2;
+const ENDED_AT: usize = STARTED_AT + 1;
+const REQUEST_SIZE_AT: usize = ENDED_AT + 1;
+const RESPONSE_SIZE_AT: usize = REQUEST_SIZE_AT + SIZE_BUCKETS + 2;
+const PAIR_CELLS: usize = RESPONSE_SIZE_AT + SIZE_BUCKETS + 2;
+
+/// Durations are summed in nanoseconds, sizes in bytes: integers, so that cells add exactly.
+const NANOS_PER_SECOND: f64 = 1e9;
+
+/// The cells of one (method, endpoint) pair.
+struct PairCells {
+    cells: Cells,
+}
+
+/// One histogram of a pair: `observe` adds to its bucket and its sum.
+#[derive(Clone)]
+pub(crate) struct CellHistogram {
+    pair: Arc<PairCells>,
+    at: usize,
+    bounds: &'static [f64],
+    /// The sum cell holds `value * scale` (nanoseconds for seconds, bytes for bytes).
+    scale: f64,
+}
+
+impl CellHistogram {
+    /// Records one observation (bounds are inclusive upper bounds, as in Prometheus).
+    #[inline]
+    pub(crate) fn observe(&self, value: f64) {
+        let bucket = self.bounds.partition_point(|bound| *bound < value);
+        // `as` saturates: a negative or NaN value adds 0 to the sum.
+        let scaled = (value * self.scale) as u64;
+        self.pair
+            .cells
+            .add_many(&[(self.at + bucket, 1), (self.at + self.bounds.len() + 1, scaled)]);
+    }
+}
+
+/// A pair's in-flight gauge: two monotonic counters, started and ended.
+pub(crate) struct CellGauge {
+    pair: Arc<PairCells>,
+}
+
+impl CellGauge {
+    #[inline]
+    pub(crate) fn inc(&self) {
+        self.pair.cells.add(STARTED_AT, 1);
+    }
+
+    #[inline]
+    pub(crate) fn dec(&self) {
+        self.pair.cells.add(ENDED_AT, 1);
     }
 }
 
 /// Status codes common enough to be worth a cached counter handle per (route, method); any
 /// other code is looked up per request, which is correct, only slower.
-const DURATION_FAMILY: &str = "http_request_duration_seconds";
-
 const CACHED_STATUSES: [u16; 20] = [
     200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 409, 422, 429, 499, 500, 502, 503, 504,
 ];
 
-/// The series of one (route, method) pair, resolved once (label hashing, guard check and the
-/// `prometheus` map lookup happen on first use only).
+/// The series of one (route, method) pair, resolved once (guard check and the pair lookup
+/// happen on first use only).
 pub(crate) struct Handles {
-    pub(crate) duration: Histogram,
-    pub(crate) in_flight: IntGauge,
-    pub(crate) request_size: Histogram,
-    pub(crate) response_size: Histogram,
+    pub(crate) duration: CellHistogram,
+    pub(crate) in_flight: CellGauge,
+    pub(crate) request_size: CellHistogram,
+    pub(crate) response_size: CellHistogram,
     /// Exemplar cells of this pair's duration series, written only by sampled requests.
     pub(crate) duration_exemplars: Arc<HistogramExemplars>,
-    statuses: [OnceLock<Counter>; CACHED_STATUSES.len()],
+    statuses: [OnceLock<Arc<Cells>>; CACHED_STATUSES.len()],
 }
 
 impl Handles {
     pub(crate) fn resolve(metrics: &HttpMetrics, method: &str, endpoint: &str) -> Handles {
         let labels = [method, endpoint];
+        // The four families share their labels, so their guards admit the same pairs; each is
+        // asked so that each counts its own folds in `obskit_metric_label_overflow_total`.
+        let admitted = [
+            &metrics.duration,
+            &metrics.in_flight,
+            &metrics.request_size,
+            &metrics.response_size,
+        ]
+        .map(|family| family.guard.admit(&labels));
+        let [method, endpoint] = if admitted.iter().all(|&a| a) {
+            labels
+        } else {
+            [OVERFLOW_LABEL_VALUE; 2]
+        };
+        let pair = metrics.pair(method, endpoint);
+        let histogram = |at, bounds, scale| CellHistogram {
+            pair: Arc::clone(&pair),
+            at,
+            bounds,
+            scale,
+        };
         Handles {
-            duration: metrics.duration.with(&labels),
-            in_flight: metrics.in_flight.with(&labels),
-            request_size: metrics.request_size.with(&labels),
-            response_size: metrics.response_size.with(&labels),
+            duration: histogram(DURATION_AT, buckets::HTTP_LATENCY_SECONDS, NANOS_PER_SECOND),
+            request_size: histogram(REQUEST_SIZE_AT, buckets::HTTP_SIZE_BYTES, 1.0),
+            response_size: histogram(RESPONSE_SIZE_AT, buckets::HTTP_SIZE_BYTES, 1.0),
+            in_flight: CellGauge {
+                pair: Arc::clone(&pair),
+            },
             duration_exemplars: metrics.exemplars.histogram(
                 DURATION_FAMILY,
                 &[("method", method), ("endpoint", endpoint)],
@@ -143,10 +302,10 @@ impl Handles {
         endpoint: &str,
         status: http::StatusCode,
     ) {
-        let lookup = || metrics.requests.with(&[method, endpoint, status.as_str()]);
+        let lookup = || metrics.requests.series(method, endpoint, status.as_str());
         match CACHED_STATUSES.iter().position(|&s| s == status.as_u16()) {
-            Some(i) => self.statuses[i].get_or_init(lookup).inc(),
-            None => lookup().inc(),
+            Some(i) => self.statuses[i].get_or_init(lookup).add(0, 1),
+            None => lookup().add(0, 1),
         }
     }
 }
@@ -170,5 +329,154 @@ impl HandleTable {
 
     pub(crate) fn get(&self, slot: usize, init: impl FnOnce() -> Handles) -> &Handles {
         self.slots[slot].get_or_init(|| Box::new(init()))
+    }
+}
+
+/// Renders the five families from the cells when the registry is gathered.
+struct HttpCollector {
+    requests: Arc<StatusCounters>,
+    pair_families: [Arc<Family>; 4],
+    pairs: Arc<Pairs>,
+    descs: Vec<Desc>,
+}
+
+impl HttpCollector {
+    fn new(metrics: &HttpMetrics) -> Result<HttpCollector, Error> {
+        let pair_families = [
+            Arc::clone(&metrics.duration),
+            Arc::clone(&metrics.in_flight),
+            Arc::clone(&metrics.request_size),
+            Arc::clone(&metrics.response_size),
+        ];
+        let desc = |family: &Family, labels: &[&str]| {
+            Desc::new(
+                family.name.to_string(),
+                family.help.to_string(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+        };
+        let mut descs = vec![desc(&metrics.requests.family, &["method", "endpoint", "status"])?];
+        for family in &pair_families {
+            descs.push(desc(family, &["method", "endpoint"])?);
+        }
+        Ok(HttpCollector {
+            requests: Arc::clone(&metrics.requests),
+            pair_families,
+            pairs: Arc::clone(&metrics.pairs),
+            descs,
+        })
+    }
+}
+
+/// Label pairs in name order, as the text format writes them.
+fn label_pairs(pairs: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = proto::LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect()
+}
+
+fn histogram_metric(labels: Vec<proto::LabelPair>, bounds: &[f64], raw: &[u64], scale: f64) -> proto::Metric {
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(bounds.len());
+    for (bound, count) in bounds.iter().zip(raw) {
+        cumulative += count;
+        let mut bucket = proto::Bucket::default();
+        bucket.set_upper_bound(*bound);
+        bucket.set_cumulative_count(cumulative);
+        buckets.push(bucket);
+    }
+    let mut histogram = proto::Histogram::default();
+    histogram.set_sample_count(cumulative + raw[bounds.len()]);
+    histogram.set_sample_sum(raw[bounds.len() + 1] as f64 / scale);
+    histogram.set_bucket(buckets);
+    let mut metric = proto::Metric::default();
+    metric.set_label(labels);
+    metric.set_histogram(histogram);
+    metric
+}
+
+fn family(source: &Family, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(source.name.to_string());
+    family.set_help(source.help.to_string());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+impl Collector for HttpCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Copy the handles out so that the maps' locks (taken by first requests) are not held
+        // while the cells are summed.
+        let statuses: Vec<([Box<str>; 3], Arc<Cells>)> = {
+            let series = self.requests.series.lock().unwrap_or_else(|p| p.into_inner());
+            series.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+        };
+        let pairs: Vec<(PairKey, Arc<PairCells>)> = {
+            let series = self.pairs.series.lock().unwrap_or_else(|p| p.into_inner());
+            series.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+        };
+        let mut requests = Vec::with_capacity(statuses.len());
+        let mut durations = Vec::with_capacity(pairs.len());
+        let mut in_flight = Vec::with_capacity(pairs.len());
+        let mut request_sizes = Vec::with_capacity(pairs.len());
+        let mut response_sizes = Vec::with_capacity(pairs.len());
+        let reader = cells::reader();
+        let mut one = [0u64; 1];
+        for ([method, endpoint, status], cells) in &statuses {
+            reader.sum(cells, &mut one);
+            let mut counter = proto::Counter::default();
+            counter.set_value(one[0] as f64);
+            let mut metric = proto::Metric::default();
+            metric.set_label(label_pairs(&[
+                ("endpoint", endpoint),
+                ("method", method),
+                ("status", status),
+            ]));
+            metric.set_counter(counter);
+            requests.push(metric);
+        }
+        let mut raw = [0u64; PAIR_CELLS];
+        for ((method, endpoint), pair) in &pairs {
+            reader.sum(&pair.cells, &mut raw);
+            let labels = || label_pairs(&[("endpoint", endpoint), ("method", method)]);
+            let latency = buckets::HTTP_LATENCY_SECONDS;
+            let sizes = buckets::HTTP_SIZE_BYTES;
+            durations.push(histogram_metric(
+                labels(),
+                latency,
+                &raw[DURATION_AT..],
+                NANOS_PER_SECOND,
+            ));
+            request_sizes.push(histogram_metric(labels(), sizes, &raw[REQUEST_SIZE_AT..], 1.0));
+            response_sizes.push(histogram_metric(labels(), sizes, &raw[RESPONSE_SIZE_AT..], 1.0));
+            // Started and ended are read in one pass but may be seen out of order: never below 0.
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(raw[STARTED_AT].saturating_sub(raw[ENDED_AT]) as f64);
+            let mut metric = proto::Metric::default();
+            metric.set_label(labels());
+            metric.set_gauge(gauge);
+            in_flight.push(metric);
+        }
+        drop(reader);
+        let [duration, flight, request_size, response_size] = &self.pair_families;
+        vec![
+            family(&self.requests.family, MetricType::COUNTER, requests),
+            family(duration, MetricType::HISTOGRAM, durations),
+            family(flight, MetricType::GAUGE, in_flight),
+            family(request_size, MetricType::HISTOGRAM, request_sizes),
+            family(response_size, MetricType::HISTOGRAM, response_sizes),
+        ]
     }
 }

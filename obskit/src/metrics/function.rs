@@ -3,22 +3,26 @@
 //! and `function_calls_concurrent{function,module}`.
 //!
 //! Each annotated function owns a `static` [`FunctionSite`] that the macro emits. A call costs
-//! two clock reads and four uncontended atomic additions (in-flight up and down, one bucket, the
-//! sum in nanoseconds), plus one more on error. There is no label lookup and no lock: the labels
-//! are the site's own `&'static str`s, turned into series only when `/metrics` is scraped.
+//! two clock reads and four plain (unlocked) additions to the calling thread's own cells (see
+//! [`super::cells`]): started, then ended, one bucket and the sum in nanoseconds, plus one more
+//! on error. There is no label lookup, no lock and no `lock`-prefixed instruction: the labels
+//! are the site's own `&'static str`s, and the threads' cells are summed only when `/metrics` is
+//! scraped.
 //!
 //! The call count is not stored separately: it is the sum of the buckets, and the `ok` count is
 //! that sum less the errors, kept monotonic per site so that a scrape that races an erroring
-//! call never makes the counter go backwards.
+//! call never makes the counter go backwards. In flight is started less ended (a cancelled call
+//! ends without a bucket).
 
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
+use super::cells;
 use super::HistogramExemplars;
 
 /// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
@@ -47,17 +51,25 @@ pub(crate) const CALLS_CONCURRENT: &str = "function_calls_concurrent";
 pub struct FunctionSite {
     function: &'static str,
     module: &'static str,
-    registered: AtomicBool,
-    concurrent: AtomicI64,
-    errors: AtomicU64,
-    /// Non-cumulative: `buckets[i]` counts calls in `(bound[i-1], bound[i]]`, the last one
-    /// everything above the largest bound.
-    buckets: [AtomicU64; BUCKET_COUNT + 1],
-    sum_nanos: AtomicU64,
+    /// Base index of the site's cells ([`cells`]), [`UNALLOCATED`] until the first call.
+    cells: AtomicUsize,
+    /// The largest `ok` count a scrape has reported (see [`FunctionSite::snapshot`]).
     ok_reported: AtomicU64,
     /// Exemplar cells of this site's duration series, resolved at the first sampled call.
     exemplars: OnceLock<Arc<HistogramExemplars>>,
 }
+
+const UNALLOCATED: usize = usize::MAX;
+
+/// The site's cells, by offset from its base.
+const STARTED: usize = 0;
+const ENDED: usize = 1;
+const ERRORS: usize = 2;
+/// Non-cumulative: `BUCKETS + i` counts calls in `(bound[i-1], bound[i]]`, the last one
+/// everything above the largest bound.
+const BUCKETS: usize = 3;
+const SUM_NANOS: usize = BUCKETS + BUCKET_COUNT + 1;
+const SITE_CELLS: usize = SUM_NANOS + 1;
 
 static SITES: Mutex<Vec<&'static FunctionSite>> = Mutex::new(Vec::new());
 
@@ -67,11 +79,7 @@ impl FunctionSite {
         FunctionSite {
             function,
             module,
-            registered: AtomicBool::new(false),
-            concurrent: AtomicI64::new(0),
-            errors: AtomicU64::new(0),
-            buckets: [const { AtomicU64::new(0) }; BUCKET_COUNT + 1],
-            sum_nanos: AtomicU64::new(0),
+            cells: AtomicUsize::new(UNALLOCATED),
             ok_reported: AtomicU64::new(0),
             exemplars: OnceLock::new(),
         }
@@ -88,43 +96,59 @@ impl FunctionSite {
                 start: None,
             };
         }
-        if !self.registered.load(Relaxed) {
-            self.register();
+        let mut base = self.cells.load(Relaxed);
+        if base == UNALLOCATED {
+            base = self.register();
         }
-        self.concurrent.fetch_add(1, Relaxed);
+        cells::add_many(base, &[(STARTED, 1)]);
         CallTimer {
             site: self,
             start: Some(quanta::Instant::now()),
         }
     }
 
+    /// Allocates the site's cells and lists it for the collector, once; returns the cells' base.
     #[cold]
-    fn register(&'static self) {
+    fn register(&'static self) -> usize {
         let mut sites = SITES.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.registered.swap(true, Relaxed) {
+        let mut base = self.cells.load(Relaxed);
+        if base == UNALLOCATED {
+            // A site is a `static`: its cells are never released.
+            base = cells::allocate(SITE_CELLS);
+            self.cells.store(base, Relaxed);
             sites.push(self);
             drop(sites);
             // The collector lives in the global registry; make sure it exists.
             let _ = super::Registry::global();
         }
+        base
     }
 
-    #[inline]
+    /// Records a call that started on this site (so its cells are allocated).
+    #[inline(always)]
     fn record(&self, nanos: u64, ok: bool) {
         let index = DURATION_BUCKETS_NANOS
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(BUCKET_COUNT);
+        let base = self.cells.load(Relaxed);
         // The error before the bucket: see `snapshot` for why the order matters.
-        if !ok {
-            self.errors.fetch_add(1, Relaxed);
+        if ok {
+            cells::add_many(base, &[(BUCKETS + index, 1), (SUM_NANOS, nanos), (ENDED, 1)]);
+        } else {
+            cells::add_many(
+                base,
+                &[(ERRORS, 1), (BUCKETS + index, 1), (SUM_NANOS, nanos), (ENDED, 1)],
+            );
         }
-        self.buckets[index].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
-        self.concurrent.fetch_sub(1, Relaxed);
         if crate::trace::is_enabled() {
             self.record_exemplar(nanos);
         }
+    }
+
+    /// A call that ended without returning (a cancelled future): no longer in flight.
+    fn record_cancelled(&self) {
+        cells::add_many(self.cells.load(Relaxed), &[(ENDED, 1)]);
     }
 
     /// The trace the call ran in becomes its bucket's exemplar. The function's own span has
@@ -143,23 +167,31 @@ impl FunctionSite {
         }
     }
 
-    /// Reads the site: (per-bucket counts, sum in seconds, ok calls, errors, in flight).
-    fn snapshot(&self) -> Snapshot {
-        // Buckets first, errors after. An erroring call bumps its error count before its bucket,
-        // so every error whose bucket was read is also in `errors`: `ok` may undercount for a
-        // moment (an error counted whose bucket was not yet read), never overcount. Holding
-        // the largest `ok` reported so far then keeps the counter monotonic without drift.
-        let buckets: [u64; BUCKET_COUNT + 1] = std::array::from_fn(|i| self.buckets[i].load(Relaxed));
-        let errors = self.errors.load(Relaxed);
+    /// Reads the site from every thread's cells.
+    fn snapshot(&self, reader: &cells::Reader) -> Snapshot {
+        let base = self.cells.load(Relaxed);
+        if base == UNALLOCATED {
+            return Snapshot::default();
+        }
+        let mut raw = [0u64; SITE_CELLS];
+        reader.sum_at(base, &mut raw);
+        // An erroring call adds its error before its bucket, but a reader on another core may
+        // see the two in either order: `ok` may undercount for a moment (an error counted whose
+        // bucket was not yet seen), and then dip below a value already reported. Holding the
+        // largest `ok` reported so far keeps the counter monotonic without drift, since every
+        // bucket is eventually seen.
+        let buckets: [u64; BUCKET_COUNT + 1] = std::array::from_fn(|i| raw[BUCKETS + i]);
+        let errors = raw[ERRORS];
         let total: u64 = buckets.iter().sum();
         let ok_now = total.saturating_sub(errors);
         let ok = self.ok_reported.fetch_max(ok_now, Relaxed).max(ok_now);
         Snapshot {
             buckets,
-            sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+            sum_seconds: raw[SUM_NANOS] as f64 / 1e9,
             ok,
             errors,
-            concurrent: self.concurrent.load(Relaxed),
+            // Started and ended may be seen out of order too: a negative reading shows as 0.
+            concurrent: raw[STARTED] as i64 - raw[ENDED] as i64,
         }
     }
 }
@@ -195,7 +227,7 @@ pub struct CallTimer {
 
 impl CallTimer {
     /// Records the call as finished, successful or not.
-    #[inline]
+    #[inline(always)]
     pub fn finish(self, ok: bool) {
         let this = ManuallyDrop::new(self);
         if let Some(start) = this.start {
@@ -211,7 +243,7 @@ impl Drop for CallTimer {
             self.site.record(start.elapsed().as_nanos() as u64, false);
         } else {
             // Cancelled before completion: not a call that returned, but no longer in flight.
-            self.site.concurrent.fetch_sub(1, Relaxed);
+            self.site.record_cancelled();
         }
     }
 }
@@ -282,11 +314,14 @@ impl Collector for FunctionMetricsCollector {
         let sites: Vec<&'static FunctionSite> = SITES.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Two sites may carry the same labels (`name = "..."` on two functions): one series each.
         let mut grouped: BTreeMap<(&str, &str), Snapshot> = BTreeMap::new();
-        for site in sites {
-            grouped
-                .entry((site.function, site.module))
-                .or_default()
-                .add(&site.snapshot());
+        {
+            let reader = cells::reader();
+            for site in sites {
+                grouped
+                    .entry((site.function, site.module))
+                    .or_default()
+                    .add(&site.snapshot(&reader));
+            }
         }
         let (mut calls, mut durations, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
         for ((function, module), snap) in &grouped {
@@ -411,10 +446,11 @@ mod tests {
     #[test]
     fn buckets_are_chosen_by_nanoseconds() {
         static S: FunctionSite = FunctionSite::new("bucket_fn", "m");
+        S.register();
         S.record(4_000_000, true); // 4 ms -> le 0.005
         S.record(5_000_000, true); // exactly 5 ms -> le 0.005 (upper bounds are inclusive)
         S.record(20_000_000_000, true); // 20 s -> +Inf only
-        let snap = S.snapshot();
+        let snap = S.snapshot(&cells::reader());
         assert_eq!(snap.buckets[0], 2);
         assert_eq!(snap.buckets[BUCKET_COUNT], 1);
         assert_eq!(snap.ok, 3);
@@ -424,11 +460,12 @@ mod tests {
     #[test]
     fn ok_count_never_goes_backwards() {
         static S: FunctionSite = FunctionSite::new("mono_fn", "m");
+        let base = S.register();
         S.record(1, true);
         S.record(1, true);
-        assert_eq!(S.snapshot().ok, 2);
+        assert_eq!(S.snapshot(&cells::reader()).ok, 2);
         // An error counted before its bucket (a racing scrape) would make ok dip: it must not.
-        S.errors.fetch_add(1, Relaxed);
-        assert_eq!(S.snapshot().ok, 2);
+        cells::add_many(base, &[(ERRORS, 1)]);
+        assert_eq!(S.snapshot(&cells::reader()).ok, 2);
     }
 }

@@ -23,6 +23,7 @@
 //! assert!(buckets::HTTP_LATENCY_SECONDS.len() > 5);
 //! ```
 
+pub(crate) mod cells;
 mod exposition;
 pub(crate) mod function;
 mod guard;
@@ -35,7 +36,7 @@ use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{HistogramOpts, IntCounterVec, Opts};
 
 pub use exposition::TEXT_CONTENT_TYPE;
-use guard::LabelGuard;
+pub(crate) use guard::LabelGuard;
 pub use guard::OVERFLOW_LABEL_VALUE;
 pub use openmetrics::{accepts_openmetrics, ExemplarStore, HistogramExemplars, OPENMETRICS_CONTENT_TYPE};
 
@@ -368,6 +369,14 @@ impl Registry {
         openmetrics::encode(&self.gather(), &stores)
     }
 
+    /// A cardinality guard with this registry's limit, counting its folds under `name` in
+    /// `obskit_metric_label_overflow_total`: for families stored outside `prometheus` (the HTTP
+    /// RED families) that guard their label sets as the declared ones do.
+    pub(crate) fn label_guard(&self, name: &str) -> Arc<LabelGuard> {
+        let overflow = self.inner.overflow.with_label_values(&[name]);
+        Arc::new(LabelGuard::new(self.inner.label_limit, overflow))
+    }
+
     fn labeled<T: MetricVecBuilder + 'static>(
         &self,
         vec: MetricVec<T>,
@@ -378,10 +387,9 @@ impl Registry {
         MetricVec<T>: Collector + Clone,
     {
         self.register_collector(Box::new(vec.clone()))?;
-        let overflow = self.inner.overflow.with_label_values(&[name]);
         Ok(Labeled {
             vec,
-            guard: Arc::new(LabelGuard::new(self.inner.label_limit, overflow)),
+            guard: self.label_guard(name),
             overflow_values: vec![OVERFLOW_LABEL_VALUE; label_count],
         })
     }
