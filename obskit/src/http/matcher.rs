@@ -26,10 +26,14 @@ pub(crate) struct Spans {
     len: usize,
 }
 
+const NO_RANGE: Range<usize> = 0..0;
+
 impl Spans {
-    fn new() -> Spans {
+    /// Room for a match; filled by [`Matcher::find`], which the caller lends it to so that it
+    /// is not moved around with the result.
+    pub(crate) fn new() -> Spans {
         Spans {
-            ranges: std::array::from_fn(|_| 0..0),
+            ranges: [NO_RANGE; MAX_PARAMS],
             len: 0,
         }
     }
@@ -73,6 +77,12 @@ impl Segment {
 #[derive(Debug, Clone)]
 struct Compiled {
     segments: Box<[Segment]>,
+    /// The literal text of the leading static segments, from the first `/` through the `/`
+    /// before the first parameter; the whole (unescaped) template when it has no parameter.
+    /// One comparison settles those segments, or the whole path of a static template.
+    literal: Box<str>,
+    /// The index of the first segment with a parameter, `None` for a static template.
+    first_dynamic: Option<usize>,
 }
 
 impl Compiled {
@@ -103,21 +113,37 @@ impl Compiled {
             }
             rest = &rest[end + 1..];
         }
+        let first_dynamic = segments.iter().position(|s| !matches!(s, Segment::Static(_)));
+        let statics = first_dynamic.unwrap_or(segments.len());
+        let mut literal = String::from("/");
+        for (i, segment) in segments[..statics].iter().enumerate() {
+            if let Segment::Static(text) = segment {
+                literal.push_str(text);
+            }
+            if first_dynamic.is_some() || i + 1 < statics {
+                literal.push('/');
+            }
+        }
         Compiled {
             segments: segments.into_boxed_slice(),
+            literal: literal.into(),
+            first_dynamic,
         }
     }
 
     /// Whether `path` matches; the parameters' ranges go into `spans`.
     fn matches(&self, path: &str, spans: &mut Spans) -> bool {
         spans.len = 0;
-        let bytes = path.as_bytes();
-        if bytes.first() != Some(&b'/') {
+        let Some(first) = self.first_dynamic else {
+            return path == &*self.literal;
+        };
+        if !path.starts_with(&*self.literal) {
             return false;
         }
-        let mut pos = 1;
+        let bytes = path.as_bytes();
+        let mut pos = self.literal.len();
         let last = self.segments.len() - 1;
-        for (i, segment) in self.segments.iter().enumerate() {
+        for (i, segment) in self.segments.iter().enumerate().skip(first) {
             if let Segment::CatchAll { prefix } = segment {
                 let rest = &path[pos..];
                 if rest.len() <= prefix.len() || !rest.starts_with(&**prefix) {
@@ -207,14 +233,13 @@ impl Matcher {
         }
     }
 
-    /// The index of the template `path` matches and its parameters' ranges in `path`. Does not
-    /// allocate.
-    pub(crate) fn find(&self, path: &str) -> Option<(usize, Spans)> {
-        let mut spans = Spans::new();
+    /// The index of the template `path` matches; its parameters' ranges in `path` are left in
+    /// `spans`. Does not allocate.
+    pub(crate) fn find(&self, path: &str, spans: &mut Spans) -> Option<usize> {
         self.order
             .iter()
-            .find(|&&i| self.templates[i].matches(path, &mut spans))
-            .map(|&i| (i, spans))
+            .copied()
+            .find(|&i| self.templates[i].matches(path, spans))
     }
 }
 

@@ -284,8 +284,8 @@ impl Routes {
 
     /// The position of the template `path` matches and where its parameters are in `path`.
     /// Does not allocate.
-    pub(crate) fn match_path(&self, path: &str) -> Option<(usize, Spans)> {
-        self.inner.matcher.find(path)
+    pub(crate) fn match_path(&self, path: &str, spans: &mut Spans) -> Option<usize> {
+        self.inner.matcher.find(path, spans)
     }
 
     /// The `endpoint` label for `path`: the matching template, or [`UNMATCHED_ENDPOINT`].
@@ -297,8 +297,8 @@ impl Routes {
     /// assert_eq!(routes.endpoint("/api/products/7/"), "unmatched");
     /// ```
     pub fn endpoint(&self, path: &str) -> &str {
-        match self.match_path(path) {
-            Some((index, _)) => &self.inner.templates[index],
+        match self.match_path(path, &mut Spans::new()) {
+            Some(index) => &self.inner.templates[index],
             None => UNMATCHED_ENDPOINT,
         }
     }
@@ -315,7 +315,8 @@ impl Routes {
     /// assert!(routes.find("/cart/u1").is_none());
     /// ```
     pub fn find(&self, path: &str) -> Option<MatchedRoute> {
-        let (index, spans) = self.match_path(path)?;
+        let mut spans = Spans::new();
+        let index = self.match_path(path, &mut spans)?;
         Some(self.matched(index, path, &spans))
     }
 
@@ -399,77 +400,79 @@ pub struct MatchedRoute {
 /// The parameter values of a match, copied out of the request path (the match outlives the
 /// path's borrow once it sits in the extensions): concatenated, with where each one ends.
 /// Short values (the usual ids) stay inline, so a match allocates nothing of its own; past
-/// [`INLINE_VALUE_BYTES`] the concatenation goes to the heap in one allocation.
+/// [`INLINE_VALUE_BYTES`] they go to the heap.
 #[derive(Clone)]
-struct ParamValues {
-    ends: [u32; MAX_PARAMS],
-    count: u8,
-    text: ValueText,
-}
-
-/// Bytes kept inline for the parameter values of a match.
-const INLINE_VALUE_BYTES: usize = 46;
-
-#[derive(Clone)]
-enum ValueText {
+enum ParamValues {
     Inline {
-        len: u8,
+        count: u8,
+        ends: [u8; MAX_PARAMS],
         bytes: [u8; INLINE_VALUE_BYTES],
     },
-    Heap(Box<str>),
+    Heap {
+        ends: Box<[usize]>,
+        text: Box<str>,
+    },
 }
+
+/// Bytes kept inline for the parameter values of a match: a few ids, a short slug.
+const INLINE_VALUE_BYTES: usize = 46;
 
 impl ParamValues {
     fn copy(path: &str, ranges: &[Range<usize>]) -> ParamValues {
         let total: usize = ranges.iter().map(|r| r.len()).sum();
-        let mut ends = [0u32; MAX_PARAMS];
-        let mut end = 0;
-        for (slot, range) in ends.iter_mut().zip(ranges) {
-            end += range.len();
-            // A `&str` longer than 4 GiB is not a request path; saturating keeps this total.
-            *slot = u32::try_from(end).unwrap_or(u32::MAX);
-        }
-        let text = if total <= INLINE_VALUE_BYTES {
+        if total <= INLINE_VALUE_BYTES {
+            let mut ends = [0u8; MAX_PARAMS];
             let mut bytes = [0u8; INLINE_VALUE_BYTES];
             let mut at = 0;
-            for range in ranges {
+            for (end, range) in ends.iter_mut().zip(ranges) {
                 bytes[at..at + range.len()].copy_from_slice(&path.as_bytes()[range.clone()]);
                 at += range.len();
+                // At most INLINE_VALUE_BYTES.
+                *end = at as u8;
             }
-            ValueText::Inline {
-                len: total as u8,
+            ParamValues::Inline {
+                count: ranges.len() as u8,
+                ends,
                 bytes,
             }
         } else {
             let mut text = String::with_capacity(total);
-            for range in ranges {
-                text.push_str(&path[range.clone()]);
+            let ends = ranges
+                .iter()
+                .map(|range| {
+                    text.push_str(&path[range.clone()]);
+                    text.len()
+                })
+                .collect();
+            ParamValues::Heap {
+                ends,
+                text: text.into_boxed_str(),
             }
-            ValueText::Heap(text.into_boxed_str())
-        };
-        ParamValues {
-            ends,
-            count: ranges.len() as u8,
-            text,
         }
     }
 
-    fn text(&self) -> &str {
-        match &self.text {
-            // Whole values copied from a `&str` at char boundaries (a value is delimited by
-            // ASCII `/` or by the template's literal text), so the bytes are UTF-8.
-            ValueText::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            ValueText::Heap(text) => text,
+    fn count(&self) -> usize {
+        match self {
+            ParamValues::Inline { count, .. } => usize::from(*count),
+            ParamValues::Heap { ends, .. } => ends.len(),
         }
     }
 
-    /// Value `i`, in template order.
+    /// Value `i`, in template order (`i < self.count()`).
     fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let end = self.ends[i] as usize;
-        self.text().get(start..end).unwrap_or_default()
+        match self {
+            ParamValues::Inline { ends, bytes, .. } => {
+                let start = if i == 0 { 0 } else { usize::from(ends[i - 1]) };
+                let value = &bytes[start..usize::from(ends[i])];
+                // Whole values copied from a `&str`, each delimited by ASCII (`/`, the end, or
+                // the template's literal text), so each is UTF-8 on its own.
+                std::str::from_utf8(value).unwrap_or_default()
+            }
+            ParamValues::Heap { ends, text } => {
+                let start = if i == 0 { 0 } else { ends[i - 1] };
+                text.get(start..ends[i]).unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -513,7 +516,7 @@ impl MatchedRoute {
     /// ```
     pub fn param(&self, name: &str) -> Option<&str> {
         let i = self.names().iter().position(|key| &**key == name)?;
-        (i < usize::from(self.values.count)).then(|| self.values.get(i))
+        (i < self.values.count()).then(|| self.values.get(i))
     }
 
     /// All path parameters as `(name, value)`, in template order.
@@ -524,7 +527,7 @@ impl MatchedRoute {
     /// assert_eq!(m.params().collect::<Vec<_>>(), [("user", "7"), ("order", "9")]);
     /// ```
     pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        let count = usize::from(self.values.count);
+        let count = self.values.count();
         self.names()
             .iter()
             .take(count)

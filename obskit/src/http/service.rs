@@ -11,6 +11,7 @@ use http_body::Body;
 use super::body::{RequestBody, RequestSize, ResponseBody};
 use super::future::ResponseFuture;
 use super::guard::{server_span, RequestGuard};
+use super::matcher::Spans;
 use super::routes::method_index;
 use super::shared::Shared;
 use crate::trace;
@@ -103,15 +104,17 @@ fn begin<B>(
     let path = request.uri().path();
     // Off: routes are still matched (handlers read `MatchedRoute`), nothing is recorded.
     let excluded = !crate::instrumentation::is_enabled() || shared.is_excluded(path);
+    let mut spans = Spans::new();
     let (route, matched) = if config.insert_matched_route {
-        match config.routes.match_path(path) {
-            Some((index, spans)) => (Some(index), Some(config.routes.matched(index, path, &spans))),
-            None => (None, None),
-        }
+        let route = config.routes.match_path(path, &mut spans);
+        (
+            route,
+            route.map(|index| config.routes.matched(index, path, &spans)),
+        )
     } else if excluded {
         (None, None)
     } else {
-        (config.routes.match_path(path).map(|(index, _)| index), None)
+        (config.routes.match_path(path, &mut spans), None)
     };
     let recording = (!excluded).then(|| start_recording(shared, &request, route));
     // Only a request served by `crate::serve` has extensions at this point; the others skip
