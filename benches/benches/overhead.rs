@@ -91,8 +91,14 @@ fn middleware(c: &mut Criterion) {
         .layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
 
     let mut group = c.benchmark_group("http_request");
-    bench_service(&mut group, &runtime, "bare_service", bare_service.clone(), false);
-    bench_service(&mut group, &runtime, "with_red_layer", layered_service.clone(), false);
+    bench_service(&mut group, &runtime, "bare_service", bare_service, false);
+    bench_service(
+        &mut group,
+        &runtime,
+        "with_red_layer",
+        layered_service.clone(),
+        false,
+    );
     bench_service(
         &mut group,
         &runtime,
@@ -103,8 +109,20 @@ fn middleware(c: &mut Criterion) {
     // As served by a server that puts something in the extensions first (obskit's own server
     // does: its body timeout), so the map exists and the `MatchedRoute` insert is one
     // allocation; the bare service pays for the same first extension.
-    bench_service(&mut group, &runtime, "bare_service_served_extensions", bare_service, true);
-    bench_service(&mut group, &runtime, "with_red_layer_served_extensions", layered_service, true);
+    bench_service(
+        &mut group,
+        &runtime,
+        "bare_service_served_extensions",
+        bare_service,
+        true,
+    );
+    bench_service(
+        &mut group,
+        &runtime,
+        "with_red_layer_served_extensions",
+        layered_service,
+        true,
+    );
     group.finish();
 }
 
