@@ -87,6 +87,13 @@ fn traced_calls(c: &mut Criterion) {
     let endpoint = format!("http://{}/v1/traces", accepting_receiver());
     let mut group = c.benchmark_group("traced_call");
 
+    // The baseline of the two below, same binary and run: no sink, so the span is disabled and
+    // only the metrics are recorded.
+    trace::clear_sink();
+    group.bench_function("obskit_metrics_only", |b| {
+        b.iter(|| obskit_traced(black_box(1), black_box(2)))
+    });
+
     let registry = obskit::metrics::Registry::new();
     let config = OtlpConfig::new(endpoint.clone(), OtlpProtocol::HttpProtobuf);
     let resource = vec![("service.name".to_string(), "bench".to_string())];

@@ -468,7 +468,11 @@ fn func_params(sig: &Signature, args: &Args) -> Vec<Param> {
 fn span_builder(params: &[Param], args: &Args, name: &LitStr, fn_name: &LitStr) -> TokenStream {
     let param_attrs = params.iter().map(|Param { ident, name }| {
         quote_spanned! {ident.span()=>
-            .attr(#name, ::obskit::__private::debug_attr(#name, &#ident))
+            .attr(#name, {
+                #[allow(unused_imports)]
+                use ::obskit::__private::{DebugAttr as _, TypedAttr as _};
+                (&::obskit::__private::Param(&#ident)).obskit_kind().attr(#name, &#ident)
+            })
         }
     });
     let field_attrs = args.fields.iter().map(|field| {

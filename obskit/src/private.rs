@@ -17,6 +17,67 @@ pub fn debug_attr(name: &'static str, value: &dyn fmt::Debug) -> crate::trace::A
     }
 }
 
+/// A parameter on its way to becoming a span attribute: integers, floats and booleans are
+/// recorded as such, anything else by its `Debug` form. The expansion writes
+/// `(&Param(&value)).obskit_kind().attr(name, &value)` with [`TypedAttr`] and [`DebugAttr`] in
+/// scope; method resolution picks [`TypedAttr`] when the type has it (it needs one reference
+/// less: autoref specialisation), so `n: u64` is `I64(7)`, not the string `"7"`, and costs no
+/// formatting. The `Debug` path puts no bound on the type, so that a parameter that is not
+/// `Debug` is reported as such by [`DebugKind::attr`].
+pub struct Param<'a, T: ?Sized>(pub &'a T);
+
+/// The typed path of [`Param`].
+pub trait TypedAttr {
+    /// Chooses [`TypedKind`].
+    fn obskit_kind(&self) -> TypedKind {
+        TypedKind
+    }
+}
+
+/// The `Debug` path of [`Param`].
+pub trait DebugAttr {
+    /// Chooses [`DebugKind`].
+    fn obskit_kind(&self) -> DebugKind {
+        DebugKind
+    }
+}
+
+/// The types recorded as typed attribute values.
+pub trait Primitive: Copy + Into<crate::trace::AttrValue> {}
+macro_rules! primitive {
+    ($($t:ty),*) => {$( impl Primitive for $t {} )*};
+}
+primitive!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize, f32, f64, bool);
+
+impl<T: Primitive> TypedAttr for Param<'_, T> {}
+impl<T: ?Sized> DebugAttr for &Param<'_, T> {}
+
+/// Records a [`Primitive`] as its typed value.
+pub struct TypedKind;
+
+impl TypedKind {
+    /// The attribute value, masked when `name` looks like a secret.
+    #[inline]
+    pub fn attr<T: Primitive>(self, name: &'static str, value: &T) -> crate::trace::AttrValue {
+        if crate::secrets::is_secret_key(name) {
+            crate::trace::AttrValue::from(crate::secrets::MASK)
+        } else {
+            (*value).into()
+        }
+    }
+}
+
+/// Records anything else by its `Debug` form ([`debug_attr`]).
+pub struct DebugKind;
+
+impl DebugKind {
+    /// The attribute value, masked when `name` looks like a secret.
+    #[inline]
+    pub fn attr(self, name: &'static str, value: &dyn fmt::Debug) -> crate::trace::AttrValue {
+        debug_attr(name, value)
+    }
+}
+
 /// Whether a `Result` is `Ok` (the macro only calls this on functions returning `Result`).
 #[inline(always)]
 pub fn is_ok<T, E>(result: &Result<T, E>) -> bool {

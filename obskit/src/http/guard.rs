@@ -131,7 +131,9 @@ impl Drop for RequestGuard {
         handles.response_size.observe(self.response_bytes as f64);
         handles.count_request(shared.metrics(), method, endpoint, status);
         handles.in_flight.dec();
-        if self.span.is_recording() {
+        // An unsampled span keeps its status (attributes and events are no-ops on it): an
+        // error is what shows it in `/debug/traces`.
+        if self.span.context().is_some() {
             self.finish_span();
         }
         // The span ends (and goes to the sink) when the fields drop, right after this.

@@ -623,18 +623,20 @@ async fn server_span_continues_the_callers_trace() {
         .filter(|s| s.name == "GET /propagate")
         .cloned()
         .collect();
-    assert_eq!(spans.len(), 3);
+    // The unsampled request's span is fast and ok: it does not reach the sink (trace module
+    // docs), but its identity still goes back in the response.
+    assert_eq!(spans.len(), 2);
     assert_eq!(spans[0].context.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
     assert_eq!(spans[0].parent_span_id, Some(0x00f067aa0ba902b7));
     assert!(spans[0].context.sampled);
-    assert_eq!(spans[1].context.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
-    assert!(
-        !spans[1].context.sampled,
-        "the caller's sampling decision is kept"
+    assert_eq!(returned.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+    assert!(!returned.sampled, "the caller's sampling decision is kept");
+    assert_ne!(
+        returned.span_id, 0xb7ad6b7169203331,
+        "the response names the server span"
     );
-    assert_eq!(returned, spans[1].context, "the response names the server span");
-    assert_eq!(spans[2].parent_span_id, None);
-    assert_eq!(fresh, spans[2].context);
+    assert_eq!(spans[1].parent_span_id, None);
+    assert_eq!(fresh, spans[1].context);
     assert!(fresh.sampled);
 
     let seen = seen.lock().unwrap();

@@ -72,12 +72,12 @@ async fn send_in(
     let mut request = request?;
     let method = request.method().as_str().to_string();
     let url = request.url();
-    let mut builder = span(method.clone())
-        .kind(SpanKind::Client)
-        .attr("http.request.method", method);
+    let mut builder = span(method.clone()).kind(SpanKind::Client);
+    // The parent first: it decides whether the span records the attributes.
     if let Some(parent) = parent {
         builder = builder.parent(parent);
     }
+    builder = builder.attr("http.request.method", method);
     if builder.is_recording() {
         if let Some(host) = url.host_str() {
             builder = builder.attr("server.address", host.to_string());

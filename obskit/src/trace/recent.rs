@@ -14,8 +14,9 @@
 //! A report never holds up a span's end: under the lock it only copies pointers to the spans
 //! it may show (spans are stored behind `Arc`), and it groups and encodes them after letting go.
 //!
-//! Unsampled spans (the caller's `traceparent` said not to record) are kept too, marked
-//! `"sampled": false`: an exporter drops them, but the local view is free to show them.
+//! Unsampled spans reach this buffer only when they failed or were slow (see the trace module),
+//! marked `"sampled": false` and without attributes: an exporter drops them, the local view
+//! shows them.
 //!
 //! ```
 //! use std::sync::Arc;

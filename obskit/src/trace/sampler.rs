@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::settings::{EnvError, EnvSource, ProcessEnv};
 
-/// The OpenTelemetry samplers of `OTEL_TRACES_SAMPLER`. A span that is not sampled is still
-/// recorded in-process (it shows in `/debug/traces`) but is not exported, and its `traceparent`
-/// tells the services it calls not to sample either.
+/// The OpenTelemetry samplers of `OTEL_TRACES_SAMPLER`. A span that is not sampled records no
+/// attributes and is not exported (it shows in `/debug/traces` only if it failed or was slow:
+/// see the trace module), and its `traceparent` tells the services it calls not to sample
+/// either.
 ///
 /// ```
 /// use obskit::trace::Sampler;

@@ -668,10 +668,77 @@ fn spans_nest_like_sync_calls() {
         str_attr(outer, "code.function.name"),
         Some("integration::macros::s_outer")
     );
-    assert_eq!(str_attr(outer, "n"), Some("4"));
+    assert_eq!(
+        outer.attribute("n"),
+        Some(&AttrValue::I64(4)),
+        "integers stay integers"
+    );
     assert_eq!(outer.status, SpanStatus::Unset);
     // The span is no longer current once the call returned.
     assert_eq!(trace::current(), None);
+}
+
+/// Counts how often it is formatted: an unsampled span must not format its arguments.
+struct Formatted(&'static AtomicUsize);
+
+impl fmt::Debug for Formatted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        f.write_str("Formatted")
+    }
+}
+
+#[instrumented]
+fn s_unsampled_outer(arg: Formatted, n: u64) -> Result<u64, AppError> {
+    s_unsampled_inner(n)
+}
+
+#[instrumented(err)]
+fn s_unsampled_inner(n: u64) -> Result<u64, AppError> {
+    if n == 0 {
+        Err(AppError("zero"))
+    } else {
+        Ok(n)
+    }
+}
+
+/// The unsampled path: the calls are counted as always, the argument is never formatted, the
+/// trace context is still current for the callee (which follows the decision), and only the
+/// span that failed reaches the sink, without attributes.
+#[test]
+fn unsampled_calls_record_metrics_but_no_span_and_format_nothing() {
+    static FORMATTED: AtomicUsize = AtomicUsize::new(0);
+    let capture = Capture::start();
+    trace::Sampler::AlwaysOff.install();
+    assert_eq!(s_unsampled_outer(Formatted(&FORMATTED), 3), Ok(3));
+    assert_eq!(s_unsampled_outer(Formatted(&FORMATTED), 0), Err(AppError("zero")));
+    trace::Sampler::default().install();
+    let unsampled = capture.finish(&["s_unsampled_outer", "s_unsampled_inner"]);
+    assert_eq!(FORMATTED.load(Ordering::Relaxed), 0, "nothing formatted");
+    assert_calls("s_unsampled_outer", 1.0, 1.0);
+    assert_calls("s_unsampled_inner", 1.0, 1.0);
+    assert_eq!(unsampled.len(), 1, "only the failed span: {unsampled:#?}");
+    let failed = &unsampled[0];
+    assert_eq!(failed.name, "s_unsampled_inner");
+    assert!(!failed.context.sampled);
+    assert!(
+        matches!(failed.status, SpanStatus::Error(_)),
+        "{:?}",
+        failed.status
+    );
+    assert!(failed.attributes.is_empty() && failed.events.is_empty());
+    assert!(
+        failed.parent_span_id.is_some(),
+        "the unsampled outer span was its parent"
+    );
+
+    // Sampled again: the same function records its (formatted) argument.
+    let capture = Capture::start();
+    assert_eq!(s_unsampled_outer(Formatted(&FORMATTED), 5), Ok(5));
+    let sampled = capture.finish(&["s_unsampled_outer"]);
+    assert_eq!(FORMATTED.load(Ordering::Relaxed), 1);
+    assert_eq!(str_attr(&sampled[0], "arg"), Some("Formatted"));
+    assert_eq!(sampled[0].attribute("n"), Some(&AttrValue::I64(5)));
 }
 
 #[instrumented]
@@ -711,7 +778,7 @@ fn spans_nest_like_async_calls() {
         assert_eq!(child.parent_span_id, Some(outer.context.span_id));
         assert_eq!(child.context.trace_id, outer.context.trace_id);
     }
-    assert_eq!(str_attr(outer, "n"), Some("3"));
+    assert_eq!(outer.attribute("n"), Some(&AttrValue::I64(3)));
 }
 
 #[derive(Debug)]
@@ -751,7 +818,7 @@ fn span_attributes_fields_skip_and_masking() {
     assert_eq!(str_attr(span, "http.request.method"), Some("GET"));
     assert_eq!(str_attr(span, "user.name"), Some("ada"));
     assert_eq!(str_attr(span, "shape"), Some("(1, 2)"));
-    assert_eq!(str_attr(span, "id"), Some("42"));
+    assert_eq!(span.attribute("id"), Some(&AttrValue::I64(42)));
     assert_eq!(str_attr(span, "creds"), Some(r#"Credentials { user: "ada" }"#));
     assert_eq!(str_attr(span, "label"), Some(r#"Some("x")"#));
     assert_eq!(span.attribute("big"), None, "skipped");

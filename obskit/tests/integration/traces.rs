@@ -276,11 +276,14 @@ async fn debug_traces_groups_filters_and_masks() {
     trace::clear_sink();
 }
 
+/// What `/debug/traces` keeps of unsampled work (trace module docs): a span that failed or was
+/// slow, with its name, ids, kind, times and status but no attributes; not a fast ok one.
 #[allow(clippy::await_holding_lock)]
 #[tokio::test]
-async fn unsampled_callers_stay_unsampled_and_no_header_by_default() {
+async fn unsampled_callers_stay_unsampled_and_only_errors_and_slow_spans_are_kept() {
     let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     trace::clear_sink();
+    trace::set_unsampled_slow_threshold(Duration::from_millis(100));
     let server = Served::start(
         Obskit::builder()
             .service("traces-test-unsampled")
@@ -289,16 +292,46 @@ async fn unsampled_callers_stay_unsampled_and_no_header_by_default() {
             .admin_access(AdminAccess::LoopbackOnly),
     )
     .await;
-    let response = reqwest::Client::new()
-        .get(server.url("/api/orders/9"))
-        .header("traceparent", traceparent(9, false))
-        .send()
-        .await
-        .unwrap();
-    assert!(!response.headers().contains_key("traceparent"));
-    response.text().await.unwrap();
-    let trace = server.trace(trace_id(9), 3).await;
-    assert_eq!(trace["sampled"], false);
+    let client = reqwest::Client::new();
+    let send = |path: &str, n: u128| {
+        client
+            .get(server.url(path))
+            .header("traceparent", traceparent(n, false))
+            .send()
+    };
+    let fast = send("/api/orders/9", 9).await.unwrap();
+    assert!(
+        !fast.headers().contains_key("traceparent"),
+        "no header by default"
+    );
+    fast.text().await.unwrap();
+    let failed = send("/api/fail", 10).await.unwrap();
+    assert_eq!(failed.status(), 500);
+    failed.text().await.unwrap();
+    send("/api/orders/slow", 11).await.unwrap().text().await.unwrap();
+
+    let failed = server.trace(trace_id(10), 1).await;
+    assert_eq!(failed["sampled"], false);
+    assert_eq!(failed["error"], true);
+    assert_eq!(failed["spans"][0]["status"], "error");
+    assert_eq!(failed["spans"][0]["kind"], "server");
+
+    // Server span, load_order and the DB span all lasted 150 ms: kept, without attributes.
+    let slow = server.trace(trace_id(11), 3).await;
+    assert_eq!(slow["sampled"], false);
+    let query = span(&slow, "cassandra_query");
+    assert_eq!(query["parent_span_id"], span(&slow, "load_order")["span_id"]);
+    assert!(query["duration_ms"].as_f64().unwrap() >= 150.0);
+    assert!(
+        query["attributes"].as_object().is_none_or(|a| a.is_empty()),
+        "an unsampled span records no attributes: {query:#}"
+    );
+
+    // The fast ok request ended before the later ones were sent: had it been kept, it would be
+    // there by now.
+    let fast = server.traces(&format!("trace_id={:032x}", trace_id(9))).await;
+    assert_eq!(fast["traces"].as_array().unwrap().len(), 0, "{fast:#}");
     server.shutdown().await;
+    trace::set_unsampled_slow_threshold(trace::DEFAULT_UNSAMPLED_SLOW);
     trace::clear_sink();
 }

@@ -1,0 +1,165 @@
+//! Where finished spans go: the process-wide [`SpanSink`], installed once at start-up and read
+//! by every span that ends, and what is kept of unsampled spans.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::FinishedSpan;
+
+/// Receives every span that ends while it is installed.
+pub trait SpanSink: Send + Sync + 'static {
+    /// Called once per span, on the thread that ended it. Must not block, and must not end
+    /// spans or install sinks itself (the sink is held for the call).
+    fn on_end(&self, span: FinishedSpan);
+}
+
+/// Hands every span to several sinks, in order (the recent-span buffer and an exporter, say).
+///
+/// ```
+/// use std::sync::Arc;
+/// use obskit::trace::{self, FanOut, RecentSpans};
+///
+/// let (a, b) = (RecentSpans::new(8), RecentSpans::new(8));
+/// trace::set_sink(Arc::new(FanOut::new(vec![Arc::new(a.clone()), Arc::new(b.clone())])));
+/// drop(trace::span("work").start());
+/// trace::clear_sink();
+/// assert_eq!((a.len(), b.len()), (1, 1));
+/// ```
+pub struct FanOut {
+    sinks: Vec<Arc<dyn SpanSink>>,
+}
+
+impl FanOut {
+    /// A sink forwarding to each of `sinks`.
+    pub fn new(sinks: Vec<Arc<dyn SpanSink>>) -> FanOut {
+        FanOut { sinks }
+    }
+}
+
+impl fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl SpanSink for FanOut {
+    fn on_end(&self, span: FinishedSpan) {
+        if let Some((last, rest)) = self.sinks.split_last() {
+            for sink in rest {
+                sink.on_end(span.clone());
+            }
+            // The last one gets the original: one clone fewer.
+            last.on_end(span);
+        }
+    }
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static SINK: RwLock<Installed> = RwLock::new(Installed {
+    sink: None,
+    default: false,
+});
+
+struct Installed {
+    sink: Option<Arc<dyn SpanSink>>,
+    /// Installed by [`set_default_sink`]: a later default may replace it.
+    default: bool,
+}
+
+/// Installs the sink that receives finished spans, replacing any previous one.
+pub fn set_sink(sink: Arc<dyn SpanSink>) {
+    let mut installed = SINK.write().unwrap_or_else(|p| p.into_inner());
+    *installed = Installed {
+        sink: Some(sink),
+        default: false,
+    };
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// Installs `sink` unless a sink was installed with [`set_sink`]: what [`crate::Obskit`] does,
+/// so that a sink the application chose is never silently replaced. Returns whether it was
+/// installed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use obskit::trace::{self, RecentSpans};
+///
+/// let mine = RecentSpans::new(8);
+/// trace::set_sink(Arc::new(mine.clone()));
+/// assert!(!trace::set_default_sink(Arc::new(RecentSpans::new(8))));
+/// drop(trace::span("work").start());
+/// assert_eq!(mine.len(), 1);
+/// trace::clear_sink();
+/// assert!(trace::set_default_sink(Arc::new(RecentSpans::new(8))));
+/// # trace::clear_sink();
+/// ```
+pub fn set_default_sink(sink: Arc<dyn SpanSink>) -> bool {
+    let mut installed = SINK.write().unwrap_or_else(|p| p.into_inner());
+    if installed.sink.is_some() && !installed.default {
+        return false;
+    }
+    *installed = Installed {
+        sink: Some(sink),
+        default: true,
+    };
+    ENABLED.store(true, Ordering::Release);
+    true
+}
+
+/// Removes the installed sink: spans become disabled again.
+pub fn clear_sink() {
+    ENABLED.store(false, Ordering::Release);
+    *SINK.write().unwrap_or_else(|p| p.into_inner()) = Installed {
+        sink: None,
+        default: false,
+    };
+}
+
+/// Whether a sink is installed, i.e. whether new spans record anything.
+#[inline]
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// An unsampled span that lasts at least this long (in nanoseconds) still reaches the sink,
+/// without attributes or events: see [`set_unsampled_slow_threshold`].
+static UNSAMPLED_SLOW_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_UNSAMPLED_SLOW.as_nanos() as u64);
+
+/// The default of [`set_unsampled_slow_threshold`].
+pub const DEFAULT_UNSAMPLED_SLOW: Duration = Duration::from_secs(1);
+
+/// Sets how long an unsampled span must last to be handed to the sink anyway (so that
+/// `/debug/traces` shows the slow requests the sampler left out). Unsampled spans that end in
+/// error are always handed on. Either way they carry name, ids, kind, times and status, but no
+/// attributes or events: those were never recorded. `Duration::MAX` keeps only the errors.
+///
+/// ```
+/// use std::time::Duration;
+/// use obskit::trace;
+/// trace::set_unsampled_slow_threshold(Duration::from_millis(250));
+/// assert_eq!(trace::unsampled_slow_threshold(), Duration::from_millis(250));
+/// trace::set_unsampled_slow_threshold(trace::DEFAULT_UNSAMPLED_SLOW);
+/// ```
+pub fn set_unsampled_slow_threshold(threshold: Duration) {
+    let nanos = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
+    UNSAMPLED_SLOW_NANOS.store(nanos, Ordering::Relaxed);
+}
+
+/// The threshold set by [`set_unsampled_slow_threshold`].
+pub fn unsampled_slow_threshold() -> Duration {
+    Duration::from_nanos(UNSAMPLED_SLOW_NANOS.load(Ordering::Relaxed))
+}
+
+/// Hands a finished span to the installed sink, if there still is one.
+pub(super) fn deliver(span: FinishedSpan) {
+    // The read guard is held across `on_end` (which must not block) rather than cloning the
+    // `Arc`: two atomic operations fewer per span; installing a sink waits for it.
+    let installed = SINK.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(sink) = &installed.sink {
+        sink.on_end(span);
+    }
+}

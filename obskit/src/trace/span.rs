@@ -1,0 +1,490 @@
+//! The span API: [`span`] → [`SpanBuilder`] → [`Span`], and spans attached to futures.
+//!
+//! A span is in one of three states, decided when it is built (from its parent, then the
+//! [`Sampler`](super::Sampler)):
+//! - *disabled*, with no sink installed: nothing is read, timed or allocated;
+//! - *unsampled*: it has a trace id and span id (so that propagation says `sampled=0`
+//!   downstream) and is timed, but records no attribute or event, allocates nothing and formats
+//!   nothing. It reaches the sink only if it ends in error or is slow
+//!   ([`set_unsampled_slow_threshold`](super::set_unsampled_slow_threshold));
+//! - *recording* (sampled): everything is recorded and the span always reaches the sink.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::{
+    current, limits, random_ids, sample, set_current, sink, wall_clock, AttrValue, DroppedCounts,
+    FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
+};
+
+/// Attribute slots reserved when a span records its first attribute: the macro's
+/// `code.function.name` plus a few parameters, or the HTTP server span's usual set, fit without
+/// growing the vector.
+const ATTRIBUTES_RESERVED: usize = 8;
+
+/// What every span knows: enough for `/debug/traces` to show an unsampled one.
+struct Core {
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    parent_span_id: Option<u64>,
+    /// Ids and sampling decided when built.
+    context: SpanContext,
+    status: SpanStatus,
+    /// Set by [`SpanBuilder::start`].
+    started: Option<quanta::Instant>,
+}
+
+/// What only a recording span has.
+#[derive(Default)]
+struct Recorded {
+    attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    events: Vec<SpanEvent>,
+    links: Vec<SpanLink>,
+    dropped: DroppedCounts,
+}
+
+/// An enabled span, built or started: one inline value from [`span`] to the sink, so that
+/// building, starting and ending move it as little as possible and an unsampled one allocates
+/// nothing (a sampled one only its attribute vector, and events or links when it has some).
+struct Live {
+    core: Core,
+    /// Present only when the span is sampled. Boxed: the value that every span, disabled
+    /// ones included, moves through the call stays small.
+    recorded: Option<Box<Recorded>>,
+}
+
+impl Live {
+    fn decide(&mut self, parent: Option<&SpanContext>) {
+        self.core.context.sampled = sample(parent, self.core.context.trace_id);
+        match (self.core.context.sampled, &self.recorded) {
+            (true, None) => self.recorded = Some(Box::default()),
+            (false, Some(_)) => self.recorded = None,
+            _ => {}
+        }
+    }
+}
+
+/// Starts building a span named `name`. Disabled (free) when no sink is installed; when the
+/// span is not sampled (its parent's decision, or the sampler's for a root span), the builder's
+/// attribute methods do nothing, so check [`SpanBuilder::is_recording`] before computing a
+/// costly value.
+#[inline(always)]
+pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
+    if !sink::is_enabled() {
+        return SpanBuilder { live: None };
+    }
+    let parent = current();
+    let (trace_id, span_id) = match parent {
+        Some(p) => (p.trace_id, random_ids::<1>()[0]),
+        None => {
+            let [high, low, span_id] = random_ids::<3>();
+            ((u128::from(high) << 64) | u128::from(low), span_id)
+        }
+    };
+    let mut live = Live {
+        core: Core {
+            name: name.into(),
+            kind: SpanKind::Internal,
+            parent_span_id: parent.map(|p| p.span_id),
+            context: SpanContext {
+                trace_id,
+                span_id,
+                sampled: false,
+            },
+            status: SpanStatus::Unset,
+            started: None,
+        },
+        recorded: None,
+    };
+    live.decide(parent.as_ref());
+    SpanBuilder { live: Some(live) }
+}
+
+/// A span being described before it starts. See [`span`].
+#[must_use = "a span builder does nothing until started"]
+pub struct SpanBuilder {
+    /// `None`: disabled.
+    live: Option<Live>,
+}
+
+impl SpanBuilder {
+    fn recorded(&mut self) -> Option<&mut Recorded> {
+        self.live.as_mut().and_then(|l| l.recorded.as_deref_mut())
+    }
+
+    /// Whether the span will record attributes and events (a sink is installed and the span is
+    /// sampled).
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.recorded.is_some())
+    }
+
+    /// Sets an attribute (OpenTelemetry semantic-convention names where one exists), within the
+    /// [`SpanLimits`](super::SpanLimits): a string longer than the value length limit is cut,
+    /// and an attribute past the count limit is left out and counted. Does nothing on a span
+    /// that is not recording; set the [`parent`](Self::parent) first, since it decides that.
+    pub fn attr(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) -> Self {
+        if let Some(recorded) = self.recorded() {
+            recorded.push_attr(key.into(), value.into());
+        }
+        self
+    }
+
+    /// Sets an attribute whose value came from a client: see [`Span::set_request_attr`].
+    pub fn request_attr(mut self, key: &'static str, value: &str) -> Self {
+        if let Some(recorded) = self.recorded() {
+            recorded.push_request_attr(key, value);
+        }
+        self
+    }
+
+    /// Links the span to `context` (within the link count limit).
+    pub fn link(mut self, context: SpanContext, attributes: Vec<(Cow<'static, str>, AttrValue)>) -> Self {
+        if let Some(recorded) = self.recorded() {
+            if recorded.links.len() < limits::link_count() {
+                let attributes = limited_attributes(attributes, limits::attribute_count()).0;
+                recorded.links.push(SpanLink { context, attributes });
+            } else {
+                recorded.dropped.links = recorded.dropped.links.saturating_add(1);
+            }
+        }
+        self
+    }
+
+    /// Sets the span kind.
+    pub fn kind(mut self, kind: SpanKind) -> Self {
+        if let Some(live) = &mut self.live {
+            live.core.kind = kind;
+        }
+        self
+    }
+
+    /// Makes `parent` the parent instead of the current span (a remote parent, for one). The
+    /// sampling decision is taken again for it; attributes set before are dropped when that
+    /// changes it, so call this first.
+    pub fn parent(mut self, parent: SpanContext) -> Self {
+        if let Some(live) = &mut self.live {
+            live.core.parent_span_id = Some(parent.span_id);
+            live.core.context.trace_id = parent.trace_id;
+            live.decide(Some(&parent));
+        }
+        self
+    }
+
+    /// Starts the span: it is timed from now and ends when dropped.
+    #[inline(always)]
+    pub fn start(mut self) -> Span {
+        if let Some(live) = &mut self.live {
+            live.core.started = Some(quanta::Instant::now());
+        }
+        Span { live: self.live }
+    }
+}
+
+/// A started span. It ends when dropped and is then handed to the
+/// [`SpanSink`](super::SpanSink) (an unsampled one only if it failed or was slow).
+pub struct Span {
+    /// `None`: disabled.
+    live: Option<Live>,
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.core() {
+            Some(core) => f
+                .debug_struct("Span")
+                .field("name", &core.name)
+                .field("context", &core.context)
+                .finish(),
+            None => f.write_str("Span(disabled)"),
+        }
+    }
+}
+
+impl Span {
+    /// A span that records nothing.
+    pub const fn disabled() -> Span {
+        Span { live: None }
+    }
+
+    fn core(&self) -> Option<&Core> {
+        self.live.as_ref().map(|l| &l.core)
+    }
+
+    fn core_mut(&mut self) -> Option<&mut Core> {
+        self.live.as_mut().map(|l| &mut l.core)
+    }
+
+    fn recorded(&mut self) -> Option<&mut Recorded> {
+        self.live.as_mut().and_then(|l| l.recorded.as_deref_mut())
+    }
+
+    /// Whether this span records attributes and events (it is sampled). Check it before
+    /// computing costly attributes.
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.recorded.is_some())
+    }
+
+    /// The span's identity, unless it is disabled: an unsampled span has one too (with
+    /// `sampled: false`), so that the services it calls follow its decision.
+    pub fn context(&self) -> Option<SpanContext> {
+        self.core().map(|c| c.context)
+    }
+
+    /// Sets an attribute, within the [`SpanLimits`](super::SpanLimits) (see
+    /// [`SpanBuilder::attr`]).
+    pub fn set_attr(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
+        if let Some(recorded) = self.recorded() {
+            recorded.push_attr(key.into(), value.into());
+        }
+    }
+
+    /// Sets an attribute whose value came from a client (a header, the path): cut to the lower
+    /// [`SpanLimits::request_value_length`](super::SpanLimits) before the general limits apply.
+    pub fn set_request_attr(&mut self, key: &'static str, value: &str) {
+        if let Some(recorded) = self.recorded() {
+            recorded.push_request_attr(key, value);
+        }
+    }
+
+    /// Adds an event, within the event count limit; its attributes within the event attribute
+    /// count limit and the value length limit.
+    pub fn add_event(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    ) {
+        if let Some(recorded) = self.recorded() {
+            if recorded.events.len() >= limits::event_count() {
+                recorded.dropped.events = recorded.dropped.events.saturating_add(1);
+                return;
+            }
+            let (attributes, dropped) = limited_attributes(attributes, limits::event_attribute_count());
+            recorded.events.push(SpanEvent {
+                name: limits::truncate_str(name.into(), limits::value_length()),
+                time: wall_clock(quanta::Instant::now()),
+                attributes,
+                dropped_attributes_count: dropped,
+            });
+        }
+    }
+
+    /// Sets the status. Kept on an unsampled span too: an error is what hands it to the sink.
+    pub fn set_status(&mut self, status: SpanStatus) {
+        if let Some(core) = self.core_mut() {
+            core.status = match status {
+                // An error message may quote what a client sent: it is held to the value limit.
+                SpanStatus::Error(mut message) if message.len() > limits::value_length() => {
+                    message.truncate(limits::truncated(&message, limits::value_length()).len());
+                    SpanStatus::Error(message)
+                }
+                other => other,
+            };
+        }
+    }
+
+    /// Marks the span failed with `error`: status `Error` with its message, and (when recording)
+    /// an `exception` event carrying `exception.message` and `exception.type` (OpenTelemetry
+    /// conventions).
+    pub fn record_error(&mut self, error: &dyn fmt::Display, error_type: &'static str) {
+        if self.core().is_none() {
+            return;
+        }
+        let message = error.to_string();
+        if self.is_recording() {
+            self.add_event(
+                "exception",
+                vec![
+                    (
+                        Cow::Borrowed("exception.message"),
+                        AttrValue::Str(Cow::Owned(message.clone())),
+                    ),
+                    (
+                        Cow::Borrowed("exception.type"),
+                        AttrValue::Str(Cow::Borrowed(error_type)),
+                    ),
+                ],
+            );
+        }
+        self.set_status(SpanStatus::Error(message));
+    }
+
+    /// Makes this span current on this thread until the guard drops.
+    #[inline]
+    pub fn enter(&self) -> Entered<'_> {
+        let context = self.context();
+        Entered {
+            previous: context.and_then(|c| set_current(Some(c))),
+            active: context.is_some(),
+            _span: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs `f` with this span current.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _entered = self.enter();
+        f()
+    }
+}
+
+impl Drop for Span {
+    #[inline]
+    fn drop(&mut self) {
+        match self.live.take() {
+            None => {}
+            Some(Live { core, recorded: None }) => finish_unsampled(core),
+            Some(Live {
+                core,
+                recorded: Some(recorded),
+            }) => finish(core, *recorded),
+        }
+    }
+}
+
+impl Recorded {
+    #[inline]
+    fn push_attr(&mut self, key: Cow<'static, str>, value: AttrValue) {
+        if self.attributes.len() < limits::attribute_count() {
+            let value = limits::truncate_to(value, limits::value_length());
+            if self.attributes.capacity() == 0 {
+                self.attributes.reserve_exact(ATTRIBUTES_RESERVED);
+            }
+            self.attributes.push((key, value));
+        } else {
+            self.dropped.attributes = self.dropped.attributes.saturating_add(1);
+        }
+    }
+
+    /// A client's value: cut to the request value limit before it is copied at all.
+    fn push_request_attr(&mut self, key: &'static str, value: &str) {
+        let value = limits::truncated(value, limits::request_value_length());
+        self.push_attr(Cow::Borrowed(key), AttrValue::Str(Cow::Owned(value.to_string())));
+    }
+}
+
+/// `attributes` within `count` entries and the value length limit, and how many were left out.
+fn limited_attributes(
+    mut attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    count: usize,
+) -> (Vec<(Cow<'static, str>, AttrValue)>, u32) {
+    let dropped = attributes.len().saturating_sub(count);
+    attributes.truncate(count);
+    let max = limits::value_length();
+    let attributes = attributes
+        .into_iter()
+        .map(|(key, value)| (key, limits::truncate_to(value, max)))
+        .collect();
+    (attributes, u32::try_from(dropped).unwrap_or(u32::MAX))
+}
+
+/// The finished span of `core`, with what a recording span collected.
+fn finished(mut core: Core, recorded: Recorded) -> FinishedSpan {
+    if std::thread::panicking() && core.status == SpanStatus::Unset {
+        // Dropped while unwinding: the work this span covers did not complete.
+        core.status = SpanStatus::Error("panicked".to_string());
+    }
+    let ended = quanta::Instant::now();
+    let started = core.started.unwrap_or(ended);
+    let duration = ended.saturating_duration_since(started);
+    // Both ends from one anchor and the monotonic clock: a child lies within its parent on the
+    // exported timeline, and the end never precedes the start.
+    let start = wall_clock(started);
+    FinishedSpan {
+        name: limits::truncate_str(core.name, limits::value_length()),
+        context: core.context,
+        parent_span_id: core.parent_span_id,
+        kind: core.kind,
+        start,
+        end: start + duration,
+        duration,
+        attributes: recorded.attributes,
+        events: recorded.events,
+        links: recorded.links,
+        status: core.status,
+        dropped: recorded.dropped,
+    }
+}
+
+#[cold]
+fn finish(core: Core, recorded: Recorded) {
+    sink::deliver(finished(core, recorded));
+}
+
+/// An unsampled span reaches the sink only when it failed (or unwound) or was slow: what
+/// `/debug/traces` shows of the work the sampler left out, decided with one clock read.
+#[inline]
+fn finish_unsampled(core: Core) {
+    let failed = matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
+    let slow = || {
+        core.started
+            .is_some_and(|s| s.elapsed() >= sink::unsampled_slow_threshold())
+    };
+    if failed || slow() {
+        sink::deliver(finished(core, Recorded::default()));
+    }
+}
+
+/// Restores the previously current span when dropped. See [`Span::enter`].
+pub struct Entered<'a> {
+    previous: Option<SpanContext>,
+    active: bool,
+    _span: std::marker::PhantomData<&'a Span>,
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.active {
+            set_current(self.previous);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose span is current while it is polled, and ends when the future completes
+    /// or is dropped.
+    pub struct Instrumented<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll(cx)
+    }
+}
+
+impl<F> Instrumented<F> {
+    /// The span, to set attributes or status on it.
+    pub fn span_mut(&mut self) -> &mut Span {
+        &mut self.span
+    }
+}
+
+/// Attaches a span to a future.
+pub trait InstrumentExt: Future + Sized {
+    /// Makes `span` current whenever this future is polled.
+    ///
+    /// ```
+    /// use obskit::trace::{span, InstrumentExt};
+    /// # async fn work() {}
+    /// # async fn run() {
+    /// work().instrument(span("work").start()).await;
+    /// # }
+    /// ```
+    fn instrument(self, span: Span) -> Instrumented<Self> {
+        Instrumented { inner: self, span }
+    }
+}
+
+impl<F: Future> InstrumentExt for F {}
