@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
-use super::layer::Shared;
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
+use super::shared::Shared;
 use crate::trace::propagation::traceparent_header;
 use crate::trace::{self, Span, SpanContext, SpanKind, SpanStatus};
 
@@ -115,8 +115,8 @@ impl Drop for RequestGuard {
             Outcome::ServiceError => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let shared = &*self.shared;
-        let method = METHOD_LABELS[self.slot % METHOD_COUNT];
-        let endpoint = shared.endpoint(self.slot / METHOD_COUNT);
+        let method = Shared::method(self.slot);
+        let endpoint = shared.endpoint(self.slot);
         let handles = shared.handles(self.slot);
         let seconds = self.start.elapsed().as_secs_f64();
         handles.duration.observe(seconds);

@@ -72,15 +72,21 @@
 //! generic over the request body.
 
 mod body;
+mod future;
 mod guard;
 mod layer;
+mod matcher;
 mod metrics;
 mod routes;
+mod service;
+mod shared;
 
 pub use body::{RequestBody, ResponseBody};
-pub use layer::{HttpMetricsLayer, HttpMetricsService, ResponseFuture};
+pub use future::ResponseFuture;
+pub use layer::HttpMetricsLayer;
 pub use metrics::HttpMetrics;
 pub use routes::{method_label, MatchedRoute, RouteError, Routes, OTHER_METHOD, UNMATCHED_ENDPOINT};
+pub use service::HttpMetricsService;
 
 #[cfg(test)]
 mod tests;

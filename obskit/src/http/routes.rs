@@ -1,9 +1,12 @@
 //! Route templates, the match a request carries into the inner service, and method labels.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use http::Method;
+
+use super::matcher::{Matcher, Spans, MAX_PARAMS};
 
 /// The `endpoint` label of a request whose path matches none of the [`Routes`].
 ///
@@ -153,11 +156,10 @@ pub struct Routes {
 }
 
 struct RoutesInner {
-    router: matchit::Router<usize>,
+    matcher: Matcher,
     templates: Box<[Box<str>]>,
-    /// Parameter names of each template, shared so a match can name its parameters without
-    /// allocating a key per request.
-    param_names: Box<[Box<[Arc<str>]>]>,
+    /// Parameter names of each template, in template order.
+    param_names: Box<[Box<[Box<str>]>]>,
 }
 
 impl Default for Routes {
@@ -165,7 +167,7 @@ impl Default for Routes {
     fn default() -> Self {
         Routes {
             inner: Arc::new(RoutesInner {
-                router: matchit::Router::new(),
+                matcher: Matcher::default(),
                 templates: Box::default(),
                 param_names: Box::default(),
             }),
@@ -230,9 +232,11 @@ impl Routes {
             list.push(Box::<str>::from(template));
             param_names.push(names);
         }
+        // matchit has validated the templates (syntax, conflicts); matching is the matcher's.
+        drop(router);
         Ok(Routes {
             inner: Arc::new(RoutesInner {
-                router,
+                matcher: Matcher::new(list.iter().map(|t| &**t)),
                 templates: list.into_boxed_slice(),
                 param_names: param_names.into_boxed_slice(),
             }),
@@ -278,9 +282,10 @@ impl Routes {
         self.inner.templates.get(index).map(|t| &**t)
     }
 
-    /// The position of the template `path` matches, without collecting its parameters.
-    pub(crate) fn index_of(&self, path: &str) -> Option<usize> {
-        self.inner.router.at(path).ok().map(|m| *m.value)
+    /// The position of the template `path` matches and where its parameters are in `path`.
+    /// Does not allocate.
+    pub(crate) fn match_path(&self, path: &str, spans: &mut Spans) -> Option<usize> {
+        self.inner.matcher.find(path, spans)
     }
 
     /// The `endpoint` label for `path`: the matching template, or [`UNMATCHED_ENDPOINT`].
@@ -292,7 +297,7 @@ impl Routes {
     /// assert_eq!(routes.endpoint("/api/products/7/"), "unmatched");
     /// ```
     pub fn endpoint(&self, path: &str) -> &str {
-        match self.index_of(path) {
+        match self.match_path(path, &mut Spans::new()) {
             Some(index) => &self.inner.templates[index],
             None => UNMATCHED_ENDPOINT,
         }
@@ -310,38 +315,24 @@ impl Routes {
     /// assert!(routes.find("/cart/u1").is_none());
     /// ```
     pub fn find(&self, path: &str) -> Option<MatchedRoute> {
-        let matched = self.inner.router.at(path).ok()?;
-        let index = *matched.value;
-        let names = &self.inner.param_names[index];
-        // Values must be owned: the match outlives the request's URI borrow once it sits in
-        // the extensions. Keys are the template's interned names, so a route without
-        // parameters allocates nothing here and one with parameters allocates only the values.
-        let mut params = Vec::with_capacity(matched.params.len());
-        for (key, value) in matched.params.iter() {
-            let name = names
-                .iter()
-                .find(|n| &***n == key)
-                .cloned()
-                // The names are parsed from the same template matchit parsed, so this is not
-                // expected; should the two ever disagree, the parameter is kept all the same.
-                .unwrap_or_else(|| Arc::from(key));
-            params.push((name, Box::<str>::from(value)));
-        }
-        Some(MatchedRoute {
+        let mut spans = Spans::new();
+        let index = self.match_path(path, &mut spans)?;
+        Some(self.matched(index, path, &spans))
+    }
+
+    /// The [`MatchedRoute`] of a match [`match_path`](Routes::match_path) found in `path`.
+    pub(crate) fn matched(&self, index: usize, path: &str, spans: &Spans) -> MatchedRoute {
+        MatchedRoute {
             routes: self.clone(),
             index,
-            params: params.into_boxed_slice(),
-        })
+            values: ParamValues::copy(path, spans.as_slice()),
+        }
     }
 }
 
 /// The parameter names of a template, in order: `{name}` and `{*name}`, skipping the `{{` and
-/// `}}` escapes. Only called on templates matchit accepted, so braces are balanced.
-/// The most parameters a template may have (matchit's own limit is 25 per route, past which it
-/// panics).
-const MAX_PARAMS: usize = 16;
-
-fn parse_param_names(template: &str) -> Box<[Arc<str>]> {
+/// `}}` escapes. Braces may be unbalanced here: matchit refuses such a template afterwards.
+fn parse_param_names(template: &str) -> Box<[Box<str>]> {
     let mut names = Vec::new();
     let bytes = template.as_bytes();
     let mut i = 0;
@@ -353,7 +344,7 @@ fn parse_param_names(template: &str) -> Box<[Arc<str>]> {
                 let start = i + 1;
                 let end = template[start..].find('}').map_or(template.len(), |e| start + e);
                 let name = template[start..end].trim_start_matches('*');
-                names.push(Arc::from(name));
+                names.push(Box::from(name));
                 i = end + 1;
             }
             _ => i += 1,
@@ -403,7 +394,86 @@ fn parse_param_names(template: &str) -> Box<[Arc<str>]> {
 pub struct MatchedRoute {
     routes: Routes,
     index: usize,
-    params: Box<[(Arc<str>, Box<str>)]>,
+    values: ParamValues,
+}
+
+/// The parameter values of a match, copied out of the request path (the match outlives the
+/// path's borrow once it sits in the extensions): concatenated, with where each one ends.
+/// Short values (the usual ids) stay inline, so a match allocates nothing of its own; past
+/// [`INLINE_VALUE_BYTES`] they go to the heap.
+#[derive(Clone)]
+enum ParamValues {
+    Inline {
+        count: u8,
+        ends: [u8; MAX_PARAMS],
+        bytes: [u8; INLINE_VALUE_BYTES],
+    },
+    Heap {
+        ends: Box<[usize]>,
+        text: Box<str>,
+    },
+}
+
+/// Bytes kept inline for the parameter values of a match: a few ids, a short slug.
+const INLINE_VALUE_BYTES: usize = 46;
+
+impl ParamValues {
+    fn copy(path: &str, ranges: &[Range<usize>]) -> ParamValues {
+        let total: usize = ranges.iter().map(|r| r.len()).sum();
+        if total <= INLINE_VALUE_BYTES {
+            let mut ends = [0u8; MAX_PARAMS];
+            let mut bytes = [0u8; INLINE_VALUE_BYTES];
+            let mut at = 0;
+            for (end, range) in ends.iter_mut().zip(ranges) {
+                bytes[at..at + range.len()].copy_from_slice(&path.as_bytes()[range.clone()]);
+                at += range.len();
+                // At most INLINE_VALUE_BYTES.
+                *end = at as u8;
+            }
+            ParamValues::Inline {
+                count: ranges.len() as u8,
+                ends,
+                bytes,
+            }
+        } else {
+            let mut text = String::with_capacity(total);
+            let ends = ranges
+                .iter()
+                .map(|range| {
+                    text.push_str(&path[range.clone()]);
+                    text.len()
+                })
+                .collect();
+            ParamValues::Heap {
+                ends,
+                text: text.into_boxed_str(),
+            }
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            ParamValues::Inline { count, .. } => usize::from(*count),
+            ParamValues::Heap { ends, .. } => ends.len(),
+        }
+    }
+
+    /// Value `i`, in template order (`i < self.count()`).
+    fn get(&self, i: usize) -> &str {
+        match self {
+            ParamValues::Inline { ends, bytes, .. } => {
+                let start = if i == 0 { 0 } else { usize::from(ends[i - 1]) };
+                let value = &bytes[start..usize::from(ends[i])];
+                // Whole values copied from a `&str`, each delimited by ASCII (`/`, the end, or
+                // the template's literal text), so each is UTF-8 on its own.
+                std::str::from_utf8(value).unwrap_or_default()
+            }
+            ParamValues::Heap { ends, text } => {
+                let start = if i == 0 { 0 } else { ends[i - 1] };
+                text.get(start..ends[i]).unwrap_or_default()
+            }
+        }
+    }
 }
 
 impl fmt::Debug for MatchedRoute {
@@ -445,10 +515,8 @@ impl MatchedRoute {
     /// assert_eq!(m.param("other"), None);
     /// ```
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(key, _)| &**key == name)
-            .map(|(_, value)| &**value)
+        let i = self.names().iter().position(|key| &**key == name)?;
+        (i < self.values.count()).then(|| self.values.get(i))
     }
 
     /// All path parameters as `(name, value)`, in template order.
@@ -459,7 +527,16 @@ impl MatchedRoute {
     /// assert_eq!(m.params().collect::<Vec<_>>(), [("user", "7"), ("order", "9")]);
     /// ```
     pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.params.iter().map(|(k, v)| (&**k, &**v))
+        let count = self.values.count();
+        self.names()
+            .iter()
+            .take(count)
+            .enumerate()
+            .map(|(i, name)| (&**name, self.values.get(i)))
+    }
+
+    fn names(&self) -> &[Box<str>] {
+        &self.routes.inner.param_names[self.index]
     }
 }
 
@@ -534,6 +611,180 @@ mod tests {
         let routes = Routes::new(["/a/{{x}}/{id}"]).unwrap();
         let m = routes.find("/a/{x}/5").unwrap();
         assert_eq!(m.params().collect::<Vec<_>>(), [("id", "5")]);
+    }
+
+    /// What matchit answers for `path`: the template index and the parameters.
+    fn matchit_answer(router: &matchit::Router<usize>, path: &str) -> Option<(usize, Vec<(String, String)>)> {
+        let m = router.at(path).ok()?;
+        let params = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some((*m.value, params))
+    }
+
+    fn our_answer(routes: &Routes, path: &str) -> Option<(usize, Vec<(String, String)>)> {
+        let m = routes.find(path)?;
+        assert_eq!(routes.endpoint(path), m.template());
+        let params = m.params().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Some((m.index(), params))
+    }
+
+    /// Every path of up to `depth` segments drawn from `pieces`.
+    fn paths(pieces: &[&str], depth: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut level = vec![String::new()];
+        for _ in 0..depth {
+            level = level
+                .iter()
+                .flat_map(|p| pieces.iter().map(move |s| format!("{p}/{s}")))
+                .collect();
+            all.extend(level.iter().cloned());
+        }
+        all
+    }
+
+    /// The matcher gives matchit's answer (the matcher this one replaced on the request path)
+    /// on every path built from the templates' own pieces and their near misses.
+    #[test]
+    fn the_match_is_the_one_matchit_gives() {
+        let sets: [&[&str]; 3] = [
+            &[
+                "/api/products",
+                "/api/products/{id}",
+                "/api/products/featured",
+                "/api/products/{id}/restock",
+                "/api/categories",
+                "/static/{*file}",
+                "/",
+            ],
+            &[
+                "/users/me",
+                "/users/{id}",
+                "/users/{id}/orders/{order}",
+                "/files/{*path}",
+                "/a/x-{name}.json",
+                "/a/{other}",
+                "/a/{{lit}}/{id}",
+                "/src{*rest}",
+                "/trail/",
+                "/trail",
+                "/cart/{user_id}/items/{product_id}",
+            ],
+            &["/{a}/{b}/{c}/{d}", "/{a}/{b}/x", "/x/{b}/{c}", "/x/y/{*z}"],
+        ];
+        let pieces = [
+            "",
+            "api",
+            "products",
+            "42",
+            "featured",
+            "restock",
+            "categories",
+            "static",
+            "users",
+            "me",
+            "orders",
+            "x-1.json",
+            "x-.json",
+            "{lit}",
+            "a",
+            "x",
+            "y",
+            "%2F",
+            "trail",
+            "src",
+            "srcx",
+            "files",
+            "cart",
+            "items",
+            "é",
+        ];
+        for templates in sets {
+            let routes = Routes::new(templates.iter().copied()).unwrap();
+            let mut router = matchit::Router::new();
+            for (i, t) in templates.iter().enumerate() {
+                router.insert(*t, i).unwrap();
+            }
+            let mut matched = 0;
+            for path in paths(&pieces, 3)
+                .iter()
+                .map(|p| p.as_str())
+                .chain(["", "*", "//", "/a/x-1.json/"])
+            {
+                let ours = our_answer(&routes, path);
+                assert_eq!(ours, matchit_answer(&router, path), "{templates:?} {path:?}");
+                matched += usize::from(ours.is_some());
+            }
+            assert!(
+                matched > 20,
+                "the paths exercise the templates: {matched} matched"
+            );
+        }
+    }
+
+    #[test]
+    fn parameters_are_the_raw_segments() {
+        let routes = Routes::new([
+            "/api/products/{id}",
+            "/api/products/{id}/restock",
+            "/static/{*file}",
+            "/a/x-{name}.json",
+        ])
+        .unwrap();
+        let id = |path: &str| routes.find(path).and_then(|m| m.param("id").map(String::from));
+        // Percent-encoding is kept as sent: an encoded slash stays inside the segment.
+        assert_eq!(id("/api/products/a%2Fb").as_deref(), Some("a%2Fb"));
+        assert_eq!(id("/api/products/%E2%82%AC").as_deref(), Some("%E2%82%AC"));
+        assert_eq!(id("/api/products/€").as_deref(), Some("€"));
+        // An empty segment is no parameter, and a trailing slash is another path.
+        assert!(routes.find("/api/products/").is_none());
+        assert!(routes.find("/api/products//restock").is_none());
+        assert!(routes.find("/api/products/1/restock/").is_none());
+        assert!(routes.find("/static/").is_none(), "a catch-all is never empty");
+        let m = routes.find("/static/css/").unwrap();
+        assert_eq!(m.param("file"), Some("css/"));
+        assert!(
+            routes.find("/a/x-.json").is_none(),
+            "the value between prefix and suffix is not empty"
+        );
+        assert_eq!(routes.find("/a/x-a.b.json").unwrap().param("name"), Some("a.b"));
+        // A value right at, and one past, the inline capacity; and a long path.
+        for len in [
+            INLINE_VALUE_BYTES - 1,
+            INLINE_VALUE_BYTES,
+            INLINE_VALUE_BYTES + 1,
+            20_000,
+        ] {
+            let value = "v".repeat(len);
+            assert_eq!(
+                id(&format!("/api/products/{value}")).as_deref(),
+                Some(&*value),
+                "{len}"
+            );
+            let file = format!("{}/{value}", "d/".repeat(len / 4));
+            let m = routes.find(&format!("/static/{file}")).unwrap();
+            assert_eq!(m.param("file"), Some(&*file));
+            assert_eq!(m.clone().params().collect::<Vec<_>>(), [("file", &*file)]);
+        }
+        assert_eq!(
+            format!("{:?}", routes.find("/api/products/7/restock").unwrap()),
+            r#"MatchedRoute { template: "/api/products/{id}/restock", params: [("id", "7")] }"#
+        );
+    }
+
+    #[test]
+    fn sixteen_parameters_each_get_their_value() {
+        let template: String = (0..16).map(|i| format!("/{{p{i}}}")).collect();
+        let routes = Routes::new([template.as_str()]).unwrap();
+        let path: String = (0..16).map(|i| format!("/value-number-{i}")).collect();
+        let m = routes.find(&path).unwrap();
+        for i in 0..16 {
+            assert_eq!(m.param(&format!("p{i}")), Some(&*format!("value-number-{i}")));
+        }
+        assert_eq!(m.params().len(), 16);
+        assert_eq!(m.param("p16"), None);
     }
 
     #[test]

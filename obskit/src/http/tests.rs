@@ -663,7 +663,7 @@ async fn server_span_continues_the_callers_trace() {
 
 #[test]
 fn authorities_split_into_address_and_port() {
-    use super::layer::split_authority;
+    use super::service::split_authority;
     assert_eq!(split_authority("shop.example:8080"), ("shop.example", Some(8080)));
     assert_eq!(split_authority("shop.example"), ("shop.example", None));
     assert_eq!(split_authority("[::1]:9000"), ("::1", Some(9000)));
