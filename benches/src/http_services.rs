@@ -113,7 +113,7 @@ pub fn install_metrics_prometheus_recorder() -> metrics_exporter_prometheus::Pro
 }
 
 /// tower-http's `TraceLayer` as the request hooks of a `metrics`-crate RED layer (the common
-/// pairing where axum-prometheus is not used): its span is off (`Span::none`), `on_request` counts
+/// pairing where axum-prometheus is not used): its span and log events are off (`Span::none`, `()` hooks), `on_request` counts
 /// the request by method and matched route, `on_response` records the duration by status.
 /// (`on_response` sees only the response, so the route cannot label the histogram without a
 /// layer of one's own.) Needs [`install_metrics_prometheus_recorder`] first.
@@ -125,6 +125,10 @@ pub fn tower_http_metrics() -> impl Service<
     let router = route_router();
     tower_http::trace::TraceLayer::new_for_http()
         .make_span_with(|_: &http::Request<RequestBody>| tracing::Span::none())
+        // No log events either: the layer is only the metrics' hooks.
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
         .on_request(move |request: &http::Request<RequestBody>, _: &tracing::Span| {
             let route = router
                 .at(request.uri().path())
