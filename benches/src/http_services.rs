@@ -51,11 +51,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-pub fn bare() -> impl Service<
-    http::Request<RequestBody>,
-    Response = http::Response<Full<Bytes>>,
-    Error = Infallible,
-> + Clone {
+pub fn bare(
+) -> impl Service<http::Request<RequestBody>, Response = http::Response<Full<Bytes>>, Error = Infallible> + Clone
+{
     tower::service_fn(hello::<RequestBody>)
 }
 
@@ -73,9 +71,7 @@ pub fn obskit_red_layer(
     obskit::http::HttpMetricsLayer::new(metrics)
         .routes(routes)
         .insert_matched_route(insert_matched_route)
-        .layer(tower::service_fn(
-            hello::<obskit::http::RequestBody<RequestBody>>,
-        ))
+        .layer(tower::service_fn(hello::<obskit::http::RequestBody<RequestBody>>))
 }
 
 fn route_router() -> Arc<matchit::Router<&'static str>> {
@@ -102,9 +98,7 @@ fn method_label(method: &http::Method) -> &'static str {
 /// default summaries), so the peer records what obskit's RED layer records.
 pub fn install_metrics_prometheus_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])
+        .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         .expect("buckets")
         .build_recorder();
     let handle = recorder.handle();

@@ -87,8 +87,7 @@ pub fn tracing_opentelemetry_provider(endpoint: &str, sampled: bool) -> SdkTrace
 pub fn tracing_opentelemetry_subscriber(
     provider: &SdkTracerProvider,
 ) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
+    tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")))
 }
 
 /// Installs fastrace's global reporter: fastrace-opentelemetry over the same OTLP exporter.

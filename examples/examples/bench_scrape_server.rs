@@ -23,7 +23,9 @@ async fn hello(_request: Request<RequestBody<Incoming>>) -> Result<Response<Full
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let series: usize = match std::env::var("BENCH_SERIES") {
-        Ok(value) => value.parse().map_err(|_| format!("BENCH_SERIES={value:?} is not a count"))?,
+        Ok(value) => value
+            .parse()
+            .map_err(|_| format!("BENCH_SERIES={value:?} is not a count"))?,
         Err(_) => 10_000,
     };
     let registry = Registry::with_label_limit(series.max(1));

@@ -103,14 +103,10 @@ fn variant(name: &str) -> Option<Box<dyn FnMut()>> {
             let (a, b) = two_numbers();
             black_box(traced::obskit_traced(a, b));
         }),
-        "traced_call/tracing_opentelemetry_sampled"
-        | "traced_call/tracing_opentelemetry_unsampled" => {
-            let provider =
-                traced::tracing_opentelemetry_provider(&endpoint(), name.ends_with("_sampled"));
-            tracing::subscriber::set_global_default(traced::tracing_opentelemetry_subscriber(
-                &provider,
-            ))
-            .expect("first subscriber");
+        "traced_call/tracing_opentelemetry_sampled" | "traced_call/tracing_opentelemetry_unsampled" => {
+            let provider = traced::tracing_opentelemetry_provider(&endpoint(), name.ends_with("_sampled"));
+            tracing::subscriber::set_global_default(traced::tracing_opentelemetry_subscriber(&provider))
+                .expect("first subscriber");
             Box::new(move || {
                 let _provider = &provider;
                 let (a, b) = two_numbers();
