@@ -159,5 +159,26 @@ fn bench_service<S, B>(
     });
 }
 
-criterion_group!(benches, function_calls, middleware);
+/// The peer RED layers of issue 13 (bodies shared with the instruction counter,
+/// obskit_benches::http_services): tower-http's trace layer recording into the `metrics` crate's
+/// Prometheus recorder, and OpenTelemetry's tower instrumentation (metrics only) into an SDK
+/// meter provider.
+fn peer_middleware(c: &mut Criterion) {
+    use obskit_benches::http_services;
+    let runtime = http_services::runtime();
+    let _handle = http_services::install_metrics_prometheus_recorder();
+    http_services::install_opentelemetry_meter_provider();
+    let mut group = c.benchmark_group("http_request");
+    let tower_http = http_services::tower_http_metrics();
+    group.bench_function("tower_http_trace_metrics", |b| {
+        b.iter(|| http_services::serve_one(&runtime, &tower_http))
+    });
+    let opentelemetry_tower = http_services::opentelemetry_tower_metrics();
+    group.bench_function("opentelemetry_tower_metrics", |b| {
+        b.iter(|| http_services::serve_one(&runtime, &opentelemetry_tower))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, function_calls, middleware, peer_middleware);
 criterion_main!(benches);

@@ -132,5 +132,19 @@ fn traced_calls(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, traced_calls);
+/// The peer tracer of issue 13: fastrace, a root span with the two arguments as properties,
+/// reported through fastrace-opentelemetry over the same OTLP/HTTP exporter (the body shared with
+/// the instruction counter, obskit_benches::traced).
+fn fastrace_calls(c: &mut Criterion) {
+    use obskit_benches::{receiver, traced};
+    traced::install_fastrace_reporter(&receiver::traces_endpoint(receiver::accepting_receiver()));
+    let mut group = c.benchmark_group("traced_call");
+    group.bench_function("fastrace_sampled", |b| {
+        b.iter(|| traced::fastrace_traced(black_box(1), black_box(2)))
+    });
+    group.finish();
+    fastrace::flush();
+}
+
+criterion_group!(benches, traced_calls, fastrace_calls);
 criterion_main!(benches);
