@@ -59,18 +59,18 @@ impl Block {
         unsafe { page.as_ref() }.map(|page| &page[index % PAGE_CELLS])
     }
 
-    /// The cell at `index`, allocating its page; `None` past [`MAX_CELLS`] (a spilled range).
-    /// Called by the owning thread only, so no other thread can be allocating the same page.
+    /// Page `page_index`, allocating it; `None` past [`MAX_CELLS`] (a spilled range). Called by
+    /// the owning thread only, so no other thread can be allocating the same page.
     #[inline]
-    fn cell_for_write(&self, index: usize) -> Option<&AtomicU64> {
-        let slot = self.pages.get(index / PAGE_CELLS)?;
+    fn page_for_write(&self, page_index: usize) -> Option<&Page> {
+        let slot = self.pages.get(page_index)?;
         let mut page = slot.load(Ordering::Acquire);
         if page.is_null() {
             page = Self::new_page(slot);
         }
         // SAFETY: as in `cell`: the page was published from `Box::into_raw` and lives until
         // the block is dropped.
-        Some(unsafe { &(*page)[index % PAGE_CELLS] })
+        Some(unsafe { &*page })
     }
 
     #[cold]
@@ -183,8 +183,13 @@ pub(crate) fn add_many(base: usize, adds: &[(usize, u64)]) {
     // SAFETY: `BLOCK` is non-null only while this thread's `LOCAL` lives (set in `first_write`,
     // cleared first thing in `Drop for Local`), and `LOCAL` holds an `Arc` of the block.
     let block = unsafe { &*block };
+    // A range never straddles a page (`allocate`): one page lookup for all its cells.
+    let Some(page) = block.page_for_write(base / PAGE_CELLS) else {
+        return; // spilled
+    };
+    let first = base % PAGE_CELLS;
     for &(offset, value) in adds {
-        if let Some(cell) = block.cell_for_write(base + offset) {
+        if let Some(cell) = page.get(first + offset) {
             // The only writer of this cell: load and store, no read-modify-write.
             cell.store(
                 cell.load(Ordering::Relaxed).wrapping_add(value),
@@ -265,17 +270,24 @@ impl Drop for Cells {
     }
 }
 
-/// Allocates `len` cells and returns their base index (past [`MAX_CELLS`] when full).
+/// Allocates `len` cells (at most [`PAGE_CELLS`]), within one page, and returns their base
+/// index ([`MAX_CELLS`] when full: spilled).
 pub(crate) fn allocate(len: usize) -> usize {
     let mut state = state();
     if let Some(at) = state.free.iter().position(|&(_, l)| l == len) {
         return state.free.swap_remove(at).0;
     }
-    if state.next + len > MAX_CELLS {
+    // A range lies within one page, so a write looks its page up once.
+    let in_page = state.next % PAGE_CELLS;
+    let base = if in_page + len > PAGE_CELLS {
+        state.next - in_page + PAGE_CELLS
+    } else {
+        state.next
+    };
+    if len > PAGE_CELLS || base + len > MAX_CELLS {
         return MAX_CELLS; // spilled: writes dropped, reads zero
     }
-    let base = state.next;
-    state.next += len;
+    state.next = base + len;
     base
 }
 
@@ -444,5 +456,21 @@ mod tests {
         };
         spilled.add(1, 5);
         assert_eq!(read(&spilled), vec![0, 0]);
+    }
+
+    #[test]
+    fn ranges_never_straddle_a_page() {
+        // Writes look a range's page up once: each range must lie within one page.
+        let ranges: Vec<Cells> = (0..200).map(|i| Cells::new(7 + i % 60)).collect();
+        for r in &ranges {
+            assert!(r.base % PAGE_CELLS + r.len <= PAGE_CELLS, "{r:?}");
+            r.add(r.len - 1, 3);
+            assert_eq!(read(r)[r.len - 1], 3);
+        }
+        assert_eq!(
+            Cells::new(PAGE_CELLS + 1).base,
+            MAX_CELLS,
+            "too long for a page: spilled"
+        );
     }
 }

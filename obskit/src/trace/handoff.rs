@@ -51,7 +51,8 @@ static COLLECTOR: OnceLock<Thread> = OnceLock::new();
 /// Queues `span` on this thread's ring; gives it back when the ring is full or the thread is
 /// being torn down, for the caller to deliver at once.
 #[inline]
-pub(super) fn push(span: FinishedSpan) -> Result<(), FinishedSpan> {
+#[must_use = "a span given back must be delivered"]
+pub(super) fn push(span: FinishedSpan) -> Option<FinishedSpan> {
     let mut span = Some(span);
     let _ = LOCAL.try_with(|local| {
         let Ok(mut local) = local.try_borrow_mut() else {
@@ -72,10 +73,7 @@ pub(super) fn push(span: FinishedSpan) -> Result<(), FinishedSpan> {
             }
         }
     });
-    match span {
-        None => Ok(()),
-        Some(span) => Err(span),
-    }
+    span
 }
 
 #[cold]

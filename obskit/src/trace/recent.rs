@@ -204,6 +204,7 @@ impl RecentSpans {
 
     /// How many bytes the held spans take (their [`FinishedSpan::approximate_bytes`]).
     pub fn bytes(&self) -> usize {
+        super::flush();
         self.lock().bytes
     }
 
@@ -213,13 +214,15 @@ impl RecentSpans {
         self.lock().dropped = Some(counter);
     }
 
-    /// How many spans it holds now.
+    /// How many spans it holds now (every span ended so far is handed on first: [`super::flush`]).
     pub fn len(&self) -> usize {
+        super::flush();
         self.lock().spans.len()
     }
 
     /// Whether it holds no span.
     pub fn is_empty(&self) -> bool {
+        super::flush();
         self.lock().spans.is_empty()
     }
 
@@ -227,6 +230,8 @@ impl RecentSpans {
     /// `{"capacity", "spans_held", "traces": [...], "slowest": {"minutes", "traces": [...]}}`.
     /// Traces are newest first (by their last span's end); each lists its spans by start time.
     pub fn report(&self, query: &TraceQuery) -> Value {
+        // What has ended on any thread is in the report.
+        super::flush();
         // Under the lock: pointers and small summaries only. Grouping, masking and encoding,
         // which take time in proportion to what is held, happen after the lock is released.
         let (capacity, held, spans, slow) = {

@@ -162,7 +162,7 @@ pub fn unsampled_slow_threshold() -> Duration {
 /// [`super::handoff`]), or at once when the ring is full.
 #[inline]
 pub(super) fn deliver(span: FinishedSpan) {
-    if let Err(span) = super::handoff::push(span) {
+    if let Some(span) = super::handoff::push(span) {
         deliver_all([span]);
     }
 }
