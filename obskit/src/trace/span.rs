@@ -176,11 +176,14 @@ impl SpanBuilder {
 
     /// Starts the span: it is timed from now and ends when dropped.
     #[inline(always)]
-    pub fn start(mut self) -> Span {
-        if let Some(live) = &mut self.live {
-            live.core.started = Some(quanta::Instant::now());
-        }
-        Span { live: self.live }
+    pub fn start(self) -> Span {
+        // The disabled span returned on its own: writing `None` is one store, where moving the
+        // whole (large) option would copy it.
+        let Some(mut live) = self.live else {
+            return Span { live: None };
+        };
+        live.core.started = Some(quanta::Instant::now());
+        Span { live: Some(live) }
     }
 }
 
