@@ -137,3 +137,52 @@ pub fn flush() -> usize {
     sink::deliver_all(drained);
     count
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::trace::tests::{Collect, SINK_LOCK};
+    use crate::trace::{self, SpanKind};
+
+    #[test]
+    fn every_span_reaches_the_sink_once_from_threads_that_exit_and_rings_that_fill() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        trace::set_sink(sink.clone());
+        // More spans per thread than a ring holds, ended faster than the collector drains:
+        // some go through the ring, some are handed over at once when it is full.
+        let per_thread = RING_CAPACITY + 50;
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..per_thread {
+                        drop(trace::span("handoff").kind(SpanKind::Internal).start());
+                    }
+                    // The thread exits here, leaving whatever is still in its ring.
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        flush();
+        trace::clear_sink();
+        let spans = sink.0.lock().unwrap();
+        let ids: HashSet<u64> = spans
+            .iter()
+            .filter(|s| s.name == "handoff")
+            .map(|s| s.context.span_id)
+            .collect();
+        let handoff_spans = spans.iter().filter(|s| s.name == "handoff").count();
+        assert_eq!(handoff_spans, 8 * per_thread, "every span delivered");
+        assert_eq!(ids.len(), handoff_spans, "none delivered twice");
+        // The exited threads' rings were let go once drained.
+        drop(spans);
+        flush();
+        let live_rings = RINGS.lock().unwrap().len();
+        assert!(live_rings < 8, "{live_rings} rings kept for exited threads");
+    }
+}
