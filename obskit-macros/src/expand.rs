@@ -325,7 +325,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 ::obskit::__private::FunctionSite::new(#name, ::core::module_path!());
         }
     });
-    let builder = span_builder(&func_params(&sig, args), args, &name, &fn_name_lit);
+    let builder = span_builder(&func_params(&sig, args), args, &name, &fn_name_lit, metrics);
     let ok = if is_result {
         quote!(::obskit::__private::is_ok(&__obskit_ret))
     } else {
@@ -465,7 +465,15 @@ fn func_params(sig: &Signature, args: &Args) -> Vec<Param> {
 /// The span, with its attributes computed only when it records. The `let` that binds it is
 /// annotated `#[allow(clippy::used_underscore_binding)]`: parameters named `_like_this` are
 /// recorded too, which reads them.
-fn span_builder(params: &[Param], args: &Args, name: &LitStr, fn_name: &LitStr) -> TokenStream {
+///
+/// With metrics, the span starts at the call timer's clock reading (one read for both).
+fn span_builder(
+    params: &[Param],
+    args: &Args,
+    name: &LitStr,
+    fn_name: &LitStr,
+    metrics: bool,
+) -> TokenStream {
     let param_attrs = params.iter().map(|Param { ident, name }| {
         quote_spanned! {ident.span()=>
             .attr(#name, {
@@ -495,10 +503,15 @@ fn span_builder(params: &[Param], args: &Args, name: &LitStr, fn_name: &LitStr) 
             },
         }
     });
+    let started = if metrics {
+        quote!(__obskit_timer.started_at())
+    } else {
+        quote!(::core::option::Option::None)
+    };
     quote! {
         {
             let __obskit_builder = ::obskit::__private::span(#name);
-            if __obskit_builder.is_recording() {
+            ::obskit::__private::start_span(if __obskit_builder.is_recording() {
                 __obskit_builder
                     .attr(
                         "code.function.name",
@@ -506,10 +519,9 @@ fn span_builder(params: &[Param], args: &Args, name: &LitStr, fn_name: &LitStr) 
                     )
                     #(#param_attrs)*
                     #(#field_attrs)*
-                    .start()
             } else {
-                __obskit_builder.start()
-            }
+                __obskit_builder
+            }, #started)
         }
     }
 }

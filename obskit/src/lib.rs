@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod builder;
+mod clock;
 pub mod debug;
 pub mod health;
 pub mod http;

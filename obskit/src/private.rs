@@ -3,9 +3,17 @@
 
 use std::fmt;
 
+pub use crate::clock::Tick;
 pub use crate::metrics::function::{CallTimer, FunctionSite};
 pub use crate::profile::ProfileSite;
 pub use crate::trace::{span, InstrumentExt, Instrumented, Span, SpanBuilder};
+
+/// Starts the span of an instrumented call at the call timer's clock reading, `started` (one
+/// read serves both), or now when there is none (no metrics, or instrumentation off).
+#[inline(always)]
+pub fn start_span(builder: SpanBuilder, started: Option<Tick>) -> Span {
+    builder.start_at(started)
+}
 
 /// A parameter or field recorded as a span attribute with its `Debug` form, masked when its
 /// name looks like a secret (`password`, `token`, ...), as in `/debug/config`.
@@ -143,6 +151,12 @@ impl FinishOnDrop {
     #[inline(always)]
     pub fn new(timer: CallTimer) -> Self {
         FinishOnDrop(Some(timer))
+    }
+
+    /// When the guarded call started (see [`CallTimer::started_at`]).
+    #[inline(always)]
+    pub fn started_at(&self) -> Option<Tick> {
+        self.0.as_ref().and_then(CallTimer::started_at)
     }
 }
 

@@ -17,7 +17,8 @@ pin_project_lite::pin_project! {
     ///
     /// The size is recorded once: the bytes read when the handler reads the body to its end,
     /// otherwise (never read, read partly, failed) the `Content-Length` header, otherwise 0.
-    /// It is recorded at the end of the body or when the body is dropped. Polling costs one
+    /// It is recorded at the end of the body or when the body is dropped, and at once (as 0)
+    /// for a body that is already at its end when the request arrives. Polling costs one
     /// addition per data frame.
     ///
     /// Handlers written against any [`Body`] need no change; a handler that names the type
@@ -65,7 +66,7 @@ impl RequestSize {
     fn ended(&mut self) {
         if !self.recorded {
             self.recorded = true;
-            self.histogram.observe(self.read as f64);
+            self.histogram.observe(self.read);
         }
     }
 }
@@ -73,7 +74,7 @@ impl RequestSize {
 impl Drop for RequestSize {
     fn drop(&mut self) {
         if !self.recorded {
-            self.histogram.observe(self.content_length.unwrap_or(0) as f64);
+            self.histogram.observe(self.content_length.unwrap_or(0));
         }
     }
 }
@@ -94,10 +95,10 @@ impl<B> RequestBody<B> {
         }
     }
 
-    pub(crate) fn recording(inner: B, size: RequestSize) -> RequestBody<B> {
+    pub(crate) fn recording(inner: B, size: Option<RequestSize>) -> RequestBody<B> {
         RequestBody {
             inner,
-            size: Some(size),
+            size,
             timer: None,
         }
     }

@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
 use super::shared::Shared;
+use crate::clock::Tick;
 use crate::trace::propagation::traceparent_header;
 use crate::trace::{self, Span, SpanContext, SpanKind, SpanStatus};
 
@@ -39,7 +40,7 @@ pub(crate) enum Outcome {
 pub(crate) struct RequestGuard {
     shared: Arc<Shared>,
     slot: usize,
-    start: quanta::Instant,
+    start: Tick,
     pub(crate) outcome: Outcome,
     pub(crate) response_bytes: u64,
     /// The response body reached its end (or had none).
@@ -57,7 +58,7 @@ impl RequestGuard {
         RequestGuard {
             shared,
             slot,
-            start: quanta::Instant::now(),
+            start: Tick::now(),
             outcome: Outcome::Pending,
             response_bytes: 0,
             body_complete: false,
@@ -118,8 +119,9 @@ impl Drop for RequestGuard {
         let method = Shared::method(self.slot);
         let endpoint = shared.endpoint(self.slot);
         let handles = shared.handles(self.slot);
-        let seconds = self.start.elapsed().as_secs_f64();
-        handles.duration.observe(seconds);
+        let nanos = self.start.elapsed_nanos();
+        let seconds = nanos as f64 / 1e9;
+        handles.duration.observe(nanos);
         // The trace of a sampled request becomes its bucket's exemplar: the jump from a latency
         // spike on a dashboard to the trace behind it. Unsampled traces are not exported, so
         // pointing at them would lead nowhere.
@@ -128,7 +130,7 @@ impl Drop for RequestGuard {
                 .duration_exemplars
                 .record(seconds, context.trace_id, Some(context.span_id));
         }
-        handles.response_size.observe(self.response_bytes as f64);
+        handles.response_size.observe(self.response_bytes);
         handles.count_request(shared.metrics(), method, endpoint, status);
         handles.in_flight.dec();
         // An unsampled span keeps its status (attributes and events are no-ops on it): an

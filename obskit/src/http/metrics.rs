@@ -188,8 +188,24 @@ const REQUEST_SIZE_AT: usize = ENDED_AT + 1;
 const RESPONSE_SIZE_AT: usize = REQUEST_SIZE_AT + SIZE_BUCKETS + 2;
 const PAIR_CELLS: usize = RESPONSE_SIZE_AT + SIZE_BUCKETS + 2;
 
-/// Durations are summed in nanoseconds, sizes in bytes: integers, so that cells add exactly.
+/// Durations are recorded in nanoseconds, sizes in bytes: integers, so that cells add exactly
+/// and a request compares integers, not floats.
 const NANOS_PER_SECOND: f64 = 1e9;
+
+/// `bounds` times `scale`, rounded: the bucket bounds in the unit the cells count.
+const fn scaled_bounds<const N: usize>(bounds: &[f64], scale: f64) -> [u64; N] {
+    let mut out = [0u64; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = (bounds[i] * scale + 0.5) as u64;
+        i += 1;
+    }
+    out
+}
+
+static LATENCY_BOUNDS_NANOS: [u64; LATENCY_BUCKETS] =
+    scaled_bounds(buckets::HTTP_LATENCY_SECONDS, NANOS_PER_SECOND);
+static SIZE_BOUNDS_BYTES: [u64; SIZE_BUCKETS] = scaled_bounds(buckets::HTTP_SIZE_BYTES, 1.0);
 
 /// The cells of one (method, endpoint) pair.
 struct PairCells {
@@ -201,21 +217,19 @@ struct PairCells {
 pub(crate) struct CellHistogram {
     pair: Arc<PairCells>,
     at: usize,
-    bounds: &'static [f64],
-    /// The sum cell holds `value * scale` (nanoseconds for seconds, bytes for bytes).
-    scale: f64,
+    /// Inclusive upper bounds, in the unit observed (nanoseconds, bytes).
+    bounds: &'static [u64],
 }
 
 impl CellHistogram {
-    /// Records one observation (bounds are inclusive upper bounds, as in Prometheus).
+    /// Records one observation, in nanoseconds for a duration, bytes for a size (bounds are
+    /// inclusive upper bounds, as in Prometheus).
     #[inline]
-    pub(crate) fn observe(&self, value: f64) {
+    pub(crate) fn observe(&self, value: u64) {
         let bucket = self.bounds.partition_point(|bound| *bound < value);
-        // `as` saturates: a negative or NaN value adds 0 to the sum.
-        let scaled = (value * self.scale) as u64;
         self.pair
             .cells
-            .add_many(&[(self.at + bucket, 1), (self.at + self.bounds.len() + 1, scaled)]);
+            .add_many(&[(self.at + bucket, 1), (self.at + self.bounds.len() + 1, value)]);
     }
 }
 
@@ -272,16 +286,15 @@ impl Handles {
             [OVERFLOW_LABEL_VALUE; 2]
         };
         let pair = metrics.pair(method, endpoint);
-        let histogram = |at, bounds, scale| CellHistogram {
+        let histogram = |at, bounds| CellHistogram {
             pair: Arc::clone(&pair),
             at,
             bounds,
-            scale,
         };
         Handles {
-            duration: histogram(DURATION_AT, buckets::HTTP_LATENCY_SECONDS, NANOS_PER_SECOND),
-            request_size: histogram(REQUEST_SIZE_AT, buckets::HTTP_SIZE_BYTES, 1.0),
-            response_size: histogram(RESPONSE_SIZE_AT, buckets::HTTP_SIZE_BYTES, 1.0),
+            duration: histogram(DURATION_AT, &LATENCY_BOUNDS_NANOS),
+            request_size: histogram(REQUEST_SIZE_AT, &SIZE_BOUNDS_BYTES),
+            response_size: histogram(RESPONSE_SIZE_AT, &SIZE_BOUNDS_BYTES),
             in_flight: CellGauge {
                 pair: Arc::clone(&pair),
             },

@@ -79,7 +79,7 @@ impl<S> HttpMetricsService<S> {
 
 /// Starts recording `request` and calls the inner service with it, the server span current
 /// meanwhile (a service may do real work before returning its future).
-fn start<B, F>(
+fn start<B: Body, F>(
     shared: &Arc<Shared>,
     request: Request<B>,
     call: impl FnOnce(Request<RequestBody<B>>) -> F,
@@ -96,7 +96,7 @@ fn start<B, F>(
 ///
 /// The path is matched once, for both the `endpoint` label and the [`MatchedRoute`]
 /// (super::MatchedRoute) handed to the inner service; the match itself allocates nothing.
-fn begin<B>(
+fn begin<B: Body>(
     shared: &Arc<Shared>,
     mut request: Request<B>,
 ) -> (Request<RequestBody<B>>, Option<RequestGuard>) {
@@ -151,11 +151,11 @@ fn begin<B>(
 /// Resolves the request's handles, opens its span (a child of the caller's, from the
 /// propagation headers, which are read only while spans are recorded) and counts it in
 /// flight.
-fn start_recording<B>(
+fn start_recording<B: Body>(
     shared: &Arc<Shared>,
     request: &Request<B>,
     route: Option<usize>,
-) -> (RequestSize, RequestGuard, Option<RemoteContext>) {
+) -> (Option<RequestSize>, RequestGuard, Option<RemoteContext>) {
     let method = method_index(request.method());
     let slot = shared.slot(route, method);
     let handles = shared.handles(slot);
@@ -172,12 +172,19 @@ fn start_recording<B>(
     } else {
         (None, trace::Span::disabled())
     };
-    let content_length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let size = RequestSize::new(handles.request_size.clone(), content_length);
+    // A body already at its end (a GET, say) has nothing to read: its size, 0, is recorded now,
+    // and the body goes unwatched (no handle carried along with it).
+    let size = if request.body().is_end_stream() {
+        handles.request_size.observe(0);
+        None
+    } else {
+        let content_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Some(RequestSize::new(handles.request_size.clone(), content_length))
+    };
     // Incremented here, decremented only by the guard's `Drop`: one to one.
     handles.in_flight.inc();
     (size, RequestGuard::new(Arc::clone(shared), slot, span), remote)
@@ -186,6 +193,7 @@ fn start_recording<B>(
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for HttpMetricsService<S>
 where
     S: tower_service::Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
     ResBody: Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -204,6 +212,7 @@ where
 impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for HttpMetricsService<S>
 where
     S: hyper::service::Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
     ResBody: Body,
 {
     type Response = Response<ResponseBody<ResBody>>;

@@ -184,6 +184,31 @@ async fn request_size_is_what_the_handler_read_to_the_end() {
 }
 
 #[tokio::test]
+async fn a_body_already_at_its_end_is_counted_once_as_zero_bytes() {
+    let registry = Registry::new();
+    let service =
+        layer(&registry).layer(tower::service_fn(
+            |_req: Request<RequestBody<Full<Bytes>>>| async move {
+                ok(Full::new(Bytes::from_static(b"12345678")))
+            },
+        ));
+    for _ in 0..3 {
+        let response = service.clone().oneshot(get("/api/products")).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let sum = series("http_request_size_bytes_sum", "/api/products", "GET");
+    let count = series("http_request_size_bytes_count", "/api/products", "GET");
+    assert_eq!(sample(&registry, &sum), Some(0.0));
+    assert_eq!(sample(&registry, &count), Some(3.0), "once per request");
+    // The smallest bucket's bound is inclusive: 0 bytes and 8 bytes are both at most 64.
+    let small =
+        format!("http_request_size_bytes_bucket{{endpoint=\"/api/products\",method=\"GET\",le=\"64\"}}");
+    assert_eq!(sample(&registry, &small), Some(3.0));
+    let response_sum = series("http_response_size_bytes_sum", "/api/products", "GET");
+    assert_eq!(sample(&registry, &response_sum), Some(24.0));
+}
+
+#[tokio::test]
 async fn request_size_falls_back_to_content_length_then_zero() {
     let registry = Registry::new();
     let service = layer(&registry).layer(tower::service_fn(

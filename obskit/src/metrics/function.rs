@@ -24,6 +24,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::cells;
 use super::HistogramExemplars;
+use crate::clock::Tick;
 
 /// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
 pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
@@ -103,7 +104,7 @@ impl FunctionSite {
         cells::add_many(base, &[(STARTED, 1)]);
         CallTimer {
             site: self,
-            start: Some(quanta::Instant::now()),
+            start: Some(Tick::now()),
         }
     }
 
@@ -222,16 +223,22 @@ impl Snapshot {
 pub struct CallTimer {
     site: &'static FunctionSite,
     /// `None` when instrumentation is off: the call is not recorded at all.
-    start: Option<quanta::Instant>,
+    start: Option<Tick>,
 }
 
 impl CallTimer {
+    /// The clock reading the call started at; `None` when it is not recorded.
+    #[inline(always)]
+    pub fn started_at(&self) -> Option<Tick> {
+        self.start
+    }
+
     /// Records the call as finished, successful or not.
     #[inline(always)]
     pub fn finish(self, ok: bool) {
         let this = ManuallyDrop::new(self);
         if let Some(start) = this.start {
-            this.site.record(start.elapsed().as_nanos() as u64, ok);
+            this.site.record(start.elapsed_nanos(), ok);
         }
     }
 }
@@ -240,7 +247,7 @@ impl Drop for CallTimer {
     fn drop(&mut self) {
         let Some(start) = self.start else { return };
         if std::thread::panicking() {
-            self.site.record(start.elapsed().as_nanos() as u64, false);
+            self.site.record(start.elapsed_nanos(), false);
         } else {
             // Cancelled before completion: not a call that returned, but no longer in flight.
             self.site.record_cancelled();

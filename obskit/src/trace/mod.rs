@@ -18,9 +18,9 @@
 //! name, ids, kind, times and status and no attributes: the failures and slow work that the
 //! sampler left out, decided with one clock read. A fast ok unsampled span leaves no trace.
 //!
-//! Times: a span reads the monotonic clock (`quanta`) when it starts and ends; its wall-clock
-//! start and end are derived from one process-wide anchor (system clock and monotonic clock read
-//! together once), so a child always lies within its parent on the exported timeline.
+//! Times: a span reads obskit's one clock (`quanta`'s raw counter) when it starts and ends; its
+//! wall-clock start and end are derived from one process-wide anchor (system clock and counter
+//! read together once), so a child always lies within its parent on the exported timeline.
 //!
 //! `#[instrumented]` opens one span per call (entered for the duration of a sync call, or for
 //! each poll of an async one), so spans nest the way the calls do.
@@ -57,7 +57,6 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 mod client;
@@ -374,18 +373,6 @@ pub fn current() -> Option<SpanContext> {
 /// Makes `context` current on this thread; returns the previously current one.
 fn set_current(context: Option<SpanContext>) -> Option<SpanContext> {
     CURRENT.with(|c| c.replace(context))
-}
-
-/// The wall-clock time of `instant`: one system-clock read per process (the anchor), then the
-/// monotonic clock, so that a span costs one clock read at each end instead of two. A wall-clock
-/// step after the anchor is not followed: spans keep consistent relative times.
-fn wall_clock(instant: quanta::Instant) -> SystemTime {
-    static ANCHOR: OnceLock<(SystemTime, quanta::Instant)> = OnceLock::new();
-    let (wall, monotonic) = *ANCHOR.get_or_init(|| (SystemTime::now(), quanta::Instant::now()));
-    match instant.checked_duration_since(monotonic) {
-        Some(after) => wall + after,
-        None => wall - monotonic.saturating_duration_since(instant),
-    }
 }
 
 #[cfg(test)]

@@ -155,7 +155,13 @@ pub fn set_unsampled_slow_threshold(threshold: Duration) {
 
 /// The threshold set by [`set_unsampled_slow_threshold`].
 pub fn unsampled_slow_threshold() -> Duration {
-    Duration::from_nanos(UNSAMPLED_SLOW_NANOS.load(Ordering::Relaxed))
+    Duration::from_nanos(unsampled_slow_threshold_nanos())
+}
+
+/// [`unsampled_slow_threshold`] in nanoseconds, as the span's end compares it.
+#[inline]
+pub(super) fn unsampled_slow_threshold_nanos() -> u64 {
+    UNSAMPLED_SLOW_NANOS.load(Ordering::Relaxed)
 }
 
 /// Hands a finished span on: through this thread's ring to the collector (see

@@ -14,10 +14,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::clock::Tick;
 
 use super::{
-    current, limits, random_ids, sample, set_current, sink, wall_clock, AttrValue, DroppedCounts,
-    FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
+    current, limits, random_ids, sample, set_current, sink, AttrValue, DroppedCounts, FinishedSpan,
+    SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
 };
 
 /// Attribute slots reserved when a span records its first attribute: the macro's
@@ -34,7 +37,7 @@ struct Core {
     context: SpanContext,
     status: SpanStatus,
     /// Set by [`SpanBuilder::start`].
-    started: Option<quanta::Instant>,
+    started: Option<Tick>,
 }
 
 /// What only a recording span has.
@@ -177,12 +180,18 @@ impl SpanBuilder {
     /// Starts the span: it is timed from now and ends when dropped.
     #[inline(always)]
     pub fn start(self) -> Span {
+        self.start_at(None)
+    }
+
+    /// Starts the span at `started` (a reading already taken for the same moment), or now.
+    #[inline(always)]
+    pub(crate) fn start_at(self, started: Option<Tick>) -> Span {
         // The disabled span returned on its own: writing `None` is one store, where moving the
         // whole (large) option would copy it.
         let Some(mut live) = self.live else {
             return Span { live: None };
         };
-        live.core.started = Some(quanta::Instant::now());
+        live.core.started = Some(started.unwrap_or_else(Tick::now));
         Span { live: Some(live) }
     }
 }
@@ -269,7 +278,7 @@ impl Span {
             let (attributes, dropped) = limited_attributes(attributes, limits::event_attribute_count());
             recorded.events.push(SpanEvent {
                 name: limits::truncate_str(name.into(), limits::value_length()),
-                time: wall_clock(quanta::Instant::now()),
+                time: Tick::now().wall_clock(),
                 attributes,
                 dropped_attributes_count: dropped,
             });
@@ -390,12 +399,12 @@ fn finished(mut core: Core, recorded: Recorded) -> FinishedSpan {
         // Dropped while unwinding: the work this span covers did not complete.
         core.status = SpanStatus::Error("panicked".to_string());
     }
-    let ended = quanta::Instant::now();
+    let ended = Tick::now();
     let started = core.started.unwrap_or(ended);
-    let duration = ended.saturating_duration_since(started);
+    let duration = Duration::from_nanos(started.nanos_until(ended));
     // Both ends from one anchor and the monotonic clock: a child lies within its parent on the
     // exported timeline, and the end never precedes the start.
-    let start = wall_clock(started);
+    let start = started.wall_clock();
     FinishedSpan {
         name: limits::truncate_str(core.name, limits::value_length()),
         context: core.context,
@@ -424,7 +433,7 @@ fn finish_unsampled(core: Core) {
     let failed = matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
     let slow = || {
         core.started
-            .is_some_and(|s| s.elapsed() >= sink::unsampled_slow_threshold())
+            .is_some_and(|s| s.elapsed_nanos() >= sink::unsampled_slow_threshold_nanos())
     };
     if failed || slow() {
         sink::deliver(finished(core, Recorded::default()));
