@@ -508,10 +508,12 @@ fn span_builder(
     } else {
         quote!(::core::option::Option::None)
     };
+    // Each branch starts its own builder: moving the (large) builder out of the `if` first
+    // would copy it on every call, disabled ones included.
     quote! {
         {
             let __obskit_builder = ::obskit::__private::span(#name);
-            ::obskit::__private::start_span(if __obskit_builder.is_recording() {
+            if __obskit_builder.is_recording() {
                 __obskit_builder
                     .attr(
                         "code.function.name",
@@ -519,9 +521,10 @@ fn span_builder(
                     )
                     #(#param_attrs)*
                     #(#field_attrs)*
+                    .start_at(#started)
             } else {
-                __obskit_builder
-            }, #started)
+                __obskit_builder.start_at(#started)
+            }
         }
     }
 }

@@ -8,12 +8,6 @@ pub use crate::metrics::function::{CallTimer, FunctionSite};
 pub use crate::profile::ProfileSite;
 pub use crate::trace::{span, InstrumentExt, Instrumented, Span, SpanBuilder};
 
-/// Starts the span of an instrumented call at the call timer's clock reading, `started` (one
-/// read serves both), or now when there is none (no metrics, or instrumentation off).
-#[inline(always)]
-pub fn start_span(builder: SpanBuilder, started: Option<Tick>) -> Span {
-    builder.start_at(started)
-}
 
 /// A parameter or field recorded as a span attribute with its `Debug` form, masked when its
 /// name looks like a secret (`password`, `token`, ...), as in `/debug/config`.

@@ -183,9 +183,12 @@ impl SpanBuilder {
         self.start_at(None)
     }
 
-    /// Starts the span at `started` (a reading already taken for the same moment), or now.
+    /// Starts the span at `started`, a clock reading already taken for the same moment (an
+    /// instrumented call's timer, so that one read serves both), or now when there is none.
+    /// For the macro expansion.
+    #[doc(hidden)]
     #[inline(always)]
-    pub(crate) fn start_at(self, started: Option<Tick>) -> Span {
+    pub fn start_at(self, started: Option<Tick>) -> Span {
         // The disabled span returned on its own: writing `None` is one store, where moving the
         // whole (large) option would copy it.
         let Some(mut live) = self.live else {
