@@ -340,6 +340,12 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         }
     });
 
+    // The span ends first, and the call timer finishes at the span's end reading (one clock
+    // read for both).
+    let end_and_finish = quote! {
+        let __obskit_ended = __obskit_span.end_now();
+        __obskit_timer.finish_at(#ok, __obskit_ended);
+    };
     let body = if sig.asyncness.is_some() {
         // The body of an `async fn` runs when its future is first polled: so does all of this.
         // The user's body becomes an inner future, polled with the span current.
@@ -364,34 +370,31 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             });
         let future = quote!(async move { #fake_return #user_block });
         let timer = metrics.then(|| quote!(let __obskit_timer = __OBSKIT_SITE.start();));
-        let finish = metrics.then(|| quote!(__obskit_timer.finish(#ok);));
         match (record_err, metrics) {
             (None, false) => quote! {
                 #[allow(clippy::used_underscore_binding)]
                 let __obskit_span = #builder;
                 ::obskit::__private::InstrumentExt::instrument(#future, __obskit_span).await
             },
-            (None, true) => quote! {
+            (record_err, true) => quote! {
                 #site
                 #timer
                 #[allow(clippy::used_underscore_binding)]
                 let __obskit_span = #builder;
-                #[allow(clippy::let_unit_value)]
-                let __obskit_ret =
-                    ::obskit::__private::InstrumentExt::instrument(#future, __obskit_span).await;
-                #finish
+                #[allow(unused_mut)]
+                let (__obskit_ret, mut __obskit_span) =
+                    ::obskit::__private::in_span(#future, __obskit_span).await;
+                #record_err
+                #end_and_finish
                 __obskit_ret
             },
-            (Some(record_err), _) => quote! {
-                #site
-                #timer
+            (Some(record_err), false) => quote! {
                 #[allow(clippy::used_underscore_binding)]
                 let __obskit_span = #builder;
                 let (__obskit_ret, mut __obskit_span) =
                     ::obskit::__private::in_span(#future, __obskit_span).await;
                 #record_err
                 ::core::mem::drop(__obskit_span);
-                #finish
                 __obskit_ret
             },
         }
@@ -403,8 +406,12 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             None => quote!(::obskit::__private::call_once),
         };
         let timer = metrics.then(|| quote!(let __obskit_timer = __OBSKIT_SITE.start();));
-        let finish = metrics.then(|| quote!(__obskit_timer.finish(#ok);));
         let span_mut = err.map(|_| quote!(mut));
+        let end = if metrics {
+            end_and_finish
+        } else {
+            quote!(::core::mem::drop(__obskit_span);)
+        };
         quote! {
             #site
             #timer
@@ -414,23 +421,29 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             let __obskit_ret = #call(move || #user_block);
             ::core::mem::drop(__obskit_entered);
             #record_err
-            ::core::mem::drop(__obskit_span);
-            #finish
+            #end
             __obskit_ret
         }
     } else {
         // The outcome is `ok` unless the body panics: a guard finishes the call when it drops,
         // and the body runs in place, unchanged.
-        let timer = metrics.then(
-            || quote!(let __obskit_timer = ::obskit::__private::FinishOnDrop::new(__OBSKIT_SITE.start());),
-        );
-        quote! {
-            #site
-            #timer
-            #[allow(clippy::used_underscore_binding)]
-            let __obskit_span = #builder;
-            let __obskit_entered = __obskit_span.enter();
-            #user_block
+        if metrics {
+            quote! {
+                #site
+                let __obskit_timer = __OBSKIT_SITE.start();
+                #[allow(clippy::used_underscore_binding)]
+                let __obskit_span = #builder;
+                let __obskit_call = ::obskit::__private::FinishOnDrop::new(__obskit_timer, __obskit_span);
+                let __obskit_entered = __obskit_call.span().enter();
+                #user_block
+            }
+        } else {
+            quote! {
+                #[allow(clippy::used_underscore_binding)]
+                let __obskit_span = #builder;
+                let __obskit_entered = __obskit_span.enter();
+                #user_block
+            }
         }
     };
 

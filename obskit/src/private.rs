@@ -8,7 +8,6 @@ pub use crate::metrics::function::{CallTimer, FunctionSite};
 pub use crate::profile::ProfileSite;
 pub use crate::trace::{span, InstrumentExt, Instrumented, Span, SpanBuilder};
 
-
 /// A parameter or field recorded as a span attribute with its `Debug` form, masked when its
 /// name looks like a secret (`password`, `token`, ...), as in `/debug/config`.
 pub fn debug_attr(name: &'static str, value: &dyn fmt::Debug) -> crate::trace::AttrValue {
@@ -134,32 +133,40 @@ pub fn call_once<R, F: FnOnce() -> R>(f: F) -> R {
     f()
 }
 
-/// Finishes the [`CallTimer`] of a sync function that cannot fail (it does not return
-/// `Result`) when dropped: `ok` on any normal return, including early `return`s, and an error
-/// when dropped while unwinding from a panic. The body then runs in place, unchanged.
+/// Owns the [`CallTimer`] and the span of a sync function that cannot fail (it does not return
+/// `Result`) and finishes both when dropped: `ok` on any normal return, including early
+/// `return`s, and an error when dropped while unwinding from a panic. The body then runs in
+/// place, unchanged. The span ends first and the timer finishes at the span's end reading.
 #[must_use = "the call is recorded when this guard drops"]
-pub struct FinishOnDrop(Option<CallTimer>);
+pub struct FinishOnDrop {
+    timer: Option<CallTimer>,
+    span: Span,
+}
 
 impl FinishOnDrop {
-    /// Guards `timer` until the end of the call.
+    /// Guards `timer` and `span` until the end of the call.
     #[inline(always)]
-    pub fn new(timer: CallTimer) -> Self {
-        FinishOnDrop(Some(timer))
+    pub fn new(timer: CallTimer, span: Span) -> Self {
+        FinishOnDrop {
+            timer: Some(timer),
+            span,
+        }
     }
 
-    /// When the guarded call started (see [`CallTimer::started_at`]).
+    /// The call's span, to enter it.
     #[inline(always)]
-    pub fn started_at(&self) -> Option<Tick> {
-        self.0.as_ref().and_then(CallTimer::started_at)
+    pub fn span(&self) -> &Span {
+        &self.span
     }
 }
 
 impl Drop for FinishOnDrop {
     #[inline]
     fn drop(&mut self) {
-        if let Some(timer) = self.0.take() {
+        let ended = self.span.end_in_place();
+        if let Some(timer) = self.timer.take() {
             if !std::thread::panicking() {
-                timer.finish(true);
+                timer.finish_at(true, ended);
             }
             // Unwinding: the timer's own `Drop` records the call as an error.
         }

@@ -236,9 +236,17 @@ impl CallTimer {
     /// Records the call as finished, successful or not.
     #[inline(always)]
     pub fn finish(self, ok: bool) {
+        self.finish_at(ok, None);
+    }
+
+    /// Records the call as finished at `ended`, a clock reading already taken for that moment
+    /// (the end of the call's span), or now when there is none.
+    #[inline(always)]
+    pub fn finish_at(self, ok: bool, ended: Option<Tick>) {
         let this = ManuallyDrop::new(self);
         if let Some(start) = this.start {
-            this.site.record(start.elapsed_nanos(), ok);
+            this.site
+                .record(start.nanos_until(ended.unwrap_or_else(Tick::now)), ok);
         }
     }
 }

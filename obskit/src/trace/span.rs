@@ -346,17 +346,44 @@ impl Span {
     }
 }
 
+impl Span {
+    /// Ends the span now and returns the clock reading it ended at (`None` for a disabled
+    /// span, which reads no clock), so that an instrumented call's timer can finish at the
+    /// same reading. For the macro expansion; dropping a span ends it too.
+    #[doc(hidden)]
+    #[inline]
+    pub fn end_now(mut self) -> Option<Tick> {
+        self.end_in_place()
+    }
+
+    /// [`end_now`](Self::end_now) for a span that is not owned: it is left disabled.
+    #[inline]
+    pub(crate) fn end_in_place(&mut self) -> Option<Tick> {
+        let live = self.live.take()?;
+        let ended = Tick::now();
+        end(live, ended);
+        Some(ended)
+    }
+}
+
 impl Drop for Span {
     #[inline]
     fn drop(&mut self) {
-        match self.live.take() {
-            None => {}
-            Some(Live { core, recorded: None }) => finish_unsampled(core),
-            Some(Live {
-                core,
-                recorded: Some(recorded),
-            }) => finish(core, *recorded),
+        if let Some(live) = self.live.take() {
+            end(live, Tick::now());
         }
+    }
+}
+
+/// Ends an enabled span at `ended`.
+#[inline]
+fn end(live: Live, ended: Tick) {
+    match live {
+        Live { core, recorded: None } => finish_unsampled(core, ended),
+        Live {
+            core,
+            recorded: Some(recorded),
+        } => finish(core, *recorded, ended),
     }
 }
 
@@ -396,13 +423,12 @@ fn limited_attributes(
     (attributes, u32::try_from(dropped).unwrap_or(u32::MAX))
 }
 
-/// The finished span of `core`, with what a recording span collected.
-fn finished(mut core: Core, recorded: Recorded) -> FinishedSpan {
+/// The finished span of `core`, ended at `ended`, with what a recording span collected.
+fn finished(mut core: Core, recorded: Recorded, ended: Tick) -> FinishedSpan {
     if std::thread::panicking() && core.status == SpanStatus::Unset {
         // Dropped while unwinding: the work this span covers did not complete.
         core.status = SpanStatus::Error("panicked".to_string());
     }
-    let ended = Tick::now();
     let started = core.started.unwrap_or(ended);
     let duration = Duration::from_nanos(started.nanos_until(ended));
     // Both ends from one anchor and the monotonic clock: a child lies within its parent on the
@@ -425,21 +451,21 @@ fn finished(mut core: Core, recorded: Recorded) -> FinishedSpan {
 }
 
 #[cold]
-fn finish(core: Core, recorded: Recorded) {
-    sink::deliver(finished(core, recorded));
+fn finish(core: Core, recorded: Recorded, ended: Tick) {
+    sink::deliver(finished(core, recorded, ended));
 }
 
 /// An unsampled span reaches the sink only when it failed (or unwound) or was slow: what
-/// `/debug/traces` shows of the work the sampler left out, decided with one clock read.
+/// `/debug/traces` shows of the work the sampler left out, decided from the end's clock read.
 #[inline]
-fn finish_unsampled(core: Core) {
+fn finish_unsampled(core: Core, ended: Tick) {
     let failed = matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
     let slow = || {
         core.started
-            .is_some_and(|s| s.elapsed_nanos() >= sink::unsampled_slow_threshold_nanos())
+            .is_some_and(|s| s.nanos_until(ended) >= sink::unsampled_slow_threshold_nanos())
     };
     if failed || slow() {
-        sink::deliver(finished(core, Recorded::default()));
+        sink::deliver(finished(core, Recorded::default(), ended));
     }
 }
 

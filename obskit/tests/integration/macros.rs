@@ -678,6 +678,47 @@ fn spans_nest_like_sync_calls() {
     assert_eq!(trace::current(), None);
 }
 
+#[instrumented]
+fn s_timed_plain() {
+    std::thread::sleep(std::time::Duration::from_millis(2));
+}
+
+#[instrumented]
+fn s_timed_result() -> Result<(), AppError> {
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    Ok(())
+}
+
+#[instrumented(err)]
+async fn s_timed_async() -> Result<(), AppError> {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    Err(AppError("late"))
+}
+
+/// One clock read at each end serves the call timer and the span: the function's recorded
+/// duration is its span's, to the nanosecond, in each shape of the expansion.
+#[test]
+fn a_call_and_its_span_share_their_clock_reads() {
+    let capture = Capture::start();
+    s_timed_plain();
+    s_timed_result().unwrap();
+    runtime().block_on(s_timed_async()).unwrap_err();
+    let names = ["s_timed_plain", "s_timed_result", "s_timed_async"];
+    let spans = capture.finish(&names);
+    for name in names {
+        let span = one(&spans, name);
+        let sum =
+            series("function_calls_duration_seconds_sum", &labels(name, MODULE)).expect("a duration sum");
+        let recorded = (sum * 1e9).round() as u128;
+        assert!(span.duration.as_millis() >= 2, "{name}: {:?}", span.duration);
+        assert_eq!(
+            recorded,
+            span.duration.as_nanos(),
+            "{name}: call and span durations"
+        );
+    }
+}
+
 /// Counts how often it is formatted: an unsampled span must not format its arguments.
 struct Formatted(&'static AtomicUsize);
 
