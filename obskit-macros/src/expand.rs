@@ -432,8 +432,9 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 #site
                 let __obskit_timer = __OBSKIT_SITE.start();
                 #[allow(clippy::used_underscore_binding)]
-                let __obskit_span = #builder;
-                let __obskit_call = ::obskit::__private::FinishOnDrop::new(__obskit_timer, __obskit_span);
+                let mut __obskit_span = #builder;
+                let __obskit_call =
+                    ::obskit::__private::FinishOnDrop::new(__obskit_timer, &mut __obskit_span);
                 let __obskit_entered = __obskit_call.span().enter();
                 #user_block
             }

@@ -133,20 +133,21 @@ pub fn call_once<R, F: FnOnce() -> R>(f: F) -> R {
     f()
 }
 
-/// Owns the [`CallTimer`] and the span of a sync function that cannot fail (it does not return
-/// `Result`) and finishes both when dropped: `ok` on any normal return, including early
-/// `return`s, and an error when dropped while unwinding from a panic. The body then runs in
-/// place, unchanged. The span ends first and the timer finishes at the span's end reading.
+/// Holds the [`CallTimer`] of a sync function that cannot fail (it does not return `Result`),
+/// and its span by reference (not moved: a span is a large value), and finishes both when
+/// dropped: `ok` on any normal return, including early `return`s, and an error when dropped
+/// while unwinding from a panic. The body then runs in place, unchanged. The span ends first
+/// and the timer finishes at the span's end reading.
 #[must_use = "the call is recorded when this guard drops"]
-pub struct FinishOnDrop {
+pub struct FinishOnDrop<'a> {
     timer: Option<CallTimer>,
-    span: Span,
+    span: &'a mut Span,
 }
 
-impl FinishOnDrop {
+impl<'a> FinishOnDrop<'a> {
     /// Guards `timer` and `span` until the end of the call.
     #[inline(always)]
-    pub fn new(timer: CallTimer, span: Span) -> Self {
+    pub fn new(timer: CallTimer, span: &'a mut Span) -> Self {
         FinishOnDrop {
             timer: Some(timer),
             span,
@@ -156,11 +157,11 @@ impl FinishOnDrop {
     /// The call's span, to enter it.
     #[inline(always)]
     pub fn span(&self) -> &Span {
-        &self.span
+        self.span
     }
 }
 
-impl Drop for FinishOnDrop {
+impl Drop for FinishOnDrop<'_> {
     #[inline]
     fn drop(&mut self) {
         let ended = self.span.end_in_place();

@@ -227,12 +227,12 @@ pin_project_lite::pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        guard: Option<RequestGuard>,
+        guard: Option<Box<RequestGuard>>,
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, guard: Option<RequestGuard>) -> ResponseBody<B> {
+    pub(crate) fn new(inner: B, guard: Option<Box<RequestGuard>>) -> ResponseBody<B> {
         ResponseBody { inner, guard }
     }
 

@@ -36,12 +36,12 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<RequestGuard>,
+        guard: Option<Box<RequestGuard>>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, guard: Option<RequestGuard>) -> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, guard: Option<Box<RequestGuard>>) -> ResponseFuture<F> {
         ResponseFuture { inner, guard }
     }
 }

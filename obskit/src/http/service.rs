@@ -99,7 +99,7 @@ fn start<B: Body, F>(
 fn begin<B: Body>(
     shared: &Arc<Shared>,
     mut request: Request<B>,
-) -> (Request<RequestBody<B>>, Option<RequestGuard>) {
+) -> (Request<RequestBody<B>>, Option<Box<RequestGuard>>) {
     let config = &shared.config;
     let path = request.uri().path();
     // Off: routes are still matched (handlers read `MatchedRoute`), nothing is recorded.
@@ -155,7 +155,7 @@ fn start_recording<B: Body>(
     shared: &Arc<Shared>,
     request: &Request<B>,
     route: Option<usize>,
-) -> (Option<RequestSize>, RequestGuard, Option<RemoteContext>) {
+) -> (Option<RequestSize>, Box<RequestGuard>, Option<RemoteContext>) {
     let method = method_index(request.method());
     let slot = shared.slot(route, method);
     let handles = shared.handles(slot);
@@ -187,7 +187,11 @@ fn start_recording<B: Body>(
     };
     // Incremented here, decremented only by the guard's `Drop`: one to one.
     handles.in_flight.inc();
-    (size, RequestGuard::new(Arc::clone(shared), slot, span), remote)
+    (
+        size,
+        Box::new(RequestGuard::new(Arc::clone(shared), slot, span)),
+        remote,
+    )
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for HttpMetricsService<S>

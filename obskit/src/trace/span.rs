@@ -357,33 +357,37 @@ impl Span {
     }
 
     /// [`end_now`](Self::end_now) for a span that is not owned: it is left disabled.
-    #[inline]
+    ///
+    /// Written so that the common spans are never moved (a span is a large value): a disabled
+    /// one is only tested, and an unsampled one that the sink does not keep is dropped in place.
+    #[inline(always)]
     pub(crate) fn end_in_place(&mut self) -> Option<Tick> {
-        let live = self.live.take()?;
+        if self.live.is_none() {
+            return None;
+        }
+        Some(self.end_enabled())
+    }
+
+    #[inline]
+    fn end_enabled(&mut self) -> Tick {
         let ended = Tick::now();
-        end(live, ended);
-        Some(ended)
+        if let Some(live) = &self.live {
+            if live.recorded.is_none() && !unsampled_kept(&live.core, ended) {
+                self.live = None;
+                return ended;
+            }
+        }
+        if let Some(Live { core, recorded }) = self.live.take() {
+            finish(core, recorded.map(|r| *r).unwrap_or_default(), ended);
+        }
+        ended
     }
 }
 
 impl Drop for Span {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(live) = self.live.take() {
-            end(live, Tick::now());
-        }
-    }
-}
-
-/// Ends an enabled span at `ended`.
-#[inline]
-fn end(live: Live, ended: Tick) {
-    match live {
-        Live { core, recorded: None } => finish_unsampled(core, ended),
-        Live {
-            core,
-            recorded: Some(recorded),
-        } => finish(core, *recorded, ended),
+        self.end_in_place();
     }
 }
 
@@ -455,18 +459,17 @@ fn finish(core: Core, recorded: Recorded, ended: Tick) {
     sink::deliver(finished(core, recorded, ended));
 }
 
-/// An unsampled span reaches the sink only when it failed (or unwound) or was slow: what
-/// `/debug/traces` shows of the work the sampler left out, decided from the end's clock read.
+/// Whether an unsampled span ending at `ended` reaches the sink: only when it failed (or
+/// unwound) or was slow. That is what `/debug/traces` shows of the work the sampler left out,
+/// decided from the end's clock read.
 #[inline]
-fn finish_unsampled(core: Core, ended: Tick) {
-    let failed = matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
+fn unsampled_kept(core: &Core, ended: Tick) -> bool {
+    let failed = || matches!(core.status, SpanStatus::Error(_)) || std::thread::panicking();
     let slow = || {
         core.started
             .is_some_and(|s| s.nanos_until(ended) >= sink::unsampled_slow_threshold_nanos())
     };
-    if failed || slow() {
-        sink::deliver(finished(core, Recorded::default(), ended));
-    }
+    slow() || failed()
 }
 
 /// Restores the previously current span when dropped. See [`Span::enter`].
