@@ -187,11 +187,12 @@ fn start_recording<B: Body>(
     };
     // Incremented here, decremented only by the guard's `Drop`: one to one.
     handles.in_flight.inc();
-    (
-        size,
-        Box::new(RequestGuard::new(Arc::clone(shared), slot, span)),
-        remote,
-    )
+    // Boxed: the guard (its span inline, about 260 bytes) moves from the future to the response
+    // body and with the response through every future above this one; one allocation costs
+    // less than those copies (callgrind: 2 739 instructions a request for the layer, 3 090
+    // unboxed).
+    let guard = Box::new(RequestGuard::new(Arc::clone(shared), slot, span));
+    (size, guard, remote)
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for HttpMetricsService<S>

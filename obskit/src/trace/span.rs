@@ -362,9 +362,7 @@ impl Span {
     /// one is only tested, and an unsampled one that the sink does not keep is dropped in place.
     #[inline(always)]
     pub(crate) fn end_in_place(&mut self) -> Option<Tick> {
-        if self.live.is_none() {
-            return None;
-        }
+        self.live.as_ref()?;
         Some(self.end_enabled())
     }
 
