@@ -7,7 +7,7 @@ use http_body_util::Full;
 
 use super::{error, json, status_of, with_type, AdminEndpoint, AdminSurface};
 use crate::debug;
-use crate::metrics::{accepts_openmetrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::metrics::{accepts_openmetrics, render, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::profile::StoreError;
 use crate::trace::TraceQuery;
 
@@ -16,7 +16,7 @@ impl AdminSurface {
     /// access and method are already checked.
     pub(super) async fn answer(&self, endpoint: AdminEndpoint, request: &Parts) -> Response<Full<Bytes>> {
         match endpoint {
-            AdminEndpoint::Metrics => self.metrics(request),
+            AdminEndpoint::Metrics => self.metrics(request).await,
             AdminEndpoint::Health => {
                 let report = self.inner.health.report().await;
                 json(status_of(report.http_status()), &report)
@@ -71,19 +71,38 @@ impl AdminSurface {
     /// `/metrics`: OpenMetrics (with exemplars) only when asked for, since Prometheus 3
     /// refuses content types it did not accept, and 0.0.4 text is what every other scraper
     /// reads.
-    fn metrics(&self, request: &Parts) -> Response<Full<Bytes>> {
+    ///
+    /// Rendered on the scrape thread at the lowest CPU priority ([`crate::metrics::render`]),
+    /// so that a scrape never delays the requests served beside it.
+    async fn metrics(&self, request: &Parts) -> Response<Full<Bytes>> {
         let openmetrics = request
             .headers
             .get_all(header::ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(accepts_openmetrics);
-        if openmetrics {
-            let body = self.inner.registry.encode_openmetrics();
-            with_type(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body.into())
-        } else {
-            let body = self.inner.registry.encode_text();
-            with_type(StatusCode::OK, TEXT_CONTENT_TYPE, body.into())
+        let registry = self.inner.registry.clone();
+        let rendered = render::render(move || {
+            if openmetrics {
+                (OPENMETRICS_CONTENT_TYPE, registry.encode_openmetrics())
+            } else {
+                (TEXT_CONTENT_TYPE, registry.encode_text())
+            }
+        })
+        .await;
+        match rendered {
+            Ok((content_type, body)) => with_type(StatusCode::OK, content_type, body.into()),
+            Err(render::Busy) => {
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "scrapes_queued",
+                    "more scrapes are waiting than the scrape thread renders; try again",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
         }
     }
 

@@ -28,6 +28,7 @@ mod exposition;
 pub(crate) mod function;
 mod guard;
 mod openmetrics;
+pub(crate) mod render;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
