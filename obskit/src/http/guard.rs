@@ -120,7 +120,6 @@ impl Drop for RequestGuard {
         let endpoint = shared.endpoint(self.slot);
         let handles = shared.handles(self.slot);
         let nanos = self.start.elapsed_nanos();
-        let seconds = nanos as f64 / 1e9;
         handles.duration.observe(nanos);
         // The trace of a sampled request becomes its bucket's exemplar: the jump from a latency
         // spike on a dashboard to the trace behind it. Unsampled traces are not exported, so
@@ -128,7 +127,7 @@ impl Drop for RequestGuard {
         if let Some(context) = self.span.context().filter(|c| c.sampled) {
             handles
                 .duration_exemplars
-                .record(seconds, context.trace_id, Some(context.span_id));
+                .record(nanos as f64 / 1e9, context.trace_id, Some(context.span_id));
         }
         handles.response_size.observe(self.response_bytes);
         handles.count_request(shared.metrics(), method, endpoint, status);

@@ -192,20 +192,9 @@ const PAIR_CELLS: usize = RESPONSE_SIZE_AT + SIZE_BUCKETS + 2;
 /// and a request compares integers, not floats.
 const NANOS_PER_SECOND: f64 = 1e9;
 
-/// `bounds` times `scale`, rounded: the bucket bounds in the unit the cells count.
-const fn scaled_bounds<const N: usize>(bounds: &[f64], scale: f64) -> [u64; N] {
-    let mut out = [0u64; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = (bounds[i] * scale + 0.5) as u64;
-        i += 1;
-    }
-    out
-}
-
 static LATENCY_BOUNDS_NANOS: [u64; LATENCY_BUCKETS] =
-    scaled_bounds(buckets::HTTP_LATENCY_SECONDS, NANOS_PER_SECOND);
-static SIZE_BOUNDS_BYTES: [u64; SIZE_BUCKETS] = scaled_bounds(buckets::HTTP_SIZE_BYTES, 1.0);
+    buckets::scaled(buckets::HTTP_LATENCY_SECONDS, NANOS_PER_SECOND);
+static SIZE_BOUNDS_BYTES: [u64; SIZE_BUCKETS] = buckets::scaled(buckets::HTTP_SIZE_BYTES, 1.0);
 
 /// The cells of one (method, endpoint) pair.
 struct PairCells {

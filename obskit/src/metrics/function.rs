@@ -34,15 +34,7 @@ pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
 const BUCKET_COUNT: usize = DURATION_BUCKETS_SECONDS.len();
 
 /// The same bounds in nanoseconds, so that a call compares integers.
-const DURATION_BUCKETS_NANOS: [u64; BUCKET_COUNT] = {
-    let mut out = [0u64; BUCKET_COUNT];
-    let mut i = 0;
-    while i < BUCKET_COUNT {
-        out[i] = (DURATION_BUCKETS_SECONDS[i] * 1e9) as u64;
-        i += 1;
-    }
-    out
-};
+const DURATION_BUCKETS_NANOS: [u64; BUCKET_COUNT] = super::buckets::scaled(&DURATION_BUCKETS_SECONDS, 1e9);
 
 pub(crate) const CALLS_TOTAL: &str = "function_calls_total";
 pub(crate) const CALLS_DURATION: &str = "function_calls_duration_seconds";

@@ -80,6 +80,18 @@ pub mod buckets {
     pub const HTTP_SIZE_BYTES: &[f64] = &[
         64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
     ];
+
+    /// `bounds` times `scale`, rounded: bucket bounds in the integer unit per-thread cells count
+    /// (nanoseconds for seconds, bytes for bytes), so that a call or request compares integers.
+    pub(crate) const fn scaled<const N: usize>(bounds: &[f64], scale: f64) -> [u64; N] {
+        let mut out = [0u64; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = (bounds[i] * scale + 0.5) as u64;
+            i += 1;
+        }
+        out
+    }
 }
 
 /// Why a metric could not be declared.

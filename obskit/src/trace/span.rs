@@ -344,9 +344,7 @@ impl Span {
         let _entered = self.enter();
         f()
     }
-}
 
-impl Span {
     /// Ends the span now and returns the clock reading it ended at (`None` for a disabled
     /// span, which reads no clock), so that an instrumented call's timer can finish at the
     /// same reading. For the macro expansion; dropping a span ends it too.
