@@ -430,11 +430,11 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         if metrics {
             quote! {
                 #site
-                let __obskit_timer = __OBSKIT_SITE.start();
+                let mut __obskit_timer = __OBSKIT_SITE.start();
                 #[allow(clippy::used_underscore_binding)]
                 let mut __obskit_span = #builder;
                 let __obskit_call =
-                    ::obskit::__private::FinishOnDrop::new(__obskit_timer, &mut __obskit_span);
+                    ::obskit::__private::FinishOnDrop::new(&mut __obskit_timer, &mut __obskit_span);
                 let __obskit_entered = __obskit_call.span().enter();
                 #user_block
             }

@@ -5,13 +5,58 @@
 //! 128-bit multiplication, and `quanta::Instant` pays it at every read; a duration needs it only
 //! once, on the difference, so the hot paths keep ticks and scale when they record.
 
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+/// The calibrated clock, made once per process (quanta measures the TSC against the OS clock).
+/// Only the slow paths reach it: the hot paths read [`SOURCE`] and [`NANOS_PER_2_32_TICKS`].
 fn clock() -> &'static quanta::Clock {
-    // Calibrated once per process (quanta measures the TSC against the OS clock).
     static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
-    CLOCK.get_or_init(quanta::Clock::new)
+    CLOCK.get_or_init(|| {
+        let clock = quanta::Clock::new();
+        calibrate(&clock);
+        clock
+    })
+}
+
+/// Where a reading comes from, once [`clock`] has looked: until then [`UNKNOWN`].
+static SOURCE: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+/// The time-stamp counter, read inline with `rdtsc`: the reading quanta's counter clock takes,
+/// without the two calls and the clock-kind match around it (a third of an instrumented call's
+/// instructions besides the counter reads themselves).
+const TSC: u8 = 1;
+/// Whatever quanta chose instead (the OS monotonic clock): read through quanta.
+const QUANTA: u8 = 2;
+
+/// Nanoseconds in 2³² ticks, so that scaling a difference is one multiplication and a shift
+/// (the relative error is 2⁻³² of a tick's length, well under a nanosecond a second).
+static NANOS_PER_2_32_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Decides the inline source and the scale from `clock`, before any reading is handed out.
+fn calibrate(clock: &quanta::Clock) {
+    NANOS_PER_2_32_TICKS.store(clock.delta_as_nanos(0, 1 << 32), Ordering::Relaxed);
+    SOURCE.store(if raw_is_tsc(clock) { TSC } else { QUANTA }, Ordering::Release);
+}
+
+/// Whether quanta's raw reading is the time-stamp counter: a reading taken between two counter
+/// reads lies between them only if it counts in the same unit from the same origin (the OS
+/// clock counts nanoseconds since boot, several times fewer than the counter's cycles).
+fn raw_is_tsc(clock: &quanta::Clock) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: `rdtsc` exists on every x86-64 processor (the target has SSE2).
+        let before = unsafe { std::arch::x86_64::_rdtsc() };
+        let raw = clock.raw();
+        let after = unsafe { std::arch::x86_64::_rdtsc() };
+        (before..=after).contains(&raw)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        let _ = clock;
+        false
+    }
 }
 
 /// A raw clock reading. Ordered like the time it was taken at, on one machine. Public only for
@@ -23,13 +68,30 @@ impl Tick {
     /// Now.
     #[inline(always)]
     pub(crate) fn now() -> Tick {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if SOURCE.load(Ordering::Acquire) == TSC {
+            // SAFETY: as in `raw_is_tsc`.
+            return Tick(unsafe { std::arch::x86_64::_rdtsc() });
+        }
+        Tick::now_through_quanta()
+    }
+
+    /// The first reading of the process (which calibrates), or every reading where the
+    /// counter is not the source.
+    #[inline(never)]
+    fn now_through_quanta() -> Tick {
         Tick(clock().raw())
     }
 
     /// Nanoseconds from `self` to `later`; 0 if `later` is not after it.
     #[inline(always)]
     pub(crate) fn nanos_until(self, later: Tick) -> u64 {
-        clock().delta_as_nanos(self.0, later.0)
+        if later.0 <= self.0 {
+            return 0;
+        }
+        // A tick exists only after `clock()` calibrated, so the scale is set.
+        let scale = NANOS_PER_2_32_TICKS.load(Ordering::Relaxed);
+        ((u128::from(later.0 - self.0) * u128::from(scale)) >> 32) as u64
     }
 
     /// Nanoseconds from `self` to now.
@@ -67,6 +129,29 @@ mod tests {
         assert!(nanos >= 20_000_000, "{nanos} ns for a 20 ms sleep");
         assert!(nanos.abs_diff(real) < 5_000_000, "{nanos} ns vs {real} ns");
         assert_eq!(Tick::now().nanos_until(start), 0, "a later tick is never before");
+    }
+
+    #[test]
+    fn inline_readings_scale_as_quanta_does() {
+        let start = Tick::now();
+        assert_ne!(
+            SOURCE.load(Ordering::Relaxed),
+            UNKNOWN,
+            "decided by the first reading"
+        );
+        // The same source: a reading taken through quanta lies between two inline ones.
+        let through_quanta = Tick::now_through_quanta();
+        assert!(start <= through_quanta && through_quanta <= Tick::now());
+        for delta in [1u64, 999, 3_000_000, 1 << 32, 7 << 40] {
+            let ours = start.nanos_until(Tick(start.0 + delta));
+            let quanta = clock().delta_as_nanos(start.0, start.0 + delta);
+            // One shift of rounding apart at most, and proportionally less than a nanosecond a
+            // second.
+            assert!(
+                ours.abs_diff(quanta) <= 1 + quanta / 1_000_000_000,
+                "{delta}: {ours} vs {quanta}"
+            );
+        }
     }
 
     #[test]

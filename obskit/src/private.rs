@@ -133,25 +133,25 @@ pub fn call_once<R, F: FnOnce() -> R>(f: F) -> R {
     f()
 }
 
-/// Holds the [`CallTimer`] of a sync function that cannot fail (it does not return `Result`),
+/// Borrows the [`CallTimer`] of a sync function that cannot fail (it does not return `Result`),
 /// and its span by reference (not moved: a span is a large value), and finishes both when
 /// dropped: `ok` on any normal return, including early `return`s, and an error when dropped
 /// while unwinding from a panic. The body then runs in place, unchanged. The span ends first
 /// and the timer finishes at the span's end reading.
 #[must_use = "the call is recorded when this guard drops"]
 pub struct FinishOnDrop<'a> {
-    timer: Option<CallTimer>,
+    // Both borrowed, not moved in: a move copies the timer through the stack in two halves
+    // and reads it back whole, a store-forwarding stall that cost a third of the call's time
+    // (33 against 21 ns, measured by `fn_call/*`).
+    timer: &'a mut CallTimer,
     span: &'a mut Span,
 }
 
 impl<'a> FinishOnDrop<'a> {
     /// Guards `timer` and `span` until the end of the call.
     #[inline(always)]
-    pub fn new(timer: CallTimer, span: &'a mut Span) -> Self {
-        FinishOnDrop {
-            timer: Some(timer),
-            span,
-        }
+    pub fn new(timer: &'a mut CallTimer, span: &'a mut Span) -> Self {
+        FinishOnDrop { timer, span }
     }
 
     /// The call's span, to enter it.
@@ -162,15 +162,13 @@ impl<'a> FinishOnDrop<'a> {
 }
 
 impl Drop for FinishOnDrop<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let ended = self.span.end_in_place();
-        if let Some(timer) = self.timer.take() {
-            if !std::thread::panicking() {
-                timer.finish_at(true, ended);
-            }
-            // Unwinding: the timer's own `Drop` records the call as an error.
+        if !std::thread::panicking() {
+            self.timer.finish_in_place(true, ended);
         }
+        // Unwinding: the timer, dropped after this guard, records the call as an error.
     }
 }
 

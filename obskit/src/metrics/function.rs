@@ -15,7 +15,6 @@
 //! ends without a bucket).
 
 use std::collections::BTreeMap;
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -234,10 +233,16 @@ impl CallTimer {
     /// Records the call as finished at `ended`, a clock reading already taken for that moment
     /// (the end of the call's span), or now when there is none.
     #[inline(always)]
-    pub fn finish_at(self, ok: bool, ended: Option<Tick>) {
-        let this = ManuallyDrop::new(self);
-        if let Some(start) = this.start {
-            this.site
+    pub fn finish_at(mut self, ok: bool, ended: Option<Tick>) {
+        self.finish_in_place(ok, ended);
+    }
+
+    /// [`finish_at`](Self::finish_at) for a timer that is not owned (the macro's guard borrows
+    /// it): it records nothing more, and its `Drop` then does nothing.
+    #[inline(always)]
+    pub fn finish_in_place(&mut self, ok: bool, ended: Option<Tick>) {
+        if let Some(start) = self.start.take() {
+            self.site
                 .record(start.nanos_until(ended.unwrap_or_else(Tick::now)), ok);
         }
     }
