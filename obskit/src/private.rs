@@ -142,7 +142,7 @@ pub fn call_once<R, F: FnOnce() -> R>(f: F) -> R {
 pub struct FinishOnDrop<'a> {
     // Both borrowed, not moved in: a move copies the timer through the stack in two halves
     // and reads it back whole, a store-forwarding stall that cost a third of the call's time
-    // (33 against 21 ns, measured by `fn_call/*`).
+    // (`fn_call/obskit_instrumented`: 33 ns moved, 23 ns borrowed).
     timer: &'a mut CallTimer,
     span: &'a mut Span,
 }
@@ -162,7 +162,7 @@ impl<'a> FinishOnDrop<'a> {
 }
 
 impl Drop for FinishOnDrop<'_> {
-    #[inline(always)]
+    #[inline]
     fn drop(&mut self) {
         let ended = self.span.end_in_place();
         if !std::thread::panicking() {
