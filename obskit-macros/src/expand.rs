@@ -372,15 +372,13 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         let timer = metrics.then(|| quote!(let __obskit_timer = __OBSKIT_SITE.start();));
         match (record_err, metrics) {
             (None, false) => quote! {
-                #[allow(clippy::used_underscore_binding)]
-                let __obskit_span = #builder;
+                #builder
                 ::obskit::__private::InstrumentExt::instrument(#future, __obskit_span).await
             },
             (record_err, true) => quote! {
                 #site
                 #timer
-                #[allow(clippy::used_underscore_binding)]
-                let __obskit_span = #builder;
+                #builder
                 #[allow(unused_mut)]
                 let (__obskit_ret, mut __obskit_span) =
                     ::obskit::__private::in_span(#future, __obskit_span).await;
@@ -389,8 +387,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 __obskit_ret
             },
             (Some(record_err), false) => quote! {
-                #[allow(clippy::used_underscore_binding)]
-                let __obskit_span = #builder;
+                #builder
                 let (__obskit_ret, mut __obskit_span) =
                     ::obskit::__private::in_span(#future, __obskit_span).await;
                 #record_err
@@ -406,7 +403,6 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             None => quote!(::obskit::__private::call_once),
         };
         let timer = metrics.then(|| quote!(let __obskit_timer = __OBSKIT_SITE.start();));
-        let span_mut = err.map(|_| quote!(mut));
         let end = if metrics {
             end_and_finish
         } else {
@@ -415,8 +411,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         quote! {
             #site
             #timer
-            #[allow(clippy::used_underscore_binding)]
-            let #span_mut __obskit_span = #builder;
+            #builder
             let __obskit_entered = __obskit_span.enter();
             let __obskit_ret = #call(move || #user_block);
             ::core::mem::drop(__obskit_entered);
@@ -431,8 +426,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             quote! {
                 #site
                 let mut __obskit_timer = __OBSKIT_SITE.start();
-                #[allow(clippy::used_underscore_binding)]
-                let mut __obskit_span = #builder;
+                #builder
                 let __obskit_call =
                     ::obskit::__private::FinishOnDrop::new(&mut __obskit_timer, &mut __obskit_span);
                 let __obskit_entered = __obskit_call.span().enter();
@@ -440,8 +434,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             }
         } else {
             quote! {
-                #[allow(clippy::used_underscore_binding)]
-                let __obskit_span = #builder;
+                #builder
                 let __obskit_entered = __obskit_span.enter();
                 #user_block
             }
@@ -476,9 +469,10 @@ fn func_params(sig: &Signature, args: &Args) -> Vec<Param> {
         .collect()
 }
 
-/// The span, with its attributes computed only when it records. The `let` that binds it is
-/// annotated `#[allow(clippy::used_underscore_binding)]`: parameters named `_like_this` are
-/// recorded too, which reads them.
+/// The statements that bind the started span to `__obskit_span`, its attributes computed only
+/// when it records. The `if` that sets them is annotated
+/// `#[allow(clippy::used_underscore_binding)]`: parameters named `_like_this` are recorded too,
+/// which reads them.
 ///
 /// With metrics, the span starts at the call timer's clock reading (one read for both).
 fn span_builder(
@@ -490,11 +484,13 @@ fn span_builder(
 ) -> TokenStream {
     let param_attrs = params.iter().map(|Param { ident, name }| {
         quote_spanned! {ident.span()=>
-            .attr(#name, {
+            __obskit_span.set_attr(#name, {
                 #[allow(unused_imports)]
                 use ::obskit::__private::{DebugAttr as _, TypedAttr as _};
-                (&::obskit::__private::Param(&#ident)).obskit_kind().attr(#name, &#ident)
-            })
+                static __OBSKIT_KEY: ::obskit::__private::AttrKey =
+                    ::obskit::__private::AttrKey::new(#name);
+                (&::obskit::__private::Param(&#ident)).obskit_kind().attr(&__OBSKIT_KEY, &#ident)
+            });
         }
     });
     let field_attrs = args.fields.iter().map(|field| {
@@ -507,13 +503,21 @@ fn span_builder(
         let key = LitStr::new(&field.key, span);
         match &field.value {
             FieldValue::Plain(expr) => quote_spanned! {expr.span()=>
-                .attr(#key, ::obskit::trace::AttrValue::from(#expr))
+                __obskit_span.set_attr(#key, ::obskit::trace::AttrValue::from(#expr));
             },
             FieldValue::Debug(expr) => quote_spanned! {expr.span()=>
-                .attr(#key, ::obskit::__private::debug_attr(#key, &(#expr)))
+                __obskit_span.set_attr(#key, {
+                    static __OBSKIT_KEY: ::obskit::__private::AttrKey =
+                        ::obskit::__private::AttrKey::new(#key);
+                    ::obskit::__private::debug_attr(&__OBSKIT_KEY, &(#expr))
+                });
             },
             FieldValue::Display(expr) => quote_spanned! {expr.span()=>
-                .attr(#key, ::obskit::__private::display_attr(#key, &(#expr)))
+                __obskit_span.set_attr(#key, {
+                    static __OBSKIT_KEY: ::obskit::__private::AttrKey =
+                        ::obskit::__private::AttrKey::new(#key);
+                    ::obskit::__private::display_attr(&__OBSKIT_KEY, &(#expr))
+                });
             },
         }
     });
@@ -522,23 +526,21 @@ fn span_builder(
     } else {
         quote!(::core::option::Option::None)
     };
-    // Each branch starts its own builder: moving the (large) builder out of the `if` first
-    // would copy it on every call, disabled ones included.
+    // The span is started where it is bound and its attributes are set in place: a builder
+    // moved into the span, or a span returned by value, would copy the (large) value on every
+    // call, unsampled ones included.
     quote! {
-        {
-            let __obskit_builder = ::obskit::__private::span(#name);
-            if __obskit_builder.is_recording() {
-                __obskit_builder
-                    .attr(
-                        "code.function.name",
-                        ::core::concat!(::core::module_path!(), "::", #fn_name),
-                    )
-                    #(#param_attrs)*
-                    #(#field_attrs)*
-                    .start_at(#started)
-            } else {
-                __obskit_builder.start_at(#started)
-            }
+        #[allow(unused_mut)]
+        let mut __obskit_span = ::obskit::__private::Span::disabled();
+        ::obskit::__private::start_span_in(&mut __obskit_span, #name, #started);
+        #[allow(clippy::used_underscore_binding)]
+        if __obskit_span.is_recording() {
+            __obskit_span.set_attr(
+                "code.function.name",
+                ::core::concat!(::core::module_path!(), "::", #fn_name),
+            );
+            #(#param_attrs)*
+            #(#field_attrs)*
         }
     }
 }

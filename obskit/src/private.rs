@@ -2,16 +2,61 @@
 //! only so that macro expansions in other crates can reach it, and changes without notice.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use crate::clock::Tick;
 pub use crate::metrics::function::{CallTimer, FunctionSite};
 pub use crate::profile::ProfileSite;
-pub use crate::trace::{span, InstrumentExt, Instrumented, Span, SpanBuilder};
+pub use crate::trace::{span, start_span_in, InstrumentExt, Instrumented, Span, SpanBuilder};
+
+/// The key of a parameter or field the expansion records, with whether it looks like a secret
+/// (`password`, `token`, ...; [`is_secret_key`](crate::secrets::is_secret_key)), decided on the
+/// first call and kept: the key is a constant of the call site, and the check costs a few
+/// hundred instructions, more than the rest of recording the attribute. The expansion declares
+/// one `static` per key.
+pub struct AttrKey {
+    key: &'static str,
+    /// [`UNDECIDED`], [`PLAIN`] or [`SECRET`].
+    secret: AtomicU8,
+}
+
+const UNDECIDED: u8 = 0;
+const PLAIN: u8 = 1;
+const SECRET: u8 = 2;
+
+impl AttrKey {
+    /// The key, undecided.
+    pub const fn new(key: &'static str) -> AttrKey {
+        AttrKey {
+            key,
+            secret: AtomicU8::new(UNDECIDED),
+        }
+    }
+
+    /// Whether values under this key are masked.
+    #[inline]
+    pub fn is_secret(&self) -> bool {
+        match self.secret.load(Ordering::Relaxed) {
+            PLAIN => false,
+            SECRET => true,
+            _ => self.decide(),
+        }
+    }
+
+    #[cold]
+    fn decide(&self) -> bool {
+        let secret = crate::secrets::is_secret_key(self.key);
+        // Racing threads store the same answer.
+        self.secret
+            .store(if secret { SECRET } else { PLAIN }, Ordering::Relaxed);
+        secret
+    }
+}
 
 /// A parameter or field recorded as a span attribute with its `Debug` form, masked when its
 /// name looks like a secret (`password`, `token`, ...), as in `/debug/config`.
-pub fn debug_attr(name: &'static str, value: &dyn fmt::Debug) -> crate::trace::AttrValue {
-    if crate::secrets::is_secret_key(name) {
+pub fn debug_attr(key: &AttrKey, value: &dyn fmt::Debug) -> crate::trace::AttrValue {
+    if key.is_secret() {
         crate::trace::AttrValue::from(crate::secrets::MASK)
     } else {
         crate::trace::AttrValue::from(format!("{value:?}"))
@@ -59,8 +104,8 @@ pub struct TypedKind;
 impl TypedKind {
     /// The attribute value, masked when `name` looks like a secret.
     #[inline]
-    pub fn attr<T: Primitive>(self, name: &'static str, value: &T) -> crate::trace::AttrValue {
-        if crate::secrets::is_secret_key(name) {
+    pub fn attr<T: Primitive>(self, key: &AttrKey, value: &T) -> crate::trace::AttrValue {
+        if key.is_secret() {
             crate::trace::AttrValue::from(crate::secrets::MASK)
         } else {
             (*value).into()
@@ -74,8 +119,8 @@ pub struct DebugKind;
 impl DebugKind {
     /// The attribute value, masked when `name` looks like a secret.
     #[inline]
-    pub fn attr(self, name: &'static str, value: &dyn fmt::Debug) -> crate::trace::AttrValue {
-        debug_attr(name, value)
+    pub fn attr(self, key: &AttrKey, value: &dyn fmt::Debug) -> crate::trace::AttrValue {
+        debug_attr(key, value)
     }
 }
 
@@ -112,8 +157,8 @@ impl<E: fmt::Debug> fmt::Display for DebugAsDisplay<'_, E> {
 
 /// A field recorded with its `Display` form (`fields(key = %value)`), masked like
 /// [`debug_attr`] when its name looks like a secret.
-pub fn display_attr(name: &'static str, value: &dyn fmt::Display) -> crate::trace::AttrValue {
-    if crate::secrets::is_secret_key(name) {
+pub fn display_attr(key: &AttrKey, value: &dyn fmt::Display) -> crate::trace::AttrValue {
+    if key.is_secret() {
         crate::trace::AttrValue::from(crate::secrets::MASK)
     } else {
         crate::trace::AttrValue::from(value.to_string())
@@ -217,5 +262,33 @@ pub mod fuzz {
     /// length, its frequency in Hz, and whether the answer is an SVG flame graph.
     pub fn profile_query(query: &str) -> Result<(Duration, u32, bool), String> {
         crate::profile::ProfileQuery::parse(query).map(|q| (q.duration, q.frequency, q.svg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::AttrValue;
+
+    #[test]
+    fn attr_keys_decide_once_and_keep_the_answer() {
+        let secret = AttrKey::new("api_token");
+        let plain = AttrKey::new("count");
+        assert_eq!(secret.secret.load(Ordering::Relaxed), UNDECIDED);
+        for _ in 0..3 {
+            assert!(secret.is_secret());
+            assert!(!plain.is_secret());
+        }
+        assert_eq!(secret.secret.load(Ordering::Relaxed), SECRET);
+        assert_eq!(plain.secret.load(Ordering::Relaxed), PLAIN);
+        // A typed value under a secret key is masked like any other, on every call.
+        for _ in 0..2 {
+            assert_eq!(
+                TypedKind.attr(&secret, &7u32),
+                AttrValue::from(crate::secrets::MASK)
+            );
+            assert_eq!(TypedKind.attr(&plain, &7u32), AttrValue::I64(7));
+            assert_eq!(debug_attr(&secret, &"x"), AttrValue::from(crate::secrets::MASK));
+        }
     }
 }

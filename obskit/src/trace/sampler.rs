@@ -125,6 +125,7 @@ fn threshold(ratio: f64) -> u64 {
 }
 
 /// Whether a span of trace `trace_id` with `parent` is sampled under the installed sampler.
+#[inline]
 pub fn sample(parent: Option<&super::SpanContext>, trace_id: u128) -> bool {
     if let Some(parent) = parent {
         if PARENT_BASED.load(Ordering::Relaxed) {

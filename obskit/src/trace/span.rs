@@ -19,8 +19,8 @@ use std::time::Duration;
 use crate::clock::Tick;
 
 use super::{
-    current, limits, random_ids, sample, set_current, sink, AttrValue, DroppedCounts, FinishedSpan,
-    SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
+    current, limits, random_ids, restore_current, sample, set_current, sink, AttrValue, CurrentSpan,
+    DroppedCounts, FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
 };
 
 /// Attribute slots reserved when a span records its first attribute: the macro's
@@ -60,6 +60,15 @@ struct Live {
 }
 
 impl Live {
+    /// Gives a sampled span its recorded part.
+    #[inline(always)]
+    fn record_if_sampled(&mut self) {
+        if self.core.context.sampled {
+            self.recorded = Some(Box::default());
+        }
+    }
+
+    #[inline]
     fn decide(&mut self, parent: Option<&SpanContext>) {
         self.core.context.sampled = sample(parent, self.core.context.trace_id);
         match (self.core.context.sampled, &self.recorded) {
@@ -79,6 +88,42 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     if !sink::is_enabled() {
         return SpanBuilder { live: None };
     }
+    let mut builder = SpanBuilder {
+        live: Some(live(name.into(), None)),
+    };
+    if let Some(live) = &mut builder.live {
+        live.record_if_sampled();
+    }
+    builder
+}
+
+/// Starts a span named `name`, a child of the current span, at `started` (a clock reading
+/// already taken for the same moment) or now, in `span` (a disabled one): [`span`] and
+/// [`SpanBuilder::start_at`] in one, for the macro expansion, which then sets attributes on the
+/// started span only if it records. Written where the span stays: a span returned by value or
+/// moved from a builder is copied (it is a large value), and the copy reads back fields just
+/// written, a store-forwarding stall on every call.
+#[doc(hidden)]
+#[inline(always)]
+pub fn start_span_in(span: &mut Span, name: impl Into<Cow<'static, str>>, started: Option<Tick>) {
+    if !sink::is_enabled() {
+        return;
+    }
+    let started = started.unwrap_or_else(Tick::now);
+    span.live = Some(live(name.into(), Some(started)));
+    if let Some(live) = &mut span.live {
+        live.record_if_sampled();
+    }
+}
+
+/// An enabled span named `name`, a child of the current span, with its ids and sampling
+/// decided: every field computed first and the value written once (no field is written and
+/// then read back). Its recorded part is added afterwards, where the span stays
+/// ([`Live::record_if_sampled`]): allocating it here would be a call in the middle of building
+/// the value, around which the fields are spilled to a temporary and then copied (a
+/// store-forwarding stall on every span, unsampled ones included).
+#[inline(always)]
+fn live(name: Cow<'static, str>, started: Option<Tick>) -> Live {
     let parent = current();
     let (trace_id, span_id) = match parent {
         Some(p) => (p.trace_id, random_ids::<1>()[0]),
@@ -87,23 +132,22 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
             ((u128::from(high) << 64) | u128::from(low), span_id)
         }
     };
-    let mut live = Live {
+    let sampled = sample(parent.as_ref(), trace_id);
+    Live {
         core: Core {
-            name: name.into(),
+            name,
             kind: SpanKind::Internal,
             parent_span_id: parent.map(|p| p.span_id),
             context: SpanContext {
                 trace_id,
                 span_id,
-                sampled: false,
+                sampled,
             },
             status: SpanStatus::Unset,
-            started: None,
+            started,
         },
         recorded: None,
-    };
-    live.decide(parent.as_ref());
-    SpanBuilder { live: Some(live) }
+    }
 }
 
 /// A span being described before it starts. See [`span`].
@@ -188,14 +232,16 @@ impl SpanBuilder {
     /// For the macro expansion.
     #[doc(hidden)]
     #[inline(always)]
-    pub fn start_at(self, started: Option<Tick>) -> Span {
+    pub fn start_at(mut self, started: Option<Tick>) -> Span {
         // The disabled span returned on its own: writing `None` is one store, where moving the
         // whole (large) option would copy it.
-        let Some(mut live) = self.live else {
+        let Some(live) = &mut self.live else {
             return Span { live: None };
         };
+        // Set in place and the option moved whole: taking `Live` out of it and wrapping it
+        // again shifts every field (the option's tag moves), so the copy could not be elided.
         live.core.started = Some(started.unwrap_or_else(Tick::now));
-        Span { live: Some(live) }
+        Span { live: self.live }
     }
 }
 
@@ -331,10 +377,8 @@ impl Span {
     /// Makes this span current on this thread until the guard drops.
     #[inline]
     pub fn enter(&self) -> Entered<'_> {
-        let context = self.context();
         Entered {
-            previous: context.and_then(|c| set_current(Some(c))),
-            active: context.is_some(),
+            previous: self.live.as_ref().map(|l| set_current(&l.core.context)),
             _span: std::marker::PhantomData,
         }
     }
@@ -470,16 +514,16 @@ fn unsampled_kept(core: &Core, ended: Tick) -> bool {
 
 /// Restores the previously current span when dropped. See [`Span::enter`].
 pub struct Entered<'a> {
-    previous: Option<SpanContext>,
-    active: bool,
+    /// What was current before; `None` for a disabled span, which changed nothing.
+    previous: Option<CurrentSpan>,
     _span: std::marker::PhantomData<&'a Span>,
 }
 
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.active {
-            set_current(self.previous);
+        if let Some(previous) = self.previous {
+            restore_current(previous);
         }
     }
 }

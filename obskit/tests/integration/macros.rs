@@ -840,6 +840,11 @@ fn s_skip_all(items: &[u32], secret_token: &str) -> usize {
     items.len() + secret_token.len()
 }
 
+#[instrumented(fields(session = %session))]
+fn s_typed_secret(otp: u32, session: &str) -> u32 {
+    otp + session.len() as u32
+}
+
 #[instrumented(fields(id = id * 10))]
 fn s_field_overrides_param(id: u64) -> u64 {
     id
@@ -852,7 +857,15 @@ fn span_attributes_fields_skip_and_masking() {
     s_fields(42, &creds, &[0; 1024], "hunter2", Some("x"));
     s_skip_all(&[1, 2, 3], "t0ken");
     s_field_overrides_param(4);
-    let spans = capture.finish(&["s_fields", "s_skip_all", "s_field_overrides_param"]);
+    // Twice: the second call finds the keys' secrecy already decided.
+    s_typed_secret(1234, "abc");
+    s_typed_secret(5678, "def");
+    let spans = capture.finish(&[
+        "s_fields",
+        "s_skip_all",
+        "s_field_overrides_param",
+        "s_typed_secret",
+    ]);
 
     let span = one(&spans, "s_fields");
     assert_eq!(span.attribute("user.id"), Some(&AttrValue::I64(42)));
@@ -873,6 +886,17 @@ fn span_attributes_fields_skip_and_masking() {
         str_attr(span, "code.function.name"),
         Some("integration::macros::s_skip_all")
     );
+
+    let typed: Vec<_> = spans.iter().filter(|s| s.name == "s_typed_secret").collect();
+    assert_eq!(typed.len(), 2);
+    for span in typed {
+        assert_eq!(
+            str_attr(span, "otp"),
+            Some("***"),
+            "a number under a secret key is masked"
+        );
+        assert_eq!(str_attr(span, "session"), Some("***"), "a Display field too");
+    }
 
     let span = one(&spans, "s_field_overrides_param");
     assert_eq!(span.attribute("id"), Some(&AttrValue::I64(40)));
