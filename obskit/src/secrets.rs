@@ -232,12 +232,39 @@ pub fn masked_value(key: &str, value: &str) -> String {
 /// assert_eq!(mask_keyed("db.password", "hunter2"), "***");
 /// ```
 pub fn mask_keyed<'a>(key: &str, value: &'a str) -> Cow<'a, str> {
-    if is_header_list_key(key) {
-        mask_header_list(value)
-    } else if is_secret_key(key) {
-        Cow::Borrowed(MASK)
-    } else {
-        mask_secrets(value)
+    KeyClass::of(key).mask(value)
+}
+
+/// What a key says about its values: the decision [`mask_keyed`] takes from the key alone, so
+/// that a caller seeing the same key many times can take it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyClass {
+    /// A list of headers: every value in it is masked, the names kept.
+    HeaderList,
+    /// A secret: the whole value is masked.
+    Secret,
+    /// Anything else: values are masked by their shape only.
+    Plain,
+}
+
+impl KeyClass {
+    pub(crate) fn of(key: &str) -> KeyClass {
+        if is_header_list_key(key) {
+            KeyClass::HeaderList
+        } else if is_secret_key(key) {
+            KeyClass::Secret
+        } else {
+            KeyClass::Plain
+        }
+    }
+
+    /// A string value under a key of this class, masked.
+    pub(crate) fn mask(self, value: &str) -> Cow<'_, str> {
+        match self {
+            KeyClass::HeaderList => mask_header_list(value),
+            KeyClass::Secret => Cow::Borrowed(MASK),
+            KeyClass::Plain => mask_secrets(value),
+        }
     }
 }
 

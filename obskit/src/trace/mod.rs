@@ -59,6 +59,8 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use crate::secrets::KeyClass;
+
 mod client;
 mod handoff;
 mod limits;
@@ -316,17 +318,53 @@ impl FinishedSpan {
     }
 }
 
-pub(crate) fn masked_attr<'a>(key: &str, value: &'a AttrValue) -> Cow<'a, AttrValue> {
+// A `Cow`, not a `str`: whether the key is static decides whether its class is remembered.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn masked_attr<'a>(key: &Cow<'static, str>, value: &'a AttrValue) -> Cow<'a, AttrValue> {
+    let class = key_class(key);
     match value {
-        AttrValue::Str(s) => match crate::secrets::mask_keyed(key, s) {
+        AttrValue::Str(s) => match class.mask(s) {
             Cow::Borrowed(same) if std::ptr::eq(same, &**s) => Cow::Borrowed(value),
             masked => Cow::Owned(AttrValue::Str(Cow::Owned(masked.into_owned()))),
         },
-        _ if crate::secrets::is_secret_key(key) => {
-            Cow::Owned(AttrValue::Str(Cow::Borrowed(crate::secrets::MASK)))
-        }
+        _ if class != KeyClass::Plain => Cow::Owned(AttrValue::Str(Cow::Borrowed(crate::secrets::MASK))),
         other => Cow::Borrowed(other),
     }
+}
+
+/// Static keys classified per thread at most this many: they are the call sites' constants, a
+/// few hundred in a large service; past it (keys leaked at run time) keys are classified on
+/// each use, and memory stays bounded.
+const KEY_CLASSES_CACHED: usize = 4096;
+
+/// The [`KeyClass`] of an attribute key, remembered per thread for static keys (the macro's
+/// and the HTTP layer's), by address: exporting a span would otherwise classify the same few
+/// keys once for each of its attributes, a few hundred instructions each, on a thread that must
+/// keep up with every span the service ends.
+#[allow(clippy::ptr_arg)] // Borrowed or owned is the point.
+fn key_class(key: &Cow<'static, str>) -> KeyClass {
+    use std::collections::HashMap;
+    thread_local! {
+        static CLASSES: std::cell::RefCell<HashMap<(usize, usize), KeyClass>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let Cow::Borrowed(key) = key else {
+        return KeyClass::of(key);
+    };
+    let address = (key.as_ptr() as usize, key.len());
+    CLASSES
+        .try_with(|classes| {
+            let mut classes = classes.borrow_mut();
+            if let Some(class) = classes.get(&address) {
+                return *class;
+            }
+            let class = KeyClass::of(key);
+            if classes.len() < KEY_CLASSES_CACHED {
+                classes.insert(address, class);
+            }
+            class
+        })
+        .unwrap_or_else(|_| KeyClass::of(key))
 }
 
 /// The current span's identity as the thread keeps it: three plain words, no padding and no
@@ -437,6 +475,38 @@ pub(crate) mod tests {
     impl SpanSink for Collect {
         fn on_end(&self, span: FinishedSpan) {
             self.0.lock().unwrap().push(span);
+        }
+    }
+
+    #[test]
+    fn keys_classified_once_mask_as_they_did() {
+        let masked = AttrValue::from(crate::secrets::MASK);
+        // Three rounds: the first classifies the static keys, the others find them cached.
+        for _ in 0..3 {
+            assert_eq!(
+                *masked_attr(&Cow::Borrowed("api_token"), &AttrValue::I64(5)),
+                masked
+            );
+            assert_eq!(
+                *masked_attr(&Cow::Owned("api_token".into()), &AttrValue::I64(5)),
+                masked
+            );
+            assert_eq!(
+                *masked_attr(&Cow::Borrowed("count"), &AttrValue::I64(5)),
+                AttrValue::I64(5)
+            );
+            assert_eq!(
+                *masked_attr(&Cow::Borrowed("note"), &AttrValue::from("password=hunter2")),
+                AttrValue::from("password=***"),
+                "a plain key's value masked by its shape"
+            );
+            assert_eq!(
+                *masked_attr(
+                    &Cow::Borrowed("OTEL_EXPORTER_OTLP_HEADERS"),
+                    &AttrValue::from("authorization=Bearer abc,x-tenant=acme")
+                ),
+                AttrValue::from("authorization=***,x-tenant=***"),
+            );
         }
     }
 

@@ -5,9 +5,10 @@
 //! obskit keeps its own span API as the fast path (one atomic load when disabled, no SDK
 //! machinery per span) and meets OpenTelemetry only here, off the request path:
 //!
-//! - [`SpanSink::on_end`] only tries to put the span into a queue bounded twice: in spans
-//!   ([`OtlpConfig::queue_size`]) and in bytes ([`OtlpConfig::queue_bytes`], counting the batch
-//!   being exported too). Past either bound the span is dropped and counted
+//! - [`SpanSink::on_end`] and [`SpanSink::on_end_batch`] only try to put the spans into a
+//!   queue bounded twice: in spans ([`OtlpConfig::queue_size`]) and in bytes
+//!   ([`OtlpConfig::queue_bytes`], counting the batch being exported too). The spans one drain
+//!   of the span rings gathered go as one message, so the worker is woken once for them. Past either bound the span is dropped and counted
 //!   (`obskit_spans_dropped_total{reason="queue_full"}` or `{reason="queue_bytes"}`): a slow or
 //!   absent collector never slows or fails a request, and memory stays bounded.
 //! - A background thread drains the queue in batches (up to [`OtlpConfig::max_batch`] spans, or
@@ -236,9 +237,10 @@ impl fmt::Display for OtlpError {
 impl std::error::Error for OtlpError {}
 
 enum Message {
-    /// A span and the bytes it counts against the queue's byte bound (boxed: a span is large,
-    /// and the channel's slots are sized for its largest message).
-    Span(Box<FinishedSpan>, usize),
+    /// Spans, each with the bytes it counts against the queue's byte bound: all that one drain
+    /// of the span rings handed over, so that the worker is woken once for them (a wake is a
+    /// system call; once a span, it cost more than the rest of queueing the span).
+    Spans(Vec<(FinishedSpan, usize)>),
     /// Export everything queued before this message, then answer.
     Flush(mpsc::Sender<()>),
 }
@@ -262,6 +264,9 @@ enum Message {
 /// ```
 pub struct OtlpSink {
     queue: SyncSender<Message>,
+    /// Spans queued and not yet taken by the worker.
+    held_spans: Arc<AtomicUsize>,
+    queue_size: usize,
     /// Bytes of the spans queued or in the batch being exported.
     held_bytes: Arc<AtomicUsize>,
     queue_bytes: usize,
@@ -308,11 +313,15 @@ impl OtlpSink {
             .build();
         exporter.set_resource(&resource);
 
+        // A message holds at least one span, so the channel never fills before `held_spans`
+        // reaches the queue size (a flush may wait for a slot).
         let (queue, receiver) = mpsc::sync_channel(config.queue_size.max(1));
+        let held_spans = Arc::new(AtomicUsize::new(0));
         let held_bytes = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             exporter,
             receiver,
+            held_spans: Arc::clone(&held_spans),
             held_bytes: Arc::clone(&held_bytes),
             // A batch is sent once it holds half the byte budget, so a queue never waits on it.
             max_batch_bytes: config.queue_bytes.max(1) / 2,
@@ -329,6 +338,8 @@ impl OtlpSink {
             .map_err(|e| failed(&e))?;
         Ok(OtlpSink {
             queue,
+            held_spans,
+            queue_size: config.queue_size.max(1),
             held_bytes,
             queue_bytes: config.queue_bytes.max(1),
             counters,
@@ -361,31 +372,59 @@ impl OtlpSink {
     }
 }
 
+impl OtlpSink {
+    /// Queues the sampled ones of `spans` as one message, within both bounds; a span past
+    /// either is dropped and counted.
+    fn enqueue(&self, spans: impl IntoIterator<Item = FinishedSpan>) {
+        let mut accepted = Vec::new();
+        for span in spans {
+            if !span.context.sampled {
+                continue;
+            }
+            let bytes = span.approximate_bytes();
+            // Reserved first: two threads cannot both take the last of a budget.
+            if self.held_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.queue_bytes {
+                self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.counters.dropped_queue_bytes.inc();
+                continue;
+            }
+            if self.held_spans.fetch_add(1, Ordering::Relaxed) >= self.queue_size {
+                self.held_spans.fetch_sub(1, Ordering::Relaxed);
+                self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.counters.dropped_queue_full.inc();
+                continue;
+            }
+            accepted.push((span, bytes));
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        if let Err(
+            TrySendError::Full(Message::Spans(back)) | TrySendError::Disconnected(Message::Spans(back)),
+        ) = self.queue.try_send(Message::Spans(accepted))
+        {
+            let bytes: usize = back.iter().map(|(_, bytes)| bytes).sum();
+            self.held_spans.fetch_sub(back.len(), Ordering::Relaxed);
+            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.counters.dropped_queue_full.inc_by(back.len() as u64);
+        }
+    }
+}
+
 impl SpanSink for OtlpSink {
     fn on_end(&self, span: FinishedSpan) {
-        if !span.context.sampled {
-            return;
-        }
-        let bytes = span.approximate_bytes();
-        // Reserve the bytes first: two threads cannot both take the last of the budget.
-        let before = self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes > self.queue_bytes {
-            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.counters.dropped_queue_bytes.inc();
-            return;
-        }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(Message::Span(Box::new(span), bytes))
-        {
-            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.counters.dropped_queue_full.inc();
-        }
+        self.enqueue([span]);
+    }
+
+    fn on_end_batch(&self, spans: Vec<FinishedSpan>) {
+        self.enqueue(spans);
     }
 }
 
 struct Worker {
     exporter: opentelemetry_otlp::SpanExporter,
     receiver: Receiver<Message>,
+    held_spans: Arc<AtomicUsize>,
     held_bytes: Arc<AtomicUsize>,
     max_batch_bytes: usize,
     counters: ExportCounters,
@@ -406,11 +445,14 @@ impl Worker {
                 .receiver
                 .recv_timeout(due.saturating_duration_since(Instant::now()))
             {
-                Ok(Message::Span(span, bytes)) => {
-                    batch.spans.push(to_span_data(*span, &self.scope));
-                    batch.bytes += bytes;
-                    if batch.spans.len() >= self.max_batch || batch.bytes >= self.max_batch_bytes {
-                        self.export(&mut batch);
+                Ok(Message::Spans(spans)) => {
+                    self.held_spans.fetch_sub(spans.len(), Ordering::Relaxed);
+                    for (span, bytes) in spans {
+                        batch.spans.push(to_span_data(span, &self.scope));
+                        batch.bytes += bytes;
+                        if batch.spans.len() >= self.max_batch || batch.bytes >= self.max_batch_bytes {
+                            self.export(&mut batch);
+                        }
                     }
                 }
                 Ok(Message::Flush(done)) => {
@@ -764,11 +806,20 @@ mod tests {
             "{}",
             counters.dropped_queue_full.get()
         );
+        // A batch (what the span collector hands over) is held to the same bound, span by span:
+        // one fits at most, and only if the queue had room.
+        let before = counters.dropped_queue_full.get();
+        sink.on_end_batch((0..100).map(|i| span(i % 2 == 0)).collect());
+        assert!(
+            counters.dropped_queue_full.get() - before >= 49,
+            "{} of 50 sampled spans dropped",
+            counters.dropped_queue_full.get() - before
+        );
         assert!(sink.flush(Duration::from_secs(10)));
         assert_eq!(counters.exported.get(), 0);
         let dropped = counters.dropped_queue_full.get() + counters.dropped_export_failed.get();
         assert_eq!(
-            dropped, 100,
+            dropped, 150,
             "every sampled span is either dropped or failed, none unsampled"
         );
     }

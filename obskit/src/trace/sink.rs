@@ -13,6 +13,16 @@ pub trait SpanSink: Send + Sync + 'static {
     /// Called once per span, on the thread that ended it. Must not block, and must not end
     /// spans or install sinks itself (the sink is held for the call).
     fn on_end(&self, span: FinishedSpan);
+
+    /// Called with the spans that ended on any thread since the last call, gathered off the
+    /// request path (see [`flush`](super::flush)), on the span collector thread. The default
+    /// hands each to [`on_end`](Self::on_end); a sink that queues spans for a thread of its
+    /// own can queue them as one message and wake that thread once.
+    fn on_end_batch(&self, spans: Vec<FinishedSpan>) {
+        for span in spans {
+            self.on_end(span);
+        }
+    }
 }
 
 /// Hands every span to several sinks, in order (the recent-span buffer and an exporter, say).
@@ -54,6 +64,15 @@ impl SpanSink for FanOut {
             }
             // The last one gets the original: one clone fewer.
             last.on_end(span);
+        }
+    }
+
+    fn on_end_batch(&self, spans: Vec<FinishedSpan>) {
+        if let Some((last, rest)) = self.sinks.split_last() {
+            for sink in rest {
+                sink.on_end_batch(spans.clone());
+            }
+            last.on_end_batch(spans);
         }
     }
 }
@@ -169,18 +188,20 @@ pub(super) fn unsampled_slow_threshold_nanos() -> u64 {
 #[inline]
 pub(super) fn deliver(span: FinishedSpan) {
     if let Some(span) = super::handoff::push(span) {
-        deliver_all([span]);
+        // The read guard is held across `on_end` (which must not block) rather than cloning
+        // the `Arc`; installing a sink waits for it.
+        if let Some(sink) = &SINK.read().unwrap_or_else(|p| p.into_inner()).sink {
+            sink.on_end(span);
+        }
     }
 }
 
-/// Hands spans to the installed sink, if there still is one.
-pub(super) fn deliver_all(spans: impl IntoIterator<Item = FinishedSpan>) {
-    // The read guard is held across `on_end` (which must not block) rather than cloning the
-    // `Arc`; installing a sink waits for it.
-    let installed = SINK.read().unwrap_or_else(|p| p.into_inner());
-    if let Some(sink) = &installed.sink {
-        for span in spans {
-            sink.on_end(span);
-        }
+/// Hands spans gathered from the rings to the installed sink, if there still is one.
+pub(super) fn deliver_all(spans: Vec<FinishedSpan>) {
+    if spans.is_empty() {
+        return;
+    }
+    if let Some(sink) = &SINK.read().unwrap_or_else(|p| p.into_inner()).sink {
+        sink.on_end_batch(spans);
     }
 }
