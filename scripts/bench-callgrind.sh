@@ -5,7 +5,10 @@
 # inside `measured`, the only function callgrind collects in (--toggle-collect). The `empty`
 # variant (the loop and its indirect call alone) is subtracted, and the rest divided by
 # ITERATIONS. Work a tracer does on its own threads (batching, encoding, export) is not counted:
-# the figure is the calling thread's cost, the one a request pays.
+# the figure is the calling thread's cost, the one a request pays. The calls run in chunks of 64
+# with obskit's span rings drained between chunks, outside the count, as its collector thread
+# does in a real run (under valgrind it would hardly get a turn, and spans would take the
+# full-ring fallback on the calling thread).
 #
 #   bash scripts/bench-callgrind.sh [ITERATIONS] [VARIANT...]
 #
