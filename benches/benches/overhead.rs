@@ -87,7 +87,11 @@ fn middleware(c: &mut Criterion) {
         .clone()
         .layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
     let layered_no_match = layer
+        .clone()
         .insert_matched_route(false)
+        .layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
+    let layered_extension = layer
+        .insert_matched_route(true)
         .layer(tower::service_fn(hello::<obskit::http::RequestBody<Full<Bytes>>>));
 
     let mut group = c.benchmark_group("http_request");
@@ -106,9 +110,17 @@ fn middleware(c: &mut Criterion) {
         layered_no_match,
         false,
     );
+    // The match also inserted as a request extension (off by default: it is in the body).
+    bench_service(
+        &mut group,
+        &runtime,
+        "with_red_layer_matched_route_extension",
+        layered_extension,
+        false,
+    );
     // As served by a server that puts something in the extensions first (obskit's own server
-    // does: its body timeout), so the map exists and the `MatchedRoute` insert is one
-    // allocation; the bare service pays for the same first extension.
+    // does: its body timeout, which the layer takes out again); the bare service pays for the
+    // same first extension.
     bench_service(
         &mut group,
         &runtime,

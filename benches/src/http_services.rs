@@ -57,9 +57,10 @@ pub fn bare(
     tower::service_fn(hello::<RequestBody>)
 }
 
-/// The handler behind obskit's RED layer, with or without the `MatchedRoute` extension insert.
+/// The handler behind obskit's RED layer: as configured by default (`None`), or with the
+/// `MatchedRoute` extension insert set on or off.
 pub fn obskit_red_layer(
-    insert_matched_route: bool,
+    insert_matched_route: Option<bool>,
 ) -> impl Service<
     http::Request<RequestBody>,
     Response = http::Response<impl Body<Error = impl Debug>>,
@@ -68,10 +69,12 @@ pub fn obskit_red_layer(
     let registry = obskit::metrics::Registry::new();
     let metrics = obskit::http::HttpMetrics::new(&registry).expect("metrics");
     let routes = obskit::http::Routes::new(ROUTES).expect("routes");
-    obskit::http::HttpMetricsLayer::new(metrics)
-        .routes(routes)
-        .insert_matched_route(insert_matched_route)
-        .layer(tower::service_fn(hello::<obskit::http::RequestBody<RequestBody>>))
+    let layer = obskit::http::HttpMetricsLayer::new(metrics).routes(routes);
+    let layer = match insert_matched_route {
+        Some(insert) => layer.insert_matched_route(insert),
+        None => layer,
+    };
+    layer.layer(tower::service_fn(hello::<obskit::http::RequestBody<RequestBody>>))
 }
 
 fn route_router() -> Arc<matchit::Router<&'static str>> {

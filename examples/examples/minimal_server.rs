@@ -16,10 +16,7 @@ use obskit::http::{MatchedRoute, RequestBody};
 #[obskit::instrumented(skip(request))]
 async fn hello(request: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
     // The RED layer already matched the route: reuse its parameters instead of parsing again.
-    let name = request
-        .extensions()
-        .get::<MatchedRoute>()
-        .and_then(|r| r.param("name"));
+    let name = MatchedRoute::of(&request).and_then(|r| r.param("name"));
     let response = match name {
         Some(name) => Response::new(Full::new(Bytes::from(format!("hello, {name}\n")))),
         None => Response::builder()

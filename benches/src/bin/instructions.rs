@@ -47,6 +47,7 @@ const VARIANTS: &[&str] = &[
     "http_request/bare_service",
     "http_request/with_red_layer",
     "http_request/with_red_layer_no_matched_route_extension",
+    "http_request/with_red_layer_matched_route_extension",
     "http_request/tower_http_trace_metrics",
     "http_request/opentelemetry_tower_metrics",
 ];
@@ -130,9 +131,12 @@ fn variant(name: &str) -> Option<Box<dyn FnMut()>> {
             })
         }
         "http_request/bare_service" => serving(http_services::bare()),
-        "http_request/with_red_layer" => serving(http_services::obskit_red_layer(true)),
+        "http_request/with_red_layer" => serving(http_services::obskit_red_layer(None)),
         "http_request/with_red_layer_no_matched_route_extension" => {
-            serving(http_services::obskit_red_layer(false))
+            serving(http_services::obskit_red_layer(Some(false)))
+        }
+        "http_request/with_red_layer_matched_route_extension" => {
+            serving(http_services::obskit_red_layer(Some(true)))
         }
         "http_request/tower_http_trace_metrics" => {
             let handle = http_services::install_metrics_prometheus_recorder();

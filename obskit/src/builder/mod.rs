@@ -418,7 +418,7 @@ impl ObskitBuilder {
     /// assert!(!obskit::instrumentation::is_enabled());
     /// assert_eq!(add(2, 3), 5);
     /// let handler = tower::service_fn(|request: http::Request<_>| async move {
-    ///     let matched = request.extensions().get::<obskit::http::MatchedRoute>().is_some();
+    ///     let matched = obskit::http::MatchedRoute::of(&request).is_some();
     ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
     ///         bytes::Bytes::from(if matched { "matched" } else { "unmatched" }),
     ///     )))

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::guard::RequestGuard;
 use super::metrics::CellHistogram;
+use super::routes::MatchedRoute;
 
 pin_project_lite::pin_project! {
     /// The request body the inner service receives: the original body, counting the bytes the
@@ -42,6 +43,9 @@ pin_project_lite::pin_project! {
         size: Option<RequestSize>,
         // The server's body read timeout (`crate::serve::BodyTimeout`), when served by one.
         timer: Option<crate::serve::BodyTimer>,
+        // The layer's match, handed over in the body the layer wraps anyway: an extension
+        // would cost up to three allocations a request (see `HttpMetricsLayer::insert_matched_route`).
+        route: Option<MatchedRoute>,
     }
 }
 
@@ -92,6 +96,7 @@ impl<B> RequestBody<B> {
             inner,
             size: None,
             timer: None,
+            route: None,
         }
     }
 
@@ -100,6 +105,7 @@ impl<B> RequestBody<B> {
             inner,
             size,
             timer: None,
+            route: None,
         }
     }
 
@@ -107,6 +113,24 @@ impl<B> RequestBody<B> {
     pub(crate) fn with_timer(mut self, timer: Option<crate::serve::BodyTimer>) -> RequestBody<B> {
         self.timer = timer;
         self
+    }
+
+    /// Hands the layer's match to the inner service.
+    pub(crate) fn with_route(mut self, route: Option<MatchedRoute>) -> RequestBody<B> {
+        self.route = route;
+        self
+    }
+
+    /// The route the request matched, set by [`HttpMetricsLayer`](super::HttpMetricsLayer):
+    /// `None` when no template matched (answer 404), or for a body made with
+    /// [`RequestBody::new`]. [`MatchedRoute::of`] reads it from a request.
+    ///
+    /// ```
+    /// let body = obskit::http::RequestBody::new(http_body_util::Empty::<bytes::Bytes>::new());
+    /// assert!(body.matched_route().is_none());
+    /// ```
+    pub fn matched_route(&self) -> Option<&MatchedRoute> {
+        self.route.as_ref()
     }
 
     /// The wrapped body.

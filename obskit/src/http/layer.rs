@@ -75,7 +75,7 @@ impl HttpMetricsLayer {
                 routes: Routes::default(),
                 excluded: Box::default(),
                 exclude_admin: false,
-                insert_matched_route: true,
+                insert_matched_route: false,
                 response_traceparent: false,
             }),
         }
@@ -153,19 +153,22 @@ impl HttpMetricsLayer {
         self.reconfigure(|config| config.exclude_admin = exclude)
     }
 
-    /// Whether the [`MatchedRoute`](super::MatchedRoute) is put into each request's extensions
-    /// (the default). Turn it off when the inner service routes by itself (axum, tonic) and
-    /// never reads it. The match itself allocates nothing (parameter values up to 46 bytes in
-    /// all are kept inline); the insert costs the entry's allocation, plus the extension map's
-    /// two when the request has no extensions yet (obskit's own server has made the map
-    /// already). Without it a request costs the layer one allocation: its recording state,
-    /// boxed because it would otherwise be copied through every future above the layer.
+    /// Whether the [`MatchedRoute`](super::MatchedRoute) is also put into each request's
+    /// extensions (default: no). The inner service always gets it in the request body
+    /// ([`MatchedRoute::of`](super::MatchedRoute::of) reads either), which costs nothing beyond
+    /// the match: parameter values up to 46 bytes in all are kept inline. Turn this on for an
+    /// inner service that reads extensions only, behind a layer that replaces the body (an axum
+    /// `Router` nested inside, say). The insert costs the entry's allocation, plus the extension
+    /// map's two when the request has no extensions yet (obskit's own server has made the map
+    /// already): 900 instructions a request, a third of the layer's cost. Either way a request
+    /// costs the layer one allocation: its recording state, boxed because it would otherwise be
+    /// copied through every future above the layer.
     ///
     /// ```
     /// use obskit::http::{HttpMetrics, HttpMetricsLayer, Routes};
     /// let layer = HttpMetricsLayer::new(HttpMetrics::new(&obskit::metrics::Registry::new()).unwrap())
     ///     .routes(Routes::new(["/api/products/{id}"]).unwrap())
-    ///     .insert_matched_route(false);
+    ///     .insert_matched_route(true);
     /// # let _ = layer;
     /// ```
     pub fn insert_matched_route(self, insert: bool) -> HttpMetricsLayer {

@@ -9,9 +9,9 @@
 //! request that is cancelled leaves nothing in flight. When a span sink is installed
 //! ([`crate::trace`]), each request also gets a server span covering the response body.
 //!
-//! The layer matches the path anyway, so it hands the match to the inner service as a
-//! [`MatchedRoute`] request extension: a hand-written router dispatches on it instead of
-//! matching again.
+//! The layer matches the path anyway, so it hands the match to the inner service in the request
+//! body it wraps ([`MatchedRoute::of`] reads it): a hand-written router dispatches on it
+//! instead of matching again.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -25,7 +25,7 @@
 //! use obskit::metrics::Registry;
 //!
 //! async fn shop(req: Request<RequestBody<Incoming>>) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
-//!     let route = req.extensions().get::<MatchedRoute>();
+//!     let route = MatchedRoute::of(&req);
 //!     let response = match route.map(|r| (r.template(), r.param("id"))) {
 //!         Some(("/api/products", _)) => Response::new(Full::from("[]")),
 //!         Some(("/api/products/{id}", Some(id))) => Response::new(Full::from(format!("{{\"id\":{id}}}"))),

@@ -358,8 +358,11 @@ fn parse_param_names(template: &str) -> Box<[Box<str>]> {
     names.into_boxed_slice()
 }
 
-/// The route a request matched, put into the request's extensions by
-/// [`HttpMetricsService`](super::HttpMetricsService) before the inner service is called.
+/// The route a request matched, handed to the inner service by
+/// [`HttpMetricsService`](super::HttpMetricsService) in the request's body
+/// ([`RequestBody::matched_route`](super::RequestBody::matched_route); read it with
+/// [`MatchedRoute::of`]), and also as a request extension when
+/// [`insert_matched_route`](super::HttpMetricsLayer::insert_matched_route) is set.
 ///
 /// The layer has to match the path anyway to label the request, so a hand-written router can
 /// dispatch on [`template`](MatchedRoute::template) (or [`index`](MatchedRoute::index)) and read
@@ -377,7 +380,7 @@ fn parse_param_names(template: &str) -> Box<[Box<str>]> {
 /// use tower::{Layer, ServiceExt};
 ///
 /// async fn router<B>(req: Request<RequestBody<B>>) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
-///     let route = req.extensions().get::<MatchedRoute>();
+///     let route = MatchedRoute::of(&req);
 ///     let (status, body) = match route.map(|r| (r.template(), r)) {
 ///         Some(("/api/products/{id}", r)) => (StatusCode::OK, format!("product {}", r.param("id").unwrap())),
 ///         _ => (StatusCode::NOT_FOUND, "not found".to_string()),
@@ -491,6 +494,25 @@ impl fmt::Debug for MatchedRoute {
 }
 
 impl MatchedRoute {
+    /// The route `request` matched: from its body, where the layer puts it, or else from its
+    /// extensions (a layer with [`insert_matched_route`](super::HttpMetricsLayer::insert_matched_route)
+    /// further out, or a test that put one there). `None`: no template matched.
+    ///
+    /// ```
+    /// use obskit::http::{MatchedRoute, RequestBody, Routes};
+    /// let routes = Routes::new(["/items/{id}"]).unwrap();
+    /// let mut request = http::Request::new(RequestBody::new(http_body_util::Empty::<bytes::Bytes>::new()));
+    /// assert!(MatchedRoute::of(&request).is_none());
+    /// request.extensions_mut().insert(routes.find("/items/7").unwrap());
+    /// assert_eq!(MatchedRoute::of(&request).unwrap().param("id"), Some("7"));
+    /// ```
+    pub fn of<B>(request: &http::Request<super::RequestBody<B>>) -> Option<&MatchedRoute> {
+        request
+            .body()
+            .matched_route()
+            .or_else(|| request.extensions().get::<MatchedRoute>())
+    }
+
     /// The template that matched, e.g. `/api/products/{id}`.
     ///
     /// ```

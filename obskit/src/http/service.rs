@@ -95,7 +95,8 @@ fn start<B: Body, F>(
 /// Matches the request, starts recording it unless it is excluded, and wraps its body.
 ///
 /// The path is matched once, for both the `endpoint` label and the [`MatchedRoute`]
-/// (super::MatchedRoute) handed to the inner service; the match itself allocates nothing.
+/// (super::MatchedRoute) handed to the inner service in the body; the match itself allocates
+/// nothing.
 fn begin<B: Body>(
     shared: &Arc<Shared>,
     mut request: Request<B>,
@@ -104,18 +105,10 @@ fn begin<B: Body>(
     let path = request.uri().path();
     // Off: routes are still matched (handlers read `MatchedRoute`), nothing is recorded.
     let excluded = !crate::instrumentation::is_enabled() || shared.is_excluded(path);
+    // Matched even when excluded: the inner service routes on the match.
     let mut spans = Spans::new();
-    let (route, matched) = if config.insert_matched_route {
-        let route = config.routes.match_path(path, &mut spans);
-        (
-            route,
-            route.map(|index| config.routes.matched(index, path, &spans)),
-        )
-    } else if excluded {
-        (None, None)
-    } else {
-        (config.routes.match_path(path, &mut spans), None)
-    };
+    let route = config.routes.match_path(path, &mut spans);
+    let matched = route.map(|index| config.routes.matched(index, path, &spans));
     let recording = (!excluded).then(|| start_recording(shared, &request, route));
     // Only a request served by `crate::serve` has extensions at this point; the others skip
     // the map lookup.
@@ -127,8 +120,10 @@ fn begin<B: Body>(
             .remove::<crate::serve::BodyTimeout>()
             .map(crate::serve::BodyTimeout::timer)
     };
-    if let Some(matched) = matched {
-        request.extensions_mut().insert(matched);
+    if config.insert_matched_route {
+        if let Some(matched) = &matched {
+            request.extensions_mut().insert(matched.clone());
+        }
     }
     match recording {
         Some((size, guard, remote)) => {
@@ -137,12 +132,16 @@ fn begin<B: Body>(
                 request.extensions_mut().insert(remote);
             }
             (
-                request.map(|body| RequestBody::recording(body, size).with_timer(body_timer)),
+                request.map(|body| {
+                    RequestBody::recording(body, size)
+                        .with_timer(body_timer)
+                        .with_route(matched)
+                }),
                 Some(guard),
             )
         }
         None => (
-            request.map(|body| RequestBody::new(body).with_timer(body_timer)),
+            request.map(|body| RequestBody::new(body).with_timer(body_timer).with_route(matched)),
             None,
         ),
     }

@@ -116,7 +116,7 @@ async fn the_match_reaches_the_inner_service() {
     let record = Arc::clone(&seen);
     let service = layer(&registry).layer(tower::service_fn(
         move |req: Request<RequestBody<Full<Bytes>>>| {
-            let route = req.extensions().get::<MatchedRoute>().cloned();
+            let route = MatchedRoute::of(&req).cloned();
             record.lock().unwrap().push(route.map(|r| {
                 let params: Vec<(String, String)> = r.params().map(|(k, v)| (k.into(), v.into())).collect();
                 (r.template().to_string(), r.index(), params)
@@ -141,21 +141,30 @@ async fn the_match_reaches_the_inner_service() {
 }
 
 #[tokio::test]
-async fn the_match_can_be_left_out_and_labels_stay_templated() {
-    let registry = Registry::new();
-    let service = layer(&registry)
-        .insert_matched_route(false)
-        .layer(tower::service_fn(
-            |req: Request<RequestBody<Full<Bytes>>>| async move {
-                assert!(req.extensions().get::<MatchedRoute>().is_none());
-                ok(Empty::<Bytes>::new())
-            },
-        ));
-    service.oneshot(get("/api/products/5")).await.unwrap();
-    assert_eq!(
-        sample(&registry, &requests("/api/products/{id}", "GET", 200)),
-        Some(1.0)
-    );
+async fn the_match_goes_in_the_body_and_into_the_extensions_only_when_asked() {
+    for insert in [false, true] {
+        let registry = Registry::new();
+        let service = layer(&registry)
+            .insert_matched_route(insert)
+            .layer(tower::service_fn(
+                move |req: Request<RequestBody<Full<Bytes>>>| async move {
+                    let in_body = req.body().matched_route().map(|m| m.template().to_string());
+                    assert_eq!(in_body.as_deref(), Some("/api/products/{id}"));
+                    let extension = req.extensions().get::<MatchedRoute>();
+                    assert_eq!(extension.is_some(), insert, "an extension only when asked");
+                    if let Some(extension) = extension {
+                        assert_eq!(extension.param("id"), Some("5"));
+                    }
+                    assert_eq!(MatchedRoute::of(&req).and_then(|m| m.param("id")), Some("5"));
+                    ok(Empty::<Bytes>::new())
+                },
+            ));
+        service.oneshot(get("/api/products/5")).await.unwrap();
+        assert_eq!(
+            sample(&registry, &requests("/api/products/{id}", "GET", 200)),
+            Some(1.0)
+        );
+    }
 }
 
 #[tokio::test]
@@ -357,10 +366,7 @@ async fn excluded_paths_record_nothing_on_segment_boundaries() {
         .exclude_admin(true)
         .layer(tower::service_fn(
             move |req: Request<RequestBody<Full<Bytes>>>| {
-                let template = req
-                    .extensions()
-                    .get::<MatchedRoute>()
-                    .map(|m| m.template().to_string());
+                let template = MatchedRoute::of(&req).map(|m| m.template().to_string());
                 record.lock().unwrap().push(template);
                 async { ok(Full::new(Bytes::from_static(b"x"))) }
             },

@@ -63,7 +63,7 @@ fn full(body: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
 async fn shop(
     req: Request<RequestBody<Incoming>>,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
-    let route = req.extensions().get::<MatchedRoute>().cloned();
+    let route = MatchedRoute::of(&req).cloned();
     let template = route.as_ref().map(|r| r.template());
     let response = match (req.method().clone(), template) {
         (Method::GET, Some("/api/products")) if req.headers().contains_key("if-none-match") => {

@@ -147,7 +147,7 @@ async fn call_backend(path: String) -> u16 {
 }
 
 async fn handler(request: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let route = request.extensions().get::<MatchedRoute>();
+    let route = MatchedRoute::of(&request);
     let id = route
         .and_then(|r| r.param("id"))
         .and_then(|id| id.parse::<u32>().ok());

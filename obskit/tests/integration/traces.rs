@@ -40,7 +40,7 @@ async fn load_order(id: String) -> String {
 }
 
 async fn handler(request: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let route = request.extensions().get::<MatchedRoute>();
+    let route = MatchedRoute::of(&request);
     let (status, body) = match route.map(|r| (r.template(), r.param("id"))) {
         Some(("/api/orders/{id}", Some(id))) => (StatusCode::OK, load_order(id.to_string()).await),
         Some(("/api/fail", _)) => (

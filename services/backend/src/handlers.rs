@@ -22,9 +22,7 @@ const MAX_STOCK: i64 = 1_000_000_000;
 const MAX_PRICE: f64 = 1_000_000.0;
 
 fn path_id(request: &Request) -> Result<String, ApiError> {
-    request
-        .extensions()
-        .get::<MatchedRoute>()
+    MatchedRoute::of(request)
         .and_then(|m| m.param("id"))
         .map(shop_common::http::percent_decode)
         .ok_or_else(|| ApiError::not_found("no product id in the path"))

@@ -22,9 +22,7 @@ const MAX_PRODUCT_ID_LEN: usize = 128;
 
 /// The `{user_id}` of the path, checked: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
 fn user_id(request: &Request) -> Result<String, ApiError> {
-    let raw = request
-        .extensions()
-        .get::<MatchedRoute>()
+    let raw = MatchedRoute::of(request)
         .and_then(|m| m.param("user_id"))
         .map(shop_common::http::percent_decode)
         .ok_or_else(|| ApiError::not_found("no user id in the path"))?;

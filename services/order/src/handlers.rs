@@ -31,9 +31,7 @@ const MAX_NAME_CHARS: usize = 200;
 const STATUS_ATTEMPTS: usize = 4;
 
 fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
-    request
-        .extensions()
-        .get::<MatchedRoute>()
+    MatchedRoute::of(request)
         .and_then(|m| m.param(name))
         .map(shop_common::http::percent_decode)
         .ok_or_else(|| ApiError::not_found(format!("no {name} in the path")))

@@ -91,11 +91,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     /// Dispatches one request: 404 when no template matched, 405 (with `Allow`) when the
     /// template has no handler for the method.
     pub async fn dispatch(&self, state: S, request: Request) -> Response<Body> {
-        let Some(template) = request
-            .extensions()
-            .get::<MatchedRoute>()
-            .map(|m| m.template().to_string())
-        else {
+        let Some(template) = MatchedRoute::of(&request).map(|m| m.template().to_string()) else {
             return ApiError::not_found(format!("no route for {}", request.uri().path())).into_response();
         };
         let handler = self

@@ -373,9 +373,7 @@ pub(crate) async fn me(app: Arc<App>, request: Request) -> Reply {
 #[obskit::instrumented(skip(app, request))]
 pub(crate) async fn user_profile(app: Arc<App>, request: Request) -> Reply {
     let claims = authenticate(&app, request.headers())?;
-    let id = request
-        .extensions()
-        .get::<MatchedRoute>()
+    let id = MatchedRoute::of(&request)
         .and_then(|m| m.param("id"))
         .map(shop_common::http::percent_decode)
         .unwrap_or_default();
