@@ -100,25 +100,21 @@ impl<B> RequestBody<B> {
         }
     }
 
-    pub(crate) fn recording(inner: B, size: Option<RequestSize>) -> RequestBody<B> {
+    /// The body the layer hands to the inner service: its size recorded (`None`: not
+    /// recorded, or nothing to read), under the server's body read timeout when served by one,
+    /// with the layer's match. Built in one go: a body is moved with every builder step.
+    pub(crate) fn wrapped(
+        inner: B,
+        size: Option<RequestSize>,
+        timer: Option<crate::serve::BodyTimer>,
+        route: Option<MatchedRoute>,
+    ) -> RequestBody<B> {
         RequestBody {
             inner,
             size,
-            timer: None,
-            route: None,
+            timer,
+            route,
         }
-    }
-
-    /// Puts the body under the server's body read timeout.
-    pub(crate) fn with_timer(mut self, timer: Option<crate::serve::BodyTimer>) -> RequestBody<B> {
-        self.timer = timer;
-        self
-    }
-
-    /// Hands the layer's match to the inner service.
-    pub(crate) fn with_route(mut self, route: Option<MatchedRoute>) -> RequestBody<B> {
-        self.route = route;
-        self
     }
 
     /// The route the request matched, set by [`HttpMetricsLayer`](super::HttpMetricsLayer):

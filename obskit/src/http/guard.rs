@@ -120,7 +120,7 @@ impl Drop for RequestGuard {
         let endpoint = shared.endpoint(self.slot);
         let handles = shared.handles(self.slot);
         let nanos = self.start.elapsed_nanos();
-        handles.duration.observe(nanos);
+        handles.record_end(nanos, self.response_bytes);
         // The trace of a sampled request becomes its bucket's exemplar: the jump from a latency
         // spike on a dashboard to the trace behind it. Unsampled traces are not exported, so
         // pointing at them would lead nowhere.
@@ -129,9 +129,7 @@ impl Drop for RequestGuard {
                 .duration_exemplars
                 .record(nanos as f64 / 1e9, context.trace_id, Some(context.span_id));
         }
-        handles.response_size.observe(self.response_bytes);
         handles.count_request(shared.metrics(), method, endpoint, status);
-        handles.in_flight.dec();
         // An unsampled span keeps its status (attributes and events are no-ops on it): an
         // error is what shows it in `/debug/traces`.
         if self.span.context().is_some() {

@@ -215,27 +215,15 @@ impl CellHistogram {
     /// inclusive upper bounds, as in Prometheus).
     #[inline]
     pub(crate) fn observe(&self, value: u64) {
+        self.pair.cells.add_many(&self.additions(value));
+    }
+
+    /// The two additions observing `value` makes, as offsets in the pair's range: one to its
+    /// bucket, `value` to the sum.
+    #[inline]
+    fn additions(&self, value: u64) -> [(usize, u64); 2] {
         let bucket = self.bounds.partition_point(|bound| *bound < value);
-        self.pair
-            .cells
-            .add_many(&[(self.at + bucket, 1), (self.at + self.bounds.len() + 1, value)]);
-    }
-}
-
-/// A pair's in-flight gauge: two monotonic counters, started and ended.
-pub(crate) struct CellGauge {
-    pair: Arc<PairCells>,
-}
-
-impl CellGauge {
-    #[inline]
-    pub(crate) fn inc(&self) {
-        self.pair.cells.add(STARTED_AT, 1);
-    }
-
-    #[inline]
-    pub(crate) fn dec(&self) {
-        self.pair.cells.add(ENDED_AT, 1);
+        [(self.at + bucket, 1), (self.at + self.bounds.len() + 1, value)]
     }
 }
 
@@ -248,10 +236,13 @@ const CACHED_STATUSES: [u16; 20] = [
 /// The series of one (route, method) pair, resolved once (guard check and the pair lookup
 /// happen on first use only).
 pub(crate) struct Handles {
-    pub(crate) duration: CellHistogram,
-    pub(crate) in_flight: CellGauge,
+    /// The pair's cells, where all the series below live: the in-flight gauge is two of them
+    /// (started and ended, both monotonic), written by [`record_start`](Self::record_start)
+    /// and [`record_end`](Self::record_end).
+    pair: Arc<PairCells>,
+    duration: CellHistogram,
     pub(crate) request_size: CellHistogram,
-    pub(crate) response_size: CellHistogram,
+    response_size: CellHistogram,
     /// Exemplar cells of this pair's duration series, written only by sampled requests.
     pub(crate) duration_exemplars: Arc<HistogramExemplars>,
     statuses: [OnceLock<Arc<Cells>>; CACHED_STATUSES.len()],
@@ -281,12 +272,10 @@ impl Handles {
             bounds,
         };
         Handles {
+            pair: Arc::clone(&pair),
             duration: histogram(DURATION_AT, &LATENCY_BOUNDS_NANOS),
             request_size: histogram(REQUEST_SIZE_AT, &SIZE_BOUNDS_BYTES),
             response_size: histogram(RESPONSE_SIZE_AT, &SIZE_BOUNDS_BYTES),
-            in_flight: CellGauge {
-                pair: Arc::clone(&pair),
-            },
             duration_exemplars: metrics.exemplars.histogram(
                 DURATION_FAMILY,
                 &[("method", method), ("endpoint", endpoint)],
@@ -294,6 +283,35 @@ impl Handles {
             ),
             statuses: Default::default(),
         }
+    }
+
+    /// A request's start: it enters the in-flight count, and a body known to be empty has its
+    /// size, 0, recorded at once. The pair's series share one range of cells, so one
+    /// thread-local access and one page lookup serve both additions.
+    #[inline]
+    pub(crate) fn record_start(&self, empty_body: bool) {
+        let cells = &self.pair.cells;
+        if empty_body {
+            let [bucket, sum] = self.request_size.additions(0);
+            cells.add_many(&[(STARTED_AT, 1), bucket, sum]);
+        } else {
+            cells.add(STARTED_AT, 1);
+        }
+    }
+
+    /// A request's end: its duration and response size, and its leaving the in-flight count,
+    /// in one go (see [`record_start`](Self::record_start)).
+    #[inline]
+    pub(crate) fn record_end(&self, nanos: u64, response_bytes: u64) {
+        let [duration_bucket, duration_sum] = self.duration.additions(nanos);
+        let [size_bucket, size_sum] = self.response_size.additions(response_bytes);
+        self.pair.cells.add_many(&[
+            duration_bucket,
+            duration_sum,
+            (ENDED_AT, 1),
+            size_bucket,
+            size_sum,
+        ]);
     }
 
     /// Counts one request in the `http_requests_total` series for this pair and `status`.

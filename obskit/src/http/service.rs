@@ -125,26 +125,20 @@ fn begin<B: Body>(
             request.extensions_mut().insert(matched.clone());
         }
     }
-    match recording {
+    let (size, guard) = match recording {
         Some((size, guard, remote)) => {
             if let Some(remote) = remote {
                 // For handlers that call other services: `tracestate` and `baggage` go on.
                 request.extensions_mut().insert(remote);
             }
-            (
-                request.map(|body| {
-                    RequestBody::recording(body, size)
-                        .with_timer(body_timer)
-                        .with_route(matched)
-                }),
-                Some(guard),
-            )
+            (size, Some(guard))
         }
-        None => (
-            request.map(|body| RequestBody::new(body).with_timer(body_timer).with_route(matched)),
-            None,
-        ),
-    }
+        None => (None, None),
+    };
+    (
+        request.map(|body| RequestBody::wrapped(body, size, body_timer, matched)),
+        guard,
+    )
 }
 
 /// Resolves the request's handles, opens its span (a child of the caller's, from the
@@ -171,10 +165,11 @@ fn start_recording<B: Body>(
     } else {
         (None, trace::Span::disabled())
     };
-    // A body already at its end (a GET, say) has nothing to read: its size, 0, is recorded now,
-    // and the body goes unwatched (no handle carried along with it).
-    let size = if request.body().is_end_stream() {
-        handles.request_size.observe(0);
+    // A body already at its end (a GET, say) has nothing to read: its size, 0, is recorded now
+    // (with the in-flight increment, below), and the body goes unwatched (no handle carried
+    // along with it).
+    let empty_body = request.body().is_end_stream();
+    let size = if empty_body {
         None
     } else {
         let content_length = request
@@ -184,8 +179,8 @@ fn start_recording<B: Body>(
             .and_then(|v| v.trim().parse::<u64>().ok());
         Some(RequestSize::new(handles.request_size.clone(), content_length))
     };
-    // Incremented here, decremented only by the guard's `Drop`: one to one.
-    handles.in_flight.inc();
+    // In flight from here, out only by the guard's `Drop`: one to one.
+    handles.record_start(empty_body);
     // Boxed: the guard (its span inline, about 260 bytes) moves from the future to the response
     // body and with the response through every future above this one; one allocation costs
     // less than those copies (callgrind: 2 739 instructions a request for the layer, 3 090
