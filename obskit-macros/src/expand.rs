@@ -325,7 +325,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 ::obskit::__private::FunctionSite::new(#name, ::core::module_path!());
         }
     });
-    let builder = span_builder(&func_params(&sig, args), args, &name, &fn_name_lit, metrics);
+    let start_span = span_statements(&func_params(&sig, args), args, &name, &fn_name_lit, metrics);
     let ok = if is_result {
         quote!(::obskit::__private::is_ok(&__obskit_ret))
     } else {
@@ -372,13 +372,13 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         let timer = metrics.then(|| quote!(let __obskit_timer = __OBSKIT_SITE.start();));
         match (record_err, metrics) {
             (None, false) => quote! {
-                #builder
+                #start_span
                 ::obskit::__private::InstrumentExt::instrument(#future, __obskit_span).await
             },
             (record_err, true) => quote! {
                 #site
                 #timer
-                #builder
+                #start_span
                 #[allow(unused_mut)]
                 let (__obskit_ret, mut __obskit_span) =
                     ::obskit::__private::in_span(#future, __obskit_span).await;
@@ -387,7 +387,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 __obskit_ret
             },
             (Some(record_err), false) => quote! {
-                #builder
+                #start_span
                 let (__obskit_ret, mut __obskit_span) =
                     ::obskit::__private::in_span(#future, __obskit_span).await;
                 #record_err
@@ -411,7 +411,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         quote! {
             #site
             #timer
-            #builder
+            #start_span
             let __obskit_entered = __obskit_span.enter();
             let __obskit_ret = #call(move || #user_block);
             ::core::mem::drop(__obskit_entered);
@@ -426,7 +426,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             quote! {
                 #site
                 let mut __obskit_timer = __OBSKIT_SITE.start();
-                #builder
+                #start_span
                 let __obskit_call =
                     ::obskit::__private::FinishOnDrop::new(&mut __obskit_timer, &mut __obskit_span);
                 let __obskit_entered = __obskit_call.span().enter();
@@ -434,7 +434,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
             }
         } else {
             quote! {
-                #builder
+                #start_span
                 let __obskit_entered = __obskit_span.enter();
                 #user_block
             }
@@ -475,7 +475,7 @@ fn func_params(sig: &Signature, args: &Args) -> Vec<Param> {
 /// which reads them.
 ///
 /// With metrics, the span starts at the call timer's clock reading (one read for both).
-fn span_builder(
+fn span_statements(
     params: &[Param],
     args: &Args,
     name: &LitStr,

@@ -7,10 +7,11 @@
 //!
 //! - [`SpanSink::on_end`] and [`SpanSink::on_end_batch`] only try to put the spans into a
 //!   queue bounded twice: in spans ([`OtlpConfig::queue_size`]) and in bytes
-//!   ([`OtlpConfig::queue_bytes`], counting the batch being exported too). The spans one drain
-//!   of the span rings gathered go as one message, so the worker is woken once for them. Past either bound the span is dropped and counted
-//!   (`obskit_spans_dropped_total{reason="queue_full"}` or `{reason="queue_bytes"}`): a slow or
-//!   absent collector never slows or fails a request, and memory stays bounded.
+//!   ([`OtlpConfig::queue_bytes`], counting the batch being exported too). Past either bound a
+//!   span is dropped and counted (`obskit_spans_dropped_total{reason="queue_full"}` or
+//!   `{reason="queue_bytes"}`): a slow or absent collector never slows or fails a request, and
+//!   memory stays bounded. The spans one drain of the span rings gathered go as one message, so
+//!   the worker is woken once for them.
 //! - A background thread drains the queue in batches (up to [`OtlpConfig::max_batch`] spans, or
 //!   whatever arrived within [`OtlpConfig::interval`]), converts them, masks secret-looking
 //!   attributes as `/debug/traces` does, and exports. Spans of a batch that failed to export are
@@ -239,7 +240,7 @@ impl std::error::Error for OtlpError {}
 enum Message {
     /// Spans, each with the bytes it counts against the queue's byte bound: all that one drain
     /// of the span rings handed over, so that the worker is woken once for them (a wake is a
-    /// system call; once a span, it cost more than the rest of queueing the span).
+    /// system call, which it would otherwise take once a span).
     Spans(Vec<(FinishedSpan, usize)>),
     /// Export everything queued before this message, then answer.
     Flush(mpsc::Sender<()>),
@@ -370,9 +371,7 @@ impl OtlpSink {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .is_ok()
     }
-}
 
-impl OtlpSink {
     /// Queues the sampled ones of `spans` as one message, within both bounds; a span past
     /// either is dropped and counted.
     fn enqueue(&self, spans: impl IntoIterator<Item = FinishedSpan>) {

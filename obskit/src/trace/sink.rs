@@ -10,14 +10,17 @@ use super::FinishedSpan;
 
 /// Receives every span that ends while it is installed.
 pub trait SpanSink: Send + Sync + 'static {
-    /// Called once per span, on the thread that ended it. Must not block, and must not end
-    /// spans or install sinks itself (the sink is held for the call).
+    /// Called with one finished span: on the thread that ended it when that thread's ring of
+    /// spans waiting for the collector is full, and by the default
+    /// [`on_end_batch`](Self::on_end_batch) for each span of a batch. Must not block, and must
+    /// not end spans or install sinks itself (the sink is held for the call).
     fn on_end(&self, span: FinishedSpan);
 
-    /// Called with the spans that ended on any thread since the last call, gathered off the
-    /// request path (see [`flush`](super::flush)), on the span collector thread. The default
-    /// hands each to [`on_end`](Self::on_end); a sink that queues spans for a thread of its
-    /// own can queue them as one message and wake that thread once.
+    /// Called with the spans that ended on any thread since the last drain of the rings,
+    /// gathered off the request path by the span collector thread, or by the thread calling
+    /// [`flush`](super::flush). The default hands each to [`on_end`](Self::on_end); a sink that
+    /// queues spans for a thread of its own can queue them as one message and wake that thread
+    /// once. The same rules as `on_end` apply.
     fn on_end_batch(&self, spans: Vec<FinishedSpan>) {
         for span in spans {
             self.on_end(span);

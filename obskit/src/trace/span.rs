@@ -99,7 +99,7 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
 
 /// Starts a span named `name`, a child of the current span, at `started` (a clock reading
 /// already taken for the same moment) or now, in `span` (a disabled one): [`span`] and
-/// [`SpanBuilder::start_at`] in one, for the macro expansion, which then sets attributes on the
+/// [`SpanBuilder::start`] in one, for the macro expansion, which then sets attributes on the
 /// started span only if it records. Written where the span stays: a span returned by value or
 /// moved from a builder is copied (it is a large value), and the copy reads back fields just
 /// written, a store-forwarding stall on every call.
@@ -223,16 +223,7 @@ impl SpanBuilder {
 
     /// Starts the span: it is timed from now and ends when dropped.
     #[inline(always)]
-    pub fn start(self) -> Span {
-        self.start_at(None)
-    }
-
-    /// Starts the span at `started`, a clock reading already taken for the same moment (an
-    /// instrumented call's timer, so that one read serves both), or now when there is none.
-    /// For the macro expansion.
-    #[doc(hidden)]
-    #[inline(always)]
-    pub fn start_at(mut self, started: Option<Tick>) -> Span {
+    pub fn start(mut self) -> Span {
         // The disabled span returned on its own: writing `None` is one store, where moving the
         // whole (large) option would copy it.
         let Some(live) = &mut self.live else {
@@ -240,7 +231,7 @@ impl SpanBuilder {
         };
         // Set in place and the option moved whole: taking `Live` out of it and wrapping it
         // again shifts every field (the option's tag moves), so the copy could not be elided.
-        live.core.started = Some(started.unwrap_or_else(Tick::now));
+        live.core.started = Some(Tick::now());
         Span { live: self.live }
     }
 }
