@@ -54,9 +54,11 @@ struct Recorded {
 /// nothing (a sampled one only its attribute vector, and events or links when it has some).
 struct Live {
     core: Core,
-    /// Present only when the span is sampled. Boxed: the value that every span, disabled
-    /// ones included, moves through the call stays small.
-    recorded: Option<Box<Recorded>>,
+    /// Present only when the span is sampled. Inline, not boxed: spans are built where they
+    /// stay (see [`start_span_in`]), so their size costs little, where a box cost every
+    /// sampled span an allocation and a free (callgrind: 133 of a sampled call's 1 357
+    /// instructions, against 5 more for an unsampled one, which writes the larger value).
+    recorded: Option<Recorded>,
 }
 
 impl Live {
@@ -64,7 +66,7 @@ impl Live {
     #[inline(always)]
     fn record_if_sampled(&mut self) {
         if self.core.context.sampled {
-            self.recorded = Some(Box::default());
+            self.recorded = Some(Recorded::default());
         }
     }
 
@@ -72,7 +74,7 @@ impl Live {
     fn decide(&mut self, parent: Option<&SpanContext>) {
         self.core.context.sampled = sample(parent, self.core.context.trace_id);
         match (self.core.context.sampled, &self.recorded) {
-            (true, None) => self.recorded = Some(Box::default()),
+            (true, None) => self.recorded = Some(Recorded::default()),
             (false, Some(_)) => self.recorded = None,
             _ => {}
         }
@@ -159,7 +161,7 @@ pub struct SpanBuilder {
 
 impl SpanBuilder {
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.live.as_mut().and_then(|l| l.recorded.as_deref_mut())
+        self.live.as_mut().and_then(|l| l.recorded.as_mut())
     }
 
     /// Whether the span will record attributes and events (a sink is installed and the span is
@@ -271,7 +273,7 @@ impl Span {
     }
 
     fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.live.as_mut().and_then(|l| l.recorded.as_deref_mut())
+        self.live.as_mut().and_then(|l| l.recorded.as_mut())
     }
 
     /// Whether this span records attributes and events (it is sampled). Check it before
@@ -409,7 +411,7 @@ impl Span {
             }
         }
         if let Some(Live { core, recorded }) = self.live.take() {
-            finish(core, recorded.map(|r| *r).unwrap_or_default(), ended);
+            finish(core, recorded.unwrap_or_default(), ended);
         }
         ended
     }
