@@ -61,6 +61,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::secrets::KeyClass;
 
+pub mod attributes;
 mod client;
 mod handoff;
 mod limits;
@@ -71,6 +72,7 @@ mod sampler;
 mod sink;
 mod span;
 
+pub use attributes::{Attributes, INLINE_ATTRIBUTES};
 pub use client::TracedRequest;
 pub use handoff::{flush, DRAIN_INTERVAL, RING_CAPACITY};
 pub use limits::{request_value_length, SpanLimits};
@@ -230,8 +232,8 @@ pub struct FinishedSpan {
     pub end: SystemTime,
     /// How long it lasted, measured on a monotonic clock (immune to wall-clock steps).
     pub duration: Duration,
-    /// Attributes, in the order they were set.
-    pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    /// Attributes, in the order they were set; the first few inline.
+    pub attributes: Attributes,
     /// Events, in order.
     pub events: Vec<SpanEvent>,
     /// Links to other spans.
@@ -323,6 +325,7 @@ impl FinishedSpan {
 pub(crate) fn masked_attr<'a>(key: &Cow<'static, str>, value: &'a AttrValue) -> Cow<'a, AttrValue> {
     let class = key_class(key);
     match value {
+        AttrValue::Str(s) if class == KeyClass::Plain && static_text_is_clean(s) => Cow::Borrowed(value),
         AttrValue::Str(s) => match class.mask(s) {
             Cow::Borrowed(same) if std::ptr::eq(same, &**s) => Cow::Borrowed(value),
             masked => Cow::Owned(AttrValue::Str(Cow::Owned(masked.into_owned()))),
@@ -332,39 +335,85 @@ pub(crate) fn masked_attr<'a>(key: &Cow<'static, str>, value: &'a AttrValue) -> 
     }
 }
 
-/// Static keys classified per thread at most this many: they are the call sites' constants, a
-/// few hundred in a large service; past it (keys leaked at run time) keys are classified on
-/// each use, and memory stays bounded.
-const KEY_CLASSES_CACHED: usize = 4096;
+/// Static texts decided per thread at most this many of each kind: they are the call sites'
+/// constants, a few hundred in a large service; past it (texts leaked at run time) each use
+/// decides again, and memory stays bounded.
+const STATIC_TEXTS_REMEMBERED: usize = 4096;
 
-/// The [`KeyClass`] of an attribute key, remembered per thread for static keys (the macro's
-/// and the HTTP layer's), by address: exporting a span would otherwise classify the same few
-/// keys once for each of its attributes, a few hundred instructions each, on a thread that must
-/// keep up with every span the service ends.
-#[allow(clippy::ptr_arg)] // Borrowed or owned is the point.
-fn key_class(key: &Cow<'static, str>) -> KeyClass {
-    use std::collections::HashMap;
-    thread_local! {
-        static CLASSES: std::cell::RefCell<HashMap<(usize, usize), KeyClass>> =
-            std::cell::RefCell::new(HashMap::new());
+/// A static text's address and length, hashed as the two words they are (SipHash, the
+/// standard maps' default, cost more than the decision's lookup saved).
+type ByAddress<T> =
+    std::collections::HashMap<(usize, usize), T, std::hash::BuildHasherDefault<AddressHasher>>;
+
+/// FxHash's step on whole words.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_usize(usize::from(byte));
+        }
     }
-    let Cow::Borrowed(key) = key else {
-        return KeyClass::of(key);
+
+    fn write_usize(&mut self, word: usize) {
+        self.0 = (self.0.rotate_left(5) ^ word as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `decide(text)`, remembered in `map` by the text's address when it is static: exporting spans
+/// would otherwise classify the same few keys, and mask the same constant values, once for each
+/// of their attributes, a few hundred instructions each, on a thread that must keep up with every
+/// span the service ends. Decided afresh for a text that is not static.
+#[allow(clippy::ptr_arg)] // Borrowed or owned is the point: only a static text is remembered.
+fn remembered<T: Copy + 'static>(
+    map: &'static std::thread::LocalKey<std::cell::RefCell<ByAddress<T>>>,
+    text: &Cow<'static, str>,
+    decide: impl Fn(&str) -> T,
+) -> T {
+    let Cow::Borrowed(text) = text else {
+        return decide(text);
     };
-    let address = (key.as_ptr() as usize, key.len());
-    CLASSES
-        .try_with(|classes| {
-            let mut classes = classes.borrow_mut();
-            if let Some(class) = classes.get(&address) {
-                return *class;
-            }
-            let class = KeyClass::of(key);
-            if classes.len() < KEY_CLASSES_CACHED {
-                classes.insert(address, class);
-            }
-            class
-        })
-        .unwrap_or_else(|_| KeyClass::of(key))
+    let address = (text.as_ptr() as usize, text.len());
+    map.try_with(|map| {
+        let mut map = map.borrow_mut();
+        if let Some(decided) = map.get(&address) {
+            return *decided;
+        }
+        let decided = decide(text);
+        if map.len() < STATIC_TEXTS_REMEMBERED {
+            map.insert(address, decided);
+        }
+        decided
+    })
+    .unwrap_or_else(|_| decide(text))
+}
+
+/// The [`KeyClass`] of an attribute key (the macro's and the HTTP layer's keys are static).
+#[allow(clippy::ptr_arg)] // Borrowed or owned is the point: only a static text is remembered.
+fn key_class(key: &Cow<'static, str>) -> KeyClass {
+    thread_local! {
+        static CLASSES: std::cell::RefCell<ByAddress<KeyClass>> = Default::default();
+    }
+    remembered(&CLASSES, key, KeyClass::of)
+}
+
+/// Whether masking by shape leaves `value`, a plain key's value, as it is: remembered for the
+/// static values (function names, routes, methods) that make up most string attributes.
+#[allow(clippy::ptr_arg)] // Borrowed or owned is the point: only a static text is remembered.
+fn static_text_is_clean(value: &Cow<'static, str>) -> bool {
+    thread_local! {
+        static CLEAN: std::cell::RefCell<ByAddress<bool>> = Default::default();
+    }
+    remembered(
+        &CLEAN,
+        value,
+        |text| matches!(KeyClass::Plain.mask(text), Cow::Borrowed(same) if std::ptr::eq(same, text)),
+    )
 }
 
 /// The current span's identity as the thread keeps it: three plain words, no padding and no
@@ -500,6 +549,17 @@ pub(crate) mod tests {
                 AttrValue::from("password=***"),
                 "a plain key's value masked by its shape"
             );
+            let route = AttrValue::from("/users/{id}");
+            assert!(
+                matches!(masked_attr(&Cow::Borrowed("http.route"), &route), Cow::Borrowed(v) if std::ptr::eq(v, &route)),
+                "a clean static value is passed on as it is"
+            );
+            let owned = AttrValue::Str(Cow::Owned("password=hunter2".into()));
+            assert_eq!(
+                *masked_attr(&Cow::Borrowed("note"), &owned),
+                AttrValue::from("password=***"),
+                "an owned value is masked by its shape each time"
+            );
             assert_eq!(
                 *masked_attr(
                     &Cow::Borrowed("OTEL_EXPORTER_OTLP_HEADERS"),
@@ -508,6 +568,32 @@ pub(crate) mod tests {
                 AttrValue::from("authorization=***,x-tenant=***"),
             );
         }
+    }
+
+    #[test]
+    fn a_sampled_span_keeps_a_few_attributes_inline() {
+        let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(Collect::default());
+        set_sink(sink.clone());
+        let mut s = span("few").attr("code.function.name", "f").start();
+        for key in ["a", "b", "c"] {
+            s.set_attr(key, 1);
+        }
+        drop(s);
+        let mut s = span("many").start();
+        for key in ["a", "b", "c", "d", "e"] {
+            s.set_attr(key, 1);
+        }
+        drop(s);
+        flush();
+        clear_sink();
+        let spans = sink.0.lock().unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].attributes.len(), INLINE_ATTRIBUTES);
+        assert!(spans[0].attributes.is_inline(), "nothing allocated for them");
+        assert_eq!(spans[1].attributes.len(), INLINE_ATTRIBUTES + 1);
+        assert!(!spans[1].attributes.is_inline());
+        assert_eq!(spans[1].attribute("e"), Some(&AttrValue::I64(1)));
     }
 
     #[test]

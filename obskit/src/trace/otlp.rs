@@ -505,7 +505,7 @@ fn otel_value(value: AttrValue) -> Value {
     }
 }
 
-fn attributes(attributes: Vec<(Cow<'static, str>, AttrValue)>) -> Vec<KeyValue> {
+fn attributes(attributes: impl IntoIterator<Item = (Cow<'static, str>, AttrValue)>) -> Vec<KeyValue> {
     attributes
         .into_iter()
         .map(|(key, value)| {
@@ -663,7 +663,8 @@ mod tests {
                 (Cow::Borrowed("http.response.status_code"), AttrValue::I64(503)),
                 (Cow::Borrowed("db.password"), AttrValue::from("hunter2")),
                 (Cow::Borrowed("url.full"), AttrValue::from("http://u:pw@h/x")),
-            ],
+            ]
+            .into(),
             events: vec![SpanEvent {
                 name: Cow::Borrowed("exception"),
                 time: start,
@@ -742,7 +743,7 @@ mod tests {
             start: SystemTime::now(),
             end: SystemTime::now(),
             duration: Duration::ZERO,
-            attributes: Vec::new(),
+            attributes: crate::trace::Attributes::new(),
             events: Vec::new(),
             status: SpanStatus::Unset,
             links: Vec::new(),
@@ -788,7 +789,7 @@ mod tests {
             start: SystemTime::now(),
             end: SystemTime::now(),
             duration: Duration::ZERO,
-            attributes: Vec::new(),
+            attributes: crate::trace::Attributes::new(),
             events: Vec::new(),
             status: SpanStatus::Unset,
             links: Vec::new(),
@@ -847,7 +848,7 @@ mod tests {
             start: SystemTime::now(),
             end: SystemTime::now(),
             duration: Duration::ZERO,
-            attributes: vec![(Cow::Borrowed("blob"), AttrValue::from("x".repeat(10_000)))],
+            attributes: vec![(Cow::Borrowed("blob"), AttrValue::from("x".repeat(10_000)))].into(),
             events: Vec::new(),
             status: SpanStatus::Unset,
             links: Vec::new(),

@@ -684,7 +684,7 @@ mod tests {
                 + Duration::from_millis(start_ms),
             end: *BASE.get().unwrap() + Duration::from_millis(start_ms + duration_ms),
             duration: Duration::from_millis(duration_ms),
-            attributes: Vec::new(),
+            attributes: crate::trace::Attributes::new(),
             events: Vec::new(),
             links: Vec::new(),
             status: SpanStatus::Unset,
@@ -793,7 +793,8 @@ mod tests {
                 AttrValue::from("postgres://u:pw@h/db"),
             ),
             (Cow::Borrowed("http.response.status_code"), AttrValue::I64(200)),
-        ];
+        ]
+        .into();
         s.events = vec![SpanEvent {
             name: Cow::Borrowed("exception"),
             time: s.start,

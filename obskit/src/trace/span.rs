@@ -19,14 +19,9 @@ use std::time::Duration;
 use crate::clock::Tick;
 
 use super::{
-    current, limits, random_ids, restore_current, sample, set_current, sink, AttrValue, CurrentSpan,
-    DroppedCounts, FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
+    current, limits, random_ids, restore_current, sample, set_current, sink, AttrValue, Attributes,
+    CurrentSpan, DroppedCounts, FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
 };
-
-/// Attribute slots reserved when a span records its first attribute: the macro's
-/// `code.function.name` plus a few parameters, or the HTTP server span's usual set, fit without
-/// growing the vector.
-const ATTRIBUTES_RESERVED: usize = 8;
 
 /// What every span knows: enough for `/debug/traces` to show an unsampled one.
 struct Core {
@@ -43,7 +38,7 @@ struct Core {
 /// What only a recording span has.
 #[derive(Default)]
 struct Recorded {
-    attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    attributes: Attributes,
     events: Vec<SpanEvent>,
     links: Vec<SpanLink>,
     dropped: DroppedCounts,
@@ -51,7 +46,8 @@ struct Recorded {
 
 /// An enabled span, built or started: one inline value from [`span`] to the sink, so that
 /// building, starting and ending move it as little as possible and an unsampled one allocates
-/// nothing (a sampled one only its attribute vector, and events or links when it has some).
+/// nothing (a sampled one nothing for its first [`INLINE_ATTRIBUTES`](super::INLINE_ATTRIBUTES)
+/// attributes, only for more, and for events or links when it has some).
 struct Live {
     core: Core,
     /// Present only when the span is sampled. Inline, not boxed: spans are built where they
@@ -429,9 +425,6 @@ impl Recorded {
     fn push_attr(&mut self, key: Cow<'static, str>, value: AttrValue) {
         if self.attributes.len() < limits::attribute_count() {
             let value = limits::truncate_to(value, limits::value_length());
-            if self.attributes.capacity() == 0 {
-                self.attributes.reserve_exact(ATTRIBUTES_RESERVED);
-            }
             self.attributes.push((key, value));
         } else {
             self.dropped.attributes = self.dropped.attributes.saturating_add(1);
