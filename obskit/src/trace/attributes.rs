@@ -4,7 +4,7 @@
 //! A sampled span used to allocate its attribute vector on the thread that recorded it, and the
 //! vector was freed on the export thread. With glibc's allocator that pairing defeats the
 //! per-thread cache on both sides: every sampled span paid a locked, cache-missing allocation on
-//! the request path (about a fifth of the calling thread's samples under perf, on an Intel
+//! the request path (about an eighth of the calling thread's samples under perf, on an Intel
 //! Xeon). The usual span, an `#[instrumented]` function's name and a few parameters, now fits
 //! inline and allocates nothing.
 
