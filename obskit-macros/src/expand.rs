@@ -343,7 +343,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
     // The span ends first, and the call timer finishes at the span's end reading (one clock
     // read for both).
     let end_and_finish = quote! {
-        let __obskit_ended = __obskit_span.end_now();
+        let __obskit_ended = ::obskit::__private::end_span(&mut __obskit_span);
         __obskit_timer.finish_at(#ok, __obskit_ended);
     };
     let body = if sig.asyncness.is_some() {
@@ -406,7 +406,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         let end = if metrics {
             end_and_finish
         } else {
-            quote!(::core::mem::drop(__obskit_span);)
+            quote!(::obskit::__private::end_span(&mut __obskit_span);)
         };
         quote! {
             #site

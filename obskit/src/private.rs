@@ -178,6 +178,15 @@ pub fn call_once<R, F: FnOnce() -> R>(f: F) -> R {
     f()
 }
 
+/// Ends the call's span where it lies and returns the end's clock reading (`None` for a
+/// disabled span); the span is left disabled, so its own drop at the end of the scope does
+/// nothing. `Span::end_now` takes the span by value, and that move copied it (two `memcpy`
+/// calls, 64 of the 252 instructions of `fn_call/obskit_instrumented_result`).
+#[inline(always)]
+pub fn end_span(span: &mut Span) -> Option<Tick> {
+    span.end_in_place()
+}
+
 /// Borrows the [`CallTimer`] of a sync function that cannot fail (it does not return `Result`),
 /// and its span by reference (not moved: a span is a large value), and finishes both when
 /// dropped: `ok` on any normal return, including early `return`s, and an error when dropped
