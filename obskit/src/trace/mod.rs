@@ -325,7 +325,10 @@ impl FinishedSpan {
 pub(crate) fn masked_attr<'a>(key: &Cow<'static, str>, value: &'a AttrValue) -> Cow<'a, AttrValue> {
     let class = key_class(key);
     match value {
-        AttrValue::Str(s) if class == KeyClass::Plain && static_text_is_clean(s) => Cow::Borrowed(value),
+        // A static value's answer is remembered; any other is masked once, below.
+        AttrValue::Str(s @ Cow::Borrowed(_)) if class == KeyClass::Plain && static_value_is_clean(s) => {
+            Cow::Borrowed(value)
+        }
         AttrValue::Str(s) => match class.mask(s) {
             Cow::Borrowed(same) if std::ptr::eq(same, &**s) => Cow::Borrowed(value),
             masked => Cow::Owned(AttrValue::Str(Cow::Owned(masked.into_owned()))),
@@ -340,8 +343,8 @@ pub(crate) fn masked_attr<'a>(key: &Cow<'static, str>, value: &'a AttrValue) -> 
 /// decides again, and memory stays bounded.
 const STATIC_TEXTS_REMEMBERED: usize = 4096;
 
-/// A static text's address and length, hashed as the two words they are (SipHash, the
-/// standard maps' default, cost more than the decision's lookup saved).
+/// A static text's address and length, hashed as the two words they are: SipHash, the standard
+/// maps' default, resists keys an attacker picks, and these are the program's own addresses.
 type ByAddress<T> =
     std::collections::HashMap<(usize, usize), T, std::hash::BuildHasherDefault<AddressHasher>>;
 
@@ -402,10 +405,10 @@ fn key_class(key: &Cow<'static, str>) -> KeyClass {
     remembered(&CLASSES, key, KeyClass::of)
 }
 
-/// Whether masking by shape leaves `value`, a plain key's value, as it is: remembered for the
-/// static values (function names, routes, methods) that make up most string attributes.
+/// Whether masking by shape leaves `value`, a plain key's static value, as it is: remembered,
+/// for the function names, routes and methods that make up most string attributes.
 #[allow(clippy::ptr_arg)] // Borrowed or owned is the point: only a static text is remembered.
-fn static_text_is_clean(value: &Cow<'static, str>) -> bool {
+fn static_value_is_clean(value: &Cow<'static, str>) -> bool {
     thread_local! {
         static CLEAN: std::cell::RefCell<ByAddress<bool>> = Default::default();
     }
