@@ -86,18 +86,14 @@ impl Tick {
     /// Nanoseconds from `self` to `later`; 0 if `later` is not after it.
     #[inline(always)]
     pub(crate) fn nanos_until(self, later: Tick) -> u64 {
-        if later.0 <= self.0 {
-            return 0;
-        }
-        // A tick exists only after `clock()` calibrated, so the scale is set.
-        let scale = NANOS_PER_2_32_TICKS.load(Ordering::Relaxed);
-        ((u128::from(later.0 - self.0) * u128::from(scale)) >> 32) as u64
+        ticks_as_nanos(self.ticks_until(later))
     }
 
-    /// Nanoseconds from `self` to now.
+    /// Raw ticks from `self` to `later`, unscaled; 0 if `later` is not after it. What a
+    /// histogram whose bounds are [`TickBounds`] records.
     #[inline(always)]
-    pub(crate) fn elapsed_nanos(self) -> u64 {
-        self.nanos_until(Tick::now())
+    pub(crate) fn ticks_until(self, later: Tick) -> u64 {
+        later.0.saturating_sub(self.0)
     }
 
     /// The wall-clock time of this reading: one system-clock read per process (the anchor),
@@ -114,6 +110,56 @@ impl Tick {
     }
 }
 
+/// Nanoseconds in `ticks` ticks (a difference of readings, or a sum of differences).
+#[inline(always)]
+pub(crate) fn ticks_as_nanos(ticks: u64) -> u64 {
+    // A tick exists only after `clock()` calibrated, so the scale is set.
+    let scale = NANOS_PER_2_32_TICKS.load(Ordering::Relaxed);
+    ((u128::from(ticks) * u128::from(scale)) >> 32) as u64
+}
+
+/// Histogram bounds given in nanoseconds, compared in raw ticks: a call or request then
+/// buckets its tick difference directly and adds it to its sum unscaled, and the scaling (a
+/// 128-bit multiplication on the path from the clock read to the bucket) is paid once, by the
+/// scrape, on the sum.
+pub(crate) struct TickBounds<const N: usize> {
+    nanos: [u64; N],
+    ticks: OnceLock<[u64; N]>,
+}
+
+impl<const N: usize> TickBounds<N> {
+    /// Inclusive upper bounds in nanoseconds, ascending.
+    pub(crate) const fn new(nanos: [u64; N]) -> Self {
+        TickBounds {
+            nanos,
+            ticks: OnceLock::new(),
+        }
+    }
+
+    /// The bounds in ticks: bound `i` is the most ticks that scale to at most `nanos[i]`
+    /// nanoseconds, so that `ticks <= bound` exactly when `ticks_as_nanos(ticks) <= nanos[i]`.
+    #[inline(always)]
+    pub(crate) fn ticks(&self) -> &[u64; N] {
+        match self.ticks.get() {
+            Some(ticks) => ticks,
+            None => self.calibrated(),
+        }
+    }
+
+    #[cold]
+    fn calibrated(&self) -> &[u64; N] {
+        self.ticks.get_or_init(|| {
+            clock(); // calibrates, if nothing has read the clock yet
+            let scale = u128::from(NANOS_PER_2_32_TICKS.load(Ordering::Relaxed).max(1));
+            self.nanos.map(|nanos| {
+                // The largest t with floor(t * scale / 2^32) <= nanos.
+                let ticks = ((u128::from(nanos) + 1) << 32).saturating_sub(1) / scale;
+                u64::try_from(ticks).unwrap_or(u64::MAX)
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +169,7 @@ mod tests {
         let start = Tick::now();
         let wall = std::time::Instant::now();
         std::thread::sleep(Duration::from_millis(20));
-        let nanos = start.elapsed_nanos();
+        let nanos = start.nanos_until(Tick::now());
         let real = wall.elapsed().as_nanos() as u64;
         // Within 5 ms of the OS clock's own reading of the same interval.
         assert!(nanos >= 20_000_000, "{nanos} ns for a 20 ms sleep");
@@ -152,6 +198,17 @@ mod tests {
                 "{delta}: {ours} vs {quanta}"
             );
         }
+    }
+
+    #[test]
+    fn tick_bounds_bucket_as_nanoseconds_do() {
+        static BOUNDS: TickBounds<4> = TickBounds::new([0, 1, 5_000_000, 10_000_000_000]);
+        let ticks = BOUNDS.ticks();
+        for (&nanos, &bound) in BOUNDS.nanos.iter().zip(ticks) {
+            assert!(ticks_as_nanos(bound) <= nanos, "{bound} ticks for {nanos} ns");
+            assert!(ticks_as_nanos(bound + 1) > nanos, "{bound} ticks for {nanos} ns");
+        }
+        assert!(ticks.windows(2).all(|w| w[0] <= w[1]), "{ticks:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::guard::RequestGuard;
 use super::metrics::CellHistogram;
 use super::routes::MatchedRoute;
+use crate::trace::Span;
 
 pin_project_lite::pin_project! {
     /// The request body the inner service receives: the original body, counting the bytes the
@@ -247,12 +248,12 @@ pin_project_lite::pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        guard: Option<Box<RequestGuard>>,
+        guard: Option<RequestGuard>,
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, guard: Option<Box<RequestGuard>>) -> ResponseBody<B> {
+    pub(crate) fn new(inner: B, guard: Option<RequestGuard>) -> ResponseBody<B> {
         ResponseBody { inner, guard }
     }
 
@@ -299,7 +300,7 @@ impl<B: Body> Body for ResponseBody<B> {
         let this = self.project();
         let mut inner = this.inner;
         let polled = {
-            let _entered = this.guard.as_ref().map(|guard| guard.span.enter());
+            let _entered = this.guard.as_ref().and_then(RequestGuard::span).map(Span::enter);
             inner.as_mut().poll_frame(cx)
         };
         let Some(guard) = this.guard else {

@@ -11,7 +11,7 @@ use http_body::Body;
 
 use super::body::ResponseBody;
 use super::guard::{Outcome, RequestGuard};
-use crate::trace::propagation;
+use crate::trace::{propagation, Span};
 
 pin_project_lite::pin_project! {
     /// The future of [`HttpMetricsService`]: the inner service's future, with the server span
@@ -36,12 +36,12 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        guard: Option<Box<RequestGuard>>,
+        guard: Option<RequestGuard>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, guard: Option<Box<RequestGuard>>) -> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, guard: Option<RequestGuard>) -> ResponseFuture<F> {
         ResponseFuture { inner, guard }
     }
 }
@@ -64,7 +64,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = {
-            let _entered = this.guard.as_ref().map(|g| g.span.enter());
+            let _entered = this.guard.as_ref().and_then(RequestGuard::span).map(Span::enter);
             ready!(this.inner.poll(cx))
         };
         let mut guard = this.guard.take();

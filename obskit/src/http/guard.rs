@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
 use super::shared::Shared;
-use crate::clock::Tick;
+use crate::clock::{self, Tick};
 use crate::trace::propagation::traceparent_header;
 use crate::trace::{self, Span, SpanContext, SpanKind, SpanStatus};
 
@@ -47,14 +47,18 @@ pub(crate) struct RequestGuard {
     pub(crate) body_complete: bool,
     /// The response body yielded an error.
     pub(crate) body_failed: bool,
-    /// The server span; disabled (free) when no span sink is installed.
-    pub(crate) span: Span,
+    /// The server span, boxed: `None` (free) when no span sink is installed. A span is large
+    /// (about 400 bytes, its first attributes inline); boxed only when there is one, the guard
+    /// stays small enough to move with the response through the futures above this layer
+    /// without an allocation of its own.
+    span: Option<Box<Span>>,
 }
 
 impl RequestGuard {
     /// Starts recording a request for the given handle slot; the caller has incremented the
-    /// in-flight gauge (so the increment and this guard's decrement pair up one to one).
-    pub(crate) fn new(shared: Arc<Shared>, slot: usize, span: Span) -> RequestGuard {
+    /// in-flight gauge (so the increment and this guard's decrement pair up one to one). The
+    /// guard has no span until [`set_span`](Self::set_span).
+    pub(crate) fn new(shared: Arc<Shared>, slot: usize) -> RequestGuard {
         RequestGuard {
             shared,
             slot,
@@ -63,8 +67,18 @@ impl RequestGuard {
             response_bytes: 0,
             body_complete: false,
             body_failed: false,
-            span,
+            span: None,
         }
+    }
+
+    /// The request's server span, ended when the guard drops; a disabled one is not kept.
+    pub(crate) fn set_span(&mut self, span: Span) {
+        self.span = span.context().is_some().then(|| Box::new(span));
+    }
+
+    /// The server span, if the request has one.
+    pub(crate) fn span(&self) -> Option<&Span> {
+        self.span.as_deref()
     }
 
     /// The `traceparent` to return on the response, when the layer is configured to and the
@@ -73,11 +87,13 @@ impl RequestGuard {
         if !self.shared.response_traceparent() {
             return None;
         }
-        self.span.context().map(|context| traceparent_header(&context))
+        self.span()?.context().map(|context| traceparent_header(&context))
     }
 
     fn finish_span(&mut self) {
-        let span = &mut self.span;
+        let Some(span) = self.span.as_deref_mut() else {
+            return;
+        };
         match self.outcome {
             Outcome::Pending => span.add_event("request cancelled before a response", Vec::new()),
             Outcome::ServiceError => {
@@ -119,22 +135,22 @@ impl Drop for RequestGuard {
         let method = Shared::method(self.slot);
         let endpoint = shared.endpoint(self.slot);
         let handles = shared.handles(self.slot);
-        let nanos = self.start.elapsed_nanos();
-        handles.record_end(nanos, self.response_bytes);
+        let ticks = self.start.ticks_until(Tick::now());
+        handles.record_end(ticks, self.response_bytes);
         // The trace of a sampled request becomes its bucket's exemplar: the jump from a latency
         // spike on a dashboard to the trace behind it. Unsampled traces are not exported, so
         // pointing at them would lead nowhere.
-        if let Some(context) = self.span.context().filter(|c| c.sampled) {
-            handles
-                .duration_exemplars
-                .record(nanos as f64 / 1e9, context.trace_id, Some(context.span_id));
+        if let Some(context) = self.span().and_then(Span::context).filter(|c| c.sampled) {
+            handles.duration_exemplars.record(
+                clock::ticks_as_nanos(ticks) as f64 / 1e9,
+                context.trace_id,
+                Some(context.span_id),
+            );
         }
         handles.count_request(shared.metrics(), method, endpoint, status);
         // An unsampled span keeps its status (attributes and events are no-ops on it): an
         // error is what shows it in `/debug/traces`.
-        if self.span.context().is_some() {
-            self.finish_span();
-        }
+        self.finish_span();
         // The span ends (and goes to the sink) when the fields drop, right after this.
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
+use crate::clock::{self, TickBounds};
 use crate::metrics::cells::{self, Cells};
 use crate::metrics::{
     buckets, Error, ExemplarStore, HistogramExemplars, LabelGuard, Registry, OVERFLOW_LABEL_VALUE,
@@ -188,12 +189,10 @@ const REQUEST_SIZE_AT: usize = ENDED_AT + 1;
 const RESPONSE_SIZE_AT: usize = REQUEST_SIZE_AT + SIZE_BUCKETS + 2;
 const PAIR_CELLS: usize = RESPONSE_SIZE_AT + SIZE_BUCKETS + 2;
 
-/// Durations are recorded in nanoseconds, sizes in bytes: integers, so that cells add exactly
-/// and a request compares integers, not floats.
-const NANOS_PER_SECOND: f64 = 1e9;
-
-static LATENCY_BOUNDS_NANOS: [u64; LATENCY_BUCKETS] =
-    buckets::scaled(buckets::HTTP_LATENCY_SECONDS, NANOS_PER_SECOND);
+/// Durations are recorded in clock ticks (scaled to seconds when scraped), sizes in bytes:
+/// integers, so that cells add exactly and a request compares integers, not floats.
+static LATENCY_BOUNDS: TickBounds<LATENCY_BUCKETS> =
+    TickBounds::new(buckets::scaled(buckets::HTTP_LATENCY_SECONDS, 1e9));
 static SIZE_BOUNDS_BYTES: [u64; SIZE_BUCKETS] = buckets::scaled(buckets::HTTP_SIZE_BYTES, 1.0);
 
 /// The cells of one (method, endpoint) pair.
@@ -206,12 +205,12 @@ struct PairCells {
 pub(crate) struct CellHistogram {
     pair: Arc<PairCells>,
     at: usize,
-    /// Inclusive upper bounds, in the unit observed (nanoseconds, bytes).
+    /// Inclusive upper bounds, in the unit observed (clock ticks, bytes).
     bounds: &'static [u64],
 }
 
 impl CellHistogram {
-    /// Records one observation, in nanoseconds for a duration, bytes for a size (bounds are
+    /// Records one observation, in clock ticks for a duration, bytes for a size (bounds are
     /// inclusive upper bounds, as in Prometheus).
     #[inline]
     pub(crate) fn observe(&self, value: u64) {
@@ -273,7 +272,7 @@ impl Handles {
         };
         Handles {
             pair: Arc::clone(&pair),
-            duration: histogram(DURATION_AT, &LATENCY_BOUNDS_NANOS),
+            duration: histogram(DURATION_AT, LATENCY_BOUNDS.ticks()),
             request_size: histogram(REQUEST_SIZE_AT, &SIZE_BOUNDS_BYTES),
             response_size: histogram(RESPONSE_SIZE_AT, &SIZE_BOUNDS_BYTES),
             duration_exemplars: metrics.exemplars.histogram(
@@ -302,8 +301,8 @@ impl Handles {
     /// A request's end: its duration and response size, and its leaving the in-flight count,
     /// in one go (see [`record_start`](Self::record_start)).
     #[inline]
-    pub(crate) fn record_end(&self, nanos: u64, response_bytes: u64) {
-        let [duration_bucket, duration_sum] = self.duration.additions(nanos);
+    pub(crate) fn record_end(&self, ticks: u64, response_bytes: u64) {
+        let [duration_bucket, duration_sum] = self.duration.additions(ticks);
         let [size_bucket, size_sum] = self.response_size.additions(response_bytes);
         self.pair.cells.add_many(&[
             duration_bucket,
@@ -402,7 +401,13 @@ fn label_pairs(pairs: &[(&str, &str)]) -> Vec<proto::LabelPair> {
         .collect()
 }
 
-fn histogram_metric(labels: Vec<proto::LabelPair>, bounds: &[f64], raw: &[u64], scale: f64) -> proto::Metric {
+/// `sum_of` turns the sum cell into the sum in the family's unit.
+fn histogram_metric(
+    labels: Vec<proto::LabelPair>,
+    bounds: &[f64],
+    raw: &[u64],
+    sum_of: fn(u64) -> f64,
+) -> proto::Metric {
     let mut cumulative = 0;
     let mut buckets = Vec::with_capacity(bounds.len());
     for (bound, count) in bounds.iter().zip(raw) {
@@ -414,7 +419,7 @@ fn histogram_metric(labels: Vec<proto::LabelPair>, bounds: &[f64], raw: &[u64], 
     }
     let mut histogram = proto::Histogram::default();
     histogram.set_sample_count(cumulative + raw[bounds.len()]);
-    histogram.set_sample_sum(raw[bounds.len() + 1] as f64 / scale);
+    histogram.set_sample_sum(sum_of(raw[bounds.len() + 1]));
     histogram.set_bucket(buckets);
     let mut metric = proto::Metric::default();
     metric.set_label(labels);
@@ -473,14 +478,11 @@ impl Collector for HttpCollector {
             let labels = || label_pairs(&[("endpoint", endpoint), ("method", method)]);
             let latency = buckets::HTTP_LATENCY_SECONDS;
             let sizes = buckets::HTTP_SIZE_BYTES;
-            durations.push(histogram_metric(
-                labels(),
-                latency,
-                &raw[DURATION_AT..],
-                NANOS_PER_SECOND,
-            ));
-            request_sizes.push(histogram_metric(labels(), sizes, &raw[REQUEST_SIZE_AT..], 1.0));
-            response_sizes.push(histogram_metric(labels(), sizes, &raw[RESPONSE_SIZE_AT..], 1.0));
+            let seconds = |ticks| clock::ticks_as_nanos(ticks) as f64 / 1e9;
+            let bytes = |bytes| bytes as f64;
+            durations.push(histogram_metric(labels(), latency, &raw[DURATION_AT..], seconds));
+            request_sizes.push(histogram_metric(labels(), sizes, &raw[REQUEST_SIZE_AT..], bytes));
+            response_sizes.push(histogram_metric(labels(), sizes, &raw[RESPONSE_SIZE_AT..], bytes));
             // Started and ended are read in one pass but may be seen out of order: never below 0.
             let mut gauge = proto::Gauge::default();
             gauge.set_value(raw[STARTED_AT].saturating_sub(raw[ENDED_AT]) as f64);

@@ -1,8 +1,9 @@
 //! Route templates, the match a request carries into the inner service, and method labels.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::Method;
 
@@ -157,9 +158,37 @@ pub struct Routes {
 
 struct RoutesInner {
     matcher: Matcher,
-    templates: Box<[Box<str>]>,
-    /// Parameter names of each template, in template order.
-    param_names: Box<[Box<[Box<str>]>]>,
+    templates: Box<[&'static Template]>,
+}
+
+/// A route template and its parameter names, in template order: interned (one per distinct
+/// text, for the life of the process), so that a [`MatchedRoute`] refers to it without a
+/// reference count. A request's match is then copied into its body, and dropped, with no
+/// locked instruction. The memory held is bounded by the distinct templates a process
+/// declares, however often it builds [`Routes`] from them.
+struct Template {
+    text: Box<str>,
+    param_names: Box<[Box<str>]>,
+}
+
+impl Template {
+    /// The interned template of `text` (already validated).
+    fn interned(text: &str) -> &'static Template {
+        static INTERNED: OnceLock<Mutex<HashMap<Box<str>, &'static Template>>> = OnceLock::new();
+        let mut interned = INTERNED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(template) = interned.get(text) {
+            return template;
+        }
+        let template: &'static Template = Box::leak(Box::new(Template {
+            text: Box::from(text),
+            param_names: parse_param_names(text),
+        }));
+        interned.insert(Box::from(text), template);
+        template
+    }
 }
 
 impl Default for Routes {
@@ -169,7 +198,6 @@ impl Default for Routes {
             inner: Arc::new(RoutesInner {
                 matcher: Matcher::default(),
                 templates: Box::default(),
-                param_names: Box::default(),
             }),
         }
     }
@@ -201,7 +229,6 @@ impl Routes {
     {
         let mut router = matchit::Router::new();
         let mut list = Vec::new();
-        let mut param_names = Vec::new();
         for template in templates {
             let template = template.as_ref();
             let refuse = |reason: String| RouteError {
@@ -234,16 +261,14 @@ impl Routes {
             router
                 .insert(template, list.len())
                 .map_err(|e| refuse(e.to_string()))?;
-            list.push(Box::<str>::from(template));
-            param_names.push(names);
+            list.push(Template::interned(template));
         }
         // matchit has validated the templates (syntax, conflicts); matching is the matcher's.
         drop(router);
         Ok(Routes {
             inner: Arc::new(RoutesInner {
-                matcher: Matcher::new(list.iter().map(|t| &**t)),
+                matcher: Matcher::new(list.iter().map(|t| &*t.text)),
                 templates: list.into_boxed_slice(),
-                param_names: param_names.into_boxed_slice(),
             }),
         })
     }
@@ -273,7 +298,7 @@ impl Routes {
     /// assert_eq!(routes.templates().collect::<Vec<_>>(), ["/a", "/b/{id}"]);
     /// ```
     pub fn templates(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.inner.templates.iter().map(|t| &**t)
+        self.inner.templates.iter().map(|t| &*t.text)
     }
 
     /// The template at `index` (see [`MatchedRoute::index`]).
@@ -284,7 +309,7 @@ impl Routes {
     /// assert_eq!(routes.template(2), None);
     /// ```
     pub fn template(&self, index: usize) -> Option<&str> {
-        self.inner.templates.get(index).map(|t| &**t)
+        self.inner.templates.get(index).map(|t| &*t.text)
     }
 
     /// The position of the template `path` matches and where its parameters are in `path`.
@@ -303,7 +328,7 @@ impl Routes {
     /// ```
     pub fn endpoint(&self, path: &str) -> &str {
         match self.match_path(path, &mut Spans::new()) {
-            Some(index) => &self.inner.templates[index],
+            Some(index) => &self.inner.templates[index].text,
             None => UNMATCHED_ENDPOINT,
         }
     }
@@ -328,7 +353,7 @@ impl Routes {
     /// The [`MatchedRoute`] of a match [`match_path`](Routes::match_path) found in `path`.
     pub(crate) fn matched(&self, index: usize, path: &str, spans: &Spans) -> MatchedRoute {
         MatchedRoute {
-            routes: self.clone(),
+            template: self.inner.templates[index],
             index,
             values: ParamValues::copy(path, spans.as_slice()),
         }
@@ -400,7 +425,7 @@ fn parse_param_names(template: &str) -> Box<[Box<str>]> {
 /// ```
 #[derive(Clone)]
 pub struct MatchedRoute {
-    routes: Routes,
+    template: &'static Template,
     index: usize,
     values: ParamValues,
 }
@@ -520,7 +545,7 @@ impl MatchedRoute {
     /// assert_eq!(routes.find("/api/products/1").unwrap().template(), "/api/products/{id}");
     /// ```
     pub fn template(&self) -> &str {
-        &self.routes.inner.templates[self.index]
+        &self.template.text
     }
 
     /// The template's position in the list given to [`Routes::new`]: a cheap key to dispatch on.
@@ -563,7 +588,7 @@ impl MatchedRoute {
     }
 
     fn names(&self) -> &[Box<str>] {
-        &self.routes.inner.param_names[self.index]
+        &self.template.param_names
     }
 }
 
@@ -647,6 +672,23 @@ mod tests {
         assert_eq!(m.params().collect::<Vec<_>>(), [("id", "5")]);
     }
 
+    #[test]
+    fn templates_are_interned_and_a_match_outlives_its_routes() {
+        let template = "/interned/{id}/x-{name}";
+        let first = Routes::new([template, "/interned"]).unwrap();
+        let second = Routes::new(["/interned", template]).unwrap();
+        // One copy per distinct text, however many route tables declare it.
+        assert!(std::ptr::eq(first.inner.templates[0], second.inner.templates[1]));
+        assert!(std::ptr::eq(first.inner.templates[1], second.inner.templates[0]));
+        let matched = first.find("/interned/7/x-ab").unwrap();
+        drop((first, second));
+        assert_eq!(matched.template(), template);
+        assert_eq!(
+            matched.params().collect::<Vec<_>>(),
+            [("id", "7"), ("name", "ab")]
+        );
+        assert_eq!(matched.clone().param("name"), Some("ab"));
+    }
     /// What matchit answers for `path`: the template index and the parameters.
     fn matchit_answer(router: &matchit::Router<usize>, path: &str) -> Option<(usize, Vec<(String, String)>)> {
         let m = router.at(path).ok()?;

@@ -86,7 +86,10 @@ fn start<B: Body, F>(
 ) -> ResponseFuture<F> {
     let (request, guard) = begin(shared, request);
     let inner = {
-        let _entered = guard.as_ref().map(|g| g.span.enter());
+        let _entered = guard
+            .as_ref()
+            .and_then(RequestGuard::span)
+            .map(trace::Span::enter);
         call(request)
     };
     ResponseFuture::new(inner, guard)
@@ -100,7 +103,7 @@ fn start<B: Body, F>(
 fn begin<B: Body>(
     shared: &Arc<Shared>,
     mut request: Request<B>,
-) -> (Request<RequestBody<B>>, Option<Box<RequestGuard>>) {
+) -> (Request<RequestBody<B>>, Option<RequestGuard>) {
     let config = &shared.config;
     let path = request.uri().path();
     // Off: routes are still matched (handlers read `MatchedRoute`), nothing is recorded.
@@ -148,7 +151,7 @@ fn start_recording<B: Body>(
     shared: &Arc<Shared>,
     request: &Request<B>,
     route: Option<usize>,
-) -> (Option<RequestSize>, Box<RequestGuard>, Option<RemoteContext>) {
+) -> (Option<RequestSize>, RequestGuard, Option<RemoteContext>) {
     let method = method_index(request.method());
     let slot = shared.slot(route, method);
     let handles = shared.handles(slot);
@@ -168,26 +171,20 @@ fn start_recording<B: Body>(
     };
     // In flight from here, out only by the guard's `Drop`: one to one.
     handles.record_start(empty_body);
-    // Boxed: the guard (its span inline, about 460 bytes) moves from the future to the response
-    // body and with the response through every future above this one; one allocation costs
-    // less than those copies (criterion, Intel Xeon: the layer's share 181-210 ns boxed, 235 ns
-    // unboxed). Boxed with its span disabled, and the span opened afterwards (moved once, and
-    // only when tracing is on): a span built first was copied into the guard and again into
-    // the box, even a disabled one (callgrind: 4 900 -> 4 748 instructions a request).
-    let mut guard = Box::new(RequestGuard::new(
-        Arc::clone(shared),
-        slot,
-        trace::Span::disabled(),
-    ));
+    // The guard moves from the future to the response body and with the response through
+    // every future above this one: it is small (its span boxed, and only when there is one), so
+    // those moves are cheap and a request without a span allocates nothing here.
+    let mut guard = RequestGuard::new(Arc::clone(shared), slot);
     let remote = if trace::is_enabled() {
         let remote =
             Some(RemoteContext::extract(request.headers())).filter(|r| *r != RemoteContext::default());
         let parent = remote.as_ref().and_then(|r| r.parent);
         let template = route.map(|_| shared.endpoint(slot));
-        guard.span = server_span(request.method(), method, template, request.uri().path(), parent);
-        if guard.span.is_recording() {
-            request_attributes(&mut guard.span, request);
+        let mut span = server_span(request.method(), method, template, request.uri().path(), parent);
+        if span.is_recording() {
+            request_attributes(&mut span, request);
         }
+        guard.set_span(span);
         remote
     } else {
         None

@@ -23,7 +23,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::cells;
 use super::HistogramExemplars;
-use crate::clock::Tick;
+use crate::clock::{self, Tick, TickBounds};
 
 /// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
 pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
@@ -32,8 +32,9 @@ pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
 
 const BUCKET_COUNT: usize = DURATION_BUCKETS_SECONDS.len();
 
-/// The same bounds in nanoseconds, so that a call compares integers.
-const DURATION_BUCKETS_NANOS: [u64; BUCKET_COUNT] = super::buckets::scaled(&DURATION_BUCKETS_SECONDS, 1e9);
+/// The same bounds in clock ticks, so that a call compares its raw tick difference.
+static DURATION_BOUNDS: TickBounds<BUCKET_COUNT> =
+    TickBounds::new(super::buckets::scaled(&DURATION_BUCKETS_SECONDS, 1e9));
 
 pub(crate) const CALLS_TOTAL: &str = "function_calls_total";
 pub(crate) const CALLS_DURATION: &str = "function_calls_duration_seconds";
@@ -60,8 +61,9 @@ const ERRORS: usize = 2;
 /// Non-cumulative: `BUCKETS + i` counts calls in `(bound[i-1], bound[i]]`, the last one
 /// everything above the largest bound.
 const BUCKETS: usize = 3;
-const SUM_NANOS: usize = BUCKETS + BUCKET_COUNT + 1;
-const SITE_CELLS: usize = SUM_NANOS + 1;
+/// The sum of the calls' durations in ticks, scaled when scraped.
+const SUM_TICKS: usize = BUCKETS + BUCKET_COUNT + 1;
+const SITE_CELLS: usize = SUM_TICKS + 1;
 
 static SITES: Mutex<Vec<&'static FunctionSite>> = Mutex::new(Vec::new());
 
@@ -116,37 +118,45 @@ impl FunctionSite {
         base
     }
 
-    /// Records a call that started on this site (so its cells are allocated).
+    /// Records a call that started on this site (so its cells are allocated) and lasted
+    /// `ticks`.
     #[inline(always)]
-    fn record(&self, nanos: u64, ok: bool) {
-        let index = DURATION_BUCKETS_NANOS
+    fn record(&self, ticks: u64, ok: bool) {
+        let index = DURATION_BOUNDS
+            .ticks()
             .iter()
-            .position(|&bound| nanos <= bound)
+            .position(|&bound| ticks <= bound)
             .unwrap_or(BUCKET_COUNT);
         let base = self.cells.load(Relaxed);
         // The error before the bucket: see `snapshot` for why the order matters.
         if ok {
-            cells::add_many(base, &[(BUCKETS + index, 1), (SUM_NANOS, nanos), (ENDED, 1)]);
+            cells::add_many(base, &[(BUCKETS + index, 1), (SUM_TICKS, ticks), (ENDED, 1)]);
         } else {
             cells::add_many(
                 base,
-                &[(ERRORS, 1), (BUCKETS + index, 1), (SUM_NANOS, nanos), (ENDED, 1)],
+                &[(ERRORS, 1), (BUCKETS + index, 1), (SUM_TICKS, ticks), (ENDED, 1)],
             );
         }
         if crate::trace::is_enabled() {
-            self.record_exemplar(nanos);
+            self.record_exemplar(ticks);
         }
     }
 
-    /// A call that ended without returning (a cancelled future): no longer in flight.
-    fn record_cancelled(&self) {
-        cells::add_many(self.cells.load(Relaxed), &[(ENDED, 1)]);
+    /// A call that did not return: an error when unwinding from a panic, else cancelled (a
+    /// dropped future): not a call that returned, but no longer in flight.
+    #[cold]
+    fn record_unfinished(&self, start: Tick) {
+        if std::thread::panicking() {
+            self.record(start.ticks_until(Tick::now()), false);
+        } else {
+            cells::add_many(self.cells.load(Relaxed), &[(ENDED, 1)]);
+        }
     }
 
     /// The trace the call ran in becomes its bucket's exemplar. The function's own span has
     /// ended by now, so only the trace id is recorded (the span current here is the caller's).
     #[cold]
-    fn record_exemplar(&self, nanos: u64) {
+    fn record_exemplar(&self, ticks: u64) {
         if let Some(context) = crate::trace::current().filter(|c| c.sampled) {
             let exemplars = self.exemplars.get_or_init(|| {
                 super::Registry::global().exemplars().histogram(
@@ -155,7 +165,8 @@ impl FunctionSite {
                     &DURATION_BUCKETS_SECONDS,
                 )
             });
-            exemplars.record(nanos as f64 / 1e9, context.trace_id, None);
+            let seconds = clock::ticks_as_nanos(ticks) as f64 / 1e9;
+            exemplars.record(seconds, context.trace_id, None);
         }
     }
 
@@ -179,7 +190,7 @@ impl FunctionSite {
         let ok = self.ok_reported.fetch_max(ok_now, Relaxed).max(ok_now);
         Snapshot {
             buckets,
-            sum_seconds: raw[SUM_NANOS] as f64 / 1e9,
+            sum_seconds: clock::ticks_as_nanos(raw[SUM_TICKS]) as f64 / 1e9,
             ok,
             errors,
             // Started and ended may be seen out of order too: a negative reading shows as 0.
@@ -243,19 +254,17 @@ impl CallTimer {
     pub fn finish_in_place(&mut self, ok: bool, ended: Option<Tick>) {
         if let Some(start) = self.start.take() {
             self.site
-                .record(start.nanos_until(ended.unwrap_or_else(Tick::now)), ok);
+                .record(start.ticks_until(ended.unwrap_or_else(Tick::now)), ok);
         }
     }
 }
 
 impl Drop for CallTimer {
+    /// Inline: a finished timer (every call that returned) only tests its `start`.
+    #[inline]
     fn drop(&mut self) {
-        let Some(start) = self.start else { return };
-        if std::thread::panicking() {
-            self.site.record(start.elapsed_nanos(), false);
-        } else {
-            // Cancelled before completion: not a call that returned, but no longer in flight.
-            self.site.record_cancelled();
+        if let Some(start) = self.start {
+            self.site.record_unfinished(start);
         }
     }
 }
@@ -459,14 +468,20 @@ mod tests {
     fn buckets_are_chosen_by_nanoseconds() {
         static S: FunctionSite = FunctionSite::new("bucket_fn", "m");
         S.register();
-        S.record(4_000_000, true); // 4 ms -> le 0.005
-        S.record(5_000_000, true); // exactly 5 ms -> le 0.005 (upper bounds are inclusive)
-        S.record(20_000_000_000, true); // 20 s -> +Inf only
+        // Calls are recorded in ticks; the bounds say how many ticks each one is.
+        let bounds = DURATION_BOUNDS.ticks();
+        let five_ms = bounds[0];
+        S.record(five_ms / 2, true); // 2.5 ms -> le 0.005
+        S.record(five_ms, true); // exactly 5 ms -> le 0.005 (upper bounds are inclusive)
+        S.record(five_ms + 1, true); // just over -> le 0.01
+        S.record(bounds[BUCKET_COUNT - 1] * 2, true); // 20 s -> +Inf only
         let snap = S.snapshot(&cells::reader());
         assert_eq!(snap.buckets[0], 2);
+        assert_eq!(snap.buckets[1], 1);
         assert_eq!(snap.buckets[BUCKET_COUNT], 1);
-        assert_eq!(snap.ok, 3);
-        assert!((snap.sum_seconds - 20.009).abs() < 1e-9);
+        assert_eq!(snap.ok, 4);
+        // The sum is scaled back to seconds: 2.5 + 5 + 5 ms + 20 s, to within a few ticks.
+        assert!((snap.sum_seconds - 20.0125).abs() < 1e-6, "{}", snap.sum_seconds);
     }
 
     #[test]
