@@ -6,11 +6,15 @@
 #
 #   bash scripts/bench-shop.sh [ROUNDS] [SECONDS] [WORKERS]
 #
+# SECONDS defaults to 60: the shop's `#[profiled]` handlers take one 5 s capture a minute, the
+# first at their first call, so a 60 s window holds one capture as a minute of service does; a
+# 10 s window spends half of itself under the profiler and overstates what obskit costs.
+#
 # Prints one line per scenario, round and mode: operations per second, p50 and p99 in ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-secs=${2:-10}
+secs=${2:-60}
 workers=${3:-16}
 . scripts/lib/shop.sh
 

@@ -114,6 +114,28 @@ fn traced_calls(c: &mut Criterion) {
     group.bench_function("obskit_instrumented_unsampled", |b| {
         b.iter(|| obskit_traced(black_box(1), black_box(2)))
     });
+    // `#[tracing::instrument]` under obskit's own subscriber (issue 14): the span bridged into
+    // an obskit span, sampled and exported like the ones above, against tracing-opentelemetry
+    // below; and with the bridge off, what a library's span costs when no target enables it.
+    Sampler::AlwaysOn.install();
+    for (name, span_targets) in [
+        ("tracing_instrument_obskit_bridge_sampled", Some("trace")),
+        ("tracing_instrument_obskit_bridge_off", None),
+    ] {
+        let settings = obskit::log::LogSettings {
+            span_targets: span_targets.map(str::to_string),
+            ..obskit::log::LogSettings::default()
+        };
+        let logs = obskit::log::Logs::to_writer(
+            &settings,
+            "bench",
+            &obskit::metrics::Registry::new(),
+            Box::new(std::io::sink()),
+        )
+        .expect("logs");
+        let _default = tracing::subscriber::set_default(logs.subscriber());
+        group.bench_function(name, |b| b.iter(|| tracing_traced(black_box(1), black_box(2))));
+    }
     trace::clear_sink();
     sink.flush(std::time::Duration::from_secs(5));
 

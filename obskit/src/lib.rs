@@ -13,6 +13,7 @@ pub mod debug;
 pub mod health;
 pub mod http;
 pub mod instrumentation;
+pub mod log;
 pub mod metrics;
 pub mod profile;
 pub mod secrets;

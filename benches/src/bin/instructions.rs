@@ -44,6 +44,8 @@ const VARIANTS: &[&str] = &[
     "traced_call/tracing_opentelemetry_sampled",
     "traced_call/tracing_opentelemetry_unsampled",
     "traced_call/fastrace_sampled",
+    "traced_call/tracing_instrument_obskit_bridge_sampled",
+    "traced_call/tracing_instrument_obskit_bridge_off",
     "http_request/bare_service",
     "http_request/with_red_layer",
     "http_request/with_red_layer_no_matched_route_extension",
@@ -119,6 +121,30 @@ fn variant(name: &str) -> Option<Box<dyn FnMut()>> {
                 .expect("first subscriber");
             Box::new(move || {
                 let _provider = &provider;
+                let (a, b) = two_numbers();
+                black_box(traced::tracing_traced(a, b));
+            })
+        }
+        // `#[tracing::instrument]` under obskit's subscriber, its span bridged into an obskit
+        // span (sampled, exported), or not bridged at all.
+        "traced_call/tracing_instrument_obskit_bridge_sampled"
+        | "traced_call/tracing_instrument_obskit_bridge_off" => {
+            let sink = traced::install_obskit_sink(&endpoint());
+            traced::install_obskit_sampler(true);
+            let settings = obskit::log::LogSettings {
+                span_targets: name.ends_with("_sampled").then(|| "trace".to_string()),
+                ..obskit::log::LogSettings::default()
+            };
+            let logs = obskit::log::Logs::to_writer(
+                &settings,
+                "bench",
+                &obskit::metrics::Registry::new(),
+                Box::new(std::io::sink()),
+            )
+            .expect("logs");
+            tracing::subscriber::set_global_default(logs.subscriber()).expect("first subscriber");
+            Box::new(move || {
+                let _sink = &sink;
                 let (a, b) = two_numbers();
                 black_box(traced::tracing_traced(a, b));
             })

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use super::{error, json, status_of, with_type, AdminEndpoint, AdminSurface};
@@ -57,6 +57,7 @@ impl AdminSurface {
                     "no recent-span buffer is installed",
                 ),
             },
+            AdminEndpoint::DebugLogLevel => self.log_level(request),
             AdminEndpoint::PprofProfile => {
                 crate::profile::pprof_profile(self.profiles(), request.uri.query()).await
             }
@@ -106,6 +107,28 @@ impl AdminSurface {
         }
     }
 
+    /// `/debug/log-level`: `GET` shows, `PUT` changes for a while, `DELETE` puts back.
+    fn log_level(&self, request: &Parts) -> Response<Full<Bytes>> {
+        let Some(levels) = &self.inner.log_levels else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_configured",
+                "obskit's logs are not installed in this process (ObskitBuilder::logs, or another tracing subscriber)",
+            );
+        };
+        match request.method {
+            Method::PUT => match log_level_change(request.uri.query()) {
+                Ok((directives, ttl)) => match levels.set(&directives, ttl) {
+                    Ok(report) => json(StatusCode::OK, &report),
+                    Err(e) => error(StatusCode::BAD_REQUEST, "bad_directives", &e.0),
+                },
+                Err(problem) => error(StatusCode::BAD_REQUEST, "bad_query", &problem),
+            },
+            Method::DELETE => json(StatusCode::OK, &levels.reset()),
+            _ => json(StatusCode::OK, &levels.report()),
+        }
+    }
+
     /// `/profiles/{name}`.
     fn profile_file(&self, path: &str) -> Response<Full<Bytes>> {
         // The raw path, not percent-decoded: a stored name never contains `%`, so an encoded
@@ -134,5 +157,87 @@ impl AdminSurface {
                 "the profile could not be read back",
             ),
         }
+    }
+}
+
+/// The directives and ttl of a `PUT /debug/log-level` query: `directives` (required) and `ttl`
+/// (default [`DEFAULT_LEVEL_TTL`](crate::log::DEFAULT_LEVEL_TTL)), percent-decoded; anything else
+/// is refused, so that a misspelt parameter is not silently ignored.
+fn log_level_change(query: Option<&str>) -> Result<(String, std::time::Duration), String> {
+    let mut directives = None;
+    let mut ttl = crate::log::DEFAULT_LEVEL_TTL;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).ok_or_else(|| format!("{key}: not valid percent-encoded UTF-8"))?;
+        match key {
+            "directives" => directives = Some(value),
+            "ttl" => ttl = crate::log::parse_ttl(&value).map_err(|e| e.0)?,
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}: say directives=<EnvFilter directives> and optionally ttl=<duration>"
+                ))
+            }
+        }
+    }
+    let directives =
+        directives.ok_or("directives=<EnvFilter directives> is required (say directives=debug)")?;
+    Ok((directives, ttl))
+}
+
+/// `%XX` escapes and `+` (a space, as forms send it) decoded; `None` for a broken escape or
+/// bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let digit = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
+                out.push((digit(i + 1)? * 16 + digit(i + 2)?) as u8);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_queries_are_decoded_and_checked() {
+        assert_eq!(
+            log_level_change(Some("directives=warn%2Ccart%3Ddebug&ttl=30s")),
+            Ok(("warn,cart=debug".to_string(), std::time::Duration::from_secs(30)))
+        );
+        assert_eq!(
+            log_level_change(Some("directives=debug")),
+            Ok(("debug".to_string(), crate::log::DEFAULT_LEVEL_TTL))
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("ttl=5m"),
+            Some("level=debug"),
+            Some("directives=%zz"),
+            Some("directives=%ff"),
+            Some("directives=x&ttl=soon"),
+        ] {
+            assert!(log_level_change(bad).is_err(), "{bad:?}");
+        }
+        // Two hex digits or nothing: `u8::from_str_radix` would take `+5`.
+        assert_eq!(percent_decode("%+5"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("a+b%2Fc"), Some("a b/c".to_string()));
     }
 }

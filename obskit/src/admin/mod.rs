@@ -1,6 +1,6 @@
 //! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`,
-//! `/debug/config`, `/debug/traces`, `/debug/pprof/profile`, `/profiles/` and `/profiles/{name}`,
-//! and their protection.
+//! `/debug/config`, `/debug/traces`, `/debug/log-level`, `/debug/pprof/profile`, `/profiles/` and
+//! `/profiles/{name}`, and their protection.
 //!
 //! # Routes
 //!
@@ -40,6 +40,17 @@
 //!   naming the file. Names are made by the store and looked up in its index: anything it could
 //!   not have made (`..`, `/`, `%2e`, NUL, ...) is 400, a well-formed unknown name 404, and no
 //!   path is ever built from the request (see [`crate::profile::ProfileStore`]).
+//!
+//! # Log level
+//!
+//! - `GET /debug/log-level` shows the `EnvFilter` directives in force, the start-up ones
+//!   (`RUST_LOG`) and, while a change is in force, when it ends.
+//! - `PUT /debug/log-level?directives=warn,cart=debug&ttl=10m` filters with those directives
+//!   for `ttl` (seconds, or `30s`, `10m`, `2h`; default 10 minutes, at most 24 hours), after which
+//!   the start-up directives are back by themselves. Directives that do not parse, or a ttl out
+//!   of range, get a `400` naming the problem, and change nothing. Values are percent-decoded:
+//!   `curl -X PUT -G --data-urlencode 'directives=info,cart[checkout]=debug' URL` sends any.
+//! - `DELETE /debug/log-level` puts the start-up directives back now.
 //!
 //! The peer address comes from the [`PeerAddr`] request extension, which [`crate::Obskit::serve`]
 //! inserts; a request without it is not treated as loopback.
@@ -90,6 +101,7 @@ pub use routes::{AdminEndpoint, AdminRoute, PathMatch, Protection, ADMIN_ROUTES}
 
 use crate::debug::ProcessStats;
 use crate::health::HealthChecks;
+use crate::log::LogLevels;
 use crate::metrics::Registry;
 use crate::profile::ProfileStore;
 use crate::trace::RecentSpans;
@@ -111,6 +123,7 @@ struct Inner {
     stats: Option<Arc<ProcessStats>>,
     config: Vec<(String, String)>,
     traces: Option<RecentSpans>,
+    log_levels: Option<LogLevels>,
     access: AdminAccess,
     allowed_hosts: AllowedHosts,
     profiles: Option<ProfileStore>,
@@ -127,6 +140,7 @@ impl AdminSurface {
                 stats: None,
                 config: Vec::new(),
                 traces: None,
+                log_levels: None,
                 access: AdminAccess::LoopbackOnly,
                 allowed_hosts: AllowedHosts::default(),
                 profiles: None,
@@ -188,6 +202,11 @@ impl AdminSurface {
     /// ```
     pub fn recent_spans(self, recent: RecentSpans) -> Self {
         self.update(|i| i.traces = Some(recent))
+    }
+
+    /// The run-time log level behind `/debug/log-level` (without it, the endpoint answers 503).
+    pub fn log_levels(self, levels: LogLevels) -> Self {
+        self.update(|i| i.log_levels = Some(levels))
     }
 
     /// The store behind `/profiles/` (and where on-demand captures are kept). Without it, the

@@ -27,6 +27,8 @@ pub enum AdminEndpoint {
     DebugConfig,
     /// `/debug/traces`: the recent finished spans.
     DebugTraces,
+    /// `/debug/log-level`: the log filter's directives, changed for a while by `PUT`.
+    DebugLogLevel,
     /// `/debug/pprof/profile`: an on-demand CPU profile of the whole process.
     PprofProfile,
     /// `/profiles/`: the list of stored profiles.
@@ -72,6 +74,8 @@ pub struct AdminRoute {
 
 /// Read-only endpoints answer `HEAD` as well.
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+/// The log level is read, changed for a while, or put back.
+const LOG_LEVEL_METHODS: &[Method] = &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE];
 /// Each `/debug/pprof/profile` request takes a capture (and the process's only profiler): a
 /// `HEAD` would take one for nothing.
 const GET_ONLY: &[Method] = &[Method::GET];
@@ -155,6 +159,13 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
         AdminEndpoint::DebugTraces,
         Protection::Protected,
         GET_HEAD,
+    ),
+    route(
+        "/debug/log-level",
+        PathMatch::Exact,
+        AdminEndpoint::DebugLogLevel,
+        Protection::Protected,
+        LOG_LEVEL_METHODS,
     ),
     route(
         "/debug/pprof/profile",

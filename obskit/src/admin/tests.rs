@@ -380,3 +380,75 @@ fn constant_time_eq_works() {
     assert!(!constant_time_eq(b"abc", b"abcd"));
     assert!(!constant_time_eq(b"", b"a"));
 }
+
+#[tokio::test]
+async fn the_log_level_is_shown_changed_for_a_while_and_put_back() {
+    let registry = Registry::new();
+    let settings = crate::log::LogSettings {
+        directives: "warn".to_string(),
+        ..crate::log::LogSettings::default()
+    };
+    let logs = crate::log::Logs::to_writer(&settings, "t", &registry, Box::new(std::io::sink())).unwrap();
+    let _subscriber = logs.subscriber();
+    let admin = surface(AdminAccess::LoopbackOnly).log_levels(logs.levels().clone());
+    let call = |method: Method, path: &str| {
+        let mut request = Request::builder().method(method).uri(path).body(()).unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr("127.0.0.1:1".parse().unwrap()));
+        admin.handle(request)
+    };
+
+    let shown = body_json(call(Method::GET, "/debug/log-level").await).await;
+    assert_eq!(shown["directives"], "warn");
+    assert_eq!(shown["default"], "warn");
+    assert!(shown["expires_at"].is_null());
+
+    let changed = call(
+        Method::PUT,
+        "/debug/log-level?directives=info%2Ccart%3Ddebug&ttl=90",
+    )
+    .await;
+    assert_eq!(changed.status(), 200);
+    let changed = body_json(changed).await;
+    assert_eq!(changed["directives"], "info,cart=debug");
+    assert!(changed["expires_in_seconds"].as_u64().unwrap() <= 90);
+    assert_eq!(
+        body_json(call(Method::GET, "/debug/log-level").await).await["directives"],
+        "info,cart=debug"
+    );
+
+    for bad in [
+        "/debug/log-level?directives=cart%3Dloud",
+        "/debug/log-level?directives=debug&ttl=2d",
+        "/debug/log-level?directives=debug&ttl=25h",
+        "/debug/log-level?level=debug",
+        "/debug/log-level",
+    ] {
+        let response = call(Method::PUT, bad).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        let body = body_json(response).await;
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{bad}: {body}");
+    }
+    assert_eq!(
+        body_json(call(Method::GET, "/debug/log-level").await).await["directives"],
+        "info,cart=debug",
+        "a refused change changes nothing"
+    );
+
+    let reset = body_json(call(Method::DELETE, "/debug/log-level").await).await;
+    assert_eq!(reset["directives"], "warn");
+    assert_eq!(call(Method::POST, "/debug/log-level").await.status(), 405);
+
+    // Protected like the rest of /debug.
+    assert_eq!(
+        status(&admin, request("/debug/log-level", "10.0.0.8:1", &[])).await,
+        403
+    );
+    // Without logs, the endpoint says why.
+    let none = surface(AdminAccess::LoopbackOnly);
+    assert_eq!(
+        status(&none, request("/debug/log-level", "127.0.0.1:1", &[])).await,
+        503
+    );
+}

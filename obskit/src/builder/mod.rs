@@ -48,6 +48,8 @@ pub enum BuildError {
     Metrics(crate::metrics::Error),
     /// The OTLP exporter could not be built.
     Exporter(crate::trace::OtlpError),
+    /// The logs could not be set up.
+    Logs(crate::log::LogError),
     /// An environment variable had a value that cannot be used.
     Environment {
         /// The variable.
@@ -63,6 +65,7 @@ impl fmt::Display for BuildError {
             BuildError::Route(e) => write!(f, "invalid route template: {e}"),
             BuildError::Metrics(e) => write!(f, "metrics: {e}"),
             BuildError::Exporter(e) => write!(f, "tracing: {e}"),
+            BuildError::Logs(e) => write!(f, "logs: {e}"),
             BuildError::Environment { name, problem } => write!(f, "environment variable {name}: {problem}"),
         }
     }
@@ -111,6 +114,7 @@ pub struct ObskitBuilder {
     config: Vec<(String, String)>,
     profiles: Option<ProfileStore>,
     instrumentation: Option<bool>,
+    logs: bool,
     server_settings: crate::serve::ServerSettings,
 }
 
@@ -141,6 +145,7 @@ impl Obskit {
             config: Vec::new(),
             profiles: None,
             instrumentation: None,
+            logs: true,
             server_settings: crate::serve::ServerSettings::default(),
         }
     }
@@ -437,6 +442,16 @@ impl ObskitBuilder {
     /// ```
     pub fn instrumentation(mut self, enabled: bool) -> Self {
         self.instrumentation = Some(enabled);
+        self
+    }
+
+    /// Whether obskit installs its logs ([`crate::log`]) as the process's `tracing` subscriber:
+    /// on by default, configured by `RUST_LOG` and the `OBSKIT_LOG_*` variables, the level
+    /// changed at run time by `/debug/log-level`. Off, or when the process already has a
+    /// subscriber of its own, obskit installs none and `/debug/log-level` answers 503. Logs stay
+    /// on when [`instrumentation`](Self::instrumentation) is off: they are the service's output.
+    pub fn logs(mut self, enabled: bool) -> Self {
+        self.logs = enabled;
         self
     }
 

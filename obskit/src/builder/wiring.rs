@@ -80,6 +80,14 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
         .config(config)
         .profile_store(profiles);
 
+    if let Some(log_settings) = &settings.logs {
+        let logs =
+            crate::log::Logs::install(log_settings, &service.name, &registry).map_err(BuildError::Logs)?;
+        if let Some(logs) = logs {
+            admin = admin.log_levels(logs.levels().clone());
+        }
+    }
+
     let mut sinks: Vec<Arc<dyn SpanSink>> = Vec::new();
     if settings.recent_spans > 0 {
         let recent = RecentSpans::global();

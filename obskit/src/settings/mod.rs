@@ -100,6 +100,8 @@ pub struct Settings {
     pub process_stats_interval: Duration,
     /// Whether obskit records anything at all.
     pub instrumentation: bool,
+    /// How `tracing` events become log records; `None`: obskit installs no logs.
+    pub logs: Option<crate::log::LogSettings>,
     /// The service's own entries for `/debug/config` (`ObskitBuilder::config_entry`).
     pub extra: Vec<(String, String)>,
 }
@@ -167,6 +169,10 @@ impl Settings {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         entries.extend(self.server.config_entries());
+        match &self.logs {
+            Some(logs) => entries.extend(logs.entries()),
+            None => entries.push(("log".to_string(), "off (ObskitBuilder::logs(false))".to_string())),
+        }
         entries.extend(self.extra.iter().cloned());
         entries
     }

@@ -64,6 +64,7 @@ use crate::secrets::KeyClass;
 pub mod attributes;
 mod client;
 mod handoff;
+pub(crate) mod late_events;
 mod limits;
 pub mod otlp;
 pub mod propagation;
@@ -86,6 +87,7 @@ pub use sink::{
 pub use span::start_span_in;
 pub use span::{span, Entered, InstrumentExt, Instrumented, Span, SpanBuilder};
 
+pub(crate) use recent::rfc3339;
 pub use recent::{
     RecentSpans, StatusFilter, TraceQuery, DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, REPORT_VALUE_LENGTH,
     SLOW_MINUTES_KEPT, SLOW_PER_MINUTE,
@@ -504,13 +506,13 @@ pub fn current() -> Option<SpanContext> {
 /// Makes `context` current on this thread; returns what was current before, for
 /// [`restore_current`].
 #[inline]
-fn set_current(context: &SpanContext) -> CurrentSpan {
+pub(crate) fn set_current(context: &SpanContext) -> CurrentSpan {
     CURRENT.with(|c| c.replace(CurrentSpan::of(context)))
 }
 
 /// Makes `previous` (from [`set_current`]) current again.
 #[inline]
-fn restore_current(previous: CurrentSpan) {
+pub(crate) fn restore_current(previous: CurrentSpan) {
     CURRENT.with(|c| c.set(previous));
 }
 

@@ -638,7 +638,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 /// `2026-11-24T13:59:20.123456Z`.
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -324,6 +324,12 @@ pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
         }
         Err(e) => return Err(e.into()),
     };
+    tracing::info!(
+        reservation_id = key.as_deref(),
+        lines = lines.len(),
+        repeated,
+        "stock reserved"
+    );
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "reserved": reserved, "repeated": repeated }),

@@ -116,14 +116,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let store = config.open_store().await?;
-    if store.seed_catalogue(seed::catalogue()).await? {
-        eprintln!("{SERVICE_NAME}: seeded the catalogue ({})", config.store);
-    }
+    let seeded = store.seed_catalogue(seed::catalogue()).await?;
     let metrics = Metrics::declare(&config.registry)?;
     let router = router();
     let obskit = config
         .obskit(&Backend::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &[])
         .build()?;
+    // Told only now: the log goes through the logger that building obskit installed.
+    if seeded {
+        tracing::info!(store = %config.store, "seeded the catalogue");
+    }
     config.register_store_check(&obskit, &store);
     let app = Arc::new(App {
         store,

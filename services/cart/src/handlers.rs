@@ -12,7 +12,7 @@ use shop_common::router::{Reply, Request};
 use shop_common::store::{now_seconds, CartItem};
 
 use crate::saga::{self, Driver};
-use crate::{upstream, App, MAX_LINE_QUANTITY, SERVICE_NAME};
+use crate::{upstream, App, MAX_LINE_QUANTITY};
 
 /// Longest user id accepted. Ids are the user service's UUIDs (36 characters); the bound
 /// keeps keys and logs small whatever a client sends.
@@ -74,7 +74,7 @@ async fn touch(app: &App, user_id: &str, checkout_attempted: bool) {
         .touch_cart(user_id, now_seconds(), checkout_attempted)
         .await
     {
-        eprintln!("{SERVICE_NAME}: cart activity not recorded: {e}");
+        tracing::warn!(user_id = %user_id, error = %e, "cart activity not recorded");
     }
 }
 
@@ -214,11 +214,17 @@ pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
     // Everything from the lock on runs in a task of its own: dropping the handle (the client
     // hung up) detaches the task, which runs on, so no `.await` of the request can cut the
     // checkout between its journal row and its steps.
-    let task = tokio::spawn(checkout_task(Arc::clone(&app), user));
+    // The task carries a child of this call's span: its calls to the backend and the order
+    // service, and its log records, belong to the checkout's trace.
+    let saga = obskit::trace::span("checkout_saga").start();
+    let task = tokio::spawn(obskit::trace::InstrumentExt::instrument(
+        checkout_task(Arc::clone(&app), user),
+        saga,
+    ));
     let order = match task.await {
         Ok(outcome) => outcome?,
         Err(e) => {
-            eprintln!("{SERVICE_NAME}: a checkout task failed: {e}");
+            tracing::error!(error = %e, "checkout task failed, left for recovery");
             return Err(ApiError::internal(
                 "the checkout failed; it is finished by recovery",
             ));

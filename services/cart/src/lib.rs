@@ -125,6 +125,7 @@ impl Config {
         match raw.parse::<u64>() {
             Ok(seconds) if seconds >= 1 => Duration::from_secs(seconds),
             _ => {
+                // Read while configuring, before obskit (and so its logger) is built.
                 eprintln!(
                     "WARNING: {ABANDON_AFTER_ENV}={raw:?} is not a whole number of seconds from 1; \
                      using {}",
@@ -331,7 +332,7 @@ async fn sweep_abandoned(
                 }
                 Err(e) => {
                     if !failing {
-                        eprintln!("{SERVICE_NAME}: abandoned carts not counted: {e}");
+                        tracing::warn!(error = %e, "abandoned carts not counted");
                     }
                     failing = true;
                     break;

@@ -12,7 +12,7 @@ use shop_common::store::{checkout_state, now_seconds};
 use tokio::sync::watch;
 
 use crate::saga::{self, Driver};
-use crate::{App, SERVICE_NAME};
+use crate::App;
 
 /// How often the sweep runs.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             }
             Err(e) => {
                 if !failing {
-                    eprintln!("{SERVICE_NAME}: unfinished checkouts not read: {e}");
+                    tracing::warn!(error = %e, "unfinished checkouts not read");
                 }
                 failing = true;
                 continue;
@@ -56,7 +56,7 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 Ok(c) if !checkout_state::is_final(&c.state) => c,
                 Ok(_) => continue,
                 Err(e) => {
-                    eprintln!("{SERVICE_NAME}: an unfinished checkout not read: {e}");
+                    tracing::warn!(checkout_id = %checkout.id, error = %e, "unfinished checkout not read");
                     continue;
                 }
             };

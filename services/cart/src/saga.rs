@@ -27,7 +27,7 @@ use shop_common::http::ApiError;
 use shop_common::store::{checkout_state as state, now_seconds, Checkout, StoreError};
 
 use crate::upstream::{self, Created, StepError};
-use crate::{App, SERVICE_NAME};
+use crate::App;
 
 /// Who drives a checkout, which decides what an `accepted` one does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +147,11 @@ async fn order_step(app: &Arc<App>, checkout: &Checkout) -> Result<&'static str,
                 Ok(Some(order)) => return ordered(app, checkout, &order).await,
                 Ok(None) => e,
                 Err(why) => {
-                    eprintln!("{SERVICE_NAME}: a checkout's order is in doubt, left for recovery: {why}");
+                    tracing::error!(
+                        checkout_id = %checkout.id,
+                        error = %why,
+                        "checkout order in doubt, left for recovery"
+                    );
                     return Err(Step::Stop(e));
                 }
             }
@@ -166,6 +170,7 @@ async fn ordered(app: &Arc<App>, checkout: &Checkout, order: &Value) -> Result<&
             Some(order.to_string()),
         )
         .await?;
+    tracing::info!(checkout_id = %checkout.id, order_id = order.get("id").and_then(|id| id.as_str()), "checkout ordered");
     Ok(state::ORDERED)
 }
 
@@ -174,7 +179,11 @@ async fn ordered(app: &Arc<App>, checkout: &Checkout, order: &Value) -> Result<&
 /// cart is kept).
 async fn release_and_close(app: &Arc<App>, checkout: &Checkout, from: &str) -> Result<(), Step> {
     if let Err(why) = upstream::release(app, &checkout.id).await {
-        eprintln!("{SERVICE_NAME}: a checkout's stock is not back yet, left for recovery: {why}");
+        tracing::error!(
+            checkout_id = %checkout.id,
+            error = %why,
+            "checkout stock not released, left for recovery"
+        );
         return Ok(());
     }
     app.store

@@ -15,7 +15,7 @@ use crate::{App, SERVICE_NAME};
 
 /// 503 `backend_unavailable`.
 fn backend_unavailable(e: reqwest::Error) -> ApiError {
-    eprintln!("{SERVICE_NAME}: the backend did not answer: {e}");
+    tracing::warn!(error = %e, "the backend did not answer");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "backend_unavailable",
@@ -25,7 +25,7 @@ fn backend_unavailable(e: reqwest::Error) -> ApiError {
 
 /// 502 `bad_gateway`, with what was wrong in the log.
 fn bad_gateway(service: &str, detail: impl std::fmt::Display) -> ApiError {
-    eprintln!("{SERVICE_NAME}: unexpected answer from the {service}: {detail}");
+    tracing::warn!(upstream = service, error = %detail, "unexpected answer");
     ApiError::new(
         StatusCode::BAD_GATEWAY,
         "bad_gateway",
@@ -181,7 +181,7 @@ pub(crate) async fn release(app: &App, checkout_id: &str) -> Result<(), String> 
 
 /// 503 `order_service_unavailable`.
 fn order_unavailable(e: impl std::fmt::Display) -> ApiError {
-    eprintln!("{SERVICE_NAME}: the order service did not answer: {e}");
+    tracing::warn!(error = %e, "the order service did not answer");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "order_service_unavailable",

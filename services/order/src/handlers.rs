@@ -163,6 +163,7 @@ pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
     let Some(checkout) = checkout else {
         let order = app.store.create_order(&user_id, items, CREATED).await?;
         app.metrics.orders_created.inc();
+        tracing::info!(order_id = %order.id, "order created");
         return Ok(json_response(StatusCode::CREATED, &order));
     };
     match app
@@ -172,6 +173,7 @@ pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
     {
         CheckoutOrder::Created(order) => {
             app.metrics.orders_created.inc();
+            tracing::info!(order_id = %order.id, checkout_id = %checkout, "order created");
             Ok(json_response(StatusCode::CREATED, &order))
         }
         CheckoutOrder::Existing(order) => Ok(json_response(StatusCode::OK, &order)),

@@ -77,6 +77,7 @@ impl Config {
             Ok(seconds) if seconds > 0.0 => match Duration::try_from_secs_f64(seconds) {
                 Ok(step) => Some(step),
                 Err(_) => {
+                    // Read while configuring, before obskit (and so its logger) is built.
                     eprintln!(
                         "{SERVICE_NAME}: {LIFECYCLE_STEP_ENV}={raw:?} is too large; using {} s",
                         DEFAULT_LIFECYCLE_STEP.as_secs()
@@ -85,6 +86,7 @@ impl Config {
                 }
             },
             _ => {
+                // As above: no logger yet.
                 eprintln!(
                     "{SERVICE_NAME}: {LIFECYCLE_STEP_ENV}={raw:?} is not a number of seconds \
                      (0 disables the lifecycle); using {} s",
@@ -286,13 +288,13 @@ pub async fn run(
         .await;
     stop_tx.send_replace(true);
     if let Err(e) = restock_task.await {
-        eprintln!("{SERVICE_NAME}: the restock task failed: {e}");
+        tracing::error!(error = %e, "the restock task failed");
     }
     if let Some(task) = lifecycle_task {
         // The task only ends by the signal; a join error means it panicked, which is logged
         // rather than turned into a failed shutdown.
         if let Err(e) = task.await {
-            eprintln!("{SERVICE_NAME}: the lifecycle task failed: {e}");
+            tracing::error!(error = %e, "the lifecycle task failed");
         }
     }
     served?;

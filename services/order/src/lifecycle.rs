@@ -18,7 +18,7 @@ use shop_common::store::{now_seconds, Store, StoreError};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::{Metrics, SERVICE_NAME};
+use crate::Metrics;
 
 /// A new order.
 pub const CREATED: &str = "CREATED";
@@ -94,7 +94,7 @@ pub(crate) async fn run(store: Store, metrics: Metrics, step: Duration, mut stop
                 interval.tick().await;
                 if let Err(e) = advance_due(&store, &metrics, step).await {
                     // The next tick tries again; a store that stays down shows in /health.
-                    eprintln!("{SERVICE_NAME}: lifecycle pass failed: {e}");
+                    tracing::warn!(error = %e, "lifecycle pass failed");
                 }
             } => {}
         }

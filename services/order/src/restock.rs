@@ -45,13 +45,18 @@ pub(crate) async fn pass(app: &App) {
     let pending = match app.store.pending_restocks(BATCH).await {
         Ok(pending) => pending,
         Err(e) => {
-            eprintln!("{SERVICE_NAME}: pending restocks not read: {e}");
+            tracing::warn!(error = %e, "pending restocks not read");
             return;
         }
     };
     for restock in pending {
         if let Err(e) = give_back(app, &restock).await {
-            eprintln!("{SERVICE_NAME}: the stock of a cancelled order is not back yet (retried): {e}");
+            tracing::warn!(
+                order_id = %restock.order_id,
+                checkout_id = %restock.checkout_id,
+                error = %e,
+                "stock of a cancelled order not given back yet, retried"
+            );
         }
     }
 }

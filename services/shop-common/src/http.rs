@@ -71,7 +71,7 @@ impl ApiError {
 
     /// 500 `internal_error`. The details go to the log, not to the client.
     pub fn internal(detail: impl fmt::Display) -> ApiError {
-        eprintln!("internal error: {detail}");
+        tracing::error!(error = %detail, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
@@ -105,7 +105,7 @@ impl From<StoreError> for ApiError {
             }
             e @ StoreError::Stale { .. } => ApiError::conflict(e.to_string()),
             StoreError::Backend(e) => {
-                eprintln!("storage failure: {e}");
+                tracing::warn!(error = %e, "storage failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",

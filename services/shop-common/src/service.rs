@@ -399,6 +399,7 @@ pub async fn main<S: Service>() -> ExitCode {
     match serve::<S>().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Fatal, and maybe from before obskit (and its logger) was built, or from building it.
             eprintln!("{}: {e}", S::SPEC.service_name);
             ExitCode::FAILURE
         }
@@ -412,6 +413,7 @@ pub async fn serve<S: Service>() -> Result<(), BoxError> {
     let listen = base.listen;
     let config = S::configure(base, &env)?;
     let listener = TcpListener::bind(listen).await?;
+    // Before `S::run` builds obskit, so there is no logger yet.
     eprintln!(
         "{}: listening on http://{}",
         S::SPEC.service_name,

@@ -242,7 +242,7 @@ async fn forward(
             if e.is_connect()
                 && caused_by::<std::io::Error>(&e, |io| io.kind() == std::io::ErrorKind::TimedOut) =>
         {
-            eprintln!("gateway: {} could not be reached in time: {e}", route.upstream);
+            tracing::warn!(upstream = %route.upstream, error = %e, "upstream not reached in time");
             json_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway_timeout",
@@ -250,7 +250,7 @@ async fn forward(
             )
         }
         Ok(Err(e)) => {
-            eprintln!("gateway: {} did not answer: {e}", route.upstream);
+            tracing::warn!(upstream = %route.upstream, error = %e, "upstream did not answer");
             json_error(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",

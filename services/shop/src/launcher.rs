@@ -2,6 +2,7 @@
 //! children of this binary, prefixes their logs, waits until each answers its liveness probe,
 //! serves the gateway, and stops everything on Ctrl-C or SIGTERM (or when a child dies).
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -113,7 +114,8 @@ fn random_secret() -> Result<String, BoxError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Copies `reader` to this process's stderr line by line, each line prefixed with `name`.
+/// Copies `reader` to this process's stderr line by line, each line prefixed with `name`: the
+/// launcher's own output, which builds no obskit and so has no logger (nor needs one).
 fn prefix_lines(name: &'static str, reader: impl AsyncRead + Unpin + Send + 'static) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
@@ -125,10 +127,18 @@ fn prefix_lines(name: &'static str, reader: impl AsyncRead + Unpin + Send + 'sta
 
 fn spawn_child(spec: &ServiceSpec, plan: &Plan) -> Result<Child, BoxError> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("serve")
         .arg(spec.name)
-        .envs(plan.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(plan.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    // A child's stdout is a pipe to us, so its logger would pick JSON; when the person running
+    // the shop reads our stderr in a terminal, ask for readable lines instead. Otherwise (a file,
+    // CI) the children pick for themselves, and an explicit OBSKIT_LOG_FORMAT is inherited.
+    if std::io::stderr().is_terminal() && std::env::var_os(obskit::log::LOG_FORMAT_ENV).is_none() {
+        command.env(obskit::log::LOG_FORMAT_ENV, "text");
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -178,6 +188,7 @@ async fn stop_children(children: &mut [(&'static str, Child)]) {
         match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
             Ok(_) => {}
             Err(_) => {
+                // The launcher's own terminal output (it has no logger).
                 eprintln!("shop: {name} did not stop within {STOP_TIMEOUT:?}; killing it");
                 let _ = child.kill().await;
             }
@@ -200,7 +211,12 @@ async fn first_exit(children: &mut [(&'static str, Child)]) -> (&'static str, St
 /// Runs the shop until Ctrl-C or SIGTERM. An error when a service fails to start, or when one
 /// exits on its own while the shop runs (the others are stopped first).
 pub async fn run(plan: Plan) -> Result<(), BoxError> {
+    // The gateway's records (an upstream that did not answer): the launcher builds no `Obskit`,
+    // so it installs obskit's logs itself, configured by the same variables as the services'.
+    let log_settings = obskit::log::LogSettings::from_env_source(&obskit::settings::ProcessEnv)?;
+    obskit::log::Logs::install(&log_settings, "gateway", &obskit::metrics::Registry::new())?;
     if plan.generated_secret {
+        // The launcher's own terminal output, like `shop: ready` below.
         eprintln!(
             "shop: WARNING: {} is not set; the services share a random secret made for this run, \
              so tokens stop working when the shop restarts",

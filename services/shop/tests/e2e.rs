@@ -7,6 +7,7 @@ use shop_common::testing::{free_port, TempDataDir as DataDir};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
@@ -40,6 +41,8 @@ impl Ports {
 struct Shop {
     child: Option<Child>,
     gateway: String,
+    /// The services' log lines, as the launcher prefixes them on its stderr.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Shop {
@@ -61,10 +64,21 @@ impl Shop {
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("OBSKIT_ADMIN_TOKEN")
             .env_remove("SCYLLA_NODES")
+            // JSON records, whatever the terminal running the test is.
+            .env("OBSKIT_LOG_FORMAT", "json")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the shop binary starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let kept = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -78,6 +92,7 @@ impl Shop {
         let mut shop = Shop {
             child: Some(child),
             gateway: format!("http://127.0.0.1:{}", ports.gateway),
+            logs,
         };
         if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
             shop.stop();
@@ -109,6 +124,20 @@ impl Shop {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
+    }
+
+    /// The JSON records the services logged so far, with the service each came from (the
+    /// launcher's `[name   ] ` prefix).
+    fn records(&self) -> Vec<(String, Value)> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| {
+                let (name, record) = line.strip_prefix('[')?.split_once("] ")?;
+                Some((name.trim().to_string(), serde_json::from_str(record).ok()?))
+            })
+            .collect()
     }
 }
 
@@ -220,6 +249,49 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
     assert_eq!(emptied["items"], json!([]));
     let after = get(&client, shop.url(&format!("/api/products/{product_id}"))).await;
     assert_eq!(after["stock"].as_i64().unwrap(), stock_before - 2);
+
+    // The checkout's records in the three services carry one trace id, and are events of that
+    // trace's spans in `/debug/traces`.
+    let records = shop.records();
+    let find = |service: &str, message: &str| {
+        records
+            .iter()
+            .find(|(name, r)| name == service && r["message"] == message)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("no {message:?} from {service}: {records:?}"))
+    };
+    let ordered = find("cart", "checkout ordered");
+    assert_eq!(ordered["fields"]["order_id"], order_id.as_str());
+    assert_eq!(ordered["level"], "INFO");
+    assert_eq!(ordered["service"], "cart-service");
+    let checkout_trace = ordered["trace_id"].as_str().expect("a trace id").to_string();
+    assert_eq!(checkout_trace.len(), 32);
+    assert_eq!(
+        find("backend", "stock reserved")["trace_id"],
+        checkout_trace.as_str()
+    );
+    let created = find("order", "order created");
+    assert_eq!(created["trace_id"], checkout_trace.as_str());
+    assert_eq!(created["fields"]["order_id"], order_id.as_str());
+    let cart_traces = get(
+        &client,
+        format!(
+            "http://127.0.0.1:{}/debug/traces?trace_id={checkout_trace}",
+            ports.cart
+        ),
+    )
+    .await;
+    let events: Vec<&Value> = cart_traces["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["spans"].as_array().unwrap())
+        .flat_map(|s| s["events"].as_array().unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["name"] == "checkout ordered"),
+        "the record is an event of its span: {cart_traces}"
+    );
 
     // The profile aggregates the order and the cart through the other services.
     let profile = json_of(

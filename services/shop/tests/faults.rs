@@ -14,7 +14,7 @@ use shop_common::testing::{free_port, TempDataDir as DataDir};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
@@ -73,7 +73,9 @@ impl Shop {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("SCYLLA_NODES")
-            .stdout(Stdio::null())
+            // Both streams into the log: the service logs on stdout (JSON lines, stdout being
+            // a file), and says `listening` or why it stopped on stderr.
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("the shop binary starts");

@@ -9,8 +9,10 @@
 //! keeps every hash's matrix mmapped (returned on free, whatever the order), and capping the
 //! arenas bounds what the many small allocations of a burst of requests can strand.
 
-/// Applies the tuning; a no-op where the allocator is not glibc's.
-pub fn return_freed_memory() {
+/// Applies the tuning; a no-op where the allocator is not glibc's. False when glibc rejected
+/// it (the caller logs that once its logger exists: the tuning runs before obskit is built).
+#[must_use]
+pub fn return_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         /// Allocations at least this large are mmapped, and unmapped when freed.
@@ -21,12 +23,13 @@ pub fn return_freed_memory() {
         // SAFETY: `mallopt` only sets allocator parameters; glibc documents it as safe to call
         // at any time, from any thread. It returns 0 when a value is rejected, which leaves
         // glibc's default in place (no harm, so the result is only reported).
-        let applied = unsafe {
+        unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
                 && libc::mallopt(libc::M_ARENA_MAX, ARENAS) == 1
-        };
-        if !applied {
-            eprintln!("user-service: WARNING: glibc rejected the malloc tuning; freed hash memory may stay in the process");
         }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        true
     }
 }

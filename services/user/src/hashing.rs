@@ -298,7 +298,7 @@ fn work(shared: &Shared) {
         let started = Instant::now();
         // A panicking job drops its reply (the requester gets `Failed`) and the worker lives on.
         if catch_unwind(AssertUnwindSafe(|| job.run())).is_err() {
-            eprintln!("user-service: a password hash job panicked");
+            tracing::error!("a password hash job panicked");
         }
         shared.record_run(started.elapsed());
         shared.outcomes.with(&["completed"]).inc();

@@ -261,9 +261,10 @@ async fn bootstrap_admin(
     match store.user_by_username(&admin.username).await {
         Ok(user) => {
             if user.role != ROLE_ADMIN {
-                eprintln!(
-                    "{SERVICE_NAME}: WARNING: {ADMIN_USERNAME_ENV} names an existing user who is not an \
-                     administrator; left unchanged"
+                tracing::warn!(
+                    setting = ADMIN_USERNAME_ENV,
+                    username = %admin.username,
+                    "the bootstrap administrator names a user who is not an administrator; left unchanged"
                 );
             }
             return Ok(());
@@ -281,12 +282,12 @@ async fn bootstrap_admin(
         .await
     {
         Ok(_) => {
-            eprintln!("{SERVICE_NAME}: created the administrator {:?}", admin.username);
+            tracing::info!(username = %admin.username, "created the administrator");
             Ok(())
         }
         // Another instance created it meanwhile, or the e-mail belongs to someone else.
         Err(StoreError::Conflict(what)) => {
-            eprintln!("{SERVICE_NAME}: WARNING: could not create the administrator: {what}");
+            tracing::warn!(username = %admin.username, error = %what, "could not create the administrator");
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -300,13 +301,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    allocator::return_freed_memory();
+    let malloc_tuned = allocator::return_freed_memory();
     let base = &config.base;
     let store = base.open_store().await?;
     let hashing = hashing::HashPool::start(config.hashing, &base.registry)?;
-    if let Some(admin) = &config.admin {
-        bootstrap_admin(&store, &hashing, admin).await?;
-    }
     let metrics = Metrics::declare(&base.registry)?;
     let throttle = throttle::LoginThrottle::new(&config.login_limits, &base.registry)?;
     let router = router();
@@ -329,6 +327,13 @@ pub async fn run(
             trusted_entry(&config.login_limits.trusted_proxies),
         )
         .build()?;
+    // After the build, which installed the logger, so that these lines are logged.
+    if !malloc_tuned {
+        tracing::warn!("glibc rejected the malloc tuning; freed hash memory may stay in the process");
+    }
+    if let Some(admin) = &config.admin {
+        bootstrap_admin(&store, &hashing, admin).await?;
+    }
     base.register_store_check(&obskit, &store);
     // One pooled client for every outgoing call (the health checks' and the handlers').
     let client = shop_common::client::service_client();
