@@ -54,6 +54,8 @@ pub(super) struct Inner {
     /// The accept loop's settings and metrics, for the service and the admin listener.
     pub(super) server: crate::serve::Server,
     pub(super) otlp: Option<Arc<OtlpSink>>,
+    /// The process's logs, when obskit installed them.
+    pub(super) logs: Option<crate::log::Logs>,
     /// Keeps `obskit_health_status` fresh; dropping the last `Obskit` clone stops it.
     pub(super) _health_refresher: HealthRefresher,
 }
@@ -112,6 +114,23 @@ impl Obskit {
         };
         // The flush blocks a thread; a gRPC exporter needs this runtime meanwhile.
         tokio::task::spawn_blocking(move || otlp.flush(timeout))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The process's logs ([`crate::log`]), when obskit installed them: their run-time level.
+    pub fn logs(&self) -> Option<&crate::log::Logs> {
+        self.inner.logs.as_ref()
+    }
+
+    /// Writes the log records emitted so far, waiting at most `timeout`; true when done in
+    /// time (or when obskit installed no logs). [`Obskit::serve`] does it when the server has
+    /// stopped, after the spans' export.
+    pub async fn flush_logs(&self, timeout: Duration) -> bool {
+        let Some(logs) = self.inner.logs.clone() else {
+            return true;
+        };
+        tokio::task::spawn_blocking(move || logs.flush(timeout))
             .await
             .unwrap_or(false)
     }

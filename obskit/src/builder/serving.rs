@@ -83,8 +83,10 @@ impl Obskit {
         if let Some(task) = admin_task {
             let _ = task.await;
         }
-        // What the last requests traced is exported before the process goes, within bounds.
+        // What the last requests traced and logged goes out before the process goes, within
+        // bounds.
         self.flush_traces(self.inner.settings.shutdown_timeout).await;
+        self.flush_logs(self.inner.settings.shutdown_timeout).await;
         result
     }
 }

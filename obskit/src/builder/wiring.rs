@@ -1,6 +1,6 @@
 //! Wiring: an [`Obskit`] built from resolved [`Settings`]: the per-registry metrics, the RED
 //! layer, health checks, process figures, the admin surface, and the process-wide span sink,
-//! sampler and limits.
+//! sampler and limits, and the process's logs.
 
 use std::sync::{Arc, Mutex};
 
@@ -80,12 +80,15 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
         .config(config)
         .profile_store(profiles);
 
-    if let Some(log_settings) = &settings.logs {
-        let logs =
-            crate::log::Logs::install(log_settings, &service.name, &registry).map_err(BuildError::Logs)?;
-        if let Some(logs) = logs {
-            admin = admin.log_levels(logs.levels().clone());
+    // Logs are the service's output: installed whether instrumentation is on or off.
+    let logs = match &settings.logs {
+        Some(log_settings) => {
+            crate::log::Logs::install(log_settings, &service.name, &registry).map_err(BuildError::Logs)?
         }
+        None => None,
+    };
+    if let Some(logs) = &logs {
+        admin = admin.log_levels(logs.levels().clone());
     }
 
     let mut sinks: Vec<Arc<dyn SpanSink>> = Vec::new();
@@ -136,6 +139,7 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
             connections,
             server,
             otlp,
+            logs,
             _health_refresher: health_refresher,
         }),
     })

@@ -165,7 +165,7 @@ async fn every_table_route_is_served_by_the_admin_surface() {
         // A method the route does not answer: the admin surface says so (and names the ones
         // it does), where the service would have answered `service:...`. No capture is taken.
         let (status, body) = server
-            .request("DELETE", &path, Some(&server.0.addr.to_string()), "")
+            .request("PATCH", &path, Some(&server.0.addr.to_string()), "")
             .await;
         assert_eq!(status, 405, "{path}: {body}");
         let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
@@ -188,6 +188,52 @@ async fn every_table_route_is_served_by_the_admin_surface() {
         !metrics.lines().any(|l| l.starts_with("http_requests_total{")),
         "admin requests were counted:\n{metrics}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_log_level_changes_over_http_for_a_while_and_reverts() {
+    let server = Server::start(builder()).await;
+    let host = server.0.addr.to_string();
+    let (status, body) = server.get("/debug/log-level").await;
+    assert_eq!(status, 200, "{body}");
+    let before: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(before["expires_at"].is_null(), "{before}");
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/debug/log-level?directives=info%2Cobskit%3Ddebug&ttl=1s",
+            Some(&host),
+            "",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = server.get("/debug/log-level").await;
+    let changed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(changed["directives"], "info,obskit=debug");
+    assert_eq!(changed["default"], before["directives"]);
+    // Back by itself once the ttl is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = server.get("/debug/log-level").await;
+        let now: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if now["expires_at"].is_null() {
+            assert_eq!(now["directives"], before["directives"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reverted: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/debug/log-level?directives=obskit%3Dloud",
+            Some(&host),
+            "",
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("obskit=loud"), "the problem is named: {body}");
     server.shutdown().await;
 }
 
