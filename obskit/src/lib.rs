@@ -10,6 +10,7 @@ pub mod admin;
 mod builder;
 mod clock;
 pub mod debug;
+mod export;
 pub mod health;
 pub mod http;
 pub mod instrumentation;

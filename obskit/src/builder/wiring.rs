@@ -89,6 +89,11 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
     };
     if let Some(logs) = &logs {
         admin = admin.log_levels(logs.levels().clone());
+        if let Some(config) = settings.logs.as_ref().and_then(|l| l.otlp.as_ref()) {
+            // Once a process, as the logs are: the first service built exports them.
+            logs.export_otlp(config, &service.resource)
+                .map_err(BuildError::Logs)?;
+        }
     }
 
     let mut sinks: Vec<Arc<dyn SpanSink>> = Vec::new();

@@ -2,7 +2,7 @@
 //! a record and queued for the writer thread.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use tracing::{Event, Level, Subscriber};
@@ -10,8 +10,10 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::Layer;
 
 use super::limit::{Decision, RateLimiter};
+use super::otlp::{ExportedRecord, LogExport};
 use super::record::{level_name, write_record, Context, Fields, LogFormat};
 use super::writer::LineWriter;
+use crate::export::QueueCounters;
 use crate::metrics::{Counter, Registry};
 
 /// The log pipeline's own figures.
@@ -23,6 +25,9 @@ pub(crate) struct LogCounters {
     pub(crate) dropped_rate_limited: Counter,
     /// `obskit_log_records_dropped_total{reason="queue_full"}`.
     pub(crate) dropped_queue_full: Counter,
+    /// The OTLP export's: `obskit_log_records_exported_total`, and the `export_queue_full`,
+    /// `export_queue_bytes` and `export_failed` reasons of the dropped records.
+    pub(crate) export: QueueCounters,
 }
 
 const LEVELS: [Level; 5] = [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE];
@@ -40,14 +45,24 @@ impl LogCounters {
         )?;
         let dropped = registry.counter_vec(
             "obskit_log_records_dropped_total",
-            "Log records not written: over their callsite's rate limit, or with the output queue full",
+            "Log records not written or not exported: over their callsite's rate limit, a queue full, or a failed export",
             &["reason"],
+        )?;
+        let exported = registry.counter(
+            "obskit_log_records_exported_total",
+            "Log records handed to the OTLP exporter successfully",
         )?;
         Ok(LogCounters {
             // Lower case, as `tracing`'s own level names in directives.
             records: LEVELS.map(|level| records.with(&[&level_name(&level).to_ascii_lowercase()])),
             dropped_rate_limited: dropped.with(&["rate_limited"]),
             dropped_queue_full: dropped.with(&["queue_full"]),
+            export: QueueCounters {
+                exported,
+                dropped_queue_full: dropped.with(&["export_queue_full"]),
+                dropped_queue_bytes: dropped.with(&["export_queue_bytes"]),
+                dropped_export_failed: dropped.with(&["export_failed"]),
+            },
         })
     }
 }
@@ -58,6 +73,8 @@ struct Inner {
     limiter: RateLimiter,
     counters: LogCounters,
     writer: LineWriter,
+    /// The OTLP export, once started ([`Logs::export_otlp`](super::Logs::export_otlp)).
+    export: OnceLock<LogExport>,
 }
 
 /// obskit's record layer (see the [module](super) documentation). Cheap to clone.
@@ -81,8 +98,23 @@ impl LogLayer {
                 limiter,
                 counters,
                 writer,
+                export: OnceLock::new(),
             }),
         }
+    }
+
+    /// Starts exporting records over OTLP, once: `false` when an export was started already.
+    pub(crate) fn start_export(&self, export: LogExport) -> bool {
+        self.inner.export.set(export).is_ok()
+    }
+
+    pub(crate) fn export_counters(&self) -> QueueCounters {
+        self.inner.counters.export.clone()
+    }
+
+    /// Exports the queued records, waiting at most `timeout`; true when there is no export.
+    pub(crate) fn flush_export(&self, timeout: std::time::Duration) -> bool {
+        self.inner.export.get().is_none_or(|export| export.flush(timeout))
     }
 }
 
@@ -114,8 +146,19 @@ impl<S: Subscriber> Layer<S> for LogLayer {
             let (name, attributes) = fields.span_event(metadata);
             crate::trace::late_events::add(span.span_id, name, attributes);
         }
+        let time = SystemTime::now();
+        if let Some(export) = inner.export.get() {
+            export.offer(ExportedRecord {
+                time,
+                level: *metadata.level(),
+                target: metadata.target().to_string(),
+                body: fields.body(metadata),
+                attributes: fields.attributes(),
+                span,
+            });
+        }
         let context = Context {
-            time: SystemTime::now(),
+            time,
             service: &inner.service,
             span,
             suppressed_before,

@@ -19,6 +19,10 @@
 //!   request never waits on a slow stdout: what does not fit is dropped.
 //! - **Counted**: `obskit_log_records_total{level}` (records the filter let through),
 //!   `obskit_log_records_dropped_total{reason="rate_limited"|"queue_full"}`.
+//! - **Exported** over OTLP as well when `OTEL_LOGS_EXPORTER=otlp` (the endpoint from the
+//!   `OTEL_EXPORTER_OTLP_LOGS_*` or general `OTEL_EXPORTER_OTLP_*` variables, the batching from
+//!   `OTEL_BLRP_*`), through a bounded queue as spans are; `obskit_log_records_exported_total`,
+//!   drops counted.
 //! - **Masked**: field values are masked as `/debug/config` masks them, by key name (`password`,
 //!   `token`, ...) and by value shape (a URL's credentials, a bearer token, a JWT), and so is the
 //!   message.
@@ -62,6 +66,7 @@
 mod layer;
 mod level;
 mod limit;
+mod otlp;
 mod record;
 mod spans;
 #[cfg(test)]
@@ -80,6 +85,7 @@ pub use level::{
     parse_ttl, LevelError, LevelReport, LogLevels, DEFAULT_DIRECTIVES, DEFAULT_LEVEL_TTL, MAX_LEVEL_TTL,
 };
 pub use limit::DEFAULT_RECORDS_PER_SECOND;
+pub use otlp::LOGS_EXPORTER_ENV;
 pub use record::LogFormat;
 pub use spans::{SpanBridge, TRACING_SPANS_ENV};
 pub use writer::DEFAULT_QUEUE_BYTES;
@@ -103,7 +109,7 @@ pub const LOG_RATE_LIMIT_ENV: &str = "OBSKIT_LOG_RATE_LIMIT";
 pub const LOG_QUEUE_BYTES_ENV: &str = "OBSKIT_LOG_QUEUE_BYTES";
 
 /// How logs are filtered, formatted and bounded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogSettings {
     /// `EnvFilter` directives at start.
     pub directives: String,
@@ -116,6 +122,8 @@ pub struct LogSettings {
     /// The `tracing` span targets that become obskit spans (`Targets` directives, as
     /// `cart=debug,scylla=info`); `None`: none do.
     pub span_targets: Option<String>,
+    /// Where records are also exported over OTLP (`OTEL_LOGS_EXPORTER=otlp`); `None`: nowhere.
+    pub otlp: Option<crate::trace::OtlpConfig>,
 }
 
 impl Default for LogSettings {
@@ -127,6 +135,7 @@ impl Default for LogSettings {
             records_per_second: DEFAULT_RECORDS_PER_SECOND,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             span_targets: None,
+            otlp: None,
         }
     }
 }
@@ -183,6 +192,7 @@ impl LogSettings {
             parse_targets(targets).map_err(|e| EnvError::new(TRACING_SPANS_ENV, e.0))?;
         }
         Ok(LogSettings {
+            otlp: otlp::config_from_env(env)?,
             span_targets,
             directives,
             format,
@@ -213,6 +223,22 @@ impl LogSettings {
             (
                 "log.tracing_spans".to_string(),
                 self.span_targets.clone().unwrap_or_else(|| "none".to_string()),
+            ),
+            (
+                "log.otlp".to_string(),
+                match &self.otlp {
+                    Some(c) => format!(
+                        "{:?} {} (queue {} records, {} bytes; batches of {} every {:?}; timeout {:?})",
+                        c.protocol,
+                        c.endpoint,
+                        c.queue_size,
+                        c.queue_bytes,
+                        c.max_batch,
+                        c.interval,
+                        c.export_timeout
+                    ),
+                    None => "off (OTEL_LOGS_EXPORTER is not otlp)".to_string(),
+                },
             ),
         ]
     }
@@ -316,10 +342,28 @@ impl Logs {
         &self.levels
     }
 
-    /// Waits until the records emitted so far are written, or `timeout` passes; whether they
-    /// were.
+    /// Exports every record written from now on over OTLP as well, to `config`'s endpoint,
+    /// with `resource` (`service.name`, ...) as the exported resource; once (`Ok(false)` when an
+    /// export runs already). A gRPC exporter must be started inside a tokio runtime.
+    pub fn export_otlp(
+        &self,
+        config: &crate::trace::OtlpConfig,
+        resource: &[(String, String)],
+    ) -> Result<bool, LogError> {
+        let export =
+            otlp::LogExport::start(config, resource, self.layer.export_counters()).map_err(LogError)?;
+        Ok(self.layer.start_export(export))
+    }
+
+    /// Waits until the records emitted so far are written (and exported, when they are), or
+    /// `timeout` passes; whether they were.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.writer.flush(timeout)
+        let deadline = std::time::Instant::now() + timeout;
+        let written = self.writer.flush(timeout);
+        written
+            && self
+                .layer
+                .flush_export(deadline.saturating_duration_since(std::time::Instant::now()))
     }
 
     /// Installs logs for `service` (to stdout, counted in `registry`) as the process's

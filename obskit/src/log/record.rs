@@ -46,8 +46,23 @@ impl Fields {
         fields
     }
 
-    /// The event as a span event: named by its message, with its level, target and fields as
-    /// attributes (already masked).
+    /// The event's message, or its callsite's name when it has none: a span event's name, an
+    /// exported record's body.
+    pub(crate) fn body(&self, metadata: &tracing::Metadata<'_>) -> String {
+        if self.message.is_empty() {
+            metadata.name().to_string()
+        } else {
+            self.message.clone()
+        }
+    }
+
+    /// The fields (already masked) as attributes.
+    pub(crate) fn attributes(&self) -> Vec<(Cow<'static, str>, AttrValue)> {
+        self.attributes_after(Vec::with_capacity(self.fields.len()))
+    }
+
+    /// The event as a span event: named by its [`body`](Self::body), with its level, target
+    /// and fields as attributes.
     pub(crate) fn span_event(
         &self,
         metadata: &tracing::Metadata<'_>,
@@ -61,6 +76,13 @@ impl Fields {
             Cow::Borrowed("target"),
             AttrValue::Str(Cow::Owned(metadata.target().to_string())),
         ));
+        (self.body(metadata), self.attributes_after(attributes))
+    }
+
+    fn attributes_after(
+        &self,
+        mut attributes: Vec<(Cow<'static, str>, AttrValue)>,
+    ) -> Vec<(Cow<'static, str>, AttrValue)> {
         for (key, value) in &self.fields {
             let value = match value {
                 Value::Str(s) => AttrValue::Str(Cow::Owned(s.clone())),
@@ -72,12 +94,7 @@ impl Fields {
             };
             attributes.push((Cow::Borrowed(*key), value));
         }
-        let name = if self.message.is_empty() {
-            metadata.name().to_string()
-        } else {
-            self.message.clone()
-        };
-        (name, attributes)
+        attributes
     }
 
     fn push(&mut self, field: &Field, value: Value) {

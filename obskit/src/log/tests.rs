@@ -404,3 +404,154 @@ fn library_spans_become_obskit_children_only_when_their_target_is_enabled() {
         }
     }
 }
+
+/// An OTLP/HTTP receiver on a free port: every request body it was sent, answered with an
+/// empty `200`.
+fn otlp_receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/v1/logs", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = Arc::clone(&kept);
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let (mut line, mut length) = (String::new(), 0usize);
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    kept.lock().unwrap().push(body);
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, bodies)
+}
+
+#[test]
+fn records_are_exported_over_otlp_with_their_trace_and_masked_fields() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message;
+
+    let _lock = SINK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    crate::trace::set_sink(Arc::new(Collect::default()));
+    let (endpoint, bodies) = otlp_receiver();
+    let env = |name: &str| match name {
+        "OTEL_LOGS_EXPORTER" => Some("otlp".to_string()),
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT" => Some(endpoint.clone()),
+        "OTEL_BLRP_SCHEDULE_DELAY" => Some("50".to_string()),
+        _ => None,
+    };
+    let settings = LogSettings::from_env_source(&env).unwrap();
+    let config = settings.otlp.clone().expect("OTEL_LOGS_EXPORTER=otlp");
+    assert_eq!(config.endpoint, endpoint);
+    let h = Harness::new(LogSettings {
+        format: LogFormat::Json,
+        ..settings
+    });
+    let resource = [("service.name".to_string(), "cart".to_string())];
+    assert!(h.logs.export_otlp(&config, &resource).unwrap());
+    assert!(!h.logs.export_otlp(&config, &resource).unwrap(), "once");
+    let context = tracing::subscriber::with_default(h.logs.subscriber(), || {
+        let span = crate::trace::span("checkout").start();
+        let _entered = span.enter();
+        tracing::error!(order_id = 7, password = "hunter2", "payment refused");
+        span.context().unwrap()
+    });
+    crate::trace::clear_sink();
+    assert!(h.logs.flush(Duration::from_secs(10)));
+
+    let requests: Vec<ExportLogsServiceRequest> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| ExportLogsServiceRequest::decode(&b[..]).expect("a valid OTLP logs request"))
+        .collect();
+    let resource_logs = &requests
+        .iter()
+        .find(|r| !r.resource_logs.is_empty())
+        .expect("an export")
+        .resource_logs[0];
+    let service = resource_logs
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name");
+    assert_eq!(
+        service
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.clone()),
+        Some(Any::StringValue("cart".to_string()))
+    );
+    let record = &resource_logs.scope_logs[0].log_records[0];
+    assert_eq!(record.severity_text, "ERROR");
+    assert_eq!(record.severity_number, 17, "SEVERITY_NUMBER_ERROR");
+    assert_eq!(
+        record.body.as_ref().and_then(|b| b.value.clone()),
+        Some(Any::StringValue("payment refused".to_string()))
+    );
+    assert_eq!(record.trace_id, context.trace_id.to_be_bytes().to_vec());
+    assert_eq!(record.span_id, context.span_id.to_be_bytes().to_vec());
+    let attribute = |key: &str| {
+        record
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.clone())
+    };
+    assert_eq!(attribute("order_id"), Some(Any::IntValue(7)));
+    assert_eq!(attribute("password"), Some(Any::StringValue("***".to_string())));
+    let text = h.registry.encode_text();
+    assert!(text.contains("obskit_log_records_exported_total 1"), "{text}");
+}
+
+#[test]
+fn the_logs_exporter_variable_is_checked() {
+    let none = |_: &str| None;
+    assert_eq!(LogSettings::from_env_source(&none).unwrap().otlp, None);
+    let otlp = |name: &str| (name == "OTEL_LOGS_EXPORTER").then(|| "otlp".to_string());
+    let config = LogSettings::from_env_source(&otlp).unwrap().otlp.unwrap();
+    assert_eq!(
+        config.endpoint, "http://localhost:4318/v1/logs",
+        "the specification's default"
+    );
+    let grpc = |name: &str| match name {
+        "OTEL_LOGS_EXPORTER" => Some("otlp".to_string()),
+        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_string()),
+        _ => None,
+    };
+    let config = LogSettings::from_env_source(&grpc).unwrap().otlp.unwrap();
+    assert_eq!(config.endpoint, "http://localhost:4317");
+    let console = |name: &str| (name == "OTEL_LOGS_EXPORTER").then(|| "console".to_string());
+    assert_eq!(
+        LogSettings::from_env_source(&console).unwrap_err().name,
+        "OTEL_LOGS_EXPORTER"
+    );
+}

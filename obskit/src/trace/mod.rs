@@ -77,7 +77,7 @@ pub use attributes::{Attributes, INLINE_ATTRIBUTES};
 pub use client::TracedRequest;
 pub use handoff::{flush, DRAIN_INTERVAL, RING_CAPACITY};
 pub use limits::{request_value_length, SpanLimits};
-pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
+pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSignal, OtlpSink};
 pub use sampler::{sample, Sampler};
 pub use sink::{
     clear_sink, is_enabled, set_default_sink, set_sink, set_unsampled_slow_threshold,

@@ -20,6 +20,8 @@
 //! - Unsampled spans (`sampled == false`) are not exported: they were recorded only for the
 //!   in-process view.
 //!
+//! The queue and its thread are shared with OTLP logs ([`crate::log`]), in `crate::export`.
+//!
 //! ```
 //! use obskit::trace::{OtlpConfig, OtlpProtocol};
 //! let config = OtlpConfig::new("http://127.0.0.1:4318/v1/traces", OtlpProtocol::HttpProtobuf);
@@ -28,10 +30,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::trace::{
     SpanContext as OtelSpanContext, SpanId, SpanKind as OtelSpanKind, Status, TraceFlags, TraceId,
@@ -43,6 +42,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLink
 use opentelemetry_sdk::Resource;
 
 use super::{masked_attr, AttrValue, FinishedSpan, SpanKind, SpanSink, SpanStatus};
+use crate::export::{ExportQueue, Exporter, QueueCounters};
 use crate::metrics::Counter;
 use crate::settings::{EnvError, EnvSource, ProcessEnv};
 
@@ -117,8 +117,29 @@ impl OtlpConfig {
 
     /// Reads the variables of [`OtlpConfig::from_env`] through `env`.
     pub fn from_env_source(env: &impl EnvSource) -> Result<Option<OtlpConfig>, EnvError> {
-        let (protocol_var, protocol) = match env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+        Self::for_signal(OtlpSignal::Traces, env)
+    }
+
+    /// Reads the variables of `signal` through `env`: its own endpoint, protocol and timeout
+    /// variables (`OTEL_EXPORTER_OTLP_{TRACES,LOGS}_*`) over the general ones, and its batch
+    /// processor's (`OTEL_BSP_*` for spans, `OTEL_BLRP_*` for log records). `Ok(None)` when no
+    /// endpoint is set.
+    ///
+    /// ```
+    /// use obskit::trace::{OtlpConfig, OtlpProtocol, OtlpSignal};
+    /// let env = |name: &str| match name {
+    ///     "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".to_string()),
+    ///     "OTEL_BLRP_MAX_QUEUE_SIZE" => Some("100".to_string()),
+    ///     _ => None,
+    /// };
+    /// let logs = OtlpConfig::for_signal(OtlpSignal::Logs, &env).unwrap().unwrap();
+    /// assert_eq!(logs.endpoint, "http://collector:4318/v1/logs");
+    /// assert_eq!((logs.protocol, logs.queue_size), (OtlpProtocol::HttpProtobuf, 100));
+    /// ```
+    pub fn for_signal(signal: OtlpSignal, env: &impl EnvSource) -> Result<Option<OtlpConfig>, EnvError> {
+        let vars = signal.variables();
+        let (protocol_var, protocol) = match env.get(vars.protocol) {
+            Some(p) => (vars.protocol, Some(p)),
             None => (
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
                 env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
@@ -134,11 +155,11 @@ impl OtlpConfig {
                 ))
             }
         };
-        let endpoint = if let Some(endpoint) = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        let endpoint = if let Some(endpoint) = env.get(vars.endpoint) {
             endpoint
         } else if let Some(base) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
             match protocol {
-                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), vars.http_path),
                 OtlpProtocol::Grpc => base,
             }
         } else {
@@ -151,32 +172,86 @@ impl OtlpConfig {
                 other => Ok(other),
             }
         };
-        if let Some(size) = positive("OTEL_BSP_MAX_QUEUE_SIZE")? {
+        if let Some(size) = positive(vars.queue_size)? {
             config.queue_size = size;
         }
-        if let Some(batch) = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+        if let Some(batch) = positive(vars.max_batch)? {
             config.max_batch = batch;
         }
         // The specification: a batch larger than the queue is the queue (the default batch
-        // too, under a small OTEL_BSP_MAX_QUEUE_SIZE).
+        // too, under a small queue size).
         config.max_batch = config.max_batch.min(config.queue_size);
         if let Some(bytes) = positive("OBSKIT_EXPORT_QUEUE_BYTES")? {
             config.queue_bytes = bytes;
         }
-        if let Some(ms) = env.parse::<u64>("OTEL_BSP_SCHEDULE_DELAY")? {
+        if let Some(ms) = env.parse::<u64>(vars.schedule_delay)? {
             config.interval = Duration::from_millis(ms.max(1));
         }
-        for name in [
-            "OTEL_BSP_EXPORT_TIMEOUT",
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        ] {
+        for name in [vars.export_timeout, "OTEL_EXPORTER_OTLP_TIMEOUT", vars.timeout] {
             // Most specific last, so that it wins.
             if let Some(ms) = env.parse::<u64>(name)? {
                 config.export_timeout = Duration::from_millis(ms.max(1));
             }
         }
         Ok(Some(config))
+    }
+
+    /// The bounds and batching of the export queue.
+    pub(crate) fn queue_limits(&self) -> crate::export::QueueLimits {
+        crate::export::QueueLimits {
+            items: self.queue_size,
+            bytes: self.queue_bytes,
+            max_batch: self.max_batch,
+            interval: self.interval,
+        }
+    }
+}
+
+/// An OpenTelemetry signal obskit exports over OTLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpSignal {
+    /// Spans.
+    Traces,
+    /// Log records.
+    Logs,
+}
+
+/// The variables that configure one signal's exporter, as the specification names them.
+struct SignalVariables {
+    endpoint: &'static str,
+    protocol: &'static str,
+    timeout: &'static str,
+    http_path: &'static str,
+    queue_size: &'static str,
+    max_batch: &'static str,
+    schedule_delay: &'static str,
+    export_timeout: &'static str,
+}
+
+impl OtlpSignal {
+    fn variables(self) -> SignalVariables {
+        match self {
+            OtlpSignal::Traces => SignalVariables {
+                endpoint: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                http_path: "/v1/traces",
+                queue_size: "OTEL_BSP_MAX_QUEUE_SIZE",
+                max_batch: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                schedule_delay: "OTEL_BSP_SCHEDULE_DELAY",
+                export_timeout: "OTEL_BSP_EXPORT_TIMEOUT",
+            },
+            OtlpSignal::Logs => SignalVariables {
+                endpoint: "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                protocol: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+                timeout: "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+                http_path: "/v1/logs",
+                queue_size: "OTEL_BLRP_MAX_QUEUE_SIZE",
+                max_batch: "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+                schedule_delay: "OTEL_BLRP_SCHEDULE_DELAY",
+                export_timeout: "OTEL_BLRP_EXPORT_TIMEOUT",
+            },
+        }
     }
 }
 
@@ -197,6 +272,15 @@ pub struct ExportCounters {
 }
 
 impl ExportCounters {
+    fn queue_counters(&self) -> QueueCounters {
+        QueueCounters {
+            exported: self.exported.clone(),
+            dropped_queue_full: self.dropped_queue_full.clone(),
+            dropped_queue_bytes: self.dropped_queue_bytes.clone(),
+            dropped_export_failed: self.dropped_export_failed.clone(),
+        }
+    }
+
     /// Declares the counters in `registry`.
     ///
     /// ```
@@ -237,15 +321,6 @@ impl fmt::Display for OtlpError {
 
 impl std::error::Error for OtlpError {}
 
-enum Message {
-    /// Spans, each with the bytes it counts against the queue's byte bound: all that one drain
-    /// of the span rings handed over, so that the worker is woken once for them (a wake is a
-    /// system call, which it would otherwise take once a span).
-    Spans(Vec<(FinishedSpan, usize)>),
-    /// Export everything queued before this message, then answer.
-    Flush(mpsc::Sender<()>),
-}
-
 /// Exports finished spans over OTLP from a bounded queue. See the [module](self) docs.
 ///
 /// ```no_run
@@ -264,16 +339,7 @@ enum Message {
 /// # let _ = flushed; }
 /// ```
 pub struct OtlpSink {
-    queue: SyncSender<Message>,
-    /// Spans queued and not yet taken by the worker.
-    held_spans: Arc<AtomicUsize>,
-    queue_size: usize,
-    /// Bytes of the spans queued or in the batch being exported.
-    held_bytes: Arc<AtomicUsize>,
-    queue_bytes: usize,
-    counters: ExportCounters,
-    /// Serialises flushes, whose answer channel must not be confused.
-    flush: Mutex<()>,
+    queue: ExportQueue<FinishedSpan>,
 }
 
 impl fmt::Debug for OtlpSink {
@@ -314,99 +380,37 @@ impl OtlpSink {
             .build();
         exporter.set_resource(&resource);
 
-        // A message holds at least one span, so the channel never fills before `held_spans`
-        // reaches the queue size (a flush may wait for a slot).
-        let (queue, receiver) = mpsc::sync_channel(config.queue_size.max(1));
-        let held_spans = Arc::new(AtomicUsize::new(0));
-        let held_bytes = Arc::new(AtomicUsize::new(0));
-        let worker = Worker {
+        let exporter = Spans {
             exporter,
-            receiver,
-            held_spans: Arc::clone(&held_spans),
-            held_bytes: Arc::clone(&held_bytes),
-            // A batch is sent once it holds half the byte budget, so a queue never waits on it.
-            max_batch_bytes: config.queue_bytes.max(1) / 2,
-            counters: counters.clone(),
             scope: InstrumentationScope::builder("obskit")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
-            max_batch: config.max_batch.max(1),
-            interval: config.interval,
         };
-        std::thread::Builder::new()
-            .name("obskit-otlp".to_string())
-            .spawn(move || worker.run())
-            .map_err(|e| failed(&e))?;
-        Ok(OtlpSink {
-            queue,
-            held_spans,
-            queue_size: config.queue_size.max(1),
-            held_bytes,
-            queue_bytes: config.queue_bytes.max(1),
-            counters,
-            flush: Mutex::new(()),
-        })
+        let queue = ExportQueue::start(
+            "obskit-otlp",
+            exporter,
+            config.queue_limits(),
+            counters.queue_counters(),
+        )
+        .map_err(|e| failed(&e))?;
+        Ok(OtlpSink { queue })
     }
 
     /// Exports everything queued so far, waiting at most `timeout`. Returns whether it
     /// finished in time. Blocks the calling thread: from async code, call it through
     /// `tokio::task::spawn_blocking` (a gRPC exporter needs the runtime meanwhile).
     pub fn flush(&self, timeout: Duration) -> bool {
-        let _one_at_a_time = self.flush.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = Instant::now() + timeout;
-        let (done, finished) = mpsc::channel();
-        let mut message = Message::Flush(done);
-        // The queue may be full: retry until the deadline rather than block on it.
-        loop {
-            match self.queue.try_send(message) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    message = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return false,
-            }
-        }
-        finished
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        self.queue.flush(timeout)
     }
 
     /// Queues the sampled ones of `spans` as one message, within both bounds; a span past
     /// either is dropped and counted.
     fn enqueue(&self, spans: impl IntoIterator<Item = FinishedSpan>) {
-        let mut accepted = Vec::new();
-        for span in spans {
-            if !span.context.sampled {
-                continue;
-            }
-            let bytes = span.approximate_bytes();
-            // Reserved first: two threads cannot both take the last of a budget.
-            if self.held_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.queue_bytes {
-                self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.counters.dropped_queue_bytes.inc();
-                continue;
-            }
-            if self.held_spans.fetch_add(1, Ordering::Relaxed) >= self.queue_size {
-                self.held_spans.fetch_sub(1, Ordering::Relaxed);
-                self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.counters.dropped_queue_full.inc();
-                continue;
-            }
-            accepted.push((span, bytes));
-        }
-        if accepted.is_empty() {
-            return;
-        }
-        if let Err(
-            TrySendError::Full(Message::Spans(back)) | TrySendError::Disconnected(Message::Spans(back)),
-        ) = self.queue.try_send(Message::Spans(accepted))
-        {
-            let bytes: usize = back.iter().map(|(_, bytes)| bytes).sum();
-            self.held_spans.fetch_sub(back.len(), Ordering::Relaxed);
-            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.counters.dropped_queue_full.inc_by(back.len() as u64);
-        }
+        self.queue
+            .offer(spans.into_iter().filter(|span| span.context.sampled).map(|span| {
+                let bytes = span.approximate_bytes();
+                (span, bytes)
+            }));
     }
 }
 
@@ -420,80 +424,30 @@ impl SpanSink for OtlpSink {
     }
 }
 
-struct Worker {
+/// The span exporter the queue's thread drives.
+struct Spans {
     exporter: opentelemetry_otlp::SpanExporter,
-    receiver: Receiver<Message>,
-    held_spans: Arc<AtomicUsize>,
-    held_bytes: Arc<AtomicUsize>,
-    max_batch_bytes: usize,
-    counters: ExportCounters,
     scope: InstrumentationScope,
-    max_batch: usize,
-    interval: Duration,
 }
 
-impl Worker {
-    fn run(self) {
-        let mut batch = Batch {
-            spans: Vec::with_capacity(self.max_batch),
-            bytes: 0,
-        };
-        let mut due = Instant::now() + self.interval;
-        loop {
-            match self
-                .receiver
-                .recv_timeout(due.saturating_duration_since(Instant::now()))
-            {
-                Ok(Message::Spans(spans)) => {
-                    self.held_spans.fetch_sub(spans.len(), Ordering::Relaxed);
-                    for (span, bytes) in spans {
-                        batch.spans.push(to_span_data(span, &self.scope));
-                        batch.bytes += bytes;
-                        if batch.spans.len() >= self.max_batch || batch.bytes >= self.max_batch_bytes {
-                            self.export(&mut batch);
-                        }
-                    }
-                }
-                Ok(Message::Flush(done)) => {
-                    self.export(&mut batch);
-                    let _ = done.send(());
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.export(&mut batch);
-                    due = Instant::now() + self.interval;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.export(&mut batch);
-                    let _ = self.exporter.shutdown();
-                    return;
-                }
-            }
-        }
+impl Exporter for Spans {
+    type Item = FinishedSpan;
+    type Exported = SpanData;
+
+    fn convert(&self, span: FinishedSpan) -> SpanData {
+        to_span_data(span, &self.scope)
     }
 
-    fn export(&self, batch: &mut Batch) {
-        if batch.spans.is_empty() {
-            return;
-        }
-        let spans = std::mem::replace(&mut batch.spans, Vec::with_capacity(self.max_batch));
-        let bytes = std::mem::take(&mut batch.bytes);
-        let count = spans.len() as u64;
+    fn export(&mut self, batch: Vec<SpanData>) -> bool {
         // The exporters' futures complete without a runtime of their own (the HTTP one uses a
         // blocking client; tonic's connection tasks run on the runtime it was built in), which
         // is how the SDK's own batch processor drives them.
-        match futures_executor::block_on(self.exporter.export(spans)) {
-            Ok(()) => self.counters.exported.inc_by(count),
-            Err(_) => self.counters.dropped_export_failed.inc_by(count),
-        }
-        // The batch is gone: its bytes are free for new spans.
-        self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        futures_executor::block_on(self.exporter.export(batch)).is_ok()
     }
-}
 
-/// The spans being gathered for one export, and the bytes they held as obskit spans.
-struct Batch {
-    spans: Vec<SpanData>,
-    bytes: usize,
+    fn shutdown(&mut self) {
+        let _ = self.exporter.shutdown();
+    }
 }
 
 fn otel_value(value: AttrValue) -> Value {
@@ -595,7 +549,7 @@ pub(crate) fn to_span_data(span: FinishedSpan, scope: &InstrumentationScope) -> 
 mod tests {
     use super::*;
     use crate::trace::{SpanContext, SpanEvent};
-    use std::time::SystemTime;
+    use std::time::{Instant, SystemTime};
 
     #[test]
     fn configuration_from_the_standard_variables() {
@@ -860,10 +814,10 @@ mod tests {
         let by_bytes = counters.dropped_queue_bytes.get();
         assert!(by_bytes >= 45, "{by_bytes}");
         assert_eq!(counters.dropped_queue_full.get(), 0);
-        assert!(sink.held_bytes.load(Ordering::Relaxed) <= config.queue_bytes);
+        assert!(sink.queue.held_bytes() <= config.queue_bytes);
         // Once the batch is done with (here: failed), its bytes are free again.
         assert!(sink.flush(Duration::from_secs(10)));
-        assert_eq!(sink.held_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(sink.queue.held_bytes(), 0);
         assert_eq!(by_bytes + counters.dropped_export_failed.get(), 50);
     }
 }
