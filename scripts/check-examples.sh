@@ -71,4 +71,38 @@ metrics_has 'product_views_total{category="__overflow__"} 10'
 metrics_has 'obskit_metric_label_overflow_total{metric="product_views_total"} 10'
 metrics_has 'http_requests_total{endpoint="/products/{id}",method="GET",status="200"} 30'
 stop
+echo "-- grpc_server"
+# grpc SKU STATUS: one unary call over HTTP/2 (prior knowledge), its frame built by python3;
+# STATUS is the grpc-status expected in the headers or trailers (curl writes both to -D).
+grpc() {
+  python3 -c 'import sys,struct; s=sys.argv[1].encode(); m=(b"\x0a"+bytes([len(s)])+s) if s else b""; sys.stdout.buffer.write(b"\x00"+struct.pack(">I",len(m))+m)' "$1" >"$workdir/grpc.req"
+  curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary @"$workdir/grpc.req" -D "$workdir/grpc.head" -o "$workdir/body" "$base/shop.Inventory/GetStock" \
+    || fail "grpc $1: curl failed"
+  tr -d '\r' <"$workdir/grpc.head" | grep -qx "grpc-status: $2" || fail "grpc $1: expected grpc-status $2: $(cat "$workdir/grpc.head")"
+}
+start grpc_server
+grpc book-1 0
+grep -q "book-1" "$workdir/body" || fail "the reply does not name the sku"
+grpc unreachable 14
+grpc "" 3
+scrape
+metrics_has 'http_requests_total{endpoint="/shop.Inventory/GetStock",method="POST",status="200"} 1'
+metrics_has 'http_requests_total{endpoint="/shop.Inventory/GetStock",method="POST",status="503"} 1'
+metrics_has 'http_requests_total{endpoint="/shop.Inventory/GetStock",method="POST",status="400"} 1'
+metrics_has 'function_calls_total{function="get_stock",module="grpc_server",result="error"} 2'
+metrics_has 'function_calls_total{function="get_stock",module="grpc_server",result="ok"} 1'
+# The UNAVAILABLE call's server span is in error, with its gRPC code; the OK call's log line
+# carries the trace id of a span in /debug/traces.
+curl -sf "$base/debug/traces?status=error" >"$workdir/traces"
+python3 - "$workdir/traces" "$workdir/grpc_server.out" <<'PY' || fail "gRPC span or log line not as expected"
+import json, sys
+traces = json.load(open(sys.argv[1]))["traces"]
+spans = [s for t in traces for s in t["spans"]]
+assert any(s["attributes"].get("rpc.grpc.status_code") == 14 for s in spans), spans
+lines = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+record = next(l for l in lines if l["message"] == "stock looked up")
+assert record["fields"]["sku"] == "book-1" and len(record["trace_id"]) == 32, record
+PY
+stop
 echo "check-examples: all examples behaved"

@@ -77,6 +77,9 @@ where
                             .insert(propagation::TRACEPARENT, traceparent);
                     }
                     guard.outcome = Outcome::Response(response.status());
+                    if guard.http2 {
+                        guard.grpc_code = super::grpc::status_code(response.headers());
+                    }
                     // A body that is already at its end is never polled by hyper (it is
                     // dropped after the head is written): that is a complete response.
                     guard.body_complete = response.body().is_end_stream();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
+use super::grpc;
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
 use super::shared::Shared;
 use crate::clock::{self, Tick};
@@ -47,6 +48,11 @@ pub(crate) struct RequestGuard {
     pub(crate) body_complete: bool,
     /// The response body yielded an error.
     pub(crate) body_failed: bool,
+    /// The request came over HTTP/2, so the response may be gRPC's (which needs HTTP/2): only
+    /// then are its headers looked at for a `grpc-status`.
+    pub(crate) http2: bool,
+    /// A gRPC response's `grpc-status`, when its headers carry one ([`super::grpc`]).
+    pub(crate) grpc_code: Option<u8>,
     /// The server span, boxed: `None` (free) when no span sink is installed. A span is large
     /// (about 400 bytes, its first attributes inline); boxed only when there is one, the guard
     /// stays small enough to move with the response through the futures above this layer
@@ -67,6 +73,8 @@ impl RequestGuard {
             response_bytes: 0,
             body_complete: false,
             body_failed: false,
+            http2: false,
+            grpc_code: None,
             span: None,
         }
     }
@@ -106,6 +114,13 @@ impl RequestGuard {
             }
             Outcome::Response(status) => {
                 span.set_attr("http.response.status_code", i64::from(status.as_u16()));
+                if let Some(code) = self.grpc_code {
+                    span.set_attr("rpc.grpc.status_code", i64::from(code));
+                    if grpc::is_server_error(code) {
+                        span.set_attr("error.type", i64::from(code).to_string());
+                        span.set_status(SpanStatus::Error(format!("grpc-status {code}")));
+                    }
+                }
                 if status.is_server_error() {
                     // OpenTelemetry HTTP conventions: 5xx is a server span error, and
                     // `error.type` is the status code.
@@ -128,7 +143,8 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let status = match self.outcome {
             Outcome::Pending => CLIENT_CLOSED_REQUEST,
-            Outcome::Response(status) => status,
+            // A gRPC call's outcome is its `grpc-status`, under the HTTP status it stands for.
+            Outcome::Response(status) => self.grpc_code.map_or(status, grpc::http_status),
             Outcome::ServiceError => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let shared = &*self.shared;

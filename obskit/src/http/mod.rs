@@ -73,6 +73,7 @@
 
 mod body;
 mod future;
+mod grpc;
 mod guard;
 mod layer;
 mod matcher;

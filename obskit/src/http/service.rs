@@ -175,6 +175,7 @@ fn start_recording<B: Body>(
     // every future above this one: it is small (its span boxed, and only when there is one), so
     // those moves are cheap and a request without a span allocates nothing here.
     let mut guard = RequestGuard::new(Arc::clone(shared), slot);
+    guard.http2 = request.version() == http::Version::HTTP_2;
     let remote = if trace::is_enabled() {
         let remote =
             Some(RemoteContext::extract(request.headers())).filter(|r| *r != RemoteContext::default());

@@ -742,3 +742,48 @@ async fn server_span_has_the_request_head_attributes() {
         Some(&AttrValue::from("1.1"))
     );
 }
+
+#[tokio::test]
+async fn a_grpc_failure_counts_under_the_http_status_its_code_stands_for() {
+    let registry = Registry::new();
+    let service = layer(&registry).layer(tower::service_fn(
+        |request: Request<RequestBody<Full<Bytes>>>| async move {
+            let code = request.uri().query().unwrap_or("0").to_string();
+            let response = Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", code)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        },
+    ));
+    let call = |query: &str, version: http::Version| {
+        let mut request = Request::post(format!("/api/products?{query}"))
+            .body(Full::default())
+            .unwrap();
+        *request.version_mut() = version;
+        service.clone().oneshot(request)
+    };
+    for (query, version) in [
+        ("14", http::Version::HTTP_2),
+        ("5", http::Version::HTTP_2),
+        ("0", http::Version::HTTP_2),
+        // Not over HTTP/2: not gRPC, whatever the headers say.
+        ("14", http::Version::HTTP_11),
+    ] {
+        let response = call(query, version).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "POST", 503)),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "POST", 404)),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "POST", 200)),
+        Some(2.0)
+    );
+}
