@@ -125,11 +125,11 @@ impl Config {
         match raw.parse::<u64>() {
             Ok(seconds) if seconds >= 1 => Duration::from_secs(seconds),
             _ => {
-                // Read while configuring, before obskit (and so its logger) is built.
-                eprintln!(
-                    "WARNING: {ABANDON_AFTER_ENV}={raw:?} is not a whole number of seconds from 1; \
-                     using {}",
-                    DEFAULT_ABANDON_AFTER.as_secs()
+                tracing::warn!(
+                    setting = ABANDON_AFTER_ENV,
+                    value = raw,
+                    using_seconds = DEFAULT_ABANDON_AFTER.as_secs(),
+                    "not a whole number of seconds from 1; using the default"
                 );
                 DEFAULT_ABANDON_AFTER
             }

@@ -77,20 +77,21 @@ impl Config {
             Ok(seconds) if seconds > 0.0 => match Duration::try_from_secs_f64(seconds) {
                 Ok(step) => Some(step),
                 Err(_) => {
-                    // Read while configuring, before obskit (and so its logger) is built.
-                    eprintln!(
-                        "{SERVICE_NAME}: {LIFECYCLE_STEP_ENV}={raw:?} is too large; using {} s",
-                        DEFAULT_LIFECYCLE_STEP.as_secs()
+                    tracing::warn!(
+                        setting = LIFECYCLE_STEP_ENV,
+                        value = raw,
+                        using_seconds = DEFAULT_LIFECYCLE_STEP.as_secs(),
+                        "too large; using the default"
                     );
                     Some(DEFAULT_LIFECYCLE_STEP)
                 }
             },
             _ => {
-                // As above: no logger yet.
-                eprintln!(
-                    "{SERVICE_NAME}: {LIFECYCLE_STEP_ENV}={raw:?} is not a number of seconds \
-                     (0 disables the lifecycle); using {} s",
-                    DEFAULT_LIFECYCLE_STEP.as_secs()
+                tracing::warn!(
+                    setting = LIFECYCLE_STEP_ENV,
+                    value = raw,
+                    using_seconds = DEFAULT_LIFECYCLE_STEP.as_secs(),
+                    "not a number of seconds (0 disables the lifecycle); using the default"
                 );
                 Some(DEFAULT_LIFECYCLE_STEP)
             }

@@ -107,11 +107,11 @@ impl JwtKeys {
             _ => {
                 let mut secret = [0u8; 32];
                 getrandom::fill(&mut secret).expect("the OS random number generator is available");
-                // Runs while the configuration is read, before obskit (and so its logger) exists.
-                eprintln!(
-                    "WARNING: {JWT_SECRET_ENV} is not set: using a random secret for this process only. \
-                     Tokens will not survive a restart and the other services will refuse them. \
-                     Set {JWT_SECRET_ENV} to the same value for every service."
+                tracing::warn!(
+                    setting = JWT_SECRET_ENV,
+                    "not set: using a random secret for this process only; tokens will not survive a \
+                     restart and the other services will refuse them (set it to the same value for \
+                     every service)"
                 );
                 JwtKeys::new(&secret, ttl)
             }
@@ -224,8 +224,11 @@ pub fn require_auth_from(raw: Option<&str>) -> bool {
         "true" | "1" | "yes" | "on" => true,
         "false" | "0" | "no" | "off" => false,
         _ => {
-            // Read while configuring, before obskit (and so its logger) is built.
-            eprintln!("WARNING: {REQUIRE_AUTH_ENV}={raw:?} is neither true nor false; requiring tokens");
+            tracing::warn!(
+                setting = REQUIRE_AUTH_ENV,
+                value = raw,
+                "neither true nor false; requiring tokens"
+            );
             true
         }
     }

@@ -408,16 +408,19 @@ pub async fn main<S: Service>() -> ExitCode {
 
 /// [`main`] without the exit code: the launcher's `shop serve <name>` calls this.
 pub async fn serve<S: Service>() -> Result<(), BoxError> {
+    // The logs first, so that what configuring finds (a missing secret, a bad value) is logged:
+    // the obskit built later finds them installed (once a process) and keeps them.
+    let log_settings = obskit::log::LogSettings::from_env_source(&obskit::settings::ProcessEnv)?;
+    obskit::log::Logs::install(
+        &log_settings,
+        S::SPEC.service_name,
+        obskit::metrics::Registry::global(),
+    )?;
     let env = |name: &str| std::env::var(name).ok();
     let base = ServiceConfig::from_lookup(&S::SPEC, &env, S::TOKEN_TTL)?;
     let listen = base.listen;
     let config = S::configure(base, &env)?;
     let listener = TcpListener::bind(listen).await?;
-    // Before `S::run` builds obskit, so there is no logger yet.
-    eprintln!(
-        "{}: listening on http://{}",
-        S::SPEC.service_name,
-        listener.local_addr()?
-    );
+    tracing::info!(address = %listener.local_addr()?, "listening");
     S::run(config, listener, obskit::shutdown_signal()).await
 }
