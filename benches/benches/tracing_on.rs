@@ -118,22 +118,12 @@ fn traced_calls(c: &mut Criterion) {
     // an obskit span, sampled and exported like the ones above, against tracing-opentelemetry
     // below; and with the bridge off, what a library's span costs when no target enables it.
     Sampler::AlwaysOn.install();
-    for (name, span_targets) in [
-        ("tracing_instrument_obskit_bridge_sampled", Some("trace")),
-        ("tracing_instrument_obskit_bridge_off", None),
+    for (name, bridged) in [
+        ("tracing_instrument_obskit_bridge_sampled", true),
+        ("tracing_instrument_obskit_bridge_off", false),
     ] {
-        let settings = obskit::log::LogSettings {
-            span_targets: span_targets.map(str::to_string),
-            ..obskit::log::LogSettings::default()
-        };
-        let logs = obskit::log::Logs::to_writer(
-            &settings,
-            "bench",
-            &obskit::metrics::Registry::new(),
-            Box::new(std::io::sink()),
-        )
-        .expect("logs");
-        let _default = tracing::subscriber::set_default(logs.subscriber());
+        let _default =
+            tracing::subscriber::set_default(obskit_benches::traced::obskit_log_subscriber(bridged));
         group.bench_function(name, |b| b.iter(|| tracing_traced(black_box(1), black_box(2))));
     }
     trace::clear_sink();

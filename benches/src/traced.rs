@@ -61,6 +61,23 @@ pub fn install_obskit_sink(endpoint: &str) -> Arc<OtlpSink> {
     sink
 }
 
+/// obskit's own subscriber (`obskit::log`), writing its records nowhere: with `bridged`, every
+/// `tracing` span becomes an obskit span (`OBSKIT_TRACING_SPANS=trace`); without, none does.
+pub fn obskit_log_subscriber(bridged: bool) -> obskit::log::LogSubscriber {
+    let settings = obskit::log::LogSettings {
+        span_targets: bridged.then(|| "trace".to_string()),
+        ..obskit::log::LogSettings::default()
+    };
+    obskit::log::Logs::to_writer(
+        &settings,
+        "bench",
+        &obskit::metrics::Registry::new(),
+        Box::new(std::io::sink()),
+    )
+    .expect("logs")
+    .subscriber()
+}
+
 /// Installs obskit's sampler: every span, or none.
 pub fn install_obskit_sampler(sampled: bool) {
     if sampled {

@@ -131,18 +131,10 @@ fn variant(name: &str) -> Option<Box<dyn FnMut()>> {
         | "traced_call/tracing_instrument_obskit_bridge_off" => {
             let sink = traced::install_obskit_sink(&endpoint());
             traced::install_obskit_sampler(true);
-            let settings = obskit::log::LogSettings {
-                span_targets: name.ends_with("_sampled").then(|| "trace".to_string()),
-                ..obskit::log::LogSettings::default()
-            };
-            let logs = obskit::log::Logs::to_writer(
-                &settings,
-                "bench",
-                &obskit::metrics::Registry::new(),
-                Box::new(std::io::sink()),
-            )
-            .expect("logs");
-            tracing::subscriber::set_global_default(logs.subscriber()).expect("first subscriber");
+            tracing::subscriber::set_global_default(traced::obskit_log_subscriber(
+                name.ends_with("_sampled"),
+            ))
+            .expect("first subscriber");
             Box::new(move || {
                 let _sink = &sink;
                 let (a, b) = two_numbers();

@@ -227,16 +227,7 @@ impl LogSettings {
             (
                 "log.otlp".to_string(),
                 match &self.otlp {
-                    Some(c) => format!(
-                        "{:?} {} (queue {} records, {} bytes; batches of {} every {:?}; timeout {:?})",
-                        c.protocol,
-                        c.endpoint,
-                        c.queue_size,
-                        c.queue_bytes,
-                        c.max_batch,
-                        c.interval,
-                        c.export_timeout
-                    ),
+                    Some(config) => config.describe("records"),
                     None => "off (OTEL_LOGS_EXPORTER is not otlp)".to_string(),
                 },
             ),

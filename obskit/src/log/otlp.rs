@@ -14,10 +14,9 @@ use std::time::SystemTime;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider};
-use opentelemetry_sdk::Resource;
 use tracing::Level;
 
 use crate::export::{ExportQueue, Exporter, QueueCounters};
@@ -119,10 +118,7 @@ impl LogExport {
                 .build(),
         }
         .map_err(|e| failed(&e))?;
-        let resource = Resource::builder_empty()
-            .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
-            .build();
-        exporter.set_resource(&resource);
+        exporter.set_resource(&OtlpConfig::resource(resource));
         // A provider without processors: only its logger's record factory is used (the SDK
         // makes records only through a logger); obskit queues and exports them itself.
         let logger = SdkLoggerProvider::builder().build().logger("obskit");

@@ -125,16 +125,7 @@ impl Settings {
             AdminListener::Separate(addr) => addr.to_string(),
         };
         let otlp = match &self.otlp {
-            Some(c) => format!(
-                "{:?} {} (queue {} spans, {} bytes; batches of {} every {:?}; timeout {:?})",
-                c.protocol,
-                c.endpoint,
-                c.queue_size,
-                c.queue_bytes,
-                c.max_batch,
-                c.interval,
-                c.export_timeout
-            ),
+            Some(config) => config.describe("spans"),
             None => "off (no OTEL_EXPORTER_OTLP_ENDPOINT)".to_string(),
         };
         let mut entries: Vec<(String, String)> = [

@@ -196,6 +196,32 @@ impl OtlpConfig {
         Ok(Some(config))
     }
 
+    /// The configuration as `/debug/config` shows it, counting the queue in `items` (`spans`,
+    /// `records`).
+    pub(crate) fn describe(&self, items: &str) -> String {
+        format!(
+            "{:?} {} (queue {} {items}, {} bytes; batches of {} every {:?}; timeout {:?})",
+            self.protocol,
+            self.endpoint,
+            self.queue_size,
+            self.queue_bytes,
+            self.max_batch,
+            self.interval,
+            self.export_timeout
+        )
+    }
+
+    /// The resource attributes (`service.name`, ...) as the exporters take them.
+    pub(crate) fn resource(attributes: &[(String, String)]) -> Resource {
+        Resource::builder_empty()
+            .with_attributes(
+                attributes
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .build()
+    }
+
     /// The bounds and batching of the export queue.
     pub(crate) fn queue_limits(&self) -> crate::export::QueueLimits {
         crate::export::QueueLimits {
@@ -375,10 +401,7 @@ impl OtlpSink {
                 .build(),
         }
         .map_err(|e| failed(&e))?;
-        let resource = Resource::builder_empty()
-            .with_attributes(resource.into_iter().map(|(k, v)| KeyValue::new(k, v)))
-            .build();
-        exporter.set_resource(&resource);
+        exporter.set_resource(&OtlpConfig::resource(&resource));
 
         let exporter = Spans {
             exporter,
