@@ -13,10 +13,11 @@ trap cleanup EXIT
 
 fail() { echo "check-examples: $*" >&2; exit 1; }
 
-# start EXAMPLE: runs it with ADDR=127.0.0.1:0 and sets $base to the URL it prints.
+# start EXAMPLE [BINARY]: runs it (target/debug/examples/EXAMPLE unless BINARY, a path under
+# target/debug, is given) with ADDR=127.0.0.1:0 and sets $base to the URL it prints.
 start() {
-  local out="$workdir/$1.out"
-  (cd "$workdir" && ADDR=127.0.0.1:0 exec timeout 120 "$OLDPWD/target/debug/examples/$1") >"$out" 2>&1 &
+  local out="$workdir/$1.out" binary="${2:-examples/$1}"
+  (cd "$workdir" && ADDR=127.0.0.1:0 exec timeout 120 "$OLDPWD/target/debug/$binary") >"$out" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do
     base=$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$out" | head -1)
@@ -103,6 +104,49 @@ assert any(s["attributes"].get("rpc.grpc.status_code") == 14 for s in spans), sp
 lines = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
 record = next(l for l in lines if l["message"] == "stock looked up")
 assert record["fields"]["sku"] == "book-1" and len(record["trace_id"]) == 32, record
+PY
+stop
+echo "-- axum (examples/axum: a workspace of its own, built into this target directory)"
+root=$PWD
+(
+  cd examples/axum
+  cargo fmt -- --check
+  CARGO_TARGET_DIR="$root/target" cargo clippy -q --locked -- -D warnings
+  CARGO_TARGET_DIR="$root/target" cargo build -q --locked
+)
+start axum obskit-axum-example
+expect 200 GET /api/products
+expect 200 GET /api/products/7
+grep -q '"price_cents":700' "$workdir/body" || fail "unexpected product: $(cat "$workdir/body")"
+expect 404 GET /api/products/0
+expect 200 GET /api/products/3/reviews/2
+# Off axum's routes: the admin surface, merged as the router's fallback.
+expect 404 GET /no/such/page
+grep -q '"error":"not_found"' "$workdir/body" || fail "the fallback is not obskit's: $(cat "$workdir/body")"
+expect 200 GET /health/live
+expect 200 GET /debug/config
+scrape
+metrics_has 'http_requests_total{endpoint="/api/products",method="GET",status="200"} 1'
+metrics_has 'http_requests_total{endpoint="/api/products/{id}",method="GET",status="200"} 1'
+metrics_has 'http_requests_total{endpoint="/api/products/{id}",method="GET",status="404"} 1'
+metrics_has 'http_requests_total{endpoint="/api/products/{id}/reviews/{review}",method="GET",status="200"} 1'
+metrics_has 'http_requests_total{endpoint="unmatched",method="GET",status="404"} 1'
+metrics_has 'function_calls_total{function="get_product",module="obskit_axum_example",result="error"} 1'
+metrics_has 'function_calls_total{function="get_product",module="obskit_axum_example",result="ok"} 1'
+# The server span is named by axum's template, the handler's span is its child, and the 404's
+# log line carries that trace's id.
+curl -sf "$base/debug/traces?limit=50" >"$workdir/traces"
+python3 - "$workdir/traces" "$workdir/axum.out" <<'PY' || fail "axum spans or log line not as expected"
+import json, sys
+traces = {t["trace_id"]: t["spans"] for t in json.load(open(sys.argv[1]))["traces"]}
+lines = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+record = next(l for l in lines if l["message"] == "no such product")
+assert record["fields"]["product_id"] == 0, record
+spans = traces[record["trace_id"]]
+server = next(s for s in spans if s["name"] == "GET /api/products/{id}")
+handler = next(s for s in spans if s["name"] == "get_product")
+assert handler["parent_span_id"] == server["span_id"], spans
+assert record["span_id"] == handler["span_id"], (record, handler)
 PY
 stop
 echo "check-examples: all examples behaved"

@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/ensure-tools.sh
 
+# CI builds once from a fresh clone: incremental state would only take disk (gigabytes of it)
+# that the build never reads back.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+echo "== disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -21,6 +26,9 @@ cargo test --workspace --locked 2>&1 | tee -a "$results"
 
 echo "== benches, once each in test mode (they must run, not be timed here)"
 cargo test -p obskit-benches --benches --locked 2>&1 | tee -a "$results"
+
+echo "== obskit's cargo features: each set lint-clean, its tests passing, its crate count as the README says"
+bash scripts/test-features.sh 2>&1 | tee -a "$results"
 
 echo "== fuzz smoke"; bash scripts/fuzz-smoke.sh
 
@@ -39,5 +47,6 @@ bash scripts/test-monitoring.sh
 # Reached only when every step passed (set -e): the Rust tests' total, as one closing line.
 passed=$(grep -E '^test result:' "$results" | awk '{n += $4} END {print n + 0}')
 failed=$(grep -E '^test result:' "$results" | awk '{n += $6} END {print n + 0}')
+echo "== disk after the suite: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target/ $(du -sh target | cut -f1)"
 echo "all steps passed; Rust tests:"
 echo "${passed} passed, ${failed} failed"

@@ -10,10 +10,13 @@ pub mod admin;
 mod builder;
 mod clock;
 pub mod debug;
+#[cfg(feature = "otlp")]
 mod export;
+mod features;
 pub mod health;
 pub mod http;
 pub mod instrumentation;
+#[cfg(feature = "tracing-bridge")]
 pub mod log;
 pub mod metrics;
 pub mod profile;
@@ -23,6 +26,7 @@ pub mod settings;
 pub mod trace;
 
 pub use builder::{shutdown_signal, AdminListener, BuildError, Obskit, ObskitBuilder, ADMIN_ADDR_ENV};
+pub use features::FEATURES;
 
 /// Records every call of a function as autometrics 1.0 metrics (`function_calls_total`,
 /// `function_calls_duration_seconds`, `function_calls_concurrent`) and a span.
@@ -140,6 +144,7 @@ pub use obskit_macros::instrumented;
 /// Encoding and storing happen on the capture's own thread, never in a call.
 ///
 /// ```
+/// # #[cfg(feature = "profiling")] {
 /// use std::time::{Duration, Instant};
 ///
 /// #[obskit::profiled(name = "doc_checkout", every = "1h", duration = "300ms", calls = 3)]
@@ -169,6 +174,7 @@ pub use obskit_macros::instrumented;
 /// let stored = store.list();
 /// assert_eq!(stored.len(), 2); // a flamegraph and a pprof protobuf
 /// assert!(stored.iter().all(|p| p.function == "doc_checkout"));
+/// # }
 /// ```
 ///
 /// `async fn`s work the same way:

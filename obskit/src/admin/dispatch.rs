@@ -1,7 +1,6 @@
 //! On a port the admin surface shares with the service: each request goes to one or the other,
 //! decided by one lookup in [`ADMIN_ROUTES`](super::ADMIN_ROUTES).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -74,34 +73,10 @@ where
     }
 }
 
-/// The admin surface alone, as a service (for a separate admin listener).
-pub(crate) fn admin_only(admin: AdminSurface) -> Dispatch<NotFound> {
-    Dispatch {
-        admin: Some(admin),
-        inner: NotFound,
-    }
-}
-
-/// Answers every request with a JSON 404: what a separate admin listener says to non-admin paths.
-#[derive(Clone, Copy)]
-pub(crate) struct NotFound;
-
-impl<RB> Service<Request<RB>> for NotFound {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
-
-    fn call(&self, _request: Request<RB>) -> Self::Future {
-        std::future::ready(Ok(super::error(
-            http::StatusCode::NOT_FOUND,
-            "not_found",
-            "this listener serves only the admin endpoints",
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use http_body_util::BodyExt;
 
     use super::*;
@@ -173,20 +148,5 @@ mod tests {
             body_of(&plain, "/health/live").await,
             (200, "service:/health/live".to_string())
         );
-    }
-
-    #[tokio::test]
-    async fn a_separate_admin_listener_answers_404_off_the_table() {
-        let only = admin_only(admin());
-        let response = only
-            .call(Request::get("/health/deep").body(()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 404);
-        let response = only
-            .call(Request::get("/metrics").body(()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
     }
 }

@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Response, StatusCode};
+#[cfg(feature = "tracing-bridge")]
+use http::Method;
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use super::{error, json, status_of, with_type, AdminEndpoint, AdminSurface};
@@ -29,6 +31,7 @@ impl AdminSurface {
                 let report = self.inner.health.readiness().await;
                 json(status_of(report.http_status()), &report)
             }
+            #[cfg(feature = "process-metrics")]
             AdminEndpoint::DebugMetrics => match &self.inner.stats {
                 Some(stats) => json(StatusCode::OK, &stats.snapshot()),
                 None => error(
@@ -37,6 +40,8 @@ impl AdminSurface {
                     "process figures are sampled only when served through obskit",
                 ),
             },
+            #[cfg(not(feature = "process-metrics"))]
+            AdminEndpoint::DebugMetrics => not_built("process-metrics"),
             AdminEndpoint::DebugConfig => {
                 let entries: Vec<(&str, String)> = self
                     .inner
@@ -107,7 +112,14 @@ impl AdminSurface {
         }
     }
 
+    /// `/debug/log-level` in a build without the `tracing` bridge: there are no logs to set.
+    #[cfg(not(feature = "tracing-bridge"))]
+    fn log_level(&self, _request: &Parts) -> Response<Full<Bytes>> {
+        not_built("tracing-bridge")
+    }
+
     /// `/debug/log-level`: `GET` shows, `PUT` changes for a while, `DELETE` puts back.
+    #[cfg(feature = "tracing-bridge")]
     fn log_level(&self, request: &Parts) -> Response<Full<Bytes>> {
         let Some(levels) = &self.inner.log_levels else {
             return error(
@@ -163,6 +175,7 @@ impl AdminSurface {
 /// The directives and ttl of a `PUT /debug/log-level` query: `directives` (required) and `ttl`
 /// (default [`DEFAULT_LEVEL_TTL`](crate::log::DEFAULT_LEVEL_TTL)), percent-decoded; anything else
 /// is refused, so that a misspelt parameter is not silently ignored.
+#[cfg(feature = "tracing-bridge")]
 fn log_level_change(query: Option<&str>) -> Result<(String, std::time::Duration), String> {
     let mut directives = None;
     let mut ttl = crate::log::DEFAULT_LEVEL_TTL;
@@ -186,6 +199,7 @@ fn log_level_change(query: Option<&str>) -> Result<(String, std::time::Duration)
 
 /// `%XX` escapes and `+` (a space, as forms send it) decoded; `None` for a broken escape or
 /// bytes that are not UTF-8.
+#[cfg(feature = "tracing-bridge")]
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -210,7 +224,17 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-#[cfg(test)]
+/// The answer of an endpoint whose part this build leaves out: 501, naming the feature.
+#[allow(dead_code)] // every feature on: nothing is left out
+fn not_built(feature: &str) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_built",
+        &crate::features::not_built(feature),
+    )
+}
+
+#[cfg(all(test, feature = "tracing-bridge"))]
 mod tests {
     use super::*;
 

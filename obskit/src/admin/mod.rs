@@ -82,6 +82,7 @@ mod access;
 mod dispatch;
 mod handlers;
 mod routes;
+mod service;
 #[cfg(test)]
 mod tests;
 
@@ -96,11 +97,14 @@ use access::Refusal;
 pub use access::{
     is_loopback_authority, AdminAccess, AllowedHosts, ADMIN_ALLOWED_HOSTS_ENV, ADMIN_TOKEN_ENV,
 };
-pub(crate) use dispatch::{admin_only, Dispatch};
+pub(crate) use dispatch::Dispatch;
 pub use routes::{AdminEndpoint, AdminRoute, PathMatch, Protection, ADMIN_ROUTES};
+pub use service::{AdminFuture, AdminService};
 
+#[cfg(feature = "process-metrics")]
 use crate::debug::ProcessStats;
 use crate::health::HealthChecks;
+#[cfg(feature = "tracing-bridge")]
 use crate::log::LogLevels;
 use crate::metrics::Registry;
 use crate::profile::ProfileStore;
@@ -120,9 +124,11 @@ pub struct AdminSurface {
 struct Inner {
     registry: Registry,
     health: HealthChecks,
+    #[cfg(feature = "process-metrics")]
     stats: Option<Arc<ProcessStats>>,
     config: Vec<(String, String)>,
     traces: Option<RecentSpans>,
+    #[cfg(feature = "tracing-bridge")]
     log_levels: Option<LogLevels>,
     access: AdminAccess,
     allowed_hosts: AllowedHosts,
@@ -137,9 +143,11 @@ impl AdminSurface {
             inner: Arc::new(Inner {
                 registry,
                 health,
+                #[cfg(feature = "process-metrics")]
                 stats: None,
                 config: Vec::new(),
                 traces: None,
+                #[cfg(feature = "tracing-bridge")]
                 log_levels: None,
                 access: AdminAccess::LoopbackOnly,
                 allowed_hosts: AllowedHosts::default(),
@@ -176,7 +184,8 @@ impl AdminSurface {
         self.update(|i| i.allowed_hosts = hosts)
     }
 
-    /// The process sampler behind `/debug/metrics`.
+    /// The process sampler behind `/debug/metrics`. (Feature `process-metrics`.)
+    #[cfg(feature = "process-metrics")]
     pub fn process_stats(self, stats: Arc<ProcessStats>) -> Self {
         self.update(|i| i.stats = Some(stats))
     }
@@ -205,6 +214,8 @@ impl AdminSurface {
     }
 
     /// The run-time log level behind `/debug/log-level` (without it, the endpoint answers 503).
+    /// (Feature `tracing-bridge`.)
+    #[cfg(feature = "tracing-bridge")]
     pub fn log_levels(self, levels: LogLevels) -> Self {
         self.update(|i| i.log_levels = Some(levels))
     }
@@ -233,6 +244,11 @@ impl AdminSurface {
     /// ```
     pub fn is_admin_path(path: &str) -> bool {
         AdminRoute::find(path).is_some()
+    }
+
+    /// This surface as a tower (and hyper) service: see [`AdminService`].
+    pub fn service(&self) -> AdminService {
+        AdminService::new(self.clone())
     }
 
     /// Answers one admin request. Paths outside [`ADMIN_ROUTES`] get a JSON 404.

@@ -381,6 +381,36 @@ fn constant_time_eq_works() {
     assert!(!constant_time_eq(b"", b"a"));
 }
 
+/// A part the build leaves out answers 501 and names the feature, whatever the method.
+#[tokio::test]
+async fn a_part_left_out_of_the_build_answers_501_naming_its_feature() {
+    let admin = surface(AdminAccess::LoopbackOnly);
+    let mut left_out = Vec::new();
+    if cfg!(not(feature = "tracing-bridge")) {
+        left_out.push(("/debug/log-level", "tracing-bridge"));
+    }
+    if cfg!(not(feature = "process-metrics")) {
+        left_out.push(("/debug/metrics", "process-metrics"));
+    }
+    if cfg!(not(feature = "profiling")) {
+        left_out.push(("/debug/pprof/profile?seconds=1", "profiling"));
+    }
+    for (path, feature) in left_out {
+        let response = admin.handle(request(path, "127.0.0.1:1", &[])).await;
+        assert_eq!(response.status(), 501, "{path}");
+        let body = body_json(response).await;
+        assert_eq!(body["error"], "not_built", "{path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{feature}`")),
+            "{body}"
+        );
+    }
+}
+
+#[cfg(feature = "tracing-bridge")]
 #[tokio::test]
 async fn the_log_level_is_shown_changed_for_a_while_and_put_back() {
     let registry = Registry::new();

@@ -10,7 +10,6 @@ use crate::health::{HealthChecks, HealthRefresher};
 use crate::http::{HttpMetrics, HttpMetricsLayer};
 use crate::metrics::Registry;
 use crate::settings::Settings;
-use crate::trace::OtlpSink;
 
 /// The observability of one service: its registry, RED layer, health checks and admin surface.
 ///
@@ -53,8 +52,10 @@ pub(super) struct Inner {
     pub(super) connections: ConnectionStats,
     /// The accept loop's settings and metrics, for the service and the admin listener.
     pub(super) server: crate::serve::Server,
-    pub(super) otlp: Option<Arc<OtlpSink>>,
+    #[cfg(feature = "otlp")]
+    pub(super) otlp: Option<Arc<crate::trace::OtlpSink>>,
     /// The process's logs, when obskit installed them.
+    #[cfg(feature = "tracing-bridge")]
     pub(super) logs: Option<crate::log::Logs>,
     /// Keeps `obskit_health_status` fresh; dropping the last `Obskit` clone stops it.
     pub(super) _health_refresher: HealthRefresher,
@@ -109,16 +110,23 @@ impl Obskit {
     /// Exports the spans queued so far, waiting at most `timeout`; true when done in time (or
     /// when nothing is exported). [`Obskit::serve`] does it when the server has stopped.
     pub async fn flush_traces(&self, timeout: Duration) -> bool {
+        #[cfg(not(feature = "otlp"))]
+        let _ = timeout;
+        #[cfg(feature = "otlp")]
         let Some(otlp) = self.inner.otlp.clone() else {
             return true;
         };
         // The flush blocks a thread; a gRPC exporter needs this runtime meanwhile.
-        tokio::task::spawn_blocking(move || otlp.flush(timeout))
+        #[cfg(feature = "otlp")]
+        return tokio::task::spawn_blocking(move || otlp.flush(timeout))
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        #[cfg(not(feature = "otlp"))]
+        true
     }
 
     /// The process's logs ([`crate::log`]), when obskit installed them: their run-time level.
+    #[cfg(feature = "tracing-bridge")]
     pub fn logs(&self) -> Option<&crate::log::Logs> {
         self.inner.logs.as_ref()
     }
@@ -127,12 +135,18 @@ impl Obskit {
     /// time (or when obskit installed no logs). [`Obskit::serve`] does it when the server has
     /// stopped, after the spans' export.
     pub async fn flush_logs(&self, timeout: Duration) -> bool {
+        #[cfg(not(feature = "tracing-bridge"))]
+        let _ = timeout;
+        #[cfg(feature = "tracing-bridge")]
         let Some(logs) = self.inner.logs.clone() else {
             return true;
         };
-        tokio::task::spawn_blocking(move || logs.flush(timeout))
+        #[cfg(feature = "tracing-bridge")]
+        return tokio::task::spawn_blocking(move || logs.flush(timeout))
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        #[cfg(not(feature = "tracing-bridge"))]
+        true
     }
 
     /// The accept loop [`Obskit::serve`] uses: its settings, this registry's connection

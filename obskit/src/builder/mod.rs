@@ -49,6 +49,7 @@ pub enum BuildError {
     /// The OTLP exporter could not be built.
     Exporter(crate::trace::OtlpError),
     /// The logs could not be set up.
+    #[cfg(feature = "tracing-bridge")]
     Logs(crate::log::LogError),
     /// An environment variable had a value that cannot be used.
     Environment {
@@ -65,6 +66,7 @@ impl fmt::Display for BuildError {
             BuildError::Route(e) => write!(f, "invalid route template: {e}"),
             BuildError::Metrics(e) => write!(f, "metrics: {e}"),
             BuildError::Exporter(e) => write!(f, "tracing: {e}"),
+            #[cfg(feature = "tracing-bridge")]
             BuildError::Logs(e) => write!(f, "logs: {e}"),
             BuildError::Environment { name, problem } => write!(f, "environment variable {name}: {problem}"),
         }
@@ -114,6 +116,7 @@ pub struct ObskitBuilder {
     config: Vec<(String, String)>,
     profiles: Option<ProfileStore>,
     instrumentation: Option<bool>,
+    #[cfg(feature = "tracing-bridge")]
     logs: bool,
     server_settings: crate::serve::ServerSettings,
 }
@@ -145,6 +148,7 @@ impl Obskit {
             config: Vec::new(),
             profiles: None,
             instrumentation: None,
+            #[cfg(feature = "tracing-bridge")]
             logs: true,
             server_settings: crate::serve::ServerSettings::default(),
         }
@@ -325,7 +329,8 @@ impl ObskitBuilder {
         self
     }
 
-    /// Whether `/health` includes the seed's memory check (default: yes).
+    /// Whether `/health` includes the seed's memory check (default: yes). A build without the
+    /// `process-metrics` feature reads no memory figures, so it has no such check either way.
     pub fn memory_check(mut self, enabled: bool) -> Self {
         self.memory_check = enabled;
         self
@@ -450,6 +455,8 @@ impl ObskitBuilder {
     /// changed at run time by `/debug/log-level`. Off, or when the process already has a
     /// subscriber of its own, obskit installs none and `/debug/log-level` answers 503. Logs stay
     /// on when [`instrumentation`](Self::instrumentation) is off: they are the service's output.
+    /// (Feature `tracing-bridge`.)
+    #[cfg(feature = "tracing-bridge")]
     pub fn logs(mut self, enabled: bool) -> Self {
         self.logs = enabled;
         self

@@ -60,6 +60,7 @@ pub(super) fn settings(builder: &ObskitBuilder, env: &impl EnvSource) -> Result<
         health_interval: builder.health_interval,
         process_stats_interval: builder.stats_interval,
         instrumentation,
+        #[cfg(feature = "tracing-bridge")]
         logs: if builder.logs {
             Some(crate::log::LogSettings::from_env_source(env)?)
         } else {

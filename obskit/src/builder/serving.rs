@@ -51,7 +51,7 @@ impl Obskit {
             AdminListener::SamePort => None,
             AdminListener::Separate(addr) => {
                 let admin_listener = TcpListener::bind(addr).await?;
-                let admin = crate::admin::admin_only(self.inner.admin.clone());
+                let admin = self.inner.admin.service();
                 let layered = self.inner.layer.wrap_hyper(admin);
                 let server = self.inner.server.clone();
                 let mut stopped = admin_stopped.clone();

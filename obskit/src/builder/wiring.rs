@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use super::handle::Inner;
 use super::{BuildError, Obskit, ObskitBuilder};
 use crate::admin::AdminSurface;
-use crate::debug::{ConnectionStats, ProcessStats};
+use crate::debug::ConnectionStats;
 use crate::health::{HealthChecks, HealthGauge};
 use crate::http::{HttpMetrics, HttpMetricsLayer, Routes};
 use crate::metrics::{IntGaugeVec, Registry};
 use crate::profile::ProfileStore;
 use crate::settings::Settings;
-use crate::trace::{self, ExportCounters, FanOut, OtlpSink, RecentSpans, SpanSink};
+use crate::trace::{self, ExportCounters, FanOut, RecentSpans, SpanSink};
 
 pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit, BuildError> {
     crate::instrumentation::set_enabled(settings.instrumentation);
@@ -42,16 +42,14 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
         .exclude_admin(!settings.measure_admin_requests);
 
     let health = HealthChecks::new(&service.name, &service.version);
+    // Without `process-metrics` there is no memory figure to check (documented on the setting).
+    #[cfg(feature = "process-metrics")]
     if settings.memory_check {
         health.register_memory_check();
     }
     health_gauge.watch(&health);
     let health_refresher = health.refresh_every(settings.health_interval);
     let connections = ConnectionStats::default();
-    let stats = Arc::new(ProcessStats::start(
-        settings.process_stats_interval,
-        connections.clone(),
-    ));
 
     // This service's admin surface serves the store it was given, even if another
     // `Obskit` in the process (a test's) later makes its own store the global one.
@@ -76,17 +74,25 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
     let mut admin = AdminSurface::new(registry.clone(), health.clone())
         .access(settings.admin_access.clone())
         .allowed_hosts(settings.admin_allowed_hosts.clone())
-        .process_stats(stats)
         .config(config)
         .profile_store(profiles);
+    #[cfg(feature = "process-metrics")]
+    {
+        admin = admin.process_stats(Arc::new(crate::debug::ProcessStats::start(
+            settings.process_stats_interval,
+            connections.clone(),
+        )));
+    }
 
     // Logs are the service's output: installed whether instrumentation is on or off.
+    #[cfg(feature = "tracing-bridge")]
     let logs = match &settings.logs {
         Some(log_settings) => {
             crate::log::Logs::install(log_settings, &service.name, &registry).map_err(BuildError::Logs)?
         }
         None => None,
     };
+    #[cfg(feature = "tracing-bridge")]
     if let Some(logs) = &logs {
         admin = admin.log_levels(logs.levels().clone());
         if let Some(config) = settings.logs.as_ref().and_then(|l| l.otlp.as_ref()) {
@@ -108,9 +114,10 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
         admin = admin.recent_spans(recent.clone());
     }
     // Instrumentation off: no sink at all, so spans are not even created.
+    #[cfg(feature = "otlp")]
     let otlp = match &settings.otlp {
         Some(config) if settings.instrumentation => {
-            let sink = OtlpSink::start(config, service.resource.clone(), span_counters)
+            let sink = trace::OtlpSink::start(config, service.resource.clone(), span_counters)
                 .map_err(BuildError::Exporter)?;
             let sink = Arc::new(sink);
             sinks.push(sink.clone());
@@ -118,6 +125,10 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
         }
         _ => None,
     };
+    #[cfg(not(feature = "otlp"))]
+    if let (Some(config), true) = (&settings.otlp, settings.instrumentation) {
+        return Err(BuildError::Exporter(trace::OtlpError::not_built(config, "spans")));
+    }
     settings.sampler.install();
     settings.span_limits.install();
     match sinks.len() {
@@ -143,7 +154,9 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
             admin,
             connections,
             server,
+            #[cfg(feature = "otlp")]
             otlp,
+            #[cfg(feature = "tracing-bridge")]
             logs,
             _health_refresher: health_refresher,
         }),

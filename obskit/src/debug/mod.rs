@@ -5,6 +5,7 @@
 //! masked. Both return plain values; the admin router serialises them.
 //!
 //! ```
+//! # #[cfg(feature = "process-metrics")] {
 //! use obskit::debug::{config_report, ConnectionStats, ProcessStats};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -16,13 +17,17 @@
 //! let config = config_report(&[("database.url", "postgres://app:hunter2@db/store".to_string())]);
 //! assert_eq!(config["config"]["database.url"], "postgres://app:***@db/store");
 //! # });
+//! # }
 //! ```
 
 mod config;
 mod connections;
+#[cfg(feature = "process-metrics")]
 mod process;
+#[cfg(feature = "process-metrics")]
 mod procfs;
 
 pub use config::config_report;
 pub use connections::{ConnectionGuard, ConnectionStats};
+#[cfg(feature = "process-metrics")]
 pub use process::{ConnectionsSnapshot, CpuSnapshot, MemorySnapshot, ProcessSnapshot, ProcessStats};

@@ -41,6 +41,7 @@
 //! ```
 
 mod gauge;
+#[cfg(feature = "process-metrics")]
 mod memory;
 mod options;
 mod report;
@@ -60,6 +61,7 @@ use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
 
 pub use gauge::{HealthGauge, HealthRefresher, HEALTH_STATUS_METRIC, OVERALL_CHECK_LABEL};
+#[cfg(feature = "process-metrics")]
 pub use memory::{
     memory_check, memory_status, DEFAULT_MEMORY_DEGRADED_PERCENT, DEFAULT_MEMORY_UNHEALTHY_PERCENT,
     MEMORY_CHECK_NAME,
@@ -514,7 +516,7 @@ impl HealthChecks {
     /// Registers the seed's memory check under [`MEMORY_CHECK_NAME`]: system memory use at or
     /// above 80 % is degraded, above 90 % unhealthy. It is a [`CheckKind::Diagnostic`] check, so
     /// `/health` shows it and readiness ignores it. For other thresholds, register
-    /// [`memory_check`] yourself.
+    /// [`memory_check`] yourself. (Feature `process-metrics`.)
     ///
     /// ```
     /// use obskit::health::HealthChecks;
@@ -530,6 +532,7 @@ impl HealthChecks {
     /// assert!(checks.readiness().await.checks.is_empty());
     /// # });
     /// ```
+    #[cfg(feature = "process-metrics")]
     pub fn register_memory_check(&self) -> &Self {
         self.register_with(
             MEMORY_CHECK_NAME,

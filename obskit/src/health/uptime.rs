@@ -1,8 +1,9 @@
 //! How long the process has been running.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+#[cfg(feature = "process-metrics")]
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// Time since the process started. Anchored on first use to the start time the OS reports
@@ -15,6 +16,7 @@ pub(crate) fn process_uptime() -> Duration {
     *running_before + anchored_at.elapsed()
 }
 
+#[cfg(feature = "process-metrics")]
 fn running_for() -> Option<Duration> {
     let pid = Pid::from_u32(std::process::id());
     let mut system = System::new().ok()?;
@@ -24,10 +26,17 @@ fn running_for() -> Option<Duration> {
         ProcessRefreshKind::nothing().without_tasks(),
     );
     let started = Duration::from_secs(system.process(pid)?.start_time());
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .checked_sub(started)
+}
+
+/// Without `process-metrics` the OS is not asked: uptime counts from the first use, which the
+/// builder makes at start-up.
+#[cfg(not(feature = "process-metrics"))]
+fn running_for() -> Option<Duration> {
+    None
 }
 
 #[cfg(test)]
@@ -41,7 +50,7 @@ mod tests {
         assert!(process_uptime() > first);
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "process-metrics"))]
     #[test]
     fn uptime_counts_from_process_start() {
         // The test binary started before this test ran; the OS start time has 1 s resolution,

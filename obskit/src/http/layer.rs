@@ -77,6 +77,7 @@ impl HttpMetricsLayer {
                 exclude_admin: false,
                 insert_matched_route: false,
                 response_traceparent: false,
+                template_from: None,
             }),
         }
     }
@@ -215,6 +216,52 @@ impl HttpMetricsLayer {
     /// ```
     pub fn response_traceparent(self, enabled: bool) -> HttpMetricsLayer {
         self.reconfigure(|config| config.response_traceparent = enabled)
+    }
+
+    /// Takes each request's route template from its extensions, where a framework that routed
+    /// it first put it: for a layer that runs after routing, such as one added with axum's
+    /// `Router::layer` (axum runs those once it has chosen the route, with `MatchedPath` in the
+    /// extensions). `from` returns the template, or `None` when there is none (axum's fallback,
+    /// say): such a request is matched against [`routes`](Self::routes) as usual, and is
+    /// [`UNMATCHED_ENDPOINT`](super::UNMATCHED_ENDPOINT) when none matches.
+    ///
+    /// A template among the layer's routes is filed under that route; any other is learned the
+    /// first time it is seen, up to [`LEARNED_TEMPLATES`](super::LEARNED_TEMPLATES) of them, so a
+    /// framework's templates need not be declared twice. Past that bound requests count under
+    /// `__overflow__`: `from` must return templates, never raw paths, and the bound keeps a
+    /// wrong hook from growing the series without end. The inner service gets no
+    /// [`MatchedRoute`](super::MatchedRoute) for such a request: the framework has its own.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http_body_util::Full;
+    /// use obskit::http::{HttpMetrics, HttpMetricsLayer};
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// /// What a router puts in the extensions (axum: `axum::extract::MatchedPath`).
+    /// #[derive(Clone)]
+    /// struct Matched(&'static str);
+    ///
+    /// fn template(extensions: &http::Extensions) -> Option<&str> {
+    ///     extensions.get::<Matched>().map(|m| m.0)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = obskit::metrics::Registry::new();
+    /// let layer = HttpMetricsLayer::new(HttpMetrics::new(&registry).unwrap()).route_template_from(template);
+    /// let service = layer.layer(tower::service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Full::<bytes::Bytes>::default()))
+    /// }));
+    /// let mut request = http::Request::get("/users/42").body(Full::<bytes::Bytes>::default()).unwrap();
+    /// request.extensions_mut().insert(Matched("/users/{id}"));
+    /// service.oneshot(request).await.unwrap();
+    /// let text = registry.encode_text();
+    /// assert!(text.contains(r#"http_requests_total{endpoint="/users/{id}",method="GET",status="200"} 1"#), "{text}");
+    /// # }
+    /// ```
+    pub fn route_template_from(self, from: fn(&http::Extensions) -> Option<&str>) -> HttpMetricsLayer {
+        self.reconfigure(|config| config.template_from = Some(from))
     }
 
     /// A layer with a changed copy of this one's configuration (and a fresh handle table).

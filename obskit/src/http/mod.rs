@@ -69,9 +69,12 @@
 //!
 //! With axum or tonic, add the layer like any other (`Router::layer`, `Server::builder().layer`);
 //! the inner service then sees `Request<RequestBody<B>>`, which both accept since they are
-//! generic over the request body.
+//! generic over the request body. Behind axum's router, the layer can take each request's
+//! template from axum's `MatchedPath`
+//! ([`HttpMetricsLayer::route_template_from`]; `examples/axum/`).
 
 mod body;
+mod framework;
 mod future;
 mod grpc;
 mod guard;
@@ -83,6 +86,7 @@ mod service;
 mod shared;
 
 pub use body::{RequestBody, ResponseBody};
+pub use framework::LEARNED_TEMPLATES;
 pub use future::ResponseFuture;
 pub use layer::HttpMetricsLayer;
 pub use metrics::HttpMetrics;

@@ -191,6 +191,12 @@ impl Template {
     }
 }
 
+/// `text`, interned for the life of the process (see [`Template`]): a label value a layer can
+/// hold without a reference count.
+pub(crate) fn intern_template(text: &str) -> &'static str {
+    &Template::interned(text).text
+}
+
 impl Default for Routes {
     /// No templates: every path is unmatched.
     fn default() -> Self {
@@ -310,6 +316,11 @@ impl Routes {
     /// ```
     pub fn template(&self, index: usize) -> Option<&str> {
         self.inner.templates.get(index).map(|t| &*t.text)
+    }
+
+    /// The position of `template` among the templates, compared as text.
+    pub(crate) fn position(&self, template: &str) -> Option<usize> {
+        self.inner.templates.iter().position(|t| &*t.text == template)
     }
 
     /// The position of the template `path` matches and where its parameters are in `path`.

@@ -108,10 +108,23 @@ fn begin<B: Body>(
     let path = request.uri().path();
     // Off: routes are still matched (handlers read `MatchedRoute`), nothing is recorded.
     let excluded = !crate::instrumentation::is_enabled() || shared.is_excluded(path);
-    // Matched even when excluded: the inner service routes on the match.
-    let mut spans = Spans::new();
-    let route = config.routes.match_path(path, &mut spans);
-    let matched = route.map(|index| config.routes.matched(index, path, &spans));
+    // A framework that routed the request says which route it is; else the path is matched,
+    // even when excluded: the inner service routes on the match.
+    let framework = config
+        .template_from
+        .and_then(|from| from(request.extensions()))
+        .map(|template| shared.framework_route(template));
+    let (route, matched) = match framework {
+        Some(row) => (Some(row), None),
+        None => {
+            let mut spans = Spans::new();
+            let route = config.routes.match_path(path, &mut spans);
+            (
+                route,
+                route.map(|index| config.routes.matched(index, path, &spans)),
+            )
+        }
+    };
     let recording = (!excluded).then(|| start_recording(shared, &request, route));
     // Only a request served by `crate::serve` has extensions at this point; the others skip
     // the map lookup.

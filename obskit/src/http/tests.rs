@@ -787,3 +787,80 @@ async fn a_grpc_failure_counts_under_the_http_status_its_code_stands_for() {
         Some(2.0)
     );
 }
+
+/// What a framework's router leaves in the extensions (axum's `MatchedPath`).
+#[derive(Clone)]
+struct FrameworkMatch(String);
+
+fn framework_template(extensions: &http::Extensions) -> Option<&str> {
+    extensions.get::<FrameworkMatch>().map(|m| m.0.as_str())
+}
+
+#[tokio::test]
+async fn a_framework_template_is_the_endpoint_learned_once_and_bounded() {
+    let registry = Registry::new();
+    let service = layer(&registry)
+        .route_template_from(framework_template)
+        .layer(tower::service_fn(
+            |req: Request<RequestBody<Full<Bytes>>>| async move {
+                // The framework routed it: no match of the layer's own rides along.
+                let routed_by_framework = req.extensions().get::<FrameworkMatch>().is_some();
+                assert!(!routed_by_framework || MatchedRoute::of(&req).is_none());
+                ok(Full::new(Bytes::from_static(b"ok")))
+            },
+        ));
+    let call = |path: &str, template: Option<String>| {
+        let mut request = get(path);
+        if let Some(template) = template {
+            request.extensions_mut().insert(FrameworkMatch(template));
+        }
+        service.clone().oneshot(request)
+    };
+    // A declared template keeps its row; an undeclared one is learned; without a template the
+    // path is matched as before.
+    call("/api/products/7", Some("/api/products/{id}".into()))
+        .await
+        .unwrap();
+    call("/users/7", Some("/users/{id}".into())).await.unwrap();
+    call("/users/8", Some("/users/{id}".into())).await.unwrap();
+    call("/api/products", None).await.unwrap();
+    call("/nowhere", None).await.unwrap();
+    assert_eq!(
+        sample(&registry, &requests("/api/products/{id}", "GET", 200)),
+        Some(1.0)
+    );
+    assert_eq!(sample(&registry, &requests("/users/{id}", "GET", 200)), Some(2.0));
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "GET", 200)),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&registry, &requests(UNMATCHED_ENDPOINT, "GET", 200)),
+        Some(1.0)
+    );
+    // A hook handing out raw paths fills the table, then everything else is one series.
+    for i in 0..LEARNED_TEMPLATES + 50 {
+        call(&format!("/raw/{i}"), Some(format!("/raw/{i}")))
+            .await
+            .unwrap();
+    }
+    let text = registry.encode_text();
+    let endpoints: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(|l| l.split("endpoint=\"").nth(1)?.split('"').next())
+        .collect();
+    // The declared two seen, unmatched, the learned table (one of its rows is /users/{id}), and
+    // the overflow row.
+    assert_eq!(endpoints.len(), 2 + 1 + LEARNED_TEMPLATES + 1, "{endpoints:?}");
+    let overflowed = sample(
+        &registry,
+        &requests(crate::metrics::OVERFLOW_LABEL_VALUE, "GET", 200),
+    );
+    // 178 raw templates: 127 fit beside /users/{id}, 51 do not.
+    assert_eq!(
+        overflowed,
+        Some((LEARNED_TEMPLATES + 50 - (LEARNED_TEMPLATES - 1)) as f64),
+        "{text}"
+    );
+}

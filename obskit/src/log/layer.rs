@@ -2,7 +2,9 @@
 //! a record and queued for the writer thread.
 
 use std::cell::RefCell;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "otlp")]
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use tracing::{Event, Level, Subscriber};
@@ -10,9 +12,11 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::Layer;
 
 use super::limit::{Decision, RateLimiter};
+#[cfg(feature = "otlp")]
 use super::otlp::{ExportedRecord, LogExport};
 use super::record::{level_name, write_record, Context, Fields, LogFormat};
 use super::writer::LineWriter;
+#[cfg(feature = "otlp")]
 use crate::export::QueueCounters;
 use crate::metrics::{Counter, Registry};
 
@@ -27,6 +31,7 @@ pub(crate) struct LogCounters {
     pub(crate) dropped_queue_full: Counter,
     /// The OTLP export's: `obskit_log_records_exported_total`, and the `export_queue_full`,
     /// `export_queue_bytes` and `export_failed` reasons of the dropped records.
+    #[cfg(feature = "otlp")]
     pub(crate) export: QueueCounters,
 }
 
@@ -48,6 +53,7 @@ impl LogCounters {
             "Log records not written or not exported: over their callsite's rate limit, a queue full, or a failed export",
             &["reason"],
         )?;
+        #[cfg(feature = "otlp")]
         let exported = registry.counter(
             "obskit_log_records_exported_total",
             "Log records handed to the OTLP exporter successfully",
@@ -57,6 +63,7 @@ impl LogCounters {
             records: LEVELS.map(|level| records.with(&[&level_name(&level).to_ascii_lowercase()])),
             dropped_rate_limited: dropped.with(&["rate_limited"]),
             dropped_queue_full: dropped.with(&["queue_full"]),
+            #[cfg(feature = "otlp")]
             export: QueueCounters {
                 exported,
                 dropped_queue_full: dropped.with(&["export_queue_full"]),
@@ -74,6 +81,7 @@ struct Inner {
     counters: LogCounters,
     writer: LineWriter,
     /// The OTLP export, once started ([`Logs::export_otlp`](super::Logs::export_otlp)).
+    #[cfg(feature = "otlp")]
     export: OnceLock<LogExport>,
 }
 
@@ -98,23 +106,31 @@ impl LogLayer {
                 limiter,
                 counters,
                 writer,
+                #[cfg(feature = "otlp")]
                 export: OnceLock::new(),
             }),
         }
     }
 
     /// Starts exporting records over OTLP, once: `false` when an export was started already.
+    #[cfg(feature = "otlp")]
     pub(crate) fn start_export(&self, export: LogExport) -> bool {
         self.inner.export.set(export).is_ok()
     }
 
+    #[cfg(feature = "otlp")]
     pub(crate) fn export_counters(&self) -> QueueCounters {
         self.inner.counters.export.clone()
     }
 
     /// Exports the queued records, waiting at most `timeout`; true when there is no export.
     pub(crate) fn flush_export(&self, timeout: std::time::Duration) -> bool {
-        self.inner.export.get().is_none_or(|export| export.flush(timeout))
+        #[cfg(not(feature = "otlp"))]
+        let _ = timeout;
+        #[cfg(feature = "otlp")]
+        return self.inner.export.get().is_none_or(|export| export.flush(timeout));
+        #[cfg(not(feature = "otlp"))]
+        true
     }
 }
 
@@ -147,6 +163,7 @@ impl<S: Subscriber> Layer<S> for LogLayer {
             crate::trace::late_events::add(span.span_id, name, attributes);
         }
         let time = SystemTime::now();
+        #[cfg(feature = "otlp")]
         if let Some(export) = inner.export.get() {
             export.offer(ExportedRecord {
                 time,

@@ -341,9 +341,19 @@ impl Logs {
         config: &crate::trace::OtlpConfig,
         resource: &[(String, String)],
     ) -> Result<bool, LogError> {
-        let export =
-            otlp::LogExport::start(config, resource, self.layer.export_counters()).map_err(LogError)?;
-        Ok(self.layer.start_export(export))
+        #[cfg(feature = "otlp")]
+        {
+            let export =
+                otlp::LogExport::start(config, resource, self.layer.export_counters()).map_err(LogError)?;
+            Ok(self.layer.start_export(export))
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            let _ = resource;
+            Err(LogError(
+                crate::trace::OtlpError::not_built(config, "log records").to_string(),
+            ))
+        }
     }
 
     /// Waits until the records emitted so far are written (and exported, when they are), or

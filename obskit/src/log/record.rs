@@ -57,6 +57,7 @@ impl Fields {
     }
 
     /// The fields (already masked) as attributes.
+    #[cfg(feature = "otlp")]
     pub(crate) fn attributes(&self) -> Vec<(Cow<'static, str>, AttrValue)> {
         self.attributes_after(Vec::with_capacity(self.fields.len()))
     }

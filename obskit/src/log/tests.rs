@@ -405,8 +405,26 @@ fn library_spans_become_obskit_children_only_when_their_target_is_enabled() {
     }
 }
 
+/// A build without the `otlp` feature refuses to export records, naming the feature, rather
+/// than drop them in silence; the records still go to their writer.
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn without_otlp_an_export_is_refused_naming_the_feature() {
+    let env = |name: &str| (name == "OTEL_LOGS_EXPORTER").then(|| "otlp".to_string());
+    let settings = LogSettings::from_env_source(&env).unwrap();
+    let config = settings
+        .otlp
+        .clone()
+        .expect("OTEL_LOGS_EXPORTER=otlp is still read");
+    let h = Harness::new(settings);
+    let refused = h.logs.export_otlp(&config, &[]).unwrap_err();
+    assert!(refused.0.contains("`otlp`"), "{}", refused.0);
+    assert!(refused.0.contains(&config.endpoint), "{}", refused.0);
+}
+
 /// An OTLP/HTTP receiver on a free port: every request body it was sent, answered with an
 /// empty `200`.
+#[cfg(feature = "otlp")]
 fn otlp_receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     use std::io::{BufRead, BufReader, Read};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -451,6 +469,7 @@ fn otlp_receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     (endpoint, bodies)
 }
 
+#[cfg(feature = "otlp")]
 #[test]
 fn records_are_exported_over_otlp_with_their_trace_and_masked_fields() {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

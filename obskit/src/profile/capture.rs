@@ -1,16 +1,23 @@
-//! One CPU capture: start, the process-wide guard, symbolisation, trimming, encoding.
+//! One CPU capture: start, the process-wide guard, symbolisation, trimming, encoding. The
+//! sampler is pprof-rs's (feature `profiling`); a build without it refuses every capture with
+//! [`CaptureError::NotBuilt`].
 
+#[cfg(feature = "profiling")]
 use std::collections::HashMap;
 use std::fmt;
+#[cfg(feature = "profiling")]
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+#[cfg(feature = "profiling")]
 use pprof::protos::Message;
+#[cfg(feature = "profiling")]
 use pprof::{Frames, Symbol};
 
+#[cfg(feature = "profiling")]
 use super::metrics::{count_skip, metrics, SKIP_BUSY, SKIP_ERROR};
 
 /// The default sampling rate, in Hz.
@@ -29,6 +36,7 @@ pub(crate) fn set_service(name: &str) {
     *SERVICE.write().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
 }
 
+#[cfg(feature = "profiling")]
 fn service() -> String {
     if let Some(name) = SERVICE.read().unwrap_or_else(|p| p.into_inner()).clone() {
         return name;
@@ -99,6 +107,8 @@ pub enum CaptureError {
     Busy,
     /// The profiler failed (to start, to report, or to encode).
     Profiler(String),
+    /// This build of obskit leaves out its `profiling` feature: there is no sampler.
+    NotBuilt,
 }
 
 impl fmt::Display for CaptureError {
@@ -106,6 +116,7 @@ impl fmt::Display for CaptureError {
         match self {
             CaptureError::Busy => f.write_str("a CPU profile is already being captured in this process"),
             CaptureError::Profiler(e) => write!(f, "CPU profiler failed: {e}"),
+            CaptureError::NotBuilt => f.write_str(&crate::features::not_built("profiling")),
         }
     }
 }
@@ -118,7 +129,11 @@ impl std::error::Error for CaptureError {}
 /// At most one exists at a time in a process: [`Capture::start`] refuses a second one at once.
 #[must_use = "the capture stops when dropped"]
 pub struct Capture {
+    #[cfg(feature = "profiling")]
     guard: Option<pprof::ProfilerGuard<'static>>,
+    /// Without a sampler no capture exists: a value of this type cannot be made.
+    #[cfg(not(feature = "profiling"))]
+    never: std::convert::Infallible,
     options: CaptureOptions,
     started_at: SystemTime,
     started: Instant,
@@ -138,6 +153,17 @@ impl Capture {
     /// then fails at once with [`CaptureError::Busy`] and counts the skip in
     /// `obskit_profiles_skipped_total{reason="busy"}`.
     pub fn start(options: CaptureOptions) -> Result<Capture, CaptureError> {
+        #[cfg(not(feature = "profiling"))]
+        {
+            let _ = options;
+            Err(CaptureError::NotBuilt)
+        }
+        #[cfg(feature = "profiling")]
+        Capture::start_sampler(options)
+    }
+
+    #[cfg(feature = "profiling")]
+    fn start_sampler(options: CaptureOptions) -> Result<Capture, CaptureError> {
         if ACTIVE
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -170,11 +196,13 @@ impl Capture {
     /// Whether a capture is running in this process.
     ///
     /// ```
+    /// # #[cfg(feature = "profiling")] {
     /// use obskit::profile::{Capture, CaptureOptions};
     /// let capture = Capture::start(CaptureOptions::new("doc")).unwrap();
     /// assert!(Capture::running());
     /// drop(capture);
     /// assert!(!Capture::running());
+    /// # }
     /// ```
     pub fn running() -> bool {
         ACTIVE.load(Ordering::Acquire)
@@ -190,11 +218,18 @@ impl Capture {
         self.started.elapsed()
     }
 
+    /// Never called in this build: without the `profiling` feature no capture exists.
+    #[cfg(not(feature = "profiling"))]
+    pub fn finish(self) -> Result<Profile, CaptureError> {
+        match self.never {}
+    }
+
     /// Stops sampling, then symbolises, trims and encodes the samples, and counts the capture
     /// in `obskit_profiles_captured_total{function}` (store it with [`super::ProfileStore`]).
     ///
     /// The profiler is stopped and released before the slow part (symbolisation), so the next
     /// capture may start while this one is being encoded, and the encoding is not sampled.
+    #[cfg(feature = "profiling")]
     pub fn finish(mut self) -> Result<Profile, CaptureError> {
         let guard = self
             .guard
@@ -260,6 +295,7 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
+        #[cfg(feature = "profiling")]
         if let Some(guard) = self.guard.take() {
             // Stop the timer and the handler first, then let the next capture in.
             drop(guard);
@@ -345,6 +381,7 @@ impl Profile {
     }
 }
 
+#[cfg(feature = "profiling")]
 fn encode(report: &pprof::Report, title: &str) -> Result<(Bytes, Bytes), String> {
     let pprof = report
         .pprof()
@@ -367,6 +404,7 @@ fn encode(report: &pprof::Report, title: &str) -> Result<(Bytes, Bytes), String>
     Ok((Bytes::from(pprof), Bytes::from(svg)))
 }
 
+#[cfg(feature = "profiling")]
 fn empty_svg(title: &str) -> Vec<u8> {
     format!(
         concat!(
@@ -382,6 +420,7 @@ fn empty_svg(title: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+#[cfg(feature = "profiling")]
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -399,6 +438,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// `checkout · shop · 2026-11-24 14:03:05–14:03:10 UTC (5.0 s)`.
+#[cfg(feature = "profiling")]
 fn title(function: &str, service: &str, started_at: SystemTime, duration: Duration) -> String {
     let start = rfc3339(started_at);
     let end = rfc3339(started_at + duration);
@@ -446,6 +486,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Frames of the sampler itself, found on the leaf side of every sample (pprof-rs drops its
 /// signal handler's frame, not the unwinder's frames above it).
+#[cfg(feature = "profiling")]
 const PROFILER_FRAMES: &[&str] = &[
     "backtrace::",
     "pprof::",
@@ -458,6 +499,7 @@ const PROFILER_FRAMES: &[&str] = &[
 
 /// A sample whose leaf-side frames include one of these was taken on a thread waiting for work
 /// (the runtime's idle loop), not doing any.
+#[cfg(feature = "profiling")]
 const IDLE_FRAMES: &[&str] = &[
     "tokio::runtime::park::",
     "tokio::runtime::scheduler::multi_thread::park::",
@@ -477,8 +519,10 @@ const IDLE_FRAMES: &[&str] = &[
 
 /// How many leaf-side frames are looked at for idleness: a worker parks near the leaf; deeper,
 /// `park` names mean something else.
+#[cfg(feature = "profiling")]
 const IDLE_DEPTH: usize = 12;
 
+#[cfg(feature = "profiling")]
 fn frame_matches(frame: &[Symbol], patterns: &[&str]) -> bool {
     frame.iter().any(|symbol| {
         let name = symbol.name();
@@ -487,6 +531,7 @@ fn frame_matches(frame: &[Symbol], patterns: &[&str]) -> bool {
 }
 
 /// Trims one sample in place; `false` drops it.
+#[cfg(feature = "profiling")]
 fn trim(frames: &mut Frames, options: &CaptureOptions) -> bool {
     // `frames.frames[0]` is the leaf (innermost); the last is the thread's entry point.
     let profiler = frames
@@ -525,7 +570,7 @@ fn trim(frames: &mut Frames, options: &CaptureOptions) -> bool {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "profiling"))]
 mod tests {
     use super::*;
 

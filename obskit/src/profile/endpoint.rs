@@ -41,6 +41,13 @@ pub(crate) async fn pprof_profile(store: ProfileStore, query: Option<&str>) -> R
                 "a CPU profile is already being captured in this process (only one can run at a time); retry when it finishes",
             )
         }
+        Err(CaptureError::NotBuilt) => {
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_built",
+                &crate::features::not_built("profiling"),
+            )
+        }
         Err(CaptureError::Profiler(e)) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,

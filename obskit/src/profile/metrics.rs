@@ -84,6 +84,7 @@ pub fn register_metrics(registry: &Registry) {
     }
 }
 
+#[cfg_attr(not(feature = "profiling"), allow(dead_code))] // only the sampler skips
 pub(crate) fn count_skip(reason: &'static str) {
     metrics().skipped.with_label_values(&[reason]).inc();
 }

@@ -61,6 +61,7 @@
 //! - `obskit_profile_store_bytes`: bytes held by the process-wide store.
 //!
 //! ```
+//! # #[cfg(feature = "profiling")] {
 //! use std::time::Duration;
 //! use obskit::profile::{Capture, CaptureOptions, ProfileStore};
 //!
@@ -80,6 +81,7 @@
 //! let names = store.insert(&profile);
 //! assert_eq!(store.list().len(), 2); // the pprof protobuf and the flamegraph
 //! assert!(store.get(&names[0]).is_ok());
+//! # }
 //! ```
 
 mod capture;
@@ -99,5 +101,5 @@ pub use store::{
 };
 
 /// The unit tests that start captures take turns: one profiler per process.
-#[cfg(test)]
+#[cfg(all(test, feature = "profiling"))]
 pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

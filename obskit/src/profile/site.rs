@@ -106,7 +106,8 @@ impl ProfileSite {
     /// due) and has calls left. Costs one atomic load and a clock read when nothing is due.
     #[inline]
     fn enter(&'static self) -> bool {
-        if !crate::instrumentation::is_enabled() {
+        // Without a sampler nothing is ever due: a `#[profiled]` function just runs.
+        if !cfg!(feature = "profiling") || !crate::instrumentation::is_enabled() {
             return false;
         }
         if std::ptr::eq(CURRENT.load(Ordering::Acquire), self) {
@@ -269,8 +270,10 @@ impl<F: Future> Future for Profiled<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "profiling")]
     use crate::profile::SERIAL;
 
+    #[cfg(feature = "profiling")]
     #[inline(never)]
     fn spin(ms: u64) -> u64 {
         let until = std::time::Instant::now() + Duration::from_millis(ms);
@@ -284,11 +287,31 @@ mod tests {
     }
 
     /// Not a tail call, and not identical to `spin`: its own frame in release builds too.
+    #[cfg(feature = "profiling")]
     #[inline(never)]
     fn noise(ms: u64) -> u64 {
         std::hint::black_box(spin(ms) ^ 1)
     }
 
+    /// Without a sampler a `#[profiled]` function just runs: nothing is due, nothing stored.
+    #[cfg(not(feature = "profiling"))]
+    #[test]
+    fn without_the_sampler_a_site_runs_its_calls_and_captures_nothing() {
+        static SITE: ProfileSite = ProfileSite::new("unsampled_site", "m", 1, 1_000, 1, 99);
+        let store = ProfileStore::global();
+        for i in 0..3 {
+            assert_eq!(SITE.call(|| i * 2), i * 2);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(current_function().is_none());
+        assert!(!store.list().iter().any(|p| p.function == "unsampled_site"));
+        assert_eq!(
+            Capture::start(CaptureOptions::new("x")).unwrap_err(),
+            crate::profile::CaptureError::NotBuilt
+        );
+    }
+
+    #[cfg(feature = "profiling")]
     #[test]
     fn one_capture_per_interval_bounded_by_calls_and_attributed() {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -100,7 +100,9 @@ pub struct Settings {
     pub process_stats_interval: Duration,
     /// Whether obskit records anything at all.
     pub instrumentation: bool,
-    /// How `tracing` events become log records; `None`: obskit installs no logs.
+    /// How `tracing` events become log records; `None`: obskit installs no logs. (Feature
+    /// `tracing-bridge`.)
+    #[cfg(feature = "tracing-bridge")]
     pub logs: Option<crate::log::LogSettings>,
     /// The service's own entries for `/debug/config` (`ObskitBuilder::config_entry`).
     pub extra: Vec<(String, String)>,
@@ -160,10 +162,14 @@ impl Settings {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         entries.extend(self.server.config_entries());
+        #[cfg(feature = "tracing-bridge")]
         match &self.logs {
             Some(logs) => entries.extend(logs.entries()),
             None => entries.push(("log".to_string(), "off (ObskitBuilder::logs(false))".to_string())),
         }
+        #[cfg(not(feature = "tracing-bridge"))]
+        entries.push(("log".to_string(), crate::features::not_built("tracing-bridge")));
+        entries.push(("obskit.features".to_string(), crate::FEATURES.join(" ")));
         entries.extend(self.extra.iter().cloned());
         entries
     }

@@ -62,8 +62,11 @@ use std::time::{Duration, SystemTime};
 use crate::secrets::KeyClass;
 
 pub mod attributes;
+#[cfg(feature = "reqwest")]
 mod client;
 mod handoff;
+// Log records that became span events wait here for their span: only the `tracing` bridge adds.
+#[cfg(feature = "tracing-bridge")]
 pub(crate) mod late_events;
 mod limits;
 pub mod otlp;
@@ -74,10 +77,13 @@ mod sink;
 mod span;
 
 pub use attributes::{Attributes, INLINE_ATTRIBUTES};
+#[cfg(feature = "reqwest")]
 pub use client::TracedRequest;
 pub use handoff::{flush, DRAIN_INTERVAL, RING_CAPACITY};
 pub use limits::{request_value_length, SpanLimits};
-pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSignal, OtlpSink};
+#[cfg(feature = "otlp")]
+pub use otlp::OtlpSink;
+pub use otlp::{ExportCounters, OtlpConfig, OtlpError, OtlpProtocol, OtlpSignal};
 pub use sampler::{sample, Sampler};
 pub use sink::{
     clear_sink, is_enabled, set_default_sink, set_sink, set_unsampled_slow_threshold,
@@ -87,6 +93,7 @@ pub use sink::{
 pub use span::start_span_in;
 pub use span::{span, Entered, InstrumentExt, Instrumented, Span, SpanBuilder};
 
+#[cfg(feature = "tracing-bridge")]
 pub(crate) use recent::rfc3339;
 pub use recent::{
     RecentSpans, StatusFilter, TraceQuery, DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, REPORT_VALUE_LENGTH,

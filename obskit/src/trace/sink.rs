@@ -190,8 +190,13 @@ pub(super) fn unsampled_slow_threshold_nanos() -> u64 {
 /// [`super::handoff`]), or at once when the ring is full.
 #[inline]
 pub(super) fn deliver(span: FinishedSpan) {
-    if let Some(mut span) = super::handoff::push(span) {
-        super::late_events::attach(std::slice::from_mut(&mut span));
+    if let Some(span) = super::handoff::push(span) {
+        #[cfg(feature = "tracing-bridge")]
+        let span = {
+            let mut span = span;
+            super::late_events::attach(std::slice::from_mut(&mut span));
+            span
+        };
         // The read guard is held across `on_end` (which must not block) rather than cloning
         // the `Arc`; installing a sink waits for it.
         if let Some(sink) = &SINK.read().unwrap_or_else(|p| p.into_inner()).sink {
@@ -201,11 +206,16 @@ pub(super) fn deliver(span: FinishedSpan) {
 }
 
 /// Hands spans gathered from the rings to the installed sink, if there still is one.
-pub(super) fn deliver_all(mut spans: Vec<FinishedSpan>) {
+pub(super) fn deliver_all(spans: Vec<FinishedSpan>) {
     if spans.is_empty() {
         return;
     }
-    super::late_events::attach(&mut spans);
+    #[cfg(feature = "tracing-bridge")]
+    let spans = {
+        let mut spans = spans;
+        super::late_events::attach(&mut spans);
+        spans
+    };
     if let Some(sink) = &SINK.read().unwrap_or_else(|p| p.into_inner()).sink {
         sink.on_end_batch(spans);
     }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use obskit::debug::{config_report, ConnectionStats, ProcessStats};
+use obskit::debug::config_report;
+#[cfg(feature = "process-metrics")]
+use obskit::debug::{ConnectionStats, ProcessStats};
 use obskit::health::{CheckOptions, CheckOutcome, HealthChecks, HealthStatus};
 
 #[tokio::test]
@@ -33,6 +35,7 @@ async fn hanging_check_times_out_within_its_timeout() {
     assert_eq!(report.http_status(), 503);
 }
 
+#[cfg(feature = "process-metrics")]
 #[tokio::test]
 async fn seed_report_shape_with_memory_check() {
     let checks = HealthChecks::new("backend", "1.0.0");
@@ -64,6 +67,7 @@ async fn seed_report_shape_with_memory_check() {
     assert_eq!(checks.liveness().status, HealthStatus::Healthy);
 }
 
+#[cfg(feature = "process-metrics")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_thread_shows_in_process_cpu_percent() {
     let stats = ProcessStats::start(ProcessStats::MIN_INTERVAL, ConnectionStats::new());
@@ -98,7 +102,7 @@ async fn busy_thread_shows_in_process_cpu_percent() {
     assert!(cpu.system_percent.is_some());
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "process-metrics"))]
 #[tokio::test]
 async fn open_fds_rise_with_open_files() {
     let stats = ProcessStats::start(ProcessStats::DEFAULT_INTERVAL, ConnectionStats::new());
@@ -113,7 +117,7 @@ async fn open_fds_rise_with_open_files() {
     assert!(stats.snapshot().threads.unwrap() >= 1);
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "process-metrics"))]
 #[tokio::test]
 async fn connections_are_counted_and_established_tcp_found() {
     let connections = ConnectionStats::new();

@@ -7,7 +7,9 @@ mod hardening;
 mod health_debug;
 mod http_layer;
 mod macros;
+#[cfg(all(feature = "otlp", feature = "reqwest"))]
 mod otlp;
+#[cfg(feature = "profiling")]
 mod profiling;
 mod server;
 mod span_limits;
