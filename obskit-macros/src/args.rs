@@ -9,7 +9,8 @@ use syn::{Expr, Ident, LitBool, LitStr, Token};
 
 /// Every option, as listed in error messages.
 const VALID_OPTIONS: &str = "`name = \"...\"`, `skip(param, ...)`, `skip_all`, \
-     `fields(key = value, ...)`, `err`, `err(Debug)` and `metrics = false`";
+     `fields(key = value, ...)`, `err`, `err(Debug)`, `error_if = fn`, `ok_if = fn` and \
+     `metrics = false`";
 
 /// How `err` records the error.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,7 +46,16 @@ pub(crate) struct Args {
     pub fields: Vec<Field>,
     /// The `err` keyword (for error messages) and the mode.
     pub err: Option<(Ident, ErrMode)>,
+    /// `error_if = f` or `ok_if = f`: what decides a call's `result` label instead of the
+    /// default (an `Err`, a 5xx response).
+    pub outcome: Option<Outcome>,
     pub metrics: bool,
+}
+
+/// A caller-given rule for a call's outcome: `f(&returned)` says whether it failed, or succeeded.
+pub(crate) enum Outcome {
+    ErrorIf(Expr),
+    OkIf(Expr),
 }
 
 enum Opt {
@@ -54,6 +64,7 @@ enum Opt {
     SkipAll,
     Fields(Vec<Field>),
     Err(ErrMode),
+    Outcome(Outcome),
     Metrics(LitBool),
 }
 
@@ -86,6 +97,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         skip_all: false,
         fields: Vec::new(),
         err: None,
+        outcome: None,
         metrics: true,
     };
     // The options given so far, to report duplicates and conflicts.
@@ -112,6 +124,8 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
             Opt::SkipAll => "skip_all",
             Opt::Fields(_) => "fields",
             Opt::Err(_) => "err",
+            Opt::Outcome(Outcome::ErrorIf(_)) => "error_if",
+            Opt::Outcome(Outcome::OkIf(_)) => "ok_if",
             Opt::Metrics(_) => "metrics",
         };
         if seen.contains(&canonical) {
@@ -154,6 +168,19 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 args.fields = fields;
             }
             Opt::Err(mode) => args.err = Some((key, mode)),
+            Opt::Outcome(outcome) => {
+                let other = match outcome {
+                    Outcome::ErrorIf(_) => "ok_if",
+                    Outcome::OkIf(_) => "error_if",
+                };
+                if seen.contains(&other) {
+                    errors.push(syn::Error::new(
+                        key.span(),
+                        "`error_if` and `ok_if` say the same thing two ways: give one of them",
+                    ));
+                }
+                args.outcome = Some(outcome);
+            }
             Opt::Metrics(lit) => args.metrics = lit.value,
         }
     }
@@ -258,6 +285,29 @@ fn parse_option(input: ParseStream) -> syn::Result<(Ident, Opt)> {
                 }
             } else {
                 Opt::Err(ErrMode::Display)
+            }
+        }
+        "error_if" | "ok_if" => {
+            let rule_name = if key == "error_if" {
+                "is_failure"
+            } else {
+                "is_success"
+            };
+            let example = format!("{key} = {rule_name}");
+            expect_eq(input, &key, &example)?;
+            let rule: Expr = input.parse().map_err(|_| {
+                syn::Error::new(
+                    key.span(),
+                    format!(
+                        "`{key}` expects a function of a reference to the returned value, e.g. \
+                         `{example}` with `fn {rule_name}(r: &Response) -> bool`"
+                    ),
+                )
+            })?;
+            if key == "error_if" {
+                Opt::Outcome(Outcome::ErrorIf(rule))
+            } else {
+                Opt::Outcome(Outcome::OkIf(rule))
             }
         }
         "fields" => {

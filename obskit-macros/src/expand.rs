@@ -10,7 +10,7 @@ use syn::{
     Signature, TraitItemFn, Type,
 };
 
-use crate::args::{self, Args, ErrMode, Errors, FieldValue};
+use crate::args::{self, Args, ErrMode, Errors, FieldValue, Outcome};
 
 /// The whole macro: parse, check, generate. On any error, the errors are emitted followed by the
 /// item unchanged, so that the rest of the crate still sees the function.
@@ -123,6 +123,14 @@ fn params(sig: &Signature) -> (Vec<Param>, bool) {
 /// Checks of the options against the function.
 fn check(func: &ItemFn, args: &Args, errors: &mut Errors) {
     let sig = &func.sig;
+    if let (Some(outcome), false) = (&args.outcome, args.metrics) {
+        let (Outcome::ErrorIf(rule) | Outcome::OkIf(rule)) = outcome;
+        errors.push(syn::Error::new_spanned(
+            rule,
+            "`error_if` and `ok_if` decide the `result` label of the function's metrics, which \
+             `metrics = false` turns off: remove one of them",
+        ));
+    }
     if let Some(constness) = &sig.constness {
         errors.push(syn::Error::new_spanned(
             constness,
@@ -212,19 +220,30 @@ fn bound_by_pattern(sig: &Signature, name: &Ident) -> bool {
 
 /// Whether the return type is syntactically a `Result`: a path whose last segment is `Result`.
 fn returns_result(output: &ReturnType) -> bool {
+    returns_named(output, &["Result"])
+}
+
+/// Whether the return type, as written, is a path whose last segment is one of `names`
+/// (`Result` for `io::Result<T>` too; `Response` for `http::Response<B>` and hyper's).
+fn returns_named(output: &ReturnType, names: &[&str]) -> bool {
     match output {
         ReturnType::Default => false,
-        ReturnType::Type(_, ty) => is_result(ty),
+        ReturnType::Type(_, ty) => is_named(ty, names),
     }
 }
 
-fn is_result(ty: &Type) -> bool {
+fn is_named(ty: &Type, names: &[&str]) -> bool {
     match ty {
         Type::Path(path) => {
-            path.qself.is_none() && path.path.segments.last().is_some_and(|s| s.ident == "Result")
+            path.qself.is_none()
+                && path
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| names.iter().any(|name| s.ident == name))
         }
-        Type::Paren(paren) => is_result(&paren.elem),
-        Type::Group(group) => is_result(&group.elem),
+        Type::Paren(paren) => is_named(&paren.elem, names),
+        Type::Group(group) => is_named(&group.elem, names),
         _ => false,
     }
 }
@@ -315,7 +334,11 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         None => LitStr::new(&fn_name, sig.ident.span()),
     };
     let fn_name_lit = LitStr::new(&fn_name, sig.ident.span());
-    let is_result = returns_result(&sig.output);
+    // Whether the returned value decides the `result` label: a `Result` (its `Err`), a response
+    // (a 5xx status), or the caller's rule. An `async fn`'s value is always at hand; a plain
+    // function's is taken only then (its body otherwise runs in place).
+    let value_decides =
+        returns_named(&sig.output, &["Result", "Response", "StatusCode"]) || args.outcome.is_some();
     let metrics = args.metrics;
     let err = args.err.as_ref().map(|(_, mode)| *mode);
 
@@ -326,10 +349,24 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
         }
     });
     let start_span = span_statements(&func_params(&sig, args), args, &name, &fn_name_lit, metrics);
-    let ok = if is_result {
-        quote!(::obskit::__private::is_ok(&__obskit_ret))
-    } else {
-        quote!(true)
+    let ok = match &args.outcome {
+        // A closure is called where it is written: that is the point of the option.
+        Some(Outcome::ErrorIf(rule)) => quote_spanned! {rule.span()=> {
+            #[allow(clippy::redundant_closure_call)]
+            let __obskit_failed = (#rule)(&__obskit_ret);
+            !__obskit_failed
+        }},
+        Some(Outcome::OkIf(rule)) => quote_spanned! {rule.span()=> {
+            #[allow(clippy::redundant_closure_call)]
+            let __obskit_succeeded = (#rule)(&__obskit_ret);
+            __obskit_succeeded
+        }},
+        // The most specific classification the value's type has (see `__private::outcome`).
+        None => quote! {{
+            #[allow(unused_imports)]
+            use ::obskit::__private::outcome::{AnyOutcome as _, ResponseOutcome as _, ResultOutcome as _};
+            (&&&::obskit::__private::outcome::Returned(&__obskit_ret)).is_ok_call()
+        }},
     };
     let record_err = err.map(|mode| match mode {
         ErrMode::Display => {
@@ -395,7 +432,7 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 __obskit_ret
             },
         }
-    } else if (metrics && is_result) || err.is_some() {
+    } else if (metrics && value_decides) || err.is_some() {
         // The value decides the outcome: run the body in a closure (`return` and `?` then
         // return from it, with the declared type), record, return the value.
         let call = match nameable_return_type(&sig.output) {

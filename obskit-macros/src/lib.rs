@@ -22,8 +22,13 @@ mod profiled;
 /// `function` (the function's name, or `name = "..."`) and `module` (`module_path!()`):
 ///
 /// - `function_calls_total{function, module, result}`: `result="ok"` or `result="error"`. A call
-///   is an error when the function returns `Err` (only when its return type is written as a
-///   `Result`: `Result<T, E>`, `io::Result<T>`, `anyhow::Result<T>`, ...) or panics.
+///   is an error when it panics, when `error_if` / `ok_if` (below) say so, and otherwise by the
+///   returned value: an HTTP response (`http::Response`, hyper's), a `StatusCode`, or a `Result`
+///   of a response is an error with a 5xx status or an `Err` (what users feel as the server
+///   failing: a 404 is not); any other `Result` is an error when it is `Err`. An `async fn`'s
+///   value is always looked at; a sync function's only when its return type is written as a
+///   `Result`, `Response` or `StatusCode` path (`io::Result<T>`, `http::Response<B>`, ...): behind
+///   another alias, say how with `error_if`.
 /// - `function_calls_duration_seconds{function, module}`: a histogram of call durations.
 /// - `function_calls_concurrent{function, module}`: calls in flight. A future dropped before it
 ///   completes leaves it and records no call.
@@ -69,19 +74,23 @@ mod profiled;
 /// - `err`: on `Err`, mark the span failed (status `Error`, and an `exception` event) with the
 ///   error's `Display` form; `err(Debug)` uses its `Debug` form. The return type must be written
 ///   as a `Result`.
+/// - `error_if = is_failure` / `ok_if = is_success`: a function (or a closure, whose types have
+///   no top-level comma) of a reference to the returned value, deciding whether the call is an
+///   error (`error_if`) or a success (`ok_if`), in place of the default rules; one of the two,
+///   as in autometrics. A panic is an error whatever they say.
 /// - `metrics = false`: a span only, no metrics.
 ///
 /// # Expansion
 ///
-/// `return` and `?` keep their meaning. A sync function that does not return `Result` runs its
-/// body in place, with a guard that records the call when it drops. One that returns `Result`
-/// (or uses `err`) runs its body in a `move` closure called once, whose value is inspected;
+/// `return` and `?` keep their meaning. A sync function whose value is not looked at runs its
+/// body in place, with a guard that records the call when it drops. One whose value is (see
+/// Metrics, and `err`, `error_if`, `ok_if`) runs its body in a `move` closure called once;
 /// inside that closure `#[track_caller]` does not reach `Location::caller()`. An `async fn` runs
 /// its body as an inner `async move` block polled inside the span.
 ///
 /// Not accepted (compile errors): a `const fn`, a C-variadic function, an item that is not a
 /// function with a body, `err` without a `Result` return type, `skip` of a parameter that does
-/// not exist, unknown or repeated options.
+/// not exist, `error_if` with `ok_if`, either with `metrics = false`, unknown or repeated options.
 ///
 /// # Example
 ///

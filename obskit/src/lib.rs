@@ -32,7 +32,8 @@ pub use features::FEATURES;
 /// `function_calls_duration_seconds`, `function_calls_concurrent`) and a span.
 ///
 /// Options: `name = "..."`, `skip(param, ...)`, `skip_all`, `fields(key = value, ...)`, `err`,
-/// `err(Debug)`, `metrics = false`; the full reference follows.
+/// `err(Debug)`, `error_if = f`, `ok_if = f`, `metrics = false`; the full reference follows. A 5xx
+/// response counts as an error of its handler by default.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};

@@ -124,12 +124,6 @@ impl DebugKind {
     }
 }
 
-/// Whether a `Result` is `Ok` (the macro only calls this on functions returning `Result`).
-#[inline(always)]
-pub fn is_ok<T, E>(result: &Result<T, E>) -> bool {
-    result.is_ok()
-}
-
 /// Records an `Err` on the span with the error's `Display` form (`#[instrumented(err)]`).
 pub fn record_err_display<T, E: fmt::Display>(span: &mut Span, result: &Result<T, E>) {
     if let Err(error) = result {
@@ -258,6 +252,74 @@ impl<F: std::future::Future> std::future::Future for InSpan<F> {
         };
         let span = std::mem::replace(this.span, Span::disabled());
         std::task::Poll::Ready((output, span))
+    }
+}
+
+/// What `#[instrumented]` counts as an error when no `error_if` / `ok_if` says: the most
+/// specific rule the returned value's type has, chosen at compile time by autoref (the macro
+/// calls `(&&&Returned(&value)).is_ok_call()`, and method lookup tries the impls on
+/// `&&Returned<T>` first, then `&Returned<T>`, then `Returned<T>`):
+///
+/// 1. an HTTP response (`http::Response<B>`, hyper's too), a `StatusCode`, or a `Result` of a
+///    response: a 5xx status or an `Err` is an error, what users feel as the server failing
+///    (4xx are the client's);
+/// 2. any other `Result`: `Err` is an error;
+/// 3. anything else: never an error (a panic still is).
+pub mod outcome {
+    /// The value a call returned, borrowed for its classification.
+    pub struct Returned<'a, T>(pub &'a T);
+
+    /// Rule 1: responses and statuses.
+    pub trait ResponseOutcome {
+        /// Whether the call succeeded.
+        fn is_ok_call(&self) -> bool;
+    }
+
+    /// Rule 2: results.
+    pub trait ResultOutcome {
+        /// Whether the call succeeded.
+        fn is_ok_call(&self) -> bool;
+    }
+
+    /// Rule 3: everything else.
+    pub trait AnyOutcome {
+        /// Whether the call succeeded.
+        fn is_ok_call(&self) -> bool;
+    }
+
+    impl<B> ResponseOutcome for &&Returned<'_, http::Response<B>> {
+        #[inline(always)]
+        fn is_ok_call(&self) -> bool {
+            !self.0.status().is_server_error()
+        }
+    }
+
+    impl ResponseOutcome for &&Returned<'_, http::StatusCode> {
+        #[inline(always)]
+        fn is_ok_call(&self) -> bool {
+            !self.0.is_server_error()
+        }
+    }
+
+    impl<B, E> ResponseOutcome for &&Returned<'_, Result<http::Response<B>, E>> {
+        #[inline(always)]
+        fn is_ok_call(&self) -> bool {
+            self.0.as_ref().is_ok_and(|r| !r.status().is_server_error())
+        }
+    }
+
+    impl<T, E> ResultOutcome for &Returned<'_, Result<T, E>> {
+        #[inline(always)]
+        fn is_ok_call(&self) -> bool {
+            self.0.is_ok()
+        }
+    }
+
+    impl<T> AnyOutcome for Returned<'_, T> {
+        #[inline(always)]
+        fn is_ok_call(&self) -> bool {
+            true
+        }
     }
 }
 

@@ -1045,3 +1045,89 @@ fn ui() {
     cases.pass("tests/ui/pass/*.rs");
     cases.compile_fail("tests/ui/fail/*.rs");
 }
+
+// What counts as an error: a 5xx response by default, or the function's own rule.
+
+fn response(status: u16) -> http::Response<String> {
+    http::Response::builder()
+        .status(status)
+        .body(String::new())
+        .unwrap()
+}
+
+#[instrumented]
+async fn m_async_handler(status: u16) -> Result<http::Response<String>, std::convert::Infallible> {
+    Ok(response(status))
+}
+
+#[instrumented]
+fn m_sync_response(status: u16) -> http::Response<String> {
+    response(status)
+}
+
+#[instrumented]
+fn m_status(status: u16) -> http::StatusCode {
+    http::StatusCode::from_u16(status).unwrap()
+}
+
+#[test]
+fn a_5xx_response_is_an_error_and_a_4xx_is_not() {
+    let rt = runtime();
+    for status in [200, 404, 503, 500, 201] {
+        assert_eq!(rt.block_on(m_async_handler(status)).unwrap().status(), status);
+        assert_eq!(m_sync_response(status).status(), status);
+        assert_eq!(m_status(status).as_u16(), status);
+    }
+    assert_calls("m_async_handler", 3.0, 2.0);
+    assert_calls("m_sync_response", 3.0, 2.0);
+    assert_calls("m_status", 3.0, 2.0);
+}
+
+fn is_slow_answer(answer: &u32) -> bool {
+    *answer > 100
+}
+
+fn found(result: &Result<u32, http::StatusCode>) -> bool {
+    // A miss is an answer, not a failure.
+    !matches!(result, Err(status) if status.is_server_error())
+}
+
+#[instrumented(error_if = is_slow_answer)]
+fn m_error_if(answer: u32) -> u32 {
+    answer
+}
+
+#[instrumented(ok_if = found)]
+async fn m_ok_if(status: Option<u16>) -> Result<u32, http::StatusCode> {
+    match status {
+        None => Ok(1),
+        Some(status) => Err(http::StatusCode::from_u16(status).unwrap()),
+    }
+}
+
+type Checked = Result<(), String>;
+
+// A closure too (its types without top-level commas: options are split on them).
+#[instrumented(error_if = |r: &Checked| r.as_ref().is_err_and(|e| e == "fatal"))]
+fn m_error_if_closure(error: Option<&str>) -> Checked {
+    error.map_or(Ok(()), |e| Err(e.to_string()))
+}
+
+#[test]
+fn error_if_and_ok_if_decide_the_result_label() {
+    m_error_if(7);
+    m_error_if(700);
+    m_error_if(70);
+    assert_calls("m_error_if", 2.0, 1.0);
+
+    let rt = runtime();
+    assert!(rt.block_on(m_ok_if(None)).is_ok());
+    assert!(rt.block_on(m_ok_if(Some(404))).is_err());
+    assert!(rt.block_on(m_ok_if(Some(503))).is_err());
+    assert_calls("m_ok_if", 2.0, 1.0);
+
+    assert!(m_error_if_closure(None).is_ok());
+    assert!(m_error_if_closure(Some("retry")).is_err());
+    assert!(m_error_if_closure(Some("fatal")).is_err());
+    assert_calls("m_error_if_closure", 2.0, 1.0);
+}

@@ -9,7 +9,7 @@ use obskit::http::MatchedRoute;
 use serde::Deserialize;
 use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, no_content, query_param, read_json, ApiError, Page};
-use shop_common::router::{Reply, Request};
+use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{NewProduct, Product, ProductUpdate, Reservation, StoreError};
 
 use crate::App;
@@ -36,7 +36,7 @@ fn product_not_found(id: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
 }
 
 /// `GET /api/categories`: the category names, sorted.
-#[obskit::instrumented(skip(app, _request))]
+#[obskit::instrumented(skip(app, _request), error_if = server_failed)]
 pub(crate) async fn list_categories(app: Arc<App>, _request: Request) -> Reply {
     let categories = app.store.categories().await?;
     Ok(json_response(StatusCode::OK, &categories))
@@ -46,7 +46,7 @@ pub(crate) async fn list_categories(app: Arc<App>, _request: Request) -> Reply {
 /// hottest call of the shop, so profiled: at most one 5 s capture a minute, of the listings
 /// that start while it runs (`/profiles/`).
 #[obskit::profiled(name = "list_products", every = "60s", duration = "5s")]
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn list_products(app: Arc<App>, request: Request) -> Reply {
     let query = request.uri().query();
     let Page { page, limit } = Page::from_query(query)?;
@@ -64,7 +64,7 @@ pub(crate) async fn list_products(app: Arc<App>, request: Request) -> Reply {
 }
 
 /// `GET /api/products/{id}`: one product.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn get_product(app: Arc<App>, request: Request) -> Reply {
     let id = path_id(&request)?;
     let product = app.store.product(&id).await.map_err(product_not_found(&id))?;
@@ -133,7 +133,7 @@ fn required<T>(value: Option<T>, key: &str) -> Result<T, ApiError> {
 }
 
 /// `POST /api/products` (admin): creates a product; 201 with it.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn create_product(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_admin(request.headers())?;
     let input: ProductInput = read_json(request, app.body_limit).await?;
@@ -151,7 +151,7 @@ pub(crate) async fn create_product(app: Arc<App>, request: Request) -> Reply {
 }
 
 /// `PUT /api/products/{id}` (admin): changes the fields given; 200 with the product.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn update_product(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_admin(request.headers())?;
     let id = path_id(&request)?;
@@ -172,7 +172,7 @@ pub(crate) async fn update_product(app: Arc<App>, request: Request) -> Reply {
 }
 
 /// `DELETE /api/products/{id}` (admin): 204.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn delete_product(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_admin(request.headers())?;
     let id = path_id(&request)?;
@@ -190,7 +190,7 @@ struct RestockInput {
 }
 
 /// `POST /api/products/{id}/restock` `{quantity}` (admin): adds stock; 200 with the product.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn restock_product(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_admin(request.headers())?;
     let id = path_id(&request)?;
@@ -290,7 +290,7 @@ impl StockInput {
 /// unknown product; in both cases nothing was taken. Under a `reservation_id` the call is
 /// idempotent: repeated, it takes nothing twice (`repeated: true`); after a release of that
 /// id it takes nothing at all (409 `reservation_released`).
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_role(request.headers(), STOCK_ROLES)?;
     let input: StockInput = read_json(request, app.body_limit).await?;
@@ -341,7 +341,7 @@ pub(crate) async fn reserve_stock(app: Arc<App>, request: Request) -> Reply {
 /// `{reservation_id}`: what that reservation took, once (a repeated release gives back
 /// nothing), and the id refused for any later reserve. `{items: [...]}` (no id): those units,
 /// each call; 404 when a product does not exist, checked before anything is given back.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn release_stock(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_role(request.headers(), STOCK_ROLES)?;
     let input: StockInput = read_json(request, app.body_limit).await?;

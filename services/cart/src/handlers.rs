@@ -8,7 +8,7 @@ use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::{Deserialize, Serialize};
 use shop_common::http::{json_response, read_json, ApiError};
-use shop_common::router::{Reply, Request};
+use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{now_seconds, CartItem};
 
 use crate::saga::{self, Driver};
@@ -112,7 +112,7 @@ fn insufficient_stock(name: &str, stock: i64, wanted: i64) -> ApiError {
 }
 
 /// `GET /cart-api/cart/{user_id}`: the cart (an empty one when the user has none).
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn get_cart(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
     app.guard.owner(request.headers(), &user)?;
@@ -121,7 +121,7 @@ pub(crate) async fn get_cart(app: Arc<App>, request: Request) -> Reply {
 
 /// `POST /cart-api/cart/{user_id}/add` `{product_id, quantity}`: adds units of a product
 /// (checked with the backend) to the cart; 200 with the cart.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn add_item(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
     app.guard.owner(request.headers(), &user)?;
@@ -162,7 +162,7 @@ pub(crate) async fn add_item(app: Arc<App>, request: Request) -> Reply {
 
 /// `PUT /cart-api/cart/{user_id}/update` `{product_id, quantity}`: sets the quantity of a line
 /// already in the cart (0 removes it); 200 with the cart.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
     app.guard.owner(request.headers(), &user)?;
@@ -207,7 +207,7 @@ pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
 /// that one is finished first and its outcome answered. Profiled as the seed's
 /// `checkout_cart`: at most one 5 s capture a minute, of the checkouts starting while it runs.
 #[obskit::profiled(name = "checkout_cart", every = "60s", duration = "5s")]
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
     app.guard.owner(request.headers(), &user)?;

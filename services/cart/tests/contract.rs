@@ -537,6 +537,25 @@ async fn failures_of_the_other_services_keep_the_cart_and_the_stock() {
     assert_error(shop.update("ann", &widget, 1).await, 503, "backend_unavailable");
     assert_error(shop.checkout("ann").await, 503, "backend_unavailable");
     assert_eq!(shop.cart_of("ann").await, before);
+    // A 5xx answer is an error of its handler (`error_if = server_failed`): the 502 and the two
+    // 503 checkouts above (other tests' checkouts share these process-wide series, but their
+    // 4xx answers are not errors), and the refused add and update.
+    let text = shop.metrics().await;
+    let errors = |function: &str| {
+        let series = format!(
+            r#"function_calls_total{{function="{function}",module="cart::handlers",result="error"}}"#
+        );
+        sample(&text, &series).unwrap_or(0.0)
+    };
+    assert!(
+        errors("checkout") >= 3.0,
+        "checkout errors: {}\n{text}",
+        errors("checkout")
+    );
+    assert!(
+        errors("add_item") >= 1.0 && errors("update_item") >= 1.0,
+        "{text}"
+    );
     shop.stop().await;
 }
 

@@ -9,7 +9,7 @@ use obskit::http::MatchedRoute;
 use serde::Deserialize;
 use shop_common::auth::{OwnerGuard, ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, read_json, ApiError, Page};
-use shop_common::router::{Reply, Request};
+use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{CheckoutOrder, OrderItem, StoreError};
 
 use crate::lifecycle::{self, CANCELLED, CREATED};
@@ -137,7 +137,7 @@ impl ItemInput {
 /// order the first call created (never a second one); after the checkout was aborted, 409
 /// `checkout_aborted`. A token must name the body's `user_id` (the cart's service token acts
 /// for anyone).
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
     let caller = app.guard.caller(request.headers())?;
     let input: OrderInput = read_json(request, app.body_limit).await?;
@@ -185,7 +185,7 @@ pub(crate) async fn create_order(app: Arc<App>, request: Request) -> Reply {
 /// order is ever created for the checkout. Idempotent: 200 `{aborted: true}` once the id is
 /// refused for good, or 200 `{aborted: false, order}` when the checkout's order exists already
 /// (the cart then goes forward with it instead of giving the stock back).
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn abort_checkout(app: Arc<App>, request: Request) -> Reply {
     app.jwt.require_role(request.headers(), ABORT_ROLES)?;
     let id = checkout_id(&path_param(&request, "checkout_id")?)?;
@@ -198,7 +198,7 @@ pub(crate) async fn abort_checkout(app: Arc<App>, request: Request) -> Reply {
 
 /// `GET /order-api/orders/{id}`: one order with its status history; a token must name the
 /// order's user (checked after the lookup, the token itself before it).
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn get_order(app: Arc<App>, request: Request) -> Reply {
     let caller = app.guard.caller(request.headers())?;
     let id = path_param(&request, "id")?;
@@ -211,7 +211,7 @@ pub(crate) async fn get_order(app: Arc<App>, request: Request) -> Reply {
 /// first, as a JSON array (an empty one past the last page or for a user without orders: the
 /// order service does not know which users exist). `page` from 1, `limit` 1 to 100
 /// (default 20), as in the product list; 422 otherwise.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn user_orders(app: Arc<App>, request: Request) -> Reply {
     let user_id = path_param(&request, "user_id")?;
     app.guard.owner(request.headers(), &user_id)?;
@@ -230,7 +230,7 @@ struct StatusInput {
 /// lifecycle does not allow the move from the order's current status. For admins only
 /// (401 without a valid token, 403 for another role), whatever `SHOP_REQUIRE_AUTH` says: a
 /// customer must not mark an order paid or delivered.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn set_status(app: Arc<App>, request: Request) -> Reply {
     app.guard.admin(request.headers())?;
     let id = path_param(&request, "id")?;

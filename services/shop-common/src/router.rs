@@ -36,6 +36,17 @@ pub type Request = http::Request<RequestBody<Incoming>>;
 /// What a handler answers: a response, or an error that becomes the contract's JSON error.
 pub type Reply = Result<Response<Body>, ApiError>;
 
+/// Whether a handler's call failed as a user feels it: a 5xx answer, returned as a response or
+/// as an error. A 4xx (a missing product, a bad field) is the client's and counts as a call that
+/// worked. Handlers say so with `#[obskit::instrumented(error_if = server_failed)]`, so that a
+/// 503 checkout is an error of `checkout` in `function_calls_total`.
+pub fn server_failed(reply: &Reply) -> bool {
+    match reply {
+        Ok(response) => response.status().is_server_error(),
+        Err(error) => error.status.is_server_error(),
+    }
+}
+
 type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 type Handler<S> = Arc<dyn Fn(S, Request) -> BoxReply + Send + Sync>;
 

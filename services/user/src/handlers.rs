@@ -16,7 +16,7 @@ use obskit::http::MatchedRoute;
 use serde::{Deserialize, Serialize};
 use shop_common::auth::{Claims, ROLE_ADMIN, ROLE_CUSTOMER};
 use shop_common::http::{json_response, read_json, ApiError, Body};
-use shop_common::router::{Reply, Request};
+use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{StoreError, User};
 
 use crate::hashing::HashRefusal;
@@ -64,6 +64,15 @@ pub(crate) fn authenticate(app: &App, headers: &HeaderMap) -> Result<Claims, Api
         app.metrics.jwt_operations.with(&["verify", status]).inc();
     }
     result
+}
+
+/// Whether a registration or login failed on the server's side (a 5xx: overloaded, a failed
+/// hash job); a wrong password or a taken name is the client's, and counts as a call that worked.
+fn refusal_failed(reply: &Result<Response<Body>, Refusal>) -> bool {
+    match reply {
+        Ok(response) => response.status().is_server_error(),
+        Err(refusal) => refusal.error.status.is_server_error(),
+    }
 }
 
 /// An error answer, with a `Retry-After` when the client should come back later.
@@ -250,7 +259,7 @@ pub(crate) async fn register(app: Arc<App>, request: Request) -> Reply {
     answer(register_user(app, request).await)
 }
 
-#[obskit::instrumented(name = "register", skip(app, request))]
+#[obskit::instrumented(name = "register", skip(app, request), error_if = refusal_failed)]
 async fn register_user(app: Arc<App>, request: Request) -> Result<Response<Body>, Refusal> {
     let headers = request.headers().clone();
     let input: RegisterInput = read_json(request, app.body_limit).await?;
@@ -298,7 +307,7 @@ pub(crate) async fn login(app: Arc<App>, request: Request) -> Reply {
     answer(log_in(app, request).await)
 }
 
-#[obskit::instrumented(name = "login", skip(app, request))]
+#[obskit::instrumented(name = "login", skip(app, request), error_if = refusal_failed)]
 async fn log_in(app: Arc<App>, request: Request) -> Result<Response<Body>, Refusal> {
     let client = client_of(&app, &request);
     let input: LoginInput = read_json(request, app.body_limit).await?;
@@ -357,7 +366,7 @@ async fn log_in(app: Arc<App>, request: Request) -> Result<Response<Body>, Refus
 }
 
 /// `GET /user-api/me` (Bearer): the caller's profile.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn me(app: Arc<App>, request: Request) -> Reply {
     let claims = authenticate(&app, request.headers())?;
     let user = app.store.user(&claims.sub).await.map_err(|e| match e {
@@ -370,7 +379,7 @@ pub(crate) async fn me(app: Arc<App>, request: Request) -> Reply {
 
 /// `GET /user-api/users/{id}/profile` (Bearer): the user with their orders and cart, each part
 /// marked available or not; 403 for another user's profile unless the caller is an admin.
-#[obskit::instrumented(skip(app, request))]
+#[obskit::instrumented(skip(app, request), error_if = server_failed)]
 pub(crate) async fn user_profile(app: Arc<App>, request: Request) -> Reply {
     let claims = authenticate(&app, request.headers())?;
     let id = MatchedRoute::of(&request)
