@@ -9,8 +9,8 @@ use syn::{Expr, Ident, LitBool, LitStr, Token};
 
 /// Every option, as listed in error messages.
 const VALID_OPTIONS: &str = "`name = \"...\"`, `skip(param, ...)`, `skip_all`, \
-     `fields(key = value, ...)`, `err`, `err(Debug)`, `error_if = fn`, `ok_if = fn` and \
-     `metrics = false`";
+     `fields(key = value, ...)`, `err`, `err(Debug)`, `error_if = fn`, `ok_if = fn`, \
+     `objective = OBJECTIVE` and `metrics = false`";
 
 /// How `err` records the error.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,6 +49,8 @@ pub(crate) struct Args {
     /// `error_if = f` or `ok_if = f`: what decides a call's `result` label instead of the
     /// default (an `Err`, a 5xx response).
     pub outcome: Option<Outcome>,
+    /// `objective = CHECKOUT`: an `obskit::objectives::Objective` the function serves.
+    pub objective: Option<Expr>,
     pub metrics: bool,
 }
 
@@ -65,6 +67,7 @@ enum Opt {
     Fields(Vec<Field>),
     Err(ErrMode),
     Outcome(Outcome),
+    Objective(Expr),
     Metrics(LitBool),
 }
 
@@ -98,6 +101,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         fields: Vec::new(),
         err: None,
         outcome: None,
+        objective: None,
         metrics: true,
     };
     // The options given so far, to report duplicates and conflicts.
@@ -126,6 +130,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
             Opt::Err(_) => "err",
             Opt::Outcome(Outcome::ErrorIf(_)) => "error_if",
             Opt::Outcome(Outcome::OkIf(_)) => "ok_if",
+            Opt::Objective(_) => "objective",
             Opt::Metrics(_) => "metrics",
         };
         if seen.contains(&canonical) {
@@ -181,6 +186,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 }
                 args.outcome = Some(outcome);
             }
+            Opt::Objective(objective) => args.objective = Some(objective),
             Opt::Metrics(lit) => args.metrics = lit.value,
         }
     }
@@ -309,6 +315,15 @@ fn parse_option(input: ParseStream) -> syn::Result<(Ident, Opt)> {
             } else {
                 Opt::Outcome(Outcome::OkIf(rule))
             }
+        }
+        "objective" => {
+            expect_eq(input, &key, "objective = CHECKOUT")?;
+            Opt::Objective(input.parse().map_err(|_| {
+                syn::Error::new(
+                    key.span(),
+                    "`objective` expects a constant `obskit::objectives::Objective`, e.g. `objective = CHECKOUT`",
+                )
+            })?)
         }
         "fields" => {
             let content = parenthesized(input, &key, "fields(key = value, ...)")?;

@@ -123,6 +123,13 @@ fn params(sig: &Signature) -> (Vec<Param>, bool) {
 /// Checks of the options against the function.
 fn check(func: &ItemFn, args: &Args, errors: &mut Errors) {
     let sig = &func.sig;
+    if let (Some(objective), false) = (&args.objective, args.metrics) {
+        errors.push(syn::Error::new_spanned(
+            objective,
+            "an `objective` labels the function's metrics, which `metrics = false` turns off: \
+             remove one of them",
+        ));
+    }
     if let (Some(outcome), false) = (&args.outcome, args.metrics) {
         let (Outcome::ErrorIf(rule) | Outcome::OkIf(rule)) = outcome;
         errors.push(syn::Error::new_spanned(
@@ -342,10 +349,14 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
     let metrics = args.metrics;
     let err = args.err.as_ref().map(|(_, mode)| *mode);
 
+    let objective = args
+        .objective
+        .as_ref()
+        .map(|objective| quote_spanned!(objective.span()=> .objective(#objective)));
     let site = metrics.then(|| {
         quote! {
             static __OBSKIT_SITE: ::obskit::__private::FunctionSite =
-                ::obskit::__private::FunctionSite::new(#name, ::core::module_path!());
+                ::obskit::__private::FunctionSite::new(#name, ::core::module_path!()) #objective;
         }
     });
     let start_span = span_statements(&func_params(&sig, args), args, &name, &fn_name_lit, metrics);

@@ -24,6 +24,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use super::cells;
 use super::HistogramExemplars;
 use crate::clock::{self, Tick, TickBounds};
+use crate::objectives::Objective;
 
 /// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
 pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
@@ -44,6 +45,8 @@ pub(crate) const CALLS_CONCURRENT: &str = "function_calls_concurrent";
 pub struct FunctionSite {
     function: &'static str,
     module: &'static str,
+    /// The objective the function serves (`#[instrumented(objective = ...)]`): its labels.
+    objective: Option<Objective>,
     /// Base index of the site's cells ([`cells`]), [`UNALLOCATED`] until the first call.
     cells: AtomicUsize,
     /// The largest `ok` count a scrape has reported (see [`FunctionSite::snapshot`]).
@@ -73,10 +76,28 @@ impl FunctionSite {
         FunctionSite {
             function,
             module,
+            objective: None,
             cells: AtomicUsize::new(UNALLOCATED),
             ok_reported: AtomicU64::new(0),
             exemplars: OnceLock::new(),
         }
+    }
+
+    /// The site of a function serving `objective`: its series carry the objective's labels.
+    /// Evaluated by the compiler (the site is a `static`), so an objective without a target is
+    /// a compile error.
+    pub const fn objective(mut self, objective: Objective) -> Self {
+        self.objective = Some(objective.checked());
+        self
+    }
+
+    /// The labels of the site's `function_calls_duration_seconds` series.
+    fn duration_labels(&self) -> Vec<(&'static str, &'static str)> {
+        let mut labels = vec![("function", self.function), ("module", self.module)];
+        if let Some(objective) = self.objective.as_ref().and_then(Objective::duration_labels) {
+            labels.extend(objective);
+        }
+        labels
     }
 
     /// Starts timing one call. Finish it with [`CallTimer::finish`]; dropping the timer
@@ -161,7 +182,7 @@ impl FunctionSite {
             let exemplars = self.exemplars.get_or_init(|| {
                 super::Registry::global().exemplars().histogram(
                     CALLS_DURATION,
-                    &[("function", self.function), ("module", self.module)],
+                    &self.duration_labels(),
                     &DURATION_BUCKETS_SECONDS,
                 )
             });
@@ -334,18 +355,21 @@ impl Collector for FunctionMetricsCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let sites: Vec<&'static FunctionSite> = SITES.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Two sites may carry the same labels (`name = "..."` on two functions): one series each.
-        let mut grouped: BTreeMap<(&str, &str), Snapshot> = BTreeMap::new();
+        let mut grouped: BTreeMap<(&str, &str, Option<Objective>), Snapshot> = BTreeMap::new();
         {
             let reader = cells::reader();
             for site in sites {
                 grouped
-                    .entry((site.function, site.module))
+                    .entry((site.function, site.module, site.objective))
                     .or_default()
                     .add(&site.snapshot(&reader));
             }
         }
         let (mut calls, mut durations, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
-        for ((function, module), snap) in &grouped {
+        for ((function, module, objective), snap) in &grouped {
+            // Label names in order, as the exposition lists them.
+            let objective_calls = objective.as_ref().and_then(Objective::calls_labels);
+            let objective_duration = objective.as_ref().and_then(Objective::duration_labels);
             for (result, value) in [("ok", snap.ok), ("error", snap.errors)] {
                 if result == "error" && value == 0 {
                     continue; // like autometrics, the error series appears with the first error
@@ -353,11 +377,10 @@ impl Collector for FunctionMetricsCollector {
                 let mut counter = proto::Counter::default();
                 counter.set_value(value as f64);
                 let mut metric = proto::Metric::default();
-                metric.set_label(labels(&[
-                    ("function", function),
-                    ("module", module),
-                    ("result", result),
-                ]));
+                let mut pairs = vec![("function", *function), ("module", *module)];
+                pairs.extend(objective_calls.into_iter().flatten());
+                pairs.push(("result", result));
+                metric.set_label(labels(&pairs));
                 metric.set_counter(counter);
                 calls.push(metric);
             }
@@ -376,7 +399,9 @@ impl Collector for FunctionMetricsCollector {
             histogram.set_sample_sum(snap.sum_seconds);
             histogram.set_bucket(buckets);
             let mut metric = proto::Metric::default();
-            metric.set_label(labels(&[("function", function), ("module", module)]));
+            let mut pairs = vec![("function", *function), ("module", *module)];
+            pairs.extend(objective_duration.into_iter().flatten());
+            metric.set_label(labels(&pairs));
             metric.set_histogram(histogram);
             durations.push(metric);
 

@@ -37,6 +37,7 @@ use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{HistogramOpts, IntCounterVec, Opts};
 
 pub use exposition::TEXT_CONTENT_TYPE;
+pub use function::DURATION_BUCKETS_SECONDS;
 pub(crate) use guard::LabelGuard;
 pub use guard::OVERFLOW_LABEL_VALUE;
 pub use openmetrics::{accepts_openmetrics, ExemplarStore, HistogramExemplars, OPENMETRICS_CONTENT_TYPE};

@@ -9,6 +9,7 @@ use obskit::http::MatchedRoute;
 use serde::Deserialize;
 use shop_common::auth::{ROLE_ADMIN, ROLE_SERVICE};
 use shop_common::http::{json_response, no_content, query_param, read_json, ApiError, Page};
+use shop_common::objectives::PRODUCT_LISTING;
 use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{NewProduct, Product, ProductUpdate, Reservation, StoreError};
 
@@ -46,7 +47,7 @@ pub(crate) async fn list_categories(app: Arc<App>, _request: Request) -> Reply {
 /// hottest call of the shop, so profiled: at most one 5 s capture a minute, of the listings
 /// that start while it runs (`/profiles/`).
 #[obskit::profiled(name = "list_products", every = "60s", duration = "5s")]
-#[obskit::instrumented(skip(app, request), error_if = server_failed)]
+#[obskit::instrumented(skip(app, request), error_if = server_failed, objective = PRODUCT_LISTING)]
 pub(crate) async fn list_products(app: Arc<App>, request: Request) -> Reply {
     let query = request.uri().query();
     let Page { page, limit } = Page::from_query(query)?;

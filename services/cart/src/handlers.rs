@@ -8,6 +8,7 @@ use http::StatusCode;
 use obskit::http::MatchedRoute;
 use serde::{Deserialize, Serialize};
 use shop_common::http::{json_response, read_json, ApiError};
+use shop_common::objectives::CHECKOUT;
 use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{now_seconds, CartItem};
 
@@ -207,7 +208,7 @@ pub(crate) async fn update_item(app: Arc<App>, request: Request) -> Reply {
 /// that one is finished first and its outcome answered. Profiled as the seed's
 /// `checkout_cart`: at most one 5 s capture a minute, of the checkouts starting while it runs.
 #[obskit::profiled(name = "checkout_cart", every = "60s", duration = "5s")]
-#[obskit::instrumented(skip(app, request), error_if = server_failed)]
+#[obskit::instrumented(skip(app, request), error_if = server_failed, objective = CHECKOUT)]
 pub(crate) async fn checkout(app: Arc<App>, request: Request) -> Reply {
     let user = user_id(&request)?;
     app.guard.owner(request.headers(), &user)?;

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod http;
+pub mod objectives;
 pub mod router;
 pub mod service;
 pub mod store;

@@ -16,6 +16,7 @@ use obskit::http::MatchedRoute;
 use serde::{Deserialize, Serialize};
 use shop_common::auth::{Claims, ROLE_ADMIN, ROLE_CUSTOMER};
 use shop_common::http::{json_response, read_json, ApiError, Body};
+use shop_common::objectives::LOGIN;
 use shop_common::router::{server_failed, Reply, Request};
 use shop_common::store::{StoreError, User};
 
@@ -307,7 +308,7 @@ pub(crate) async fn login(app: Arc<App>, request: Request) -> Reply {
     answer(log_in(app, request).await)
 }
 
-#[obskit::instrumented(name = "login", skip(app, request), error_if = refusal_failed)]
+#[obskit::instrumented(name = "login", skip(app, request), error_if = refusal_failed, objective = LOGIN)]
 async fn log_in(app: Arc<App>, request: Request) -> Result<Response<Body>, Refusal> {
     let client = client_of(&app, &request);
     let input: LoginInput = read_json(request, app.body_limit).await?;
