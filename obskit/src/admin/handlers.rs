@@ -225,7 +225,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// The answer of an endpoint whose part this build leaves out: 501, naming the feature.
-#[allow(dead_code)] // every feature on: nothing is left out
+#[cfg(any(not(feature = "process-metrics"), not(feature = "tracing-bridge")))]
 fn not_built(feature: &str) -> Response<Full<Bytes>> {
     error(
         StatusCode::NOT_IMPLEMENTED,

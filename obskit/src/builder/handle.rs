@@ -110,18 +110,14 @@ impl Obskit {
     /// Exports the spans queued so far, waiting at most `timeout`; true when done in time (or
     /// when nothing is exported). [`Obskit::serve`] does it when the server has stopped.
     pub async fn flush_traces(&self, timeout: Duration) -> bool {
-        #[cfg(not(feature = "otlp"))]
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = self.inner.otlp.clone() {
+            // The flush blocks a thread; a gRPC exporter needs this runtime meanwhile.
+            return tokio::task::spawn_blocking(move || otlp.flush(timeout))
+                .await
+                .unwrap_or(false);
+        }
         let _ = timeout;
-        #[cfg(feature = "otlp")]
-        let Some(otlp) = self.inner.otlp.clone() else {
-            return true;
-        };
-        // The flush blocks a thread; a gRPC exporter needs this runtime meanwhile.
-        #[cfg(feature = "otlp")]
-        return tokio::task::spawn_blocking(move || otlp.flush(timeout))
-            .await
-            .unwrap_or(false);
-        #[cfg(not(feature = "otlp"))]
         true
     }
 
@@ -135,17 +131,13 @@ impl Obskit {
     /// time (or when obskit installed no logs). [`Obskit::serve`] does it when the server has
     /// stopped, after the spans' export.
     pub async fn flush_logs(&self, timeout: Duration) -> bool {
-        #[cfg(not(feature = "tracing-bridge"))]
+        #[cfg(feature = "tracing-bridge")]
+        if let Some(logs) = self.inner.logs.clone() {
+            return tokio::task::spawn_blocking(move || logs.flush(timeout))
+                .await
+                .unwrap_or(false);
+        }
         let _ = timeout;
-        #[cfg(feature = "tracing-bridge")]
-        let Some(logs) = self.inner.logs.clone() else {
-            return true;
-        };
-        #[cfg(feature = "tracing-bridge")]
-        return tokio::task::spawn_blocking(move || logs.flush(timeout))
-            .await
-            .unwrap_or(false);
-        #[cfg(not(feature = "tracing-bridge"))]
         true
     }
 

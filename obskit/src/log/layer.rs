@@ -125,11 +125,11 @@ impl LogLayer {
 
     /// Exports the queued records, waiting at most `timeout`; true when there is no export.
     pub(crate) fn flush_export(&self, timeout: std::time::Duration) -> bool {
-        #[cfg(not(feature = "otlp"))]
-        let _ = timeout;
         #[cfg(feature = "otlp")]
-        return self.inner.export.get().is_none_or(|export| export.flush(timeout));
-        #[cfg(not(feature = "otlp"))]
+        if let Some(export) = self.inner.export.get() {
+            return export.flush(timeout);
+        }
+        let _ = timeout;
         true
     }
 }
