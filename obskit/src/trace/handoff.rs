@@ -48,6 +48,12 @@ static RINGS: Mutex<Vec<Consumer<FinishedSpan>>> = Mutex::new(Vec::new());
 
 static COLLECTOR: OnceLock<Thread> = OnceLock::new();
 
+/// Held by a drain from its first pop to the end of its delivery, so that a [`flush`] that
+/// returns has seen every span delivered: without it, a flush could find the rings already
+/// emptied by the collector, whose delivery was still under way (and a sink cleared just after
+/// would lose those spans).
+static DELIVERING: Mutex<()> = Mutex::new(());
+
 /// Queues `span` on this thread's ring; gives it back when the ring is full or the thread is
 /// being torn down, for the caller to deliver at once.
 #[inline]
@@ -118,6 +124,7 @@ fn wake() {
 /// # trace::clear_sink();
 /// ```
 pub fn flush() -> usize {
+    let _delivering = DELIVERING.lock().unwrap_or_else(|p| p.into_inner());
     let mut drained = Vec::new();
     {
         let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,8 +138,9 @@ pub fn flush() -> usize {
             !abandoned
         });
     }
-    // Delivered outside the lock: a sink that ends a span of its own would otherwise wait on
-    // the lock that the span's own ring needs.
+    // Delivered outside the rings' lock: a sink that ends a span of its own would otherwise
+    // wait on the lock that the span's own ring needs. (A sink must not flush, install or clear
+    // sinks from `on_end`: this drain holds `DELIVERING` meanwhile.)
     let count = drained.len();
     sink::deliver_all(drained);
     count
