@@ -40,9 +40,12 @@ for c in $configs; do
     127.0.0.1:8000 127.0.0.1:8001 127.0.0.1:8002 127.0.0.1:8003 127.0.0.1:9646
   promtool check config "$tmp/$c.local.yml"
 done
-promtool check rules "$m/prometheus/alert.rules.yml"
+promtool check rules "$m/prometheus/alert.rules.yml" "$m/prometheus/slo.rules.yml"
 
-echo "== monitoring: promtool test rules (every alert fires and stays quiet)"
+echo "== monitoring: the objectives' rules and tests are what obskit-gen writes from the code (drift test)"
+cargo run -q -p obskit-gen --locked -- --check
+
+echo "== monitoring: promtool test rules (every alert fires and stays quiet; every burn-rate alert at its rate)"
 (cd "$m/prometheus" && promtool test rules tests/*.yml)
 
 echo "== monitoring: amtool check-config"

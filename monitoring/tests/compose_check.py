@@ -129,9 +129,10 @@ def main():
         host, port = am_t.rsplit(":", 1)
         if host != "alertmanager" or int(port) not in ports_of(services["alertmanager"]):
             err(f"alerting target {am_t}")
-    rule_mounts = [v for v in services["prometheus"]["volumes"] if "alert.rules.yml" in v]
-    if not rule_mounts or not rule_mounts[0].split(":")[1].endswith("/" + prom["rule_files"][0]):
-        err("alert.rules.yml is not mounted where prometheus.yml's rule_files expects it")
+    for rule_file in prom["rule_files"]:
+        rule_mounts = [v for v in services["prometheus"]["volumes"] if rule_file in v]
+        if not rule_mounts or not rule_mounts[0].split(":")[1].endswith("/" + rule_file):
+            err(f"{rule_file} is not mounted where prometheus.yml's rule_files expects it")
     if "--enable-feature=exemplar-storage" not in services["prometheus"]["command"]:
         err("prometheus without exemplar storage: the latency panels' exemplars would be empty")
 
