@@ -27,9 +27,13 @@ config_file() { if [ "$1" = seed ]; then echo "$m/prometheus/prometheus.seed.yml
 # A compose configuration made loopback (monitoring/tests/loopback_config.py): the shop's hosts at
 # the given addresses, jobs without a server here dropped.
 #   loopback CONFIG OUT INTERVAL ALERTMANAGER RULES BACKEND CART ORDER USER LOCUST
+# RULES: rule files, comma-separated.
 loopback() {
+  local rules=() files=() f
+  IFS=, read -ra files <<<"$5"
+  for f in "${files[@]}"; do rules+=(--rules "$f"); done
   python3 "$m/tests/loopback_config.py" "$(config_file "$1")" "$2" --interval "$3" --alertmanager "$4" \
-    --rules "$5" backend="$6" cart="$7" order="$8" user="$9" locust="${10}"
+    "${rules[@]}" backend="$6" cart="$7" order="$8" user="$9" locust="${10}"
 }
 
 echo "== monitoring: promtool check config / rules (prometheus.yml and the seed's prometheus.seed.yml)"
@@ -40,7 +44,7 @@ for c in $configs; do
     127.0.0.1:8000 127.0.0.1:8001 127.0.0.1:8002 127.0.0.1:8003 127.0.0.1:9646
   promtool check config "$tmp/$c.local.yml"
 done
-promtool check rules "$m/prometheus/alert.rules.yml" "$m/prometheus/slo.rules.yml"
+promtool check rules "$m/prometheus/alert.rules.yml" "$m/prometheus/slo.rules.yml" "$m/tests/autometrics/autometrics.rules.yml"
 
 echo "== monitoring: the objectives' rules and tests are what obskit-gen writes from the code (drift test)"
 cargo run -q -p obskit-gen --locked -- --check
@@ -84,11 +88,13 @@ if [ -f services/shop/Cargo.toml ] && [ -f scripts/lib/shop.sh ] && [ -f scripts
   }
   trap phase2_stop EXIT
   shop_start "$tmp/shop"
-  cp "$m/prometheus/alert.rules.yml" "$tmp/live.rules.yml"
+  # The rules both compose Prometheus servers load, and autometrics' published SLO rules as they
+  # are (monitoring/tests/autometrics/): live_e2e.py checks they record series for the objectives.
+  cp "$m/prometheus/alert.rules.yml" "$m/prometheus/slo.rules.yml" "$m/tests/autometrics/autometrics.rules.yml" "$tmp/"
   prom_args=()
   for c in $configs; do
     port=$(free_port)
-    loopback "$c" "$tmp/$c.live.yml" 2s "127.0.0.1:$(free_port)" "$tmp/live.rules.yml" \
+    loopback "$c" "$tmp/$c.live.yml" 2s "127.0.0.1:$(free_port)" "$tmp/alert.rules.yml,$tmp/slo.rules.yml,$tmp/autometrics.rules.yml" \
       "127.0.0.1:$BACKEND_PORT" "127.0.0.1:$CART_PORT" "127.0.0.1:$ORDER_PORT" "127.0.0.1:$USER_PORT" \
       "127.0.0.1:$LOCUST_METRICS_PORT"
     promtool check config "$tmp/$c.live.yml" >/dev/null

@@ -23,6 +23,9 @@ namings. Checks:
      Selectors that matched nothing inside an expression that returned data (the explicit
      zeros) are listed;
   3. obskit's trace_id exemplars reach each Prometheus on the backend's latency histogram;
+  4. autometrics' published SLO rules (monitoring/tests/autometrics/, loaded as they are beside
+     obskit's) record series for every indicator of every objective the shop declares: their
+     success-rate rules for a success-rate objective, their latency rules for a latency one;
 expressions over Cassandra, Jaeger or nginx metrics are listed as syntax-checked only."""
 import argparse
 import json
@@ -38,13 +41,23 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from check_metrics import substitute_grafana  # noqa: E402
 from harness import MONITORING, fail, http_get, ok, prom_query  # noqa: E402
 
-SHOP_SOURCES = {"obskit", "backend", "cart", "order", "user", "locust", "prometheus"}
+SHOP_SOURCES = {"obskit", "backend", "cart", "order", "user", "locust", "prometheus", "objectives"}
 # A sample reaches Prometheus one scrape interval (2 s here) after it happened: an empty result
 # is queried again for this long before it counts as no data.
 SETTLE_S = 10
 # How far back a variable's label_values looks (Grafana: the dashboard's time range).
 VARIABLE_RANGE_S = 600
 SELECTOR = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?')
+
+
+# A comparison with a number, or with a product of numbers (`> (14.4 * 0.001)`), at the end of an
+# expression or of an operand of `and`.
+COMPARISON = re.compile(r"\s*(>=|>|==|<=|<)\s*(\(\s*[0-9.e+-]+\s*\*\s*[0-9.e+-]+\s*\)|[0-9.e+-]+)\s*(?=$|\band\b)")
+
+
+def strip_comparisons(expr):
+    """An alert's expression without its comparisons with thresholds: the values it compares."""
+    return COMPARISON.sub(" ", expr.strip()).strip()
 
 
 def selectors(expr, names):
@@ -90,9 +103,8 @@ def evaluate(config, prom, exprs):
             other.append((item, "syntax-checked only: " + ",".join(sorted(set(item["sources"]) - SHOP_SOURCES))))
             continue
         expr = substitute_grafana(item["raw"], resolve(prom, config, item["source"], item["variables"], cache))
-        is_alert = item["source"].startswith("prometheus/alert.rules.yml")
-        if is_alert:  # an alert's expression is empty while it does not fire: evaluate its value
-            expr = re.sub(r"\s*(>=|>|==|<|<=)\s*[0-9.e+-]+\s*$", "", expr)
+        if item["alert"]:  # an alert's expression is empty while it does not fire: evaluate its value
+            expr = strip_comparisons(expr)
         if item["metrics"] == ["up"] and "absent(" in expr:
             try:
                 result = prom_query(prom, expr)
@@ -143,6 +155,37 @@ def evaluate(config, prom, exprs):
     ok(f"{config}: exemplars: {len(trace_ids)} trace ids on the latency buckets of job {backend_jobs[0]} (the panels' jump to Jaeger)")
 
 
+# autometrics' Sloth SLO ids by indicator kind (obskit-gen's objective_kind label).
+AUTOMETRICS_SLO = {"success_rate": "success-rate", "latency": "latency"}
+
+
+def declared_indicators():
+    """(objective_name, objective_kind) of every indicator slo.rules.yml records."""
+    import yaml
+    rules = yaml.safe_load(open(os.path.join(MONITORING, "prometheus/slo.rules.yml")))
+    return sorted({(r["labels"]["objective_name"], r["labels"]["objective_kind"])
+                   for g in rules["groups"] for r in g["rules"] if "record" in r})
+
+
+def autometrics_rules(config, prom):
+    settle_until = time.monotonic() + SETTLE_S
+    for name, kind in declared_indicators():
+        for record in ("slo:sli_error:ratio_rate5m", "slo:current_burn_rate:ratio"):
+            expr = f'{record}{{objective_name="{name}",sloth_slo=~"{AUTOMETRICS_SLO[kind]}-.*"}}'
+            while True:
+                result = prom_query(prom, expr)
+                if result or time.monotonic() > settle_until:
+                    break
+                time.sleep(1)
+            if not result:
+                family = "function_calls_total" if kind == "success_rate" else "function_calls_duration_seconds_count"
+                calls = prom_query(prom, f'sum by (objective_name) (rate({family}{{objective_name="{name}"}}[5m]))')
+                fail(f"{config}: autometrics' published rules recorded nothing for objective {name} ({kind}): {expr}\n"
+                     f"  its calls a second over 5m (the rules need 1/60 at least): {calls}")
+        ok(f"{config}: autometrics' published rules: {record} and its SLI recorded for objective {name} ({kind}), "
+           f"slo {result[0]['metric'].get('sloth_slo')}, value {result[0]['value'][1]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("exprs_json")
@@ -170,6 +213,7 @@ def main():
     exprs = json.load(open(exprs_path))
     for config, prom in proms:
         evaluate(config, prom.rstrip("/"), exprs)
+        autometrics_rules(config, prom.rstrip("/"))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """A compose Prometheus configuration made into one for a shop on this machine.
 
-  loopback_config.py SRC OUT --interval 2s --alertmanager HOST:PORT --rules FILE host=HOST:PORT...
+  loopback_config.py SRC OUT --interval 2s --alertmanager HOST:PORT --rules FILE [--rules FILE...] host=HOST:PORT...
 
 SRC is prometheus.yml (the project's jobs) or prometheus.seed.yml (the seed's): job names,
 metrics paths, external labels and relabelings stay as SRC has them, so that a test runs under
 exactly that naming. What changes: every static target whose compose host is given
 (`backend=127.0.0.1:41234`) points at that address instead, a job left without any target (no
 such server here: nginx, Cassandra, Jaeger) is dropped, the global interval is the test's
-(per-job intervals removed), and the Alertmanager and rule file are the test's. One generator
+(per-job intervals removed), and the Alertmanager and rule files are the test's. One generator
 for both files, so the two loopback configurations cannot drift from their compose originals."""
 import argparse
 import sys
@@ -15,7 +15,7 @@ import sys
 import yaml
 
 
-def loopback(config, hosts, interval, alertmanager, rules_file):
+def loopback(config, hosts, interval, alertmanager, rule_files):
     jobs = []
     for job in config["scrape_configs"]:
         targets = [hosts[t.rsplit(":", 1)[0]] for sc in job.get("static_configs", []) for t in sc["targets"]
@@ -32,7 +32,7 @@ def loopback(config, hosts, interval, alertmanager, rules_file):
     out = dict(config)
     out["global"] = {**config.get("global", {}), "scrape_interval": interval, "evaluation_interval": interval}
     out["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    out["rule_files"] = [rules_file]
+    out["rule_files"] = list(rule_files)
     out["scrape_configs"] = jobs
     return out
 
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--interval", required=True)
     ap.add_argument("--alertmanager", required=True)
-    ap.add_argument("--rules", required=True)
+    ap.add_argument("--rules", required=True, action="append", help="a rule file; repeat for more")
     ap.add_argument("hosts", nargs="+", help="compose host=loopback address")
     args = ap.parse_args()
     hosts = dict(h.split("=", 1) for h in args.hosts)

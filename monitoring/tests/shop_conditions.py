@@ -10,6 +10,11 @@ failures, and these requests fail on purpose). Through the gateway, as any clien
     unknown order / 403 a customer's status change / 409 an admin's illegal transition (order),
     409 username taken / 401 wrong password (user); each fails its handler, so
     function_calls_total{result="error"} too;
+  - CHECKOUTS more purchases and LOGINS more logins: autometrics' published SLO rules leave out
+    an objective with less than a call a minute over the window (`>= 1/60` on its rate). A short
+    run's own checkouts are fewer than that over 5 minutes, and its logins all happen as its
+    users start, before the login counter's series is first scraped: Prometheus sees them as
+    the series' starting value, not as an increase;
   - one purchase followed until the order lifecycle (ORDER_LIFECYCLE_STEP_SECONDS, 2 s in
     scripts/lib/shop.sh) has moved it to DELIVERED, which is what the order dashboard's
     "delivered", completion-time and delivery-time panels show.
@@ -26,6 +31,16 @@ import uuid
 DELIVERY_TIMEOUT_S = 60
 # services/cart: a cart line holds at most this many units (more is a 422, not a 409).
 MAX_LINE_QUANTITY = 10_000
+# Purchases of one unit each besides the one followed to DELIVERED: with it, 10 over the 5-minute
+# window are twice autometrics' minimum rate (5).
+CHECKOUTS = 9
+# Logins besides this script's four, for the same reason (the run's own are not seen); more than
+# the checkouts, since the user service's throttle may refuse some of the run's.
+LOGINS = 20
+# Between two of those: they fall over several of the test Prometheus' 2-second scrapes.
+SPREAD_S = 0.5
+# Two of the test Prometheus' scrape intervals.
+SERIES_SEEN_S = 5
 
 
 def call(base, method, path, body=None, token=None):
@@ -71,7 +86,7 @@ def main():
     expect(base, 404, "GET", f"/api/products/no-such-product-{uuid.uuid4().hex}")
     # Not one of the first ten products: Locust's flows buy and restock those, and a stock
     # changing under this script would turn the 409 below into a 200.
-    candidates = [p for p in products[10:] if 2 <= p["stock"] < MAX_LINE_QUANTITY]
+    candidates = [p for p in products[10:] if CHECKOUTS + 2 <= p["stock"] < MAX_LINE_QUANTITY]
     if not candidates:
         print(f"FAIL: no product beyond the first ten with stock to buy among {products}", file=sys.stderr)
         raise SystemExit(1)
@@ -83,6 +98,16 @@ def main():
     expect(base, 404, "PUT", f"{cart}/update", {"product_id": product["id"], "quantity": 1})
     expect(base, 200, "POST", f"{cart}/add", {"product_id": product["id"], "quantity": 1})
     order = expect(base, 201, "POST", f"{cart}/checkout")
+    # After the first checkout and login, their series exist; once the test Prometheus has
+    # scraped them (2-second interval), every later call counts as an increase.
+    time.sleep(SERIES_SEEN_S)
+    for i in range(max(CHECKOUTS, LOGINS)):
+        if i < LOGINS:
+            expect(base, 200, "POST", "/user-api/login", {"username": name, "password": password})
+        if i < CHECKOUTS:
+            expect(base, 200, "POST", f"{cart}/add", {"product_id": product["id"], "quantity": 1})
+            expect(base, 201, "POST", f"{cart}/checkout")
+        time.sleep(SPREAD_S)
 
     expect(base, 404, "GET", f"/order-api/orders/no-such-order-{uuid.uuid4().hex}")
     # Status changes are for admins (services/README.md): a customer's is refused whatever it
@@ -108,7 +133,7 @@ def main():
         time.sleep(0.5)
         status = expect(base, 200, "GET", f"/order-api/orders/{order['id']}")["status"]
     expect(base, 200, "GET", f"/user-api/users/{uid}/profile", token=token)
-    print("  ok: client errors on every service (404, 409, 422, 403, 401) and one order delivered")
+    print(f"  ok: client errors on every service (404, 409, 422, 403, 401), {CHECKOUTS + 1} checkouts, {LOGINS + 4} logins, one order delivered")
 
 
 if __name__ == "__main__":

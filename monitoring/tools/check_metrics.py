@@ -40,6 +40,19 @@ KEYWORDS = {
 LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 
 
+# The rule files Prometheus loads (prometheus.yml's rule_files): their expressions are checked
+# like the dashboards', and the series the objectives' file records are names boards may use.
+RULE_FILES = ["prometheus/alert.rules.yml", "prometheus/slo.rules.yml"]
+# Recorded by slo.rules.yml (written by obskit-gen from the objectives in code).
+RECORDED_SOURCE = "objectives"
+
+
+def recorded_names():
+    path = os.path.join(MONITORING, "prometheus/slo.rules.yml")
+    return {rule["record"] for group in yaml.safe_load(open(path))["groups"]
+            for rule in group["rules"] if "record" in rule}
+
+
 def load_catalogue():
     cat = yaml.safe_load(open(os.path.join(MONITORING, "metrics/catalogue.yml")))["sources"]
     names = {}
@@ -49,6 +62,8 @@ def load_catalogue():
         for h in spec.get("histograms", []):
             for suffix in ("_bucket", "_sum", "_count"):
                 names[h + suffix] = source
+    for n in recorded_names():
+        names[n] = RECORDED_SOURCE
     return cat, names
 
 
@@ -143,7 +158,7 @@ def job_name_selectors(expr):
 def rule_exprs(path):
     for group in yaml.safe_load(open(path))["groups"]:
         for rule in group["rules"]:
-            yield f"{os.path.relpath(path, MONITORING)}:{rule.get('alert') or rule.get('record')}", rule["expr"], []
+            yield f"{os.path.relpath(path, MONITORING)}:{rule.get('alert') or rule.get('record')}", rule["expr"], [], "alert" in rule
 
 
 def dashboard_exprs(path):
@@ -157,7 +172,7 @@ def dashboard_exprs(path):
             if not m:
                 raise SystemExit(f"{rel}: variable {var['name']}: unsupported query {q!r}")
             # a variable's query may use the variables above it (endpoint's uses $job)
-            yield f"{rel}:var {var['name']}", m.group(1), list(variables)
+            yield f"{rel}:var {var['name']}", m.group(1), list(variables), False
             variables.append({"name": var["name"], "selector": m.group(1), "label": m.group(2),
                               "all_value": var.get("allValue") if var.get("includeAll") else None})
 
@@ -168,7 +183,7 @@ def dashboard_exprs(path):
     for p in panels(dash["panels"]):
         for t in p.get("targets", []):
             if "expr" in t:
-                yield f"{rel}:panel {p['id']} {p['title']!r} {t['refId']}", t["expr"], variables
+                yield f"{rel}:panel {p['id']} {p['title']!r} {t['refId']}", t["expr"], variables, False
 
 
 def self_test():
@@ -205,14 +220,14 @@ def main():
 
     cat, known = load_catalogue()
     items = []
-    for path in [os.path.join(MONITORING, "prometheus/alert.rules.yml")]:
-        items += list(rule_exprs(path))
+    for path in RULE_FILES:
+        items += list(rule_exprs(os.path.join(MONITORING, path)))
     for path in sorted(glob.glob(os.path.join(MONITORING, "grafana/dashboards/*.json"))):
         items += list(dashboard_exprs(path))
 
     errors, out, rules = [], [], []
     allowed = known
-    for source, expr, variables in items:
+    for source, expr, variables, is_alert in items:
         concrete = substitute_grafana(expr)
         names = metric_names(concrete)
         if not names:
@@ -223,7 +238,7 @@ def main():
         for name in names:
             if name not in allowed:
                 errors.append(f"{source}: {name} is not exported by anything in the stack")
-        out.append({"source": source, "expr": concrete, "raw": expr, "variables": variables,
+        out.append({"source": source, "expr": concrete, "raw": expr, "variables": variables, "alert": is_alert,
                     "metrics": sorted(set(names)),
                     "sources": sorted({allowed.get(n, "?") for n in names})})
         rules.append({"record": f"check:expr_{len(rules)}", "expr": concrete})

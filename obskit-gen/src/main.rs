@@ -1,22 +1,62 @@
 //! Writes the monitoring of the shop's objectives from where they are declared
 //! (`shop_common::objectives::ALL`): multi-window, multi-burn-rate recording and alerting rules
-//! (the SRE workbook's four window pairs) and the promtool tests that fire each alert at its burn
-//! rate and keep it quiet just below.
+//! (the SRE workbook's four window pairs), the promtool tests that fire each alert at its burn
+//! rate and keep it quiet just below, and one Grafana dashboard per objective; and the metric
+//! catalogue from obskit's names and the services' declared metrics.
 //!
 //! ```text
 //! cargo run -p obskit-gen            # writes the files
 //! cargo run -p obskit-gen -- --check # exits 1 when the checked-in files differ (CI's drift test)
 //! ```
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use obskit::objectives::{Objective, ObjectivePercentile};
 
+mod catalogue;
+mod dashboards;
 mod rules;
 
 /// The files written, relative to the repository root.
 const RULES_FILE: &str = "monitoring/prometheus/slo.rules.yml";
 const TESTS_FILE: &str = "monitoring/prometheus/tests/slo_test.yml";
+const DASHBOARDS_DIR: &str = "monitoring/grafana/dashboards";
+const CATALOGUE_FILE: &str = "monitoring/metrics/catalogue.yml";
+
+/// Every file the generator owns, with its content.
+fn outputs(root: &Path, objectives: &[Objective]) -> Result<Vec<(String, String)>, String> {
+    let external = std::fs::read_to_string(root.join(catalogue::EXTERNAL_FILE))
+        .map_err(|e| format!("cannot read {}: {e}", catalogue::EXTERNAL_FILE))?;
+    let mut files = vec![
+        (RULES_FILE.to_string(), rules::rules(objectives)),
+        (TESTS_FILE.to_string(), rules::tests(objectives)),
+        (CATALOGUE_FILE.to_string(), catalogue::catalogue(&external)?),
+    ];
+    for objective in objectives {
+        files.push((
+            format!("{DASHBOARDS_DIR}/{}.json", dashboards::file_stem(objective)),
+            dashboards::dashboard(objective),
+        ));
+    }
+    Ok(files)
+}
+
+/// Generated dashboards of objectives that are no longer declared: a stale board would keep
+/// showing an objective the code dropped.
+fn stale_dashboards(root: &Path, files: &[(String, String)]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join(DASHBOARDS_DIR)) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| format!("{DASHBOARDS_DIR}/{}", entry.file_name().to_string_lossy()))
+        .filter(|path| path.starts_with(&format!("{DASHBOARDS_DIR}/objective-")))
+        .filter(|path| !files.iter().any(|(written, _)| written == path))
+        .collect();
+    stale.sort();
+    stale
+}
 
 fn main() -> ExitCode {
     let check = match std::env::args().nth(1).as_deref() {
@@ -28,19 +68,23 @@ fn main() -> ExitCode {
         }
     };
     // The repository root: this crate's parent directory.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let objectives = &shop_common::objectives::ALL;
-    let files = [
-        (RULES_FILE, rules::rules(objectives)),
-        (TESTS_FILE, rules::tests(objectives)),
-    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let files = match outputs(&root, &shop_common::objectives::ALL) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("obskit-gen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut drift = false;
-    for (path, content) in files {
+    for (path, content) in &files {
         let full = root.join(path);
         if check {
             let current = std::fs::read_to_string(&full).unwrap_or_default();
-            if current != content {
-                eprintln!("obskit-gen: {path} differs from what the objectives generate; run `cargo run -p obskit-gen`");
+            if current != *content {
+                eprintln!(
+                    "obskit-gen: {path} differs from what the code generates; run `cargo run -p obskit-gen`"
+                );
                 drift = true;
             }
         } else if let Err(e) = std::fs::write(&full, content) {
@@ -50,11 +94,25 @@ fn main() -> ExitCode {
             println!("obskit-gen: wrote {path}");
         }
     }
+    for path in stale_dashboards(&root, &files) {
+        if check {
+            eprintln!("obskit-gen: {path} is the board of an objective no longer declared; run `cargo run -p obskit-gen`");
+            drift = true;
+        } else if let Err(e) = std::fs::remove_file(root.join(&path)) {
+            eprintln!("obskit-gen: cannot remove {path}: {e}");
+            return ExitCode::FAILURE;
+        } else {
+            println!("obskit-gen: removed {path} (its objective is no longer declared)");
+        }
+    }
     if drift {
         ExitCode::FAILURE
     } else {
         if check {
-            println!("obskit-gen: {RULES_FILE} and {TESTS_FILE} are what the objectives generate");
+            println!(
+                "obskit-gen: the {} generated files are what the code generates",
+                files.len()
+            );
         }
         ExitCode::SUCCESS
     }

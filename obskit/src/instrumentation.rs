@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Environment variable read by [`ObskitBuilder::build`](crate::ObskitBuilder::build):
 /// `off`, `false`, `0` or `disabled` turn instrumentation off; `on`, `true`, `1`, `enabled` or
 /// unset leave it on.
-pub const INSTRUMENTATION_ENV: &str = "OBSKIT_INSTRUMENTATION";
+pub const INSTRUMENTATION_ENV: &str = crate::names::env::OBSKIT_INSTRUMENTATION;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
 

@@ -19,6 +19,7 @@ pub mod instrumentation;
 #[cfg(feature = "tracing-bridge")]
 pub mod log;
 pub mod metrics;
+pub mod names;
 pub mod objectives;
 pub mod profile;
 pub mod secrets;

@@ -50,11 +50,11 @@ impl fmt::Debug for AdminAccess {
 }
 
 /// Environment variable holding the admin Bearer token.
-pub const ADMIN_TOKEN_ENV: &str = "OBSKIT_ADMIN_TOKEN";
+pub const ADMIN_TOKEN_ENV: &str = crate::names::env::OBSKIT_ADMIN_TOKEN;
 
 /// Environment variable listing, comma-separated, the hosts besides loopback names that
 /// loopback-only admin routes answer to (`admin.internal,myhost:9000`).
-pub const ADMIN_ALLOWED_HOSTS_ENV: &str = "OBSKIT_ADMIN_ALLOWED_HOSTS";
+pub const ADMIN_ALLOWED_HOSTS_ENV: &str = crate::names::env::OBSKIT_ADMIN_ALLOWED_HOSTS;
 
 impl AdminAccess {
     /// `Token` when `OBSKIT_ADMIN_TOKEN` is set and not empty, else `LoopbackOnly`.

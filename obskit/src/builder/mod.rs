@@ -27,7 +27,7 @@ use crate::settings::{EnvSource, ProcessEnv, Settings};
 use crate::trace::{OtlpConfig, Sampler, SpanLimits};
 
 /// Environment variable naming a separate admin listener (`127.0.0.1:9000`).
-pub const ADMIN_ADDR_ENV: &str = "OBSKIT_ADMIN_ADDR";
+pub const ADMIN_ADDR_ENV: &str = crate::names::env::OBSKIT_ADMIN_ADDR;
 
 /// Where the admin surface is served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use crate::settings::{random_instance_id, resource_attributes, EnvSource, Servic
 use crate::trace::{OtlpConfig, Sampler, SpanLimits};
 
 /// The variable naming the service when the code does not.
-const SERVICE_NAME_ENV: &str = "OTEL_SERVICE_NAME";
+const SERVICE_NAME_ENV: &str = crate::names::env::OTEL_SERVICE_NAME;
 /// The variable naming the commit when the code does not.
-const COMMIT_ENV: &str = "OBSKIT_COMMIT";
+const COMMIT_ENV: &str = crate::names::env::OBSKIT_COMMIT;
 
 pub(super) fn settings(builder: &ObskitBuilder, env: &impl EnvSource) -> Result<Settings, BuildError> {
     let service = identity(builder, env);

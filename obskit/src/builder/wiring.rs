@@ -181,9 +181,9 @@ fn per_registry_metrics(registry: &Registry) -> Result<RegistryMetrics, BuildErr
         let spans = ExportCounters::new(registry)?;
         // autometrics' published queries join on build_info; it also tells which version runs.
         let build_info = registry.int_gauge_vec(
-            "build_info",
-            "Build information of the running service (value 1)",
-            &["service_name", "version", "commit", "environment"],
+            crate::names::BUILD_INFO.name,
+            crate::names::BUILD_INFO.help,
+            crate::names::BUILD_INFO.labels,
         )?;
         // Watches the checks of the service built last on this registry.
         let health = HealthGauge::register(registry)?;

@@ -27,7 +27,7 @@ use crate::metrics::Registry;
 /// ```
 /// assert_eq!(obskit::health::HEALTH_STATUS_METRIC, "obskit_health_status");
 /// ```
-pub const HEALTH_STATUS_METRIC: &str = "obskit_health_status";
+pub const HEALTH_STATUS_METRIC: &str = crate::names::OBSKIT_HEALTH_STATUS.name;
 
 /// The `check` label value of the aggregate series: the overall status `/health` answers with.
 /// A check registered under this name is not exported on its own (its status still counts in
@@ -38,8 +38,7 @@ pub const HEALTH_STATUS_METRIC: &str = "obskit_health_status";
 /// ```
 pub const OVERALL_CHECK_LABEL: &str = "overall";
 
-const HELP: &str = "Health status as /health reports it, refreshed in the background: \
-                    0 healthy, 1 degraded, 2 unhealthy; check=\"overall\" is the aggregate";
+const HELP: &str = crate::names::OBSKIT_HEALTH_STATUS.help;
 
 /// The `obskit_health_status{check}` gauge of one registry: one series for the overall status
 /// (`check="overall"`) and one per registered check, by its registered name, valued with
@@ -118,7 +117,10 @@ impl HealthGauge {
     /// assert!(HealthGauge::register(&registry).is_err(), "one per registry");
     /// ```
     pub fn register(registry: &Registry) -> Result<HealthGauge, crate::metrics::Error> {
-        let vec = IntGaugeVec::new(Opts::new(HEALTH_STATUS_METRIC, HELP), &["check"])?;
+        let vec = IntGaugeVec::new(
+            Opts::new(HEALTH_STATUS_METRIC, HELP),
+            crate::names::OBSKIT_HEALTH_STATUS.labels,
+        )?;
         let inner = Arc::new(GaugeInner {
             vec,
             source: RwLock::new(Weak::new()),

@@ -18,6 +18,7 @@ use crate::metrics::cells::{self, Cells};
 use crate::metrics::{
     buckets, Error, ExemplarStore, HistogramExemplars, LabelGuard, Registry, OVERFLOW_LABEL_VALUE,
 };
+use crate::names::{self, label};
 
 /// The HTTP RED metric families, declared once in a [`Registry`]:
 ///
@@ -75,35 +76,23 @@ impl HttpMetrics {
     /// assert!(!text.contains("http_requests_total{"));
     /// ```
     pub fn new(registry: &Registry) -> Result<HttpMetrics, Error> {
-        let family = |name: &'static str, help: &'static str| {
+        let family = |metric: names::Metric| {
             Arc::new(Family {
-                name,
-                help,
-                guard: registry.label_guard(name),
+                name: metric.name,
+                help: metric.help,
+                guard: registry.label_guard(metric.name),
             })
         };
         let metrics = HttpMetrics {
             exemplars: registry.exemplars().clone(),
             requests: Arc::new(StatusCounters {
-                family: family(
-                    REQUESTS_FAMILY,
-                    "HTTP requests handled, by method, route template and status code",
-                ),
+                family: family(names::HTTP_REQUESTS_TOTAL),
                 series: Mutex::new(HashMap::new()),
             }),
-            duration: family(
-                DURATION_FAMILY,
-                "Time from receiving an HTTP request to the end of its response body",
-            ),
-            in_flight: family(
-                IN_FLIGHT_FAMILY,
-                "HTTP requests received whose response body has not ended yet",
-            ),
-            request_size: family(
-                REQUEST_SIZE_FAMILY,
-                "HTTP request body size: bytes read when read to the end, else Content-Length, else 0",
-            ),
-            response_size: family(RESPONSE_SIZE_FAMILY, "HTTP response body bytes produced"),
+            duration: family(names::HTTP_REQUEST_DURATION_SECONDS),
+            in_flight: family(names::HTTP_REQUESTS_IN_FLIGHT),
+            request_size: family(names::HTTP_REQUEST_SIZE_BYTES),
+            response_size: family(names::HTTP_RESPONSE_SIZE_BYTES),
             pairs: Arc::new(Pairs::default()),
         };
         registry.register_collector(Box::new(HttpCollector::new(&metrics)?))?;
@@ -121,12 +110,6 @@ impl HttpMetrics {
         }))
     }
 }
-
-const REQUESTS_FAMILY: &str = "http_requests_total";
-const DURATION_FAMILY: &str = "http_request_duration_seconds";
-const IN_FLIGHT_FAMILY: &str = "http_requests_in_flight";
-const REQUEST_SIZE_FAMILY: &str = "http_request_size_bytes";
-const RESPONSE_SIZE_FAMILY: &str = "http_response_size_bytes";
 
 /// One family's name, help and cardinality guard.
 pub(crate) struct Family {
@@ -276,8 +259,8 @@ impl Handles {
             request_size: histogram(REQUEST_SIZE_AT, &SIZE_BOUNDS_BYTES),
             response_size: histogram(RESPONSE_SIZE_AT, &SIZE_BOUNDS_BYTES),
             duration_exemplars: metrics.exemplars.histogram(
-                DURATION_FAMILY,
-                &[("method", method), ("endpoint", endpoint)],
+                names::HTTP_REQUEST_DURATION_SECONDS.name,
+                &[(label::METHOD, method), (label::ENDPOINT, endpoint)],
                 buckets::HTTP_LATENCY_SECONDS,
             ),
             statuses: Default::default(),
@@ -375,9 +358,9 @@ impl HttpCollector {
                 Default::default(),
             )
         };
-        let mut descs = vec![desc(&metrics.requests.family, &["method", "endpoint", "status"])?];
+        let mut descs = vec![desc(&metrics.requests.family, names::HTTP_REQUESTS_TOTAL.labels)?];
         for family in &pair_families {
-            descs.push(desc(family, &["method", "endpoint"])?);
+            descs.push(desc(family, &[label::METHOD, label::ENDPOINT])?);
         }
         Ok(HttpCollector {
             requests: Arc::clone(&metrics.requests),
@@ -465,9 +448,9 @@ impl Collector for HttpCollector {
             counter.set_value(one[0] as f64);
             let mut metric = proto::Metric::default();
             metric.set_label(label_pairs(&[
-                ("endpoint", endpoint),
-                ("method", method),
-                ("status", status),
+                (label::ENDPOINT, endpoint),
+                (label::METHOD, method),
+                (label::STATUS, status),
             ]));
             metric.set_counter(counter);
             requests.push(metric);
@@ -475,7 +458,7 @@ impl Collector for HttpCollector {
         let mut raw = [0u64; PAIR_CELLS];
         for ((method, endpoint), pair) in &pairs {
             reader.sum(&pair.cells, &mut raw);
-            let labels = || label_pairs(&[("endpoint", endpoint), ("method", method)]);
+            let labels = || label_pairs(&[(label::ENDPOINT, endpoint), (label::METHOD, method)]);
             let latency = buckets::HTTP_LATENCY_SECONDS;
             let sizes = buckets::HTTP_SIZE_BYTES;
             let seconds = |ticks| clock::ticks_as_nanos(ticks) as f64 / 1e9;

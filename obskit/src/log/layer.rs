@@ -43,20 +43,15 @@ fn level_index(level: &Level) -> usize {
 
 impl LogCounters {
     pub(crate) fn new(registry: &Registry) -> Result<LogCounters, crate::metrics::Error> {
-        let records = registry.counter_vec(
-            "obskit_log_records_total",
-            "Log records the filter let through, by level (suppressed and dropped ones included)",
-            &["level"],
-        )?;
-        let dropped = registry.counter_vec(
-            "obskit_log_records_dropped_total",
-            "Log records not written or not exported: over their callsite's rate limit, a queue full, or a failed export",
-            &["reason"],
-        )?;
+        use crate::names::{
+            OBSKIT_LOG_RECORDS_DROPPED_TOTAL as DROPPED, OBSKIT_LOG_RECORDS_TOTAL as RECORDS,
+        };
+        let records = registry.counter_vec(RECORDS.name, RECORDS.help, RECORDS.labels)?;
+        let dropped = registry.counter_vec(DROPPED.name, DROPPED.help, DROPPED.labels)?;
         #[cfg(feature = "otlp")]
         let exported = registry.counter(
-            "obskit_log_records_exported_total",
-            "Log records handed to the OTLP exporter successfully",
+            crate::names::OBSKIT_LOG_RECORDS_EXPORTED_TOTAL.name,
+            crate::names::OBSKIT_LOG_RECORDS_EXPORTED_TOTAL.help,
         )?;
         Ok(LogCounters {
             // Lower case, as `tracing`'s own level names in directives.

@@ -100,13 +100,13 @@ use writer::LineWriter;
 use crate::settings::{EnvError, EnvSource};
 
 /// The filter directives read at start.
-pub const RUST_LOG_ENV: &str = "RUST_LOG";
+pub const RUST_LOG_ENV: &str = crate::names::env::RUST_LOG;
 /// `json`, `text` or `auto` (JSON unless stdout is a terminal).
-pub const LOG_FORMAT_ENV: &str = "OBSKIT_LOG_FORMAT";
+pub const LOG_FORMAT_ENV: &str = crate::names::env::OBSKIT_LOG_FORMAT;
 /// Records a callsite may emit a second (0: no limit).
-pub const LOG_RATE_LIMIT_ENV: &str = "OBSKIT_LOG_RATE_LIMIT";
+pub const LOG_RATE_LIMIT_ENV: &str = crate::names::env::OBSKIT_LOG_RATE_LIMIT;
 /// Bytes of records that may wait for stdout.
-pub const LOG_QUEUE_BYTES_ENV: &str = "OBSKIT_LOG_QUEUE_BYTES";
+pub const LOG_QUEUE_BYTES_ENV: &str = crate::names::env::OBSKIT_LOG_QUEUE_BYTES;
 
 /// How logs are filtered, formatted and bounded.
 #[derive(Clone, Debug, PartialEq)]

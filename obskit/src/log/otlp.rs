@@ -9,6 +9,7 @@
 //! `export_queue_bytes`, `export_failed`), what is exported in
 //! `obskit_log_records_exported_total`.
 
+use crate::names::env;
 use crate::settings::{EnvError, EnvSource};
 use crate::trace::{OtlpConfig, OtlpSignal};
 
@@ -18,7 +19,7 @@ mod exporter;
 pub(crate) use exporter::{ExportedRecord, LogExport};
 
 /// `otlp` exports log records; `none` (obskit's default: stdout carries them already) does not.
-pub const LOGS_EXPORTER_ENV: &str = "OTEL_LOGS_EXPORTER";
+pub const LOGS_EXPORTER_ENV: &str = crate::names::env::OTEL_LOGS_EXPORTER;
 
 /// Where log records are exported, if `OTEL_LOGS_EXPORTER=otlp` says so: the endpoint the OTLP
 /// variables name, else the specification's default (`http://localhost:4318/v1/logs`, or
@@ -31,10 +32,10 @@ pub(crate) fn config_from_env(env: &impl EnvSource) -> Result<Option<OtlpConfig>
             None => {
                 // The protocol still decides the default endpoint.
                 let defaults = |name: &str| match name {
-                    "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(
+                    env::OTEL_EXPORTER_OTLP_ENDPOINT => Some(
                         match env
-                            .get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")
-                            .or_else(|| env.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+                            .get(env::OTEL_EXPORTER_OTLP_LOGS_PROTOCOL)
+                            .or_else(|| env.get(env::OTEL_EXPORTER_OTLP_PROTOCOL))
                             .as_deref()
                         {
                             Some("grpc") => "http://localhost:4317",

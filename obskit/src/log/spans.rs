@@ -20,7 +20,7 @@ use tracing_subscriber::Layer;
 use crate::trace::{self, AttrValue, CurrentSpan, Span};
 
 /// The variable naming the `tracing` span targets that become obskit spans (default none).
-pub const TRACING_SPANS_ENV: &str = "OBSKIT_TRACING_SPANS";
+pub const TRACING_SPANS_ENV: &str = crate::names::env::OBSKIT_TRACING_SPANS;
 
 /// The obskit span of a bridged `tracing` span, in its extensions.
 struct Bridged(Box<Span>);

@@ -24,6 +24,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use super::cells;
 use super::HistogramExemplars;
 use crate::clock::{self, Tick, TickBounds};
+use crate::names::{self, label};
 use crate::objectives::Objective;
 
 /// Bucket upper bounds of `function_calls_duration_seconds`, in seconds (autometrics' defaults).
@@ -37,9 +38,9 @@ const BUCKET_COUNT: usize = DURATION_BUCKETS_SECONDS.len();
 static DURATION_BOUNDS: TickBounds<BUCKET_COUNT> =
     TickBounds::new(super::buckets::scaled(&DURATION_BUCKETS_SECONDS, 1e9));
 
-pub(crate) const CALLS_TOTAL: &str = "function_calls_total";
-pub(crate) const CALLS_DURATION: &str = "function_calls_duration_seconds";
-pub(crate) const CALLS_CONCURRENT: &str = "function_calls_concurrent";
+pub(crate) const CALLS_TOTAL: &str = names::FUNCTION_CALLS_TOTAL.name;
+pub(crate) const CALLS_DURATION: &str = names::FUNCTION_CALLS_DURATION_SECONDS.name;
+pub(crate) const CALLS_CONCURRENT: &str = names::FUNCTION_CALLS_CONCURRENT.name;
 
 /// The metrics of one annotated function. Created in a `static` by `#[instrumented]`.
 pub struct FunctionSite {
@@ -93,7 +94,7 @@ impl FunctionSite {
 
     /// The labels of the site's `function_calls_duration_seconds` series.
     fn duration_labels(&self) -> Vec<(&'static str, &'static str)> {
-        let mut labels = vec![("function", self.function), ("module", self.module)];
+        let mut labels = vec![(label::FUNCTION, self.function), (label::MODULE, self.module)];
         if let Some(objective) = self.objective.as_ref().and_then(Objective::duration_labels) {
             labels.extend(objective);
         }
@@ -309,18 +310,18 @@ fn descs() -> &'static [Desc; 3] {
         [
             desc(
                 CALLS_TOTAL,
-                "Calls of instrumented functions (autometrics 1.0)",
-                &["function", "module", "result"],
+                names::FUNCTION_CALLS_TOTAL.help,
+                &[label::FUNCTION, label::MODULE, label::RESULT],
             ),
             desc(
                 CALLS_DURATION,
-                "Duration of instrumented function calls (autometrics 1.0)",
-                &["function", "module"],
+                names::FUNCTION_CALLS_DURATION_SECONDS.help,
+                &[label::FUNCTION, label::MODULE],
             ),
             desc(
                 CALLS_CONCURRENT,
-                "Instrumented function calls in flight (autometrics 1.0)",
-                &["function", "module"],
+                names::FUNCTION_CALLS_CONCURRENT.help,
+                &[label::FUNCTION, label::MODULE],
             ),
         ]
     })
@@ -371,15 +372,18 @@ impl Collector for FunctionMetricsCollector {
             let objective_calls = objective.as_ref().and_then(Objective::calls_labels);
             let objective_duration = objective.as_ref().and_then(Objective::duration_labels);
             for (result, value) in [("ok", snap.ok), ("error", snap.errors)] {
-                if result == "error" && value == 0 {
-                    continue; // like autometrics, the error series appears with the first error
+                // Like autometrics, the error series appears with the first error; except for a
+                // success-rate objective, whose rules divide the errors' rate by the calls': with
+                // no error series its success rate would be no data instead of 100 %.
+                if result == "error" && value == 0 && objective_calls.is_none() {
+                    continue;
                 }
                 let mut counter = proto::Counter::default();
                 counter.set_value(value as f64);
                 let mut metric = proto::Metric::default();
-                let mut pairs = vec![("function", *function), ("module", *module)];
+                let mut pairs = vec![(label::FUNCTION, *function), (label::MODULE, *module)];
                 pairs.extend(objective_calls.into_iter().flatten());
-                pairs.push(("result", result));
+                pairs.push((label::RESULT, result));
                 metric.set_label(labels(&pairs));
                 metric.set_counter(counter);
                 calls.push(metric);
@@ -399,7 +403,7 @@ impl Collector for FunctionMetricsCollector {
             histogram.set_sample_sum(snap.sum_seconds);
             histogram.set_bucket(buckets);
             let mut metric = proto::Metric::default();
-            let mut pairs = vec![("function", *function), ("module", *module)];
+            let mut pairs = vec![(label::FUNCTION, *function), (label::MODULE, *module)];
             pairs.extend(objective_duration.into_iter().flatten());
             metric.set_label(labels(&pairs));
             metric.set_histogram(histogram);
@@ -408,7 +412,7 @@ impl Collector for FunctionMetricsCollector {
             let mut gauge = proto::Gauge::default();
             gauge.set_value(snap.concurrent.max(0) as f64);
             let mut metric = proto::Metric::default();
-            metric.set_label(labels(&[("function", function), ("module", module)]));
+            metric.set_label(labels(&[(label::FUNCTION, function), (label::MODULE, module)]));
             metric.set_gauge(gauge);
             concurrent.push(metric);
         }

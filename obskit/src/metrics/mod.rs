@@ -65,10 +65,10 @@ pub type HistogramVec = Labeled<prometheus::HistogramVec>;
 pub const DEFAULT_LABEL_LIMIT: usize = 1000;
 
 /// Environment variable that sets the label-set limit of [`Registry::global`].
-pub const LABEL_LIMIT_ENV: &str = "OBSKIT_LABEL_LIMIT";
+pub const LABEL_LIMIT_ENV: &str = crate::names::env::OBSKIT_LABEL_LIMIT;
 
 /// Name of the counter that counts label sets folded into an overflow series.
-pub const LABEL_OVERFLOW_METRIC: &str = "obskit_metric_label_overflow_total";
+pub const LABEL_OVERFLOW_METRIC: &str = crate::names::OBSKIT_METRIC_LABEL_OVERFLOW_TOTAL.name;
 
 /// Bucket layouts that suit common measurements.
 pub mod buckets {
@@ -191,9 +191,9 @@ impl Registry {
         let overflow = IntCounterVec::new(
             Opts::new(
                 LABEL_OVERFLOW_METRIC,
-                "Label sets folded into the __overflow__ series because a metric reached its label-set limit",
+                crate::names::OBSKIT_METRIC_LABEL_OVERFLOW_TOTAL.help,
             ),
-            &["metric"],
+            crate::names::OBSKIT_METRIC_LABEL_OVERFLOW_TOTAL.labels,
         )
         .expect("static metric definition is valid");
         prometheus
@@ -306,14 +306,10 @@ impl Registry {
     ///
     /// ```
     /// use obskit::metrics::{buckets, Registry};
+    /// use obskit::names::CASSANDRA_QUERY_DURATION_SECONDS as QUERIES;
     /// let registry = Registry::new();
     /// let latency = registry
-    ///     .histogram_vec(
-    ///         "cassandra_query_duration_seconds",
-    ///         "Query latency",
-    ///         &["table", "operation"],
-    ///         buckets::HTTP_LATENCY_SECONDS,
-    ///     )
+    ///     .histogram_vec(QUERIES.name, QUERIES.help, QUERIES.labels, buckets::HTTP_LATENCY_SECONDS)
     ///     .unwrap();
     /// latency.with(&["products", "SELECT"]).observe(0.003);
     /// ```

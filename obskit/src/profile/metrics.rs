@@ -24,27 +24,16 @@ pub(crate) const SKIP_ERROR: &str = "error";
 pub(crate) fn metrics() -> &'static ProfileMetrics {
     static METRICS: OnceLock<ProfileMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let captured = IntCounterVec::new(
-            Opts::new(
-                "obskit_profiles_captured_total",
-                "CPU profiles captured and stored, by profiled function (on_demand for /debug/pprof/profile)",
-            ),
-            &["function"],
-        )
-        .expect("static metric definition is valid");
-        let skipped = IntCounterVec::new(
-            Opts::new(
-                "obskit_profiles_skipped_total",
-                "CPU profile captures not taken: busy (another capture was running) or error",
-            ),
-            &["reason"],
-        )
-        .expect("static metric definition is valid");
-        let store_bytes = IntGauge::new(
-            "obskit_profile_store_bytes",
-            "Bytes of profiles held by the process-wide profile store",
-        )
-        .expect("static metric definition is valid");
+        use crate::names::{
+            OBSKIT_PROFILES_CAPTURED_TOTAL as CAPTURED, OBSKIT_PROFILES_SKIPPED_TOTAL as SKIPPED,
+            OBSKIT_PROFILE_STORE_BYTES as STORE_BYTES,
+        };
+        let captured = IntCounterVec::new(Opts::new(CAPTURED.name, CAPTURED.help), CAPTURED.labels)
+            .expect("static metric definition is valid");
+        let skipped = IntCounterVec::new(Opts::new(SKIPPED.name, SKIPPED.help), SKIPPED.labels)
+            .expect("static metric definition is valid");
+        let store_bytes =
+            IntGauge::new(STORE_BYTES.name, STORE_BYTES.help).expect("static metric definition is valid");
         // Both reasons exist from the start, so that `rate()` sees the first skip.
         for reason in [SKIP_BUSY, SKIP_ERROR] {
             skipped.with_label_values(&[reason]);

@@ -3,20 +3,21 @@
 use std::fmt;
 
 use crate::metrics::{Counter, Error, Histogram, IntGauge, Registry};
+use crate::names;
 
 /// Connections open now (gauge).
-pub const CONNECTIONS_OPEN: &str = "obskit_server_connections_open";
+pub const CONNECTIONS_OPEN: &str = names::OBSKIT_SERVER_CONNECTIONS_OPEN.name;
 /// Connections accepted (counter).
-pub const CONNECTIONS_ACCEPTED: &str = "obskit_server_connections_accepted_total";
+pub const CONNECTIONS_ACCEPTED: &str = names::OBSKIT_SERVER_CONNECTIONS_ACCEPTED_TOTAL.name;
 /// Connections closed, by `reason` (counter).
-pub const CONNECTIONS_CLOSED: &str = "obskit_server_connections_closed_total";
+pub const CONNECTIONS_CLOSED: &str = names::OBSKIT_SERVER_CONNECTIONS_CLOSED_TOTAL.name;
 /// Times the server found every slot of its connection cap taken and stopped accepting until
 /// one freed (counter).
-pub const CONNECTION_WAITS: &str = "obskit_server_connection_waits_total";
+pub const CONNECTION_WAITS: &str = names::OBSKIT_SERVER_CONNECTION_WAITS_TOTAL.name;
 /// How long those waits took, in seconds (histogram).
-pub const CONNECTION_WAIT_SECONDS: &str = "obskit_server_connection_wait_seconds";
+pub const CONNECTION_WAIT_SECONDS: &str = names::OBSKIT_SERVER_CONNECTION_WAIT_SECONDS.name;
 /// `accept()` calls that failed, out of descriptors for one (counter).
-pub const ACCEPT_ERRORS: &str = "obskit_server_accept_errors_total";
+pub const ACCEPT_ERRORS: &str = names::OBSKIT_SERVER_ACCEPT_ERRORS_TOTAL.name;
 
 /// Wait durations: 1 ms to 30 s.
 const WAIT_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -118,25 +119,25 @@ impl fmt::Debug for ServerMetrics {
 impl ServerMetrics {
     /// Declares the families in `registry`. Fails if one of the names is already declared.
     pub fn new(registry: &Registry) -> Result<ServerMetrics, Error> {
-        let open = registry.int_gauge(CONNECTIONS_OPEN, "Connections the server holds open now")?;
-        let accepted = registry.counter(CONNECTIONS_ACCEPTED, "Connections the server accepted")?;
+        let open = registry.int_gauge(CONNECTIONS_OPEN, names::OBSKIT_SERVER_CONNECTIONS_OPEN.help)?;
+        let accepted = registry.counter(
+            CONNECTIONS_ACCEPTED,
+            names::OBSKIT_SERVER_CONNECTIONS_ACCEPTED_TOTAL.help,
+        )?;
         let closed_vec = registry.counter_vec(
             CONNECTIONS_CLOSED,
-            "Connections the server closed or saw closed, by reason",
-            &["reason"],
+            names::OBSKIT_SERVER_CONNECTIONS_CLOSED_TOTAL.help,
+            names::OBSKIT_SERVER_CONNECTIONS_CLOSED_TOTAL.labels,
         )?;
         // Resolved now: the series exist at zero from the start, and recording is one add.
         let closed = CloseReason::ALL.map(|reason| closed_vec.with(&[reason.as_str()]));
-        let waits = registry.counter(
-            CONNECTION_WAITS,
-            "Times the connection cap was reached and accepting paused until a slot freed",
-        )?;
+        let waits = registry.counter(CONNECTION_WAITS, names::OBSKIT_SERVER_CONNECTION_WAITS_TOTAL.help)?;
         let wait_seconds = registry.histogram(
             CONNECTION_WAIT_SECONDS,
-            "How long accepting paused at the connection cap",
+            names::OBSKIT_SERVER_CONNECTION_WAIT_SECONDS.help,
             WAIT_BUCKETS,
         )?;
-        let accept_errors = registry.counter(ACCEPT_ERRORS, "accept() calls that failed")?;
+        let accept_errors = registry.counter(ACCEPT_ERRORS, names::OBSKIT_SERVER_ACCEPT_ERRORS_TOTAL.help)?;
         Ok(ServerMetrics {
             open,
             accepted,

@@ -4,7 +4,7 @@
 use super::EnvSource;
 
 /// The variable holding extra resource attributes.
-pub const RESOURCE_ATTRIBUTES_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES";
+pub const RESOURCE_ATTRIBUTES_ENV: &str = crate::names::env::OTEL_RESOURCE_ATTRIBUTES;
 
 /// Reads `OTEL_RESOURCE_ATTRIBUTES` through `env`: see [`parse_resource_attributes`].
 pub fn resource_attributes(env: &impl EnvSource) -> Vec<(String, String)> {

@@ -30,6 +30,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::AttrValue;
+use crate::names::env;
 use crate::settings::{EnvError, EnvSource};
 
 /// How much one span may hold. See the [module](self) docs.
@@ -98,19 +99,19 @@ impl SpanLimits {
     /// ```
     pub fn from_env_source(env: &impl EnvSource) -> Result<SpanLimits, EnvError> {
         let defaults = SpanLimits::default();
-        let general = env.parse::<usize>("OTEL_ATTRIBUTE_COUNT_LIMIT")?;
+        let general = env.parse::<usize>(env::OTEL_ATTRIBUTE_COUNT_LIMIT)?;
         let count = |name: &'static str| -> Result<Option<usize>, EnvError> { env.parse::<usize>(name) };
         let value_length = env
-            .parse::<usize>("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")?
+            .parse::<usize>(env::OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT)?
             .unwrap_or(defaults.attribute_value_length);
         Ok(SpanLimits {
             attribute_value_length: value_length,
-            attribute_count: count("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT")?
+            attribute_count: count(env::OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT)?
                 .or(general)
                 .unwrap_or(defaults.attribute_count),
-            event_count: count("OTEL_SPAN_EVENT_COUNT_LIMIT")?.unwrap_or(defaults.event_count),
-            link_count: count("OTEL_SPAN_LINK_COUNT_LIMIT")?.unwrap_or(defaults.link_count),
-            event_attribute_count: count("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT")?
+            event_count: count(env::OTEL_SPAN_EVENT_COUNT_LIMIT)?.unwrap_or(defaults.event_count),
+            link_count: count(env::OTEL_SPAN_LINK_COUNT_LIMIT)?.unwrap_or(defaults.link_count),
+            event_attribute_count: count(env::OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT)?
                 .or(general)
                 .unwrap_or(defaults.event_attribute_count),
             request_value_length: defaults.request_value_length.min(value_length),

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::names::env;
 use crate::settings::{EnvError, EnvSource, ProcessEnv};
 
 /// The OpenTelemetry samplers of `OTEL_TRACES_SAMPLER`. A span that is not sampled records no
@@ -47,8 +48,8 @@ impl Sampler {
     /// Parses the two variables read through `env`.
     pub fn from_env_source(env: &impl EnvSource) -> Result<Sampler, EnvError> {
         Self::from_vars(
-            env.get("OTEL_TRACES_SAMPLER").as_deref(),
-            env.get("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            env.get(env::OTEL_TRACES_SAMPLER).as_deref(),
+            env.get(env::OTEL_TRACES_SAMPLER_ARG).as_deref(),
         )
     }
 
@@ -63,7 +64,7 @@ impl Sampler {
                     .filter(|r| (0.0..=1.0).contains(r))
                     .ok_or_else(|| {
                         EnvError::new(
-                            "OTEL_TRACES_SAMPLER_ARG",
+                            env::OTEL_TRACES_SAMPLER_ARG,
                             format!("`{arg}` is not a ratio between 0 and 1"),
                         )
                     }),
@@ -78,7 +79,7 @@ impl Sampler {
             Some("parentbased_traceidratio") => Sampler::ParentBasedTraceIdRatio(ratio()?),
             Some(other) => {
                 return Err(EnvError::new(
-                    "OTEL_TRACES_SAMPLER",
+                    env::OTEL_TRACES_SAMPLER,
                     format!(
                         "`{other}` is not supported; use always_on, always_off, traceidratio or their parentbased_ forms"
                     ),

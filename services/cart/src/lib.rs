@@ -73,6 +73,7 @@ use std::time::Duration;
 
 use http::Method;
 use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
+use obskit::names::{Metric, MetricKind};
 use shop_common::auth::{require_auth_from, JwtKeys, OwnerGuard, REQUIRE_AUTH_ENV};
 use shop_common::router::Router;
 use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
@@ -172,6 +173,43 @@ pub(crate) const STAGE_CHECKOUT: &str = "checkout";
 /// Buckets of `cart_total_value` (the seed's).
 const TOTAL_VALUE_BUCKETS: &[f64] = &[10.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
+/// `cart_items_added_total{category}`.
+pub const CART_ITEMS_ADDED_TOTAL: Metric = Metric {
+    name: "cart_items_added_total",
+    kind: MetricKind::Counter,
+    help: "Units added to carts, by product category",
+    labels: &["category"],
+};
+/// `cart_checkout_total`.
+pub const CART_CHECKOUT_TOTAL: Metric = Metric {
+    name: "cart_checkout_total",
+    kind: MetricKind::Counter,
+    help: "Successful checkouts",
+    labels: &[],
+};
+/// `cart_abandonment_total{stage}`.
+pub const CART_ABANDONMENT_TOTAL: Metric = Metric {
+    name: "cart_abandonment_total",
+    kind: MetricKind::Counter,
+    help: "Carts with items left idle past the abandonment time, by the stage they were left in",
+    labels: &["stage"],
+};
+/// `cart_total_value` (buckets `TOTAL_VALUE_BUCKETS`).
+pub const CART_TOTAL_VALUE: Metric = Metric {
+    name: "cart_total_value",
+    kind: MetricKind::Histogram,
+    help: "Order total of successful checkouts",
+    labels: &[],
+};
+
+/// Every business metric the cart registers (beside obskit's own).
+pub const METRICS: &[Metric] = &[
+    CART_ITEMS_ADDED_TOTAL,
+    CART_CHECKOUT_TOTAL,
+    CART_ABANDONMENT_TOTAL,
+    CART_TOTAL_VALUE,
+];
+
 /// The cart's business metrics. No label carries an identifier.
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -189,19 +227,19 @@ impl Metrics {
     fn declare(registry: &Registry) -> Result<Metrics, obskit::metrics::Error> {
         let metrics = Metrics {
             items_added: registry.counter_vec(
-                "cart_items_added_total",
-                "Units added to carts, by product category",
-                &["category"],
+                CART_ITEMS_ADDED_TOTAL.name,
+                CART_ITEMS_ADDED_TOTAL.help,
+                CART_ITEMS_ADDED_TOTAL.labels,
             )?,
-            checkouts: registry.counter("cart_checkout_total", "Successful checkouts")?,
+            checkouts: registry.counter(CART_CHECKOUT_TOTAL.name, CART_CHECKOUT_TOTAL.help)?,
             abandonment: registry.counter_vec(
-                "cart_abandonment_total",
-                "Carts with items left idle past the abandonment time, by the stage they were left in",
-                &["stage"],
+                CART_ABANDONMENT_TOTAL.name,
+                CART_ABANDONMENT_TOTAL.help,
+                CART_ABANDONMENT_TOTAL.labels,
             )?,
             total_value: registry.histogram(
-                "cart_total_value",
-                "Order total of successful checkouts",
+                CART_TOTAL_VALUE.name,
+                CART_TOTAL_VALUE.help,
                 TOTAL_VALUE_BUCKETS,
             )?,
         };
@@ -345,6 +383,16 @@ async fn sweep_abandoned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_lists_exactly_what_the_cart_registers() {
+        let registry = Registry::new();
+        let metrics = Metrics::declare(&registry).unwrap();
+        metrics.items_added.with(&["books"]).inc();
+        metrics.checkouts.inc();
+        metrics.total_value.observe(42.0);
+        shop_common::testing::assert_declares_exactly(&registry, METRICS);
+    }
 
     #[test]
     fn the_sweep_period_is_a_quarter_of_the_idle_time_and_at_least_100_ms() {

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use http::Method;
 use obskit::metrics::{Counter, CounterVec, Histogram, Registry};
+use obskit::names::{Metric, MetricKind};
 use shop_common::auth::{require_auth_from, OwnerGuard, REQUIRE_AUTH_ENV};
 use shop_common::router::Router;
 use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
@@ -134,6 +135,43 @@ const COMPLETION_BUCKETS: &[f64] = &[60.0, 120.0, 180.0, 300.0];
 /// flags `_minutes`), so the time is recorded in seconds and the buckets say the same minutes.
 const DELIVERY_BUCKETS: &[f64] = &[1800.0, 3600.0, 5400.0, 7200.0];
 
+/// `orders_created_total`.
+pub const ORDERS_CREATED_TOTAL: Metric = Metric {
+    name: "orders_created_total",
+    kind: MetricKind::Counter,
+    help: "Orders created",
+    labels: &[],
+};
+/// `order_status_changes_total{status}`.
+pub const ORDER_STATUS_CHANGES_TOTAL: Metric = Metric {
+    name: "order_status_changes_total",
+    kind: MetricKind::Counter,
+    help: "Order status changes, by the status entered",
+    labels: &["status"],
+};
+/// `order_completion_seconds` (buckets `COMPLETION_BUCKETS`).
+pub const ORDER_COMPLETION_SECONDS: Metric = Metric {
+    name: "order_completion_seconds",
+    kind: MetricKind::Histogram,
+    help: "Time from an order's creation to its delivery",
+    labels: &[],
+};
+/// `delivery_time_seconds` (buckets `DELIVERY_BUCKETS`).
+pub const DELIVERY_TIME_SECONDS: Metric = Metric {
+    name: "delivery_time_seconds",
+    kind: MetricKind::Histogram,
+    help: "Time from an order's shipping to its delivery",
+    labels: &[],
+};
+
+/// Every business metric the order service registers (beside obskit's own).
+pub const METRICS: &[Metric] = &[
+    ORDERS_CREATED_TOTAL,
+    ORDER_STATUS_CHANGES_TOTAL,
+    ORDER_COMPLETION_SECONDS,
+    DELIVERY_TIME_SECONDS,
+];
+
 /// The order service's business metrics (see the crate documentation for why no label carries
 /// a user or order id).
 #[derive(Clone)]
@@ -151,20 +189,20 @@ pub(crate) struct Metrics {
 impl Metrics {
     fn declare(registry: &Registry) -> Result<Metrics, obskit::metrics::Error> {
         Ok(Metrics {
-            orders_created: registry.counter("orders_created_total", "Orders created")?,
+            orders_created: registry.counter(ORDERS_CREATED_TOTAL.name, ORDERS_CREATED_TOTAL.help)?,
             status_changes: registry.counter_vec(
-                "order_status_changes_total",
-                "Order status changes, by the status entered",
-                &["status"],
+                ORDER_STATUS_CHANGES_TOTAL.name,
+                ORDER_STATUS_CHANGES_TOTAL.help,
+                ORDER_STATUS_CHANGES_TOTAL.labels,
             )?,
             completion: registry.histogram(
-                "order_completion_seconds",
-                "Time from an order's creation to its delivery",
+                ORDER_COMPLETION_SECONDS.name,
+                ORDER_COMPLETION_SECONDS.help,
                 COMPLETION_BUCKETS,
             )?,
             delivery: registry.histogram(
-                "delivery_time_seconds",
-                "Time from an order's shipping to its delivery",
+                DELIVERY_TIME_SECONDS.name,
+                DELIVERY_TIME_SECONDS.help,
                 DELIVERY_BUCKETS,
             )?,
         })
@@ -300,4 +338,20 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_lists_exactly_what_the_order_service_registers() {
+        let registry = Registry::new();
+        let metrics = Metrics::declare(&registry).unwrap();
+        metrics.orders_created.inc();
+        metrics.status_changes.with(&[lifecycle::DELIVERED]).inc();
+        metrics.completion.observe(90.0);
+        metrics.delivery.observe(3600.0);
+        shop_common::testing::assert_declares_exactly(&registry, METRICS);
+    }
 }

@@ -381,3 +381,63 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// Checks that `registry` holds exactly the metric families `declared` lists, beyond obskit's own
+/// ([`obskit::names::METRICS`]) and the storage histogram: the same names, each with its
+/// declared type and help, and its series carrying exactly its declared labels. A family with
+/// labels must have at least one series to be seen (families without series are not
+/// gathered), so touch every family before calling this. Panics saying what differs.
+///
+/// ```
+/// use obskit::names::{Metric, MetricKind};
+///
+/// const JOBS: Metric = Metric { name: "jobs_total", kind: MetricKind::Counter, help: "Jobs", labels: &["queue"] };
+/// let registry = obskit::metrics::Registry::new();
+/// registry.counter_vec(JOBS.name, JOBS.help, JOBS.labels).unwrap().with(&["a"]).inc();
+/// shop_common::testing::assert_declares_exactly(&registry, &[JOBS]);
+/// ```
+pub fn assert_declares_exactly(registry: &obskit::metrics::Registry, declared: &[obskit::names::Metric]) {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let not_ours = |name: &str| {
+        obskit::names::METRICS.iter().any(|m| m.name == name)
+            || name == obskit::names::CASSANDRA_QUERY_DURATION_SECONDS.name
+    };
+    let gathered: BTreeMap<String, (String, String, BTreeSet<String>)> = registry
+        .gather()
+        .iter()
+        .filter(|family| !not_ours(family.name()))
+        .map(|family| {
+            let labels = family
+                .get_metric()
+                .iter()
+                .flat_map(|metric| metric.get_label().iter().map(|pair| pair.name().to_string()))
+                .collect();
+            let kind = format!("{:?}", family.get_field_type()).to_ascii_lowercase();
+            (
+                family.name().to_string(),
+                (kind, family.help().to_string(), labels),
+            )
+        })
+        .collect();
+    let registered: BTreeSet<&str> = gathered.keys().map(String::as_str).collect();
+    let listed: BTreeSet<&str> = declared.iter().map(|m| m.name).collect();
+    assert_eq!(
+        registered,
+        listed,
+        "registered but not listed: {:?}; listed but not registered: {:?}",
+        registered.difference(&listed).collect::<Vec<_>>(),
+        listed.difference(&registered).collect::<Vec<_>>()
+    );
+    for metric in declared {
+        let (kind, help, labels) = &gathered[metric.name];
+        assert_eq!(kind, metric.kind.as_str(), "`{}`: registered type", metric.name);
+        assert_eq!(help, metric.help, "`{}`: registered help", metric.name);
+        let declared_labels: BTreeSet<String> = metric.labels.iter().map(|l| l.to_string()).collect();
+        assert_eq!(
+            labels, &declared_labels,
+            "`{}`: labels its series carry",
+            metric.name
+        );
+    }
+}

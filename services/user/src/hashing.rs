@@ -188,18 +188,12 @@ impl HashPool {
         settings: HashSettings,
         registry: &Registry,
     ) -> Result<HashPool, shop_common::service::BoxError> {
-        let outcomes = registry.counter_vec(
-            "user_password_hashes_total",
-            "Password hash jobs (argon2), by outcome: completed, abandoned (the client left before a worker was free), rejected (queue full, answered 503)",
-            &["outcome"],
-        )?;
+        use crate::{USER_PASSWORD_HASHES_TOTAL as HASHES, USER_PASSWORD_HASH_QUEUE_LENGTH as QUEUE};
+        let outcomes = registry.counter_vec(HASHES.name, HASHES.help, HASHES.labels)?;
         for outcome in OUTCOMES {
             outcomes.with(&[outcome]);
         }
-        let queue_length = registry.gauge(
-            "user_password_hash_queue_length",
-            "Password hash jobs waiting for a worker",
-        )?;
+        let queue_length = registry.gauge(QUEUE.name, QUEUE.help)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::with_capacity(settings.queue),

@@ -57,6 +57,7 @@ pub use throttle::{LoginLimits, Rate};
 
 use http::Method;
 use obskit::metrics::{buckets, CounterVec, Histogram, Registry};
+use obskit::names::{Metric, MetricKind};
 use shop_common::auth::{JwtKeys, ROLE_ADMIN, ROLE_CUSTOMER};
 use shop_common::router::Router;
 use shop_common::service::{BoxError, Lookup, Service, ServiceConfig, ServiceSpec};
@@ -171,6 +172,67 @@ impl Service for Users {
 /// The services the user service calls: the order and cart services (the profile).
 const CALLS: [ServiceSpec; 2] = [shop_common::service::ORDER, shop_common::service::CART];
 
+/// `user_registrations_total{role}`.
+pub const USER_REGISTRATIONS_TOTAL: Metric = Metric {
+    name: "user_registrations_total",
+    kind: MetricKind::Counter,
+    help: "Users registered, by role",
+    labels: &["role"],
+};
+/// `login_attempts_total{status}`.
+pub const LOGIN_ATTEMPTS_TOTAL: Metric = Metric {
+    name: "login_attempts_total",
+    kind: MetricKind::Counter,
+    help: "Login attempts, by outcome (success or failure)",
+    labels: &["status"],
+};
+/// `jwt_operations_total{operation,status}`.
+pub const JWT_OPERATIONS_TOTAL: Metric = Metric {
+    name: "jwt_operations_total",
+    kind: MetricKind::Counter,
+    help: "JWT operations (issue, verify), by outcome",
+    labels: &["operation", "status"],
+};
+/// `profile_aggregation_seconds`.
+pub const PROFILE_AGGREGATION_SECONDS: Metric = Metric {
+    name: "profile_aggregation_seconds",
+    kind: MetricKind::Histogram,
+    help: "Time to aggregate a user profile from the user, orders and cart",
+    labels: &[],
+};
+/// `user_password_hashes_total{outcome}` (the hash pool's).
+pub const USER_PASSWORD_HASHES_TOTAL: Metric = Metric {
+    name: "user_password_hashes_total",
+    kind: MetricKind::Counter,
+    help: "Password hash jobs (argon2), by outcome: completed, abandoned (the client left before a worker was free), rejected (queue full, answered 503)",
+    labels: &["outcome"],
+};
+/// `user_password_hash_queue_length` (the hash pool's).
+pub const USER_PASSWORD_HASH_QUEUE_LENGTH: Metric = Metric {
+    name: "user_password_hash_queue_length",
+    kind: MetricKind::Gauge,
+    help: "Password hash jobs waiting for a worker",
+    labels: &[],
+};
+/// `user_auth_throttled_total{reason}` (the login throttle's).
+pub const USER_AUTH_THROTTLED_TOTAL: Metric = Metric {
+    name: "user_auth_throttled_total",
+    kind: MetricKind::Counter,
+    help: "Login attempts refused with 429 by a rate limit, by reason (client_address, username)",
+    labels: &["reason"],
+};
+
+/// Every business metric the user service registers (beside obskit's own).
+pub const METRICS: &[Metric] = &[
+    USER_REGISTRATIONS_TOTAL,
+    LOGIN_ATTEMPTS_TOTAL,
+    JWT_OPERATIONS_TOTAL,
+    PROFILE_AGGREGATION_SECONDS,
+    USER_PASSWORD_HASHES_TOTAL,
+    USER_PASSWORD_HASH_QUEUE_LENGTH,
+    USER_AUTH_THROTTLED_TOTAL,
+];
+
 /// The user service's business metrics. No label carries an identifier or a username (see the
 /// crate docs for why the seed's `username` label is dropped).
 #[derive(Clone)]
@@ -189,23 +251,23 @@ impl Metrics {
     fn declare(registry: &Registry) -> Result<Metrics, obskit::metrics::Error> {
         let metrics = Metrics {
             registrations: registry.counter_vec(
-                "user_registrations_total",
-                "Users registered, by role",
-                &["role"],
+                USER_REGISTRATIONS_TOTAL.name,
+                USER_REGISTRATIONS_TOTAL.help,
+                USER_REGISTRATIONS_TOTAL.labels,
             )?,
             login_attempts: registry.counter_vec(
-                "login_attempts_total",
-                "Login attempts, by outcome (success or failure)",
-                &["status"],
+                LOGIN_ATTEMPTS_TOTAL.name,
+                LOGIN_ATTEMPTS_TOTAL.help,
+                LOGIN_ATTEMPTS_TOTAL.labels,
             )?,
             jwt_operations: registry.counter_vec(
-                "jwt_operations_total",
-                "JWT operations (issue, verify), by outcome",
-                &["operation", "status"],
+                JWT_OPERATIONS_TOTAL.name,
+                JWT_OPERATIONS_TOTAL.help,
+                JWT_OPERATIONS_TOTAL.labels,
             )?,
             profile_aggregation: registry.histogram(
-                "profile_aggregation_seconds",
-                "Time to aggregate a user profile from the user, orders and cart",
+                PROFILE_AGGREGATION_SECONDS.name,
+                PROFILE_AGGREGATION_SECONDS.help,
                 buckets::HTTP_LATENCY_SECONDS,
             )?,
         };
@@ -366,4 +428,19 @@ fn trusted_entry(proxies: &[std::net::IpAddr]) -> String {
         .chain(proxies.iter().map(|ip| ip.to_string()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_lists_exactly_what_the_user_service_registers() {
+        let registry = Registry::new();
+        let _metrics = Metrics::declare(&registry).unwrap();
+        let _hashing =
+            hashing::HashPool::start(hashing::HashSettings { workers: 1, queue: 1 }, &registry).unwrap();
+        let _throttle = throttle::LoginThrottle::new(&throttle::LoginLimits::default(), &registry).unwrap();
+        shop_common::testing::assert_declares_exactly(&registry, METRICS);
+    }
 }

@@ -365,11 +365,8 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// The throttle of `limits`; declares `user_auth_throttled_total{reason}` in `registry`.
     pub fn new(limits: &LoginLimits, registry: &Registry) -> Result<LoginThrottle, obskit::metrics::Error> {
-        let throttled = registry.counter_vec(
-            "user_auth_throttled_total",
-            "Login attempts refused with 429 by a rate limit, by reason (client_address, username)",
-            &["reason"],
-        )?;
+        use crate::USER_AUTH_THROTTLED_TOTAL as THROTTLED;
+        let throttled = registry.counter_vec(THROTTLED.name, THROTTLED.help, THROTTLED.labels)?;
         for reason in [REASON_ADDRESS, REASON_USERNAME] {
             throttled.with(&[reason]);
         }

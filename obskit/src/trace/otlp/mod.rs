@@ -33,6 +33,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::metrics::Counter;
+use crate::names::env;
 use crate::settings::{EnvError, EnvSource, ProcessEnv};
 
 #[cfg(feature = "otlp")]
@@ -135,8 +136,8 @@ impl OtlpConfig {
         let (protocol_var, protocol) = match env.get(vars.protocol) {
             Some(p) => (vars.protocol, Some(p)),
             None => (
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+                env::OTEL_EXPORTER_OTLP_PROTOCOL,
+                env.get(env::OTEL_EXPORTER_OTLP_PROTOCOL),
             ),
         };
         let protocol = match protocol.as_deref() {
@@ -151,7 +152,7 @@ impl OtlpConfig {
         };
         let endpoint = if let Some(endpoint) = env.get(vars.endpoint) {
             endpoint
-        } else if let Some(base) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        } else if let Some(base) = env.get(env::OTEL_EXPORTER_OTLP_ENDPOINT) {
             match protocol {
                 OtlpProtocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), vars.http_path),
                 OtlpProtocol::Grpc => base,
@@ -175,13 +176,13 @@ impl OtlpConfig {
         // The specification: a batch larger than the queue is the queue (the default batch
         // too, under a small queue size).
         config.max_batch = config.max_batch.min(config.queue_size);
-        if let Some(bytes) = positive("OBSKIT_EXPORT_QUEUE_BYTES")? {
+        if let Some(bytes) = positive(env::OBSKIT_EXPORT_QUEUE_BYTES)? {
             config.queue_bytes = bytes;
         }
         if let Some(ms) = env.parse::<u64>(vars.schedule_delay)? {
             config.interval = Duration::from_millis(ms.max(1));
         }
-        for name in [vars.export_timeout, "OTEL_EXPORTER_OTLP_TIMEOUT", vars.timeout] {
+        for name in [vars.export_timeout, env::OTEL_EXPORTER_OTLP_TIMEOUT, vars.timeout] {
             // Most specific last, so that it wins.
             if let Some(ms) = env.parse::<u64>(name)? {
                 config.export_timeout = Duration::from_millis(ms.max(1));
@@ -231,24 +232,24 @@ impl OtlpSignal {
     fn variables(self) -> SignalVariables {
         match self {
             OtlpSignal::Traces => SignalVariables {
-                endpoint: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-                timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                endpoint: env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                protocol: env::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+                timeout: env::OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
                 http_path: "/v1/traces",
-                queue_size: "OTEL_BSP_MAX_QUEUE_SIZE",
-                max_batch: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                schedule_delay: "OTEL_BSP_SCHEDULE_DELAY",
-                export_timeout: "OTEL_BSP_EXPORT_TIMEOUT",
+                queue_size: env::OTEL_BSP_MAX_QUEUE_SIZE,
+                max_batch: env::OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+                schedule_delay: env::OTEL_BSP_SCHEDULE_DELAY,
+                export_timeout: env::OTEL_BSP_EXPORT_TIMEOUT,
             },
             OtlpSignal::Logs => SignalVariables {
-                endpoint: "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-                protocol: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-                timeout: "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+                endpoint: env::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+                protocol: env::OTEL_EXPORTER_OTLP_LOGS_PROTOCOL,
+                timeout: env::OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
                 http_path: "/v1/logs",
-                queue_size: "OTEL_BLRP_MAX_QUEUE_SIZE",
-                max_batch: "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
-                schedule_delay: "OTEL_BLRP_SCHEDULE_DELAY",
-                export_timeout: "OTEL_BLRP_EXPORT_TIMEOUT",
+                queue_size: env::OTEL_BLRP_MAX_QUEUE_SIZE,
+                max_batch: env::OTEL_BLRP_MAX_EXPORT_BATCH_SIZE,
+                schedule_delay: env::OTEL_BLRP_SCHEDULE_DELAY,
+                export_timeout: env::OTEL_BLRP_EXPORT_TIMEOUT,
             },
         }
     }
@@ -280,15 +281,9 @@ impl ExportCounters {
     /// assert!(registry.encode_text().contains(r#"obskit_spans_dropped_total{reason="queue_full"} 1"#));
     /// ```
     pub fn new(registry: &crate::metrics::Registry) -> Result<ExportCounters, crate::metrics::Error> {
-        let exported = registry.counter(
-            "obskit_spans_exported_total",
-            "Spans handed to the OTLP exporter successfully",
-        )?;
-        let dropped = registry.counter_vec(
-            "obskit_spans_dropped_total",
-            "Spans not exported: the export queue was full, or the export failed",
-            &["reason"],
-        )?;
+        use crate::names::{OBSKIT_SPANS_DROPPED_TOTAL as DROPPED, OBSKIT_SPANS_EXPORTED_TOTAL as EXPORTED};
+        let exported = registry.counter(EXPORTED.name, EXPORTED.help)?;
+        let dropped = registry.counter_vec(DROPPED.name, DROPPED.help, DROPPED.labels)?;
         Ok(ExportCounters {
             exported,
             dropped_queue_full: dropped.with(&["queue_full"]),

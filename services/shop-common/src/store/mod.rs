@@ -294,7 +294,7 @@ pub struct QueryMetrics {
 }
 
 /// Name of the query-duration histogram.
-pub const QUERY_DURATION_METRIC: &str = "cassandra_query_duration_seconds";
+pub const QUERY_DURATION_METRIC: &str = obskit::names::CASSANDRA_QUERY_DURATION_SECONDS.name;
 
 /// Buckets for local queries: 50 µs to 2.5 s (an embedded store answers in microseconds, a
 /// remote one in milliseconds; both must land in distinct buckets).
@@ -311,8 +311,8 @@ impl QueryMetrics {
             Ok(QueryMetrics {
                 duration: registry.histogram_vec(
                     QUERY_DURATION_METRIC,
-                    "Duration of storage queries as the client sees them, by table and operation",
-                    &["table", "operation"],
+                    obskit::names::CASSANDRA_QUERY_DURATION_SECONDS.help,
+                    obskit::names::CASSANDRA_QUERY_DURATION_SECONDS.labels,
                     QUERY_BUCKETS,
                 )?,
             })
