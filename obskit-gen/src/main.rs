@@ -1,5 +1,5 @@
 //! Writes the monitoring of the shop's objectives from where they are declared
-//! (`shop_common::objectives::ALL`): multi-window, multi-burn-rate recording and alerting rules
+//! (`shop_common::objectives::ALL` on functions, `ROUTES` on routes): multi-window, multi-burn-rate recording and alerting rules
 //! (the SRE workbook's four window pairs), the promtool tests that fire each alert at its burn
 //! rate and keep it quiet just below, and one Grafana dashboard per objective; and the metric
 //! catalogue from obskit's names and the services' declared metrics.
@@ -25,7 +25,7 @@ const DASHBOARDS_DIR: &str = "monitoring/grafana/dashboards";
 const CATALOGUE_FILE: &str = "monitoring/metrics/catalogue.yml";
 
 /// Every file the generator owns, with its content.
-fn outputs(root: &Path, objectives: &[Objective]) -> Result<Vec<(String, String)>, String> {
+fn outputs(root: &Path, objectives: &[Declared]) -> Result<Vec<(String, String)>, String> {
     let external = std::fs::read_to_string(root.join(catalogue::EXTERNAL_FILE))
         .map_err(|e| format!("cannot read {}: {e}", catalogue::EXTERNAL_FILE))?;
     let mut files = vec![
@@ -33,7 +33,7 @@ fn outputs(root: &Path, objectives: &[Objective]) -> Result<Vec<(String, String)
         (TESTS_FILE.to_string(), rules::tests(objectives)),
         (CATALOGUE_FILE.to_string(), catalogue::catalogue(&external)?),
     ];
-    for objective in objectives {
+    for Declared { objective, .. } in objectives {
         files.push((
             format!("{DASHBOARDS_DIR}/{}.json", dashboards::file_stem(objective)),
             dashboards::dashboard(objective),
@@ -69,7 +69,15 @@ fn main() -> ExitCode {
     };
     // The repository root: this crate's parent directory.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let files = match outputs(&root, &shop_common::objectives::ALL) {
+    let objectives = declared();
+    let mut names: Vec<&str> = objectives.iter().map(|d| d.objective.name()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        // Their series and rules would be one indicator's.
+        eprintln!("obskit-gen: two objectives are named {:?}", twice[0]);
+        return ExitCode::FAILURE;
+    }
+    let files = match outputs(&root, &objectives) {
         Ok(files) => files,
         Err(e) => {
             eprintln!("obskit-gen: {e}");
@@ -126,6 +134,69 @@ fn budget(percentile: ObjectivePercentile) -> &'static str {
         ObjectivePercentile::P99 => "0.01",
         ObjectivePercentile::P99_9 => "0.001",
     }
+}
+
+/// Where an objective is measured: on a function (`#[instrumented(objective = ...)]`, the
+/// function metrics) or on a route of the RED layer (the HTTP metrics).
+#[derive(Clone, Copy)]
+enum Scope {
+    Function,
+    Route { client_errors_fail: bool },
+}
+
+impl Scope {
+    /// The counter whose series carry the success-rate labels.
+    fn counter(self) -> &'static str {
+        match self {
+            Scope::Function => obskit::names::FUNCTION_CALLS_TOTAL.name,
+            Scope::Route { .. } => obskit::names::HTTP_REQUESTS_TOTAL.name,
+        }
+    }
+
+    /// The histogram whose series carry the latency labels.
+    fn histogram(self) -> &'static str {
+        match self {
+            Scope::Function => obskit::names::FUNCTION_CALLS_DURATION_SECONDS.name,
+            Scope::Route { .. } => obskit::names::HTTP_REQUEST_DURATION_SECONDS.name,
+        }
+    }
+
+    /// The matcher of the counter's failed calls.
+    fn failed(self) -> &'static str {
+        match self {
+            Scope::Function => "result=\"error\"",
+            Scope::Route {
+                client_errors_fail: false,
+            } => "status=~\"5..\"",
+            Scope::Route {
+                client_errors_fail: true,
+            } => "status=~\"[45]..\"",
+        }
+    }
+}
+
+/// An objective and where it is measured.
+#[derive(Clone, Copy)]
+struct Declared {
+    objective: Objective,
+    scope: Scope,
+}
+
+/// The shop's objectives: its handlers', then its routes'.
+fn declared() -> Vec<Declared> {
+    let functions = shop_common::objectives::ALL
+        .into_iter()
+        .map(|objective| Declared {
+            objective,
+            scope: Scope::Function,
+        });
+    let routes = shop_common::objectives::ROUTES.into_iter().map(|route| Declared {
+        objective: route.objective(),
+        scope: Scope::Route {
+            client_errors_fail: route.objective().client_errors_fail_route(),
+        },
+    });
+    functions.chain(routes).collect()
 }
 
 /// One service-level indicator of an objective: its success rate or its latency.

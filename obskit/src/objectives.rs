@@ -58,6 +58,8 @@ pub struct Objective {
     name: &'static str,
     success_rate: Option<ObjectivePercentile>,
     latency: Option<(ObjectiveLatency, ObjectivePercentile)>,
+    /// On a route: a 4xx answer fails the success rate too (else only a 5xx does).
+    client_errors_fail: bool,
 }
 
 impl Objective {
@@ -76,7 +78,21 @@ impl Objective {
             name,
             success_rate: None,
             latency: None,
+            client_errors_fail: false,
         }
+    }
+
+    /// On a route of the HTTP layer ([`RouteObjective`]), count a 4xx answer as a failure of the
+    /// success rate, not only a 5xx: for a route whose clients cannot be at fault. A function's
+    /// errors are decided by `#[instrumented(error_if = ...)]` instead.
+    pub const fn client_errors_fail(mut self) -> Objective {
+        self.client_errors_fail = true;
+        self
+    }
+
+    /// Whether a 4xx fails the success rate of a route ([`client_errors_fail`](Self::client_errors_fail)).
+    pub const fn client_errors_fail_route(&self) -> bool {
+        self.client_errors_fail
     }
 
     /// The share of calls that must succeed (`result="ok"`).
@@ -138,6 +154,54 @@ impl Objective {
             (OBJECTIVE_NAME_LABEL, self.name),
             (OBJECTIVE_PERCENTILE_LABEL, percentile.as_str()),
         ])
+    }
+}
+
+/// An objective of a route of the HTTP layer: its `http_requests_total` series carry
+/// `objective_name` and `objective_percentile` (its success-rate target), its
+/// `http_request_duration_seconds` series those and `objective_latency_threshold` (its latency
+/// target), for every method of the template. A 5xx answer fails the success rate (a 4xx too with
+/// [`Objective::client_errors_fail`]). Bound with `ObskitBuilder::route_objective` or
+/// [`HttpMetricsLayer::route_objective`](crate::http::HttpMetricsLayer::route_objective); a
+/// template that is not among the routes is refused there.
+///
+/// ```
+/// use obskit::http::{HttpMetrics, HttpMetricsLayer, Routes};
+/// use obskit::objectives::{Objective, ObjectivePercentile, RouteObjective};
+///
+/// const PRODUCT_PAGE: RouteObjective = RouteObjective::new(
+///     "/api/products/{id}",
+///     Objective::new("product-page").success_rate(ObjectivePercentile::P99_9),
+/// );
+/// let metrics = HttpMetrics::new(&obskit::metrics::Registry::new()).unwrap();
+/// let layer = HttpMetricsLayer::new(metrics).routes(Routes::new(["/api/products/{id}"]).unwrap());
+/// let layer = layer.route_objective(PRODUCT_PAGE).unwrap();
+/// let typo = RouteObjective::new("/api/product/{id}", PRODUCT_PAGE.objective());
+/// assert!(layer.route_objective(typo).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteObjective {
+    template: &'static str,
+    objective: Objective,
+}
+
+impl RouteObjective {
+    /// `objective` on the route `template` (one of the layer's route templates).
+    pub const fn new(template: &'static str, objective: Objective) -> RouteObjective {
+        RouteObjective {
+            template,
+            objective: objective.checked(),
+        }
+    }
+
+    /// The route template.
+    pub const fn template(&self) -> &'static str {
+        self.template
+    }
+
+    /// The objective.
+    pub const fn objective(&self) -> Objective {
+        self.objective
     }
 }
 

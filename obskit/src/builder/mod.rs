@@ -99,6 +99,7 @@ pub struct ObskitBuilder {
     commit: Option<String>,
     registry: Option<Registry>,
     routes: Vec<String>,
+    route_objectives: Vec<crate::objectives::RouteObjective>,
     access: Option<AdminAccess>,
     allowed_hosts: Option<AllowedHosts>,
     admin_listener: Option<AdminListener>,
@@ -131,6 +132,7 @@ impl Obskit {
             commit: None,
             registry: None,
             routes: Vec::new(),
+            route_objectives: Vec::new(),
             access: None,
             allowed_hosts: None,
             admin_listener: None,
@@ -197,6 +199,33 @@ impl ObskitBuilder {
         T: Into<String>,
     {
         self.routes.extend(routes.into_iter().map(Into::into));
+        self
+    }
+
+    /// An objective of one of the [`routes`](Self::routes) (see
+    /// [`RouteObjective`](crate::objectives::RouteObjective)): its RED series carry the
+    /// objective's labels. [`build`](Self::build) fails ([`BuildError::Route`]) when its template
+    /// is not among the routes.
+    ///
+    /// ```
+    /// use obskit::objectives::{Objective, ObjectivePercentile, RouteObjective};
+    ///
+    /// const ITEM_PAGE: RouteObjective = RouteObjective::new(
+    ///     "/items/{id}",
+    ///     Objective::new("item-page").success_rate(ObjectivePercentile::P99),
+    /// );
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let typo = RouteObjective::new("/item/{id}", ITEM_PAGE.objective());
+    /// let built = obskit::Obskit::builder()
+    ///     .registry(obskit::metrics::Registry::new())
+    ///     .routes(["/items/{id}"])
+    ///     .route_objective(typo)
+    ///     .build();
+    /// assert!(matches!(built, Err(obskit::BuildError::Route(_))));
+    /// # }
+    /// ```
+    pub fn route_objective(mut self, objective: crate::objectives::RouteObjective) -> Self {
+        self.route_objectives.push(objective);
         self
     }
 

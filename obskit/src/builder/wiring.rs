@@ -36,10 +36,15 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
 
     let routes = Routes::new(settings.routes.iter().map(String::as_str))
         .map_err(|e| BuildError::Route(e.to_string()))?;
-    let layer = HttpMetricsLayer::new(http.clone())
+    let mut layer = HttpMetricsLayer::new(http.clone())
         .routes(routes)
         .response_traceparent(settings.response_traceparent)
         .exclude_admin(!settings.measure_admin_requests);
+    for objective in &builder.route_objectives {
+        layer = layer
+            .route_objective(*objective)
+            .map_err(|e| BuildError::Route(e.to_string()))?;
+    }
 
     let health = HealthChecks::new(&service.name, &service.version);
     // Without `process-metrics` there is no memory figure to check (documented on the setting).

@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::metrics::HttpMetrics;
-use super::routes::Routes;
+use super::routes::{RouteError, Routes};
 use super::service::HttpMetricsService;
 use super::shared::{Config, Shared};
+use crate::objectives::RouteObjective;
 
 /// A [`tower_layer::Layer`] recording HTTP RED metrics (see [`HttpMetrics`]) and a server span
 /// for every request, labelled by route template. Fits axum (`Router::layer`), tonic
@@ -262,6 +263,26 @@ impl HttpMetricsLayer {
     /// ```
     pub fn route_template_from(self, from: fn(&http::Extensions) -> Option<&str>) -> HttpMetricsLayer {
         self.reconfigure(|config| config.template_from = Some(from))
+    }
+
+    /// Binds a route's [objective](RouteObjective): the `http_requests_total` and
+    /// `http_request_duration_seconds` series of its template carry the objective's labels
+    /// (see [`RouteObjective`]). They are added when `/metrics` is scraped: a request costs
+    /// nothing more. The binding is the metrics' ([`HttpMetrics`]), shared by their clones.
+    ///
+    /// Fails when the template is not among the layer's [`routes`](HttpMetricsLayer::routes)
+    /// (set those first): its series would never exist.
+    pub fn route_objective(self, objective: RouteObjective) -> Result<HttpMetricsLayer, RouteError> {
+        let template = objective.template();
+        if !self.get_routes().templates().any(|t| t == template) {
+            return Err(RouteError::new(
+                template,
+                "an objective's route must be one of the layer's routes",
+            ));
+        }
+        self.metrics()
+            .set_route_objective(template, objective.objective());
+        Ok(self)
     }
 
     /// A layer with a changed copy of this one's configuration (and a fresh handle table).

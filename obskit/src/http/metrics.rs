@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -19,6 +19,7 @@ use crate::metrics::{
     buckets, Error, ExemplarStore, HistogramExemplars, LabelGuard, Registry, OVERFLOW_LABEL_VALUE,
 };
 use crate::names::{self, label};
+use crate::objectives::Objective;
 
 /// The HTTP RED metric families, declared once in a [`Registry`]:
 ///
@@ -51,6 +52,9 @@ pub struct HttpMetrics {
     pub(crate) request_size: Arc<Family>,
     pub(crate) response_size: Arc<Family>,
     pairs: Arc<Pairs>,
+    /// The routes' objectives by template: their labels are added when `/metrics` is scraped,
+    /// so a request pays nothing for them.
+    objectives: Arc<RouteObjectives>,
     /// Trace-id exemplars of `http_request_duration_seconds`.
     pub(crate) exemplars: ExemplarStore,
 }
@@ -94,9 +98,16 @@ impl HttpMetrics {
             request_size: family(names::HTTP_REQUEST_SIZE_BYTES),
             response_size: family(names::HTTP_RESPONSE_SIZE_BYTES),
             pairs: Arc::new(Pairs::default()),
+            objectives: Arc::default(),
         };
         registry.register_collector(Box::new(HttpCollector::new(&metrics)?))?;
         Ok(metrics)
+    }
+
+    /// Binds `objective` to the endpoint `template` (replacing one bound before).
+    pub(crate) fn set_route_objective(&self, template: &str, objective: Objective) {
+        let mut objectives = self.objectives.0.write().unwrap_or_else(|p| p.into_inner());
+        objectives.insert(Box::from(template), objective);
     }
 
     /// The cells of one (method, endpoint) pair, created at its first request.
@@ -110,6 +121,10 @@ impl HttpMetrics {
         }))
     }
 }
+
+/// The routes' objectives, by endpoint template.
+#[derive(Default)]
+struct RouteObjectives(RwLock<HashMap<Box<str>, Objective>>);
 
 /// One family's name, help and cardinality guard.
 pub(crate) struct Family {
@@ -339,6 +354,7 @@ struct HttpCollector {
     requests: Arc<StatusCounters>,
     pair_families: [Arc<Family>; 4],
     pairs: Arc<Pairs>,
+    objectives: Arc<RouteObjectives>,
     descs: Vec<Desc>,
 }
 
@@ -366,6 +382,7 @@ impl HttpCollector {
             requests: Arc::clone(&metrics.requests),
             pair_families,
             pairs: Arc::clone(&metrics.pairs),
+            objectives: Arc::clone(&metrics.objectives),
             descs,
         })
     }
@@ -435,6 +452,13 @@ impl Collector for HttpCollector {
             let series = self.pairs.series.lock().unwrap_or_else(|p| p.into_inner());
             series.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
         };
+        let objectives = self
+            .objectives
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let objective = |endpoint: &str| objectives.get(endpoint).copied();
         let mut requests = Vec::with_capacity(statuses.len());
         let mut durations = Vec::with_capacity(pairs.len());
         let mut in_flight = Vec::with_capacity(pairs.len());
@@ -447,11 +471,16 @@ impl Collector for HttpCollector {
             let mut counter = proto::Counter::default();
             counter.set_value(one[0] as f64);
             let mut metric = proto::Metric::default();
-            metric.set_label(label_pairs(&[
-                (label::ENDPOINT, endpoint),
-                (label::METHOD, method),
-                (label::STATUS, status),
-            ]));
+            let mut pairs = vec![(label::ENDPOINT, &**endpoint), (label::METHOD, &**method)];
+            pairs.extend(
+                objective(endpoint)
+                    .as_ref()
+                    .and_then(Objective::calls_labels)
+                    .into_iter()
+                    .flatten(),
+            );
+            pairs.push((label::STATUS, status));
+            metric.set_label(label_pairs(&pairs));
             metric.set_counter(counter);
             requests.push(metric);
         }
@@ -463,7 +492,20 @@ impl Collector for HttpCollector {
             let sizes = buckets::HTTP_SIZE_BYTES;
             let seconds = |ticks| clock::ticks_as_nanos(ticks) as f64 / 1e9;
             let bytes = |bytes| bytes as f64;
-            durations.push(histogram_metric(labels(), latency, &raw[DURATION_AT..], seconds));
+            let mut duration_labels = vec![(label::ENDPOINT, &**endpoint), (label::METHOD, &**method)];
+            duration_labels.extend(
+                objective(endpoint)
+                    .as_ref()
+                    .and_then(Objective::duration_labels)
+                    .into_iter()
+                    .flatten(),
+            );
+            durations.push(histogram_metric(
+                label_pairs(&duration_labels),
+                latency,
+                &raw[DURATION_AT..],
+                seconds,
+            ));
             request_sizes.push(histogram_metric(labels(), sizes, &raw[REQUEST_SIZE_AT..], bytes));
             response_sizes.push(histogram_metric(labels(), sizes, &raw[RESPONSE_SIZE_AT..], bytes));
             // Started and ended are read in one pass but may be seen out of order: never below 0.

@@ -99,6 +99,14 @@ pub struct RouteError {
 }
 
 impl RouteError {
+    /// `template` refused for `reason`.
+    pub(crate) fn new(template: &str, reason: impl Into<String>) -> RouteError {
+        RouteError {
+            template: template.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// The template that was refused.
     ///
     /// ```

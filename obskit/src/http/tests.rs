@@ -864,3 +864,68 @@ async fn a_framework_template_is_the_endpoint_learned_once_and_bounded() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_route_objective_labels_its_requests_and_latency_series_only() {
+    use crate::objectives::{Objective, ObjectiveLatency, ObjectivePercentile, RouteObjective};
+    const PAGE: RouteObjective = RouteObjective::new(
+        "/api/products/{id}",
+        Objective::new("page")
+            .success_rate(ObjectivePercentile::P99_9)
+            .latency(ObjectiveLatency::Ms250, ObjectivePercentile::P99),
+    );
+    let registry = Registry::new();
+    let service = layer(&registry)
+        .route_objective(PAGE)
+        .unwrap()
+        .layer(tower::service_fn(|req: Request<_>| async move {
+            let status = if req.uri().path().ends_with("/broken") {
+                503
+            } else {
+                200
+            };
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(response)
+        }));
+    for path in ["/api/products/1", "/api/products/broken", "/api/products"] {
+        service.clone().oneshot(get(path)).await.unwrap();
+    }
+    let page = r#"endpoint="/api/products/{id}",method="GET""#;
+    let objective = r#"objective_name="page",objective_percentile="99.9""#;
+    for status in [200, 503] {
+        assert_eq!(
+            sample(
+                &registry,
+                &format!(r#"http_requests_total{{{page},{objective},status="{status}"}}"#)
+            ),
+            Some(1.0),
+            "{}",
+            registry.encode_text()
+        );
+    }
+    let latency = r#"objective_latency_threshold="0.25",objective_name="page",objective_percentile="99""#;
+    assert_eq!(
+        sample(
+            &registry,
+            &format!(r#"http_request_duration_seconds_count{{{page},{latency}}}"#)
+        ),
+        Some(2.0)
+    );
+    // Another route, and the other families, carry no objective label.
+    assert_eq!(
+        sample(&registry, &requests("/api/products", "GET", 200)),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &registry,
+            &series("http_requests_in_flight", "/api/products/{id}", "GET")
+        ),
+        Some(0.0)
+    );
+    // A template that is not a route is refused: its series would never exist.
+    let typo = RouteObjective::new("/api/product/{id}", PAGE.objective());
+    let err = layer(&Registry::new()).route_objective(typo).unwrap_err();
+    assert_eq!(err.template(), "/api/product/{id}");
+}

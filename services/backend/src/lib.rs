@@ -138,9 +138,12 @@ pub async fn run(
     let seeded = store.seed_catalogue(seed::catalogue()).await?;
     let metrics = Metrics::declare(&config.registry)?;
     let router = router();
-    let obskit = config
-        .obskit(&Backend::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &[])
-        .build()?;
+    let mut obskit = config.obskit(&Backend::SPEC, env!("CARGO_PKG_VERSION"), router.templates(), &[]);
+    // The product pages' objective is on their route: every method, measured by the RED layer.
+    for objective in shop_common::objectives::ROUTES {
+        obskit = obskit.route_objective(objective);
+    }
+    let obskit = obskit.build()?;
     // Told only now: the log goes through the logger that building obskit installed.
     if seeded {
         tracing::info!(store = %config.store, "seeded the catalogue");

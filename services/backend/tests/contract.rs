@@ -366,6 +366,16 @@ async fn admin_writes_validation_and_metrics() {
             r#"cassandra_query_duration_seconds_count{operation="INSERT",table="products"}"#,
             1.0,
         ),
+        // The product pages' route objective (shop_common::objectives::PRODUCT_PAGE), on the
+        // RED series of their route.
+        (
+            r#"http_requests_total{endpoint="/api/products/{id}",method="GET",objective_name="product-page",objective_percentile="99.9",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"http_request_duration_seconds_bucket{endpoint="/api/products/{id}",method="GET",objective_latency_threshold="0.1",objective_name="product-page",objective_percentile="99",le="0.1"}"#,
+            1.0,
+        ),
     ] {
         let value = sample(&text, series).unwrap_or_else(|| panic!("{series} missing in\n{text}"));
         assert!(value >= at_least, "{series} = {value}");
