@@ -428,16 +428,21 @@ fn generate(func: ItemFn, args: &Args) -> TokenStream {
                 #timer
                 #start_span
                 #[allow(unused_mut)]
-                let (__obskit_ret, mut __obskit_span) =
-                    ::obskit::__private::in_span(#future, __obskit_span).await;
+                let (__obskit_ret, mut __obskit_span, __obskit_polls) = ::obskit::__private::in_span(
+                    #future,
+                    __obskit_span,
+                    __obskit_timer.started_at().is_some(),
+                )
+                .await;
                 #record_err
-                #end_and_finish
+                let __obskit_ended = ::obskit::__private::end_span(&mut __obskit_span);
+                __obskit_timer.finish_polled(#ok, __obskit_ended, &__obskit_polls);
                 __obskit_ret
             },
             (Some(record_err), false) => quote! {
                 #start_span
-                let (__obskit_ret, mut __obskit_span) =
-                    ::obskit::__private::in_span(#future, __obskit_span).await;
+                let (__obskit_ret, mut __obskit_span, _) =
+                    ::obskit::__private::in_span(#future, __obskit_span, false).await;
                 #record_err
                 ::core::mem::drop(__obskit_span);
                 __obskit_ret

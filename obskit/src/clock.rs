@@ -83,6 +83,18 @@ impl Tick {
         Tick(clock().raw())
     }
 
+    /// The reading as a number, to keep in an atomic ([`crate::debug::in_flight`]).
+    #[inline(always)]
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// A reading kept by [`raw`](Self::raw).
+    #[inline(always)]
+    pub(crate) fn from_raw(raw: u64) -> Tick {
+        Tick(raw)
+    }
+
     /// Nanoseconds from `self` to `later`; 0 if `later` is not after it.
     #[inline(always)]
     pub(crate) fn nanos_until(self, later: Tick) -> u64 {

@@ -6,9 +6,9 @@
 /// (`obskit.features`).
 ///
 /// ```
-/// // The default build has them all.
+/// // The default build has them all but `taskdump` (which needs `--cfg tokio_unstable`).
 /// # #[cfg(all(feature = "otlp", feature = "profiling", feature = "process-metrics", feature = "tracing-bridge", feature = "reqwest"))]
-/// assert_eq!(obskit::FEATURES, ["otlp", "profiling", "process-metrics", "tracing-bridge", "reqwest"]);
+/// assert_eq!(obskit::FEATURES[..5], ["otlp", "profiling", "process-metrics", "tracing-bridge", "reqwest"]);
 /// ```
 pub const FEATURES: &[&str] = &[
     #[cfg(feature = "otlp")]
@@ -21,6 +21,8 @@ pub const FEATURES: &[&str] = &[
     "tracing-bridge",
     #[cfg(feature = "reqwest")]
     "reqwest",
+    #[cfg(feature = "taskdump")]
+    "taskdump",
 ];
 
 /// What is said of a part this build leaves out.

@@ -94,6 +94,8 @@ pub mod label {
     pub const TABLE: &str = "table";
     /// A storage query's operation (the SQL verb).
     pub const OPERATION: &str = "operation";
+    /// A tokio worker thread's index.
+    pub const WORKER: &str = "worker";
 
     /// Every label name above.
     pub const ALL: &[&str] = &[
@@ -116,6 +118,7 @@ pub mod label {
         LEVEL,
         TABLE,
         OPERATION,
+        WORKER,
     ];
 }
 
@@ -167,6 +170,16 @@ pub const FUNCTION_CALLS_TOTAL: Metric = Metric {
     kind: MetricKind::Counter,
     help: "Calls of instrumented functions (autometrics 1.0)",
     labels: &[FUNCTION, MODULE, RESULT, OBJECTIVE_NAME, OBJECTIVE_PERCENTILE],
+};
+
+/// `function_calls_busy_duration_seconds{function,module}`: of an async function's calls, the time
+/// each spent being polled (computing, holding a worker thread), beside its wall time in
+/// [`FUNCTION_CALLS_DURATION_SECONDS`]: what a slow call did not spend waiting.
+pub const FUNCTION_CALLS_BUSY_DURATION_SECONDS: Metric = Metric {
+    name: "function_calls_busy_duration_seconds",
+    kind: MetricKind::Histogram,
+    help: "Time each call of an instrumented async function spent being polled, not waiting",
+    labels: &[FUNCTION, MODULE],
 };
 
 /// `function_calls_duration_seconds{function,module}`, plus the latency objective's labels.
@@ -328,6 +341,62 @@ pub const OBSKIT_SERVER_ACCEPT_ERRORS_TOTAL: Metric = Metric {
     labels: &[],
 };
 
+/// `tokio_workers`: the runtime's worker threads ([`crate::metrics::runtime`]).
+pub const TOKIO_WORKERS: Metric = Metric {
+    name: "tokio_workers",
+    kind: MetricKind::Gauge,
+    help: "Worker threads of the tokio runtime",
+    labels: &[],
+};
+
+/// `tokio_alive_tasks`: tasks spawned and not finished.
+pub const TOKIO_ALIVE_TASKS: Metric = Metric {
+    name: "tokio_alive_tasks",
+    kind: MetricKind::Gauge,
+    help: "Tasks of the tokio runtime spawned and not yet finished",
+    labels: &[],
+};
+
+/// `tokio_global_queue_depth`: tasks waiting in the runtime's shared queue.
+pub const TOKIO_GLOBAL_QUEUE_DEPTH: Metric = Metric {
+    name: "tokio_global_queue_depth",
+    kind: MetricKind::Gauge,
+    help: "Tasks waiting in the tokio runtime's global (injection) queue",
+    labels: &[],
+};
+
+/// `tokio_worker_busy_seconds_total{worker}`: its rate is the worker's busy ratio.
+pub const TOKIO_WORKER_BUSY_SECONDS_TOTAL: Metric = Metric {
+    name: "tokio_worker_busy_seconds_total",
+    kind: MetricKind::Counter,
+    help: "Time each tokio worker spent running tasks; its rate is the worker's busy ratio",
+    labels: &[WORKER],
+};
+
+/// `tokio_worker_park_total{worker}`: times a worker ran out of work and parked.
+pub const TOKIO_WORKER_PARK_TOTAL: Metric = Metric {
+    name: "tokio_worker_park_total",
+    kind: MetricKind::Counter,
+    help: "Times each tokio worker parked, having no task to run",
+    labels: &[WORKER],
+};
+
+/// `tokio_blocking_threads`: the blocking pool's threads (a build with `--cfg tokio_unstable`).
+pub const TOKIO_BLOCKING_THREADS: Metric = Metric {
+    name: "tokio_blocking_threads",
+    kind: MetricKind::Gauge,
+    help: "Threads of the tokio blocking pool (spawn_blocking), busy or idle",
+    labels: &[],
+};
+
+/// `tokio_idle_blocking_threads`: those of them idle (a build with `--cfg tokio_unstable`).
+pub const TOKIO_IDLE_BLOCKING_THREADS: Metric = Metric {
+    name: "tokio_idle_blocking_threads",
+    kind: MetricKind::Gauge,
+    help: "Idle threads of the tokio blocking pool",
+    labels: &[],
+};
+
 /// `cassandra_query_duration_seconds{table,operation}`: not one of obskit's own (it is not in
 /// [`METRICS`]), the shop's storage layer registers it; declared here because obskit's
 /// documentation uses it as its example of a labelled histogram.
@@ -348,6 +417,7 @@ pub const METRICS: &[Metric] = &[
     HTTP_RESPONSE_SIZE_BYTES,
     FUNCTION_CALLS_TOTAL,
     FUNCTION_CALLS_DURATION_SECONDS,
+    FUNCTION_CALLS_BUSY_DURATION_SECONDS,
     FUNCTION_CALLS_CONCURRENT,
     BUILD_INFO,
     OBSKIT_HEALTH_STATUS,
@@ -366,6 +436,13 @@ pub const METRICS: &[Metric] = &[
     OBSKIT_SERVER_CONNECTION_WAITS_TOTAL,
     OBSKIT_SERVER_CONNECTION_WAIT_SECONDS,
     OBSKIT_SERVER_ACCEPT_ERRORS_TOTAL,
+    TOKIO_WORKERS,
+    TOKIO_ALIVE_TASKS,
+    TOKIO_GLOBAL_QUEUE_DEPTH,
+    TOKIO_WORKER_BUSY_SECONDS_TOTAL,
+    TOKIO_WORKER_PARK_TOTAL,
+    TOKIO_BLOCKING_THREADS,
+    TOKIO_IDLE_BLOCKING_THREADS,
 ];
 
 /// The environment variables obskit reads (each constant is named as its variable).

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub use crate::clock::Tick;
 pub use crate::metrics::function::{CallTimer, FunctionSite};
 pub use crate::profile::ProfileSite;
+pub use crate::trace::poll::PollTime;
 pub use crate::trace::{span, start_span_in, InstrumentExt, Instrumented, Span, SpanBuilder};
 
 /// The key of a parameter or field the expansion records, with whether it looks like a secret
@@ -221,25 +222,41 @@ impl Drop for FinishOnDrop<'_> {
 }
 
 pin_project_lite::pin_project! {
-    /// The body of an `async fn` under `#[instrumented(err)]`: like [`Instrumented`] (its span
-    /// is current during each poll), but hands the span back with the output so that the
-    /// expansion can record an `Err` on it before it ends. See [`in_span`].
+    /// The body of an `async fn` with metrics or under `#[instrumented(err)]`: like
+    /// [`Instrumented`] (its span is current during each poll, and gets the polls' time), but
+    /// hands the span back with the output, so that the expansion can record an `Err` on it
+    /// before it ends, and the polls' time, for the call's busy-time histogram. See [`in_span`].
     #[must_use = "futures do nothing unless polled"]
     pub struct InSpan<F> {
         #[pin]
         inner: F,
         span: Span,
+        poll: PollTime,
+    }
+
+    impl<F> PinnedDrop for InSpan<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Cancelled: the span ends here, with what its polls took.
+            let this = this.project();
+            this.span.record_poll_time(this.poll);
+        }
     }
 }
 
-/// Runs `future` with `span` current during each poll; resolves to its output and the span.
+/// Runs `future` with `span` current during each poll; resolves to its output, the span and the
+/// time its polls took, timed when `timed` (the call is recorded) or when the span records.
 #[inline]
-pub fn in_span<F: std::future::Future>(future: F, span: Span) -> InSpan<F> {
-    InSpan { inner: future, span }
+pub fn in_span<F: std::future::Future>(future: F, span: Span, timed: bool) -> InSpan<F> {
+    let poll = PollTime::new(timed || span.is_recording());
+    InSpan {
+        inner: future,
+        span,
+        poll,
+    }
 }
 
 impl<F: std::future::Future> std::future::Future for InSpan<F> {
-    type Output = (F::Output, Span);
+    type Output = (F::Output, Span, PollTime);
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
@@ -248,10 +265,13 @@ impl<F: std::future::Future> std::future::Future for InSpan<F> {
         let this = self.project();
         let output = {
             let _entered = this.span.enter();
-            std::task::ready!(this.inner.poll(cx))
+            let inner = this.inner;
+            std::task::ready!(this.poll.measure(|| inner.poll(cx)))
         };
+        let poll = *this.poll;
+        this.span.record_poll_time(this.poll);
         let span = std::mem::replace(this.span, Span::disabled());
-        std::task::Poll::Ready((output, span))
+        std::task::Poll::Ready((output, span, poll))
     }
 }
 

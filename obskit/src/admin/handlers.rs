@@ -9,6 +9,7 @@ use http_body_util::Full;
 
 use super::{error, json, status_of, with_type, AdminEndpoint, AdminSurface};
 use crate::debug;
+use crate::debug::{in_flight, tasks};
 use crate::metrics::{accepts_openmetrics, render, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::profile::StoreError;
 use crate::trace::TraceQuery;
@@ -63,6 +64,11 @@ impl AdminSurface {
                 ),
             },
             AdminEndpoint::DebugLogLevel => self.log_level(request),
+            AdminEndpoint::DebugRequests => match in_flight::parse_limit(request.uri.query()) {
+                Ok(limit) => json(StatusCode::OK, &in_flight::report(limit)),
+                Err(problem) => error(StatusCode::BAD_REQUEST, "bad_query", &problem),
+            },
+            AdminEndpoint::DebugTasks => task_dump(request.uri.query()).await,
             AdminEndpoint::PprofProfile => {
                 crate::profile::pprof_profile(self.profiles(), request.uri.query()).await
             }
@@ -168,6 +174,46 @@ impl AdminSurface {
                 "unreadable",
                 "the profile could not be read back",
             ),
+        }
+    }
+}
+
+/// `/debug/tasks`: see [`crate::debug::tasks`].
+async fn task_dump(query: Option<&str>) -> Response<Full<Bytes>> {
+    let timeout = match tasks::parse_timeout(query) {
+        Ok(timeout) => timeout,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, "bad_query", &problem),
+    };
+    match tasks::dump(timeout).await {
+        Ok(dump) => json(StatusCode::OK, &dump),
+        Err(tasks::DumpError::Unsupported) => error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_built",
+            tasks::unsupported_reason(),
+        ),
+        Err(tasks::DumpError::Busy) => error(
+            StatusCode::CONFLICT,
+            "dump_running",
+            "another task dump is running; one is taken at a time",
+        ),
+        Err(tasks::DumpError::NoRuntime) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_runtime",
+            "not served inside a tokio runtime",
+        ),
+        Err(tasks::DumpError::TimedOut(after)) => {
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dump_timed_out",
+                &format!(
+                    "the dump did not finish in {} s: a worker thread did not reach a point where it                      could pause (blocked in a synchronous call, a lock or a busy loop?)",
+                    after.as_secs()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`,
-//! `/debug/config`, `/debug/traces`, `/debug/log-level`, `/debug/pprof/profile`, `/profiles/` and
-//! `/profiles/{name}`, and their protection.
+//! `/debug/config`, `/debug/traces`, `/debug/log-level`, `/debug/requests`, `/debug/tasks`,
+//! `/debug/pprof/profile`, `/profiles/` and `/profiles/{name}`, and their protection.
 //!
 //! # Routes
 //!
@@ -40,6 +40,14 @@
 //!   naming the file. Names are made by the store and looked up in its index: anything it could
 //!   not have made (`..`, `/`, `%2e`, NUL, ...) is 400, a well-formed unknown name 404, and no
 //!   path is ever built from the request (see [`crate::profile::ProfileStore`]).
+//!
+//! # A hung service
+//!
+//! - `GET /debug/requests` lists the requests in flight and the spans open, oldest first, each
+//!   request with the open spans of its trace ([`crate::debug::in_flight`]); `?limit=N`.
+//! - `GET /debug/tasks` answers a tokio task dump: where each task of the runtime waits
+//!   ([`crate::debug::tasks`], which says the build it needs; otherwise `501`). One at a time
+//!   (`409`), within `?timeout=` seconds (`503` past it: a worker is blocked). `HEAD` is `405`.
 //!
 //! # Log level
 //!

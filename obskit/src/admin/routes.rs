@@ -29,6 +29,10 @@ pub enum AdminEndpoint {
     DebugTraces,
     /// `/debug/log-level`: the log filter's directives, changed for a while by `PUT`.
     DebugLogLevel,
+    /// `/debug/requests`: the requests in flight and the spans open, oldest first.
+    DebugRequests,
+    /// `/debug/tasks`: a dump of the runtime's tasks and where each waits.
+    DebugTasks,
     /// `/debug/pprof/profile`: an on-demand CPU profile of the whole process.
     PprofProfile,
     /// `/profiles/`: the list of stored profiles.
@@ -76,8 +80,8 @@ pub struct AdminRoute {
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 /// The log level is read, changed for a while, or put back.
 const LOG_LEVEL_METHODS: &[Method] = &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE];
-/// Each `/debug/pprof/profile` request takes a capture (and the process's only profiler): a
-/// `HEAD` would take one for nothing.
+/// Each `/debug/pprof/profile` request takes a capture (and the process's only profiler), each
+/// `/debug/tasks` request a dump (pausing every worker): a `HEAD` would take one for nothing.
 const GET_ONLY: &[Method] = &[Method::GET];
 
 const fn route(
@@ -166,6 +170,20 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
         AdminEndpoint::DebugLogLevel,
         Protection::Protected,
         LOG_LEVEL_METHODS,
+    ),
+    route(
+        "/debug/requests",
+        PathMatch::Exact,
+        AdminEndpoint::DebugRequests,
+        Protection::Protected,
+        GET_HEAD,
+    ),
+    route(
+        "/debug/tasks",
+        PathMatch::Exact,
+        AdminEndpoint::DebugTasks,
+        Protection::Protected,
+        GET_ONLY,
     ),
     route(
         "/debug/pprof/profile",

@@ -52,6 +52,8 @@ pub(super) struct Inner {
     pub(super) connections: ConnectionStats,
     /// The accept loop's settings and metrics, for the service and the admin listener.
     pub(super) server: crate::serve::Server,
+    /// The runtime `/metrics` reports (`tokio_*`): the one it was built in, then the one serving.
+    pub(super) runtime: crate::metrics::runtime::RuntimeWatch,
     #[cfg(feature = "otlp")]
     pub(super) otlp: Option<Arc<crate::trace::OtlpSink>>,
     /// The process's logs, when obskit installed them.

@@ -46,6 +46,8 @@ impl Obskit {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // The runtime that serves is the one `/metrics` reports.
+        self.inner.runtime.watch_current();
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
         let admin_task = match self.inner.settings.admin_listener {
             AdminListener::SamePort => None,

@@ -10,6 +10,7 @@ use crate::admin::AdminSurface;
 use crate::debug::ConnectionStats;
 use crate::health::{HealthChecks, HealthGauge};
 use crate::http::{HttpMetrics, HttpMetricsLayer, Routes};
+use crate::metrics::runtime::RuntimeWatch;
 use crate::metrics::{IntGaugeVec, Registry};
 use crate::profile::ProfileStore;
 use crate::settings::Settings;
@@ -20,7 +21,10 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
     let service = &settings.service;
 
     let registry = builder.registry.unwrap_or_else(|| Registry::global().clone());
-    let (http, build_info, span_counters, health_gauge, server_metrics) = per_registry_metrics(&registry)?;
+    let (http, build_info, span_counters, health_gauge, server_metrics, runtime) =
+        per_registry_metrics(&registry)?;
+    // Built inside the runtime that will serve, as a `#[tokio::main]` does: its figures from now.
+    runtime.watch_current();
     // Profiles are process-wide (one SIGPROF timer per process): their metrics join this
     // registry, and their flamegraphs are titled with this service.
     crate::profile::register_metrics(&registry);
@@ -159,6 +163,7 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
             admin,
             connections,
             server,
+            runtime,
             #[cfg(feature = "otlp")]
             otlp,
             #[cfg(feature = "tracing-bridge")]
@@ -174,10 +179,11 @@ type RegistryMetrics = (
     ExportCounters,
     HealthGauge,
     crate::serve::ServerMetrics,
+    RuntimeWatch,
 );
 
-/// The RED metrics, `build_info`, span export counters and `obskit_health_status` of a
-/// registry, declared once per registry: building a
+/// The RED metrics, `build_info`, span export counters, `obskit_health_status`, the server's and
+/// the runtime's figures of a registry, declared once per registry: building a
 /// second `Obskit` on the global registry (two services in one process, or a restart in a test)
 /// reuses them instead of failing on a duplicate name.
 fn per_registry_metrics(registry: &Registry) -> Result<RegistryMetrics, BuildError> {
@@ -194,7 +200,10 @@ fn per_registry_metrics(registry: &Registry) -> Result<RegistryMetrics, BuildErr
         let health = HealthGauge::register(registry)?;
         // The accept loop's connection figures (open, waits at the cap, closes by reason).
         let server = crate::serve::ServerMetrics::new(registry)?;
-        Ok((http, build_info, spans, health, server))
+        // The tokio runtime's figures, read when scraped.
+        let runtime = RuntimeWatch::default();
+        registry.register_collector(Box::new(runtime.collector()))?;
+        Ok((http, build_info, spans, health, server, runtime))
     }
     if registry.is_global() {
         static GLOBAL: Mutex<Option<RegistryMetrics>> = Mutex::new(None);

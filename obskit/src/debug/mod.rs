@@ -1,4 +1,5 @@
-//! Debug figures: the logic behind `/debug/metrics` and `/debug/config`.
+//! Debug figures: the logic behind `/debug/metrics`, `/debug/config`, `/debug/requests`
+//! ([`in_flight`]) and `/debug/tasks` ([`tasks`]).
 //!
 //! [`ProcessStats`] samples the process (memory, CPU, threads, descriptors, connections) and
 //! [`config_report`] lists the environment and the effective configuration with every secret
@@ -22,10 +23,12 @@
 
 mod config;
 mod connections;
+pub mod in_flight;
 #[cfg(feature = "process-metrics")]
 mod process;
 #[cfg(feature = "process-metrics")]
 mod procfs;
+pub mod tasks;
 
 pub use config::config_report;
 pub use connections::{ConnectionGuard, ConnectionStats};

@@ -9,6 +9,7 @@ use super::grpc;
 use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
 use super::shared::Shared;
 use crate::clock::{self, Tick};
+use crate::debug::in_flight;
 use crate::trace::propagation::traceparent_header;
 use crate::trace::{self, Span, SpanContext, SpanKind, SpanStatus};
 
@@ -58,6 +59,8 @@ pub(crate) struct RequestGuard {
     /// stays small enough to move with the response through the futures above this layer
     /// without an allocation of its own.
     span: Option<Box<Span>>,
+    /// The request's entry in `/debug/requests`, closed when the guard drops.
+    in_flight: Option<in_flight::Ticket>,
 }
 
 impl RequestGuard {
@@ -76,7 +79,17 @@ impl RequestGuard {
             http2: false,
             grpc_code: None,
             span: None,
+            in_flight: None,
         }
+    }
+
+    /// Lists the request in `/debug/requests` until the guard drops, with its server span's ids
+    /// (so call it once the span is set).
+    pub(crate) fn track_in_flight(&mut self) {
+        let context = self.span().and_then(Span::context);
+        let route = self.shared.endpoint(self.slot);
+        let entry = in_flight::Entry::request(self.slot % METHOD_COUNT, route, self.start, context);
+        self.in_flight = in_flight::open(entry);
     }
 
     /// The request's server span, ended when the guard drops; a disabled one is not kept.

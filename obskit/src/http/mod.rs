@@ -90,6 +90,7 @@ pub use framework::LEARNED_TEMPLATES;
 pub use future::ResponseFuture;
 pub use layer::HttpMetricsLayer;
 pub use metrics::HttpMetrics;
+pub(crate) use routes::method_label_at;
 pub use routes::{method_label, MatchedRoute, RouteError, Routes, OTHER_METHOD, UNMATCHED_ENDPOINT};
 pub use service::HttpMetricsService;
 

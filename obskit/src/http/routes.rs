@@ -43,6 +43,11 @@ pub(crate) const METHOD_LABELS: [&str; METHOD_COUNT] = [
     OTHER_METHOD,
 ];
 
+/// The label value of the method at `index` (of [`method_index`]).
+pub(crate) fn method_label_at(index: usize) -> &'static str {
+    METHOD_LABELS.get(index).copied().unwrap_or(OTHER_METHOD)
+}
+
 /// How many distinct `method` label values there are: the nine standard methods and `other`.
 pub(crate) const METHOD_COUNT: usize = 10;
 
@@ -322,7 +327,7 @@ impl Routes {
     /// assert_eq!(routes.template(1), Some("/b/{id}"));
     /// assert_eq!(routes.template(2), None);
     /// ```
-    pub fn template(&self, index: usize) -> Option<&str> {
+    pub fn template(&self, index: usize) -> Option<&'static str> {
         self.inner.templates.get(index).map(|t| &*t.text)
     }
 

@@ -203,6 +203,7 @@ fn start_recording<B: Body>(
     } else {
         None
     };
+    guard.track_in_flight();
     (size, guard, remote)
 }
 

@@ -79,7 +79,7 @@ impl Shared {
     }
 
     /// The `endpoint` label of the route row of `slot`.
-    pub(crate) fn endpoint(&self, slot: usize) -> &str {
+    pub(crate) fn endpoint(&self, slot: usize) -> &'static str {
         let row = slot / METHOD_COUNT;
         let declared = self.config.routes.len();
         match row.checked_sub(declared + 1) {

@@ -1,6 +1,8 @@
 //! Per-function call metrics under the names of the autometrics 1.0 specification:
 //! `function_calls_total{function,module,result}`, `function_calls_duration_seconds{function,module}`
-//! and `function_calls_concurrent{function,module}`.
+//! and `function_calls_concurrent{function,module}`; and, of async functions,
+//! `function_calls_busy_duration_seconds{function,module}`: the time each call spent being polled
+//! (see [`crate::trace::poll`]), with the same buckets.
 //!
 //! Each annotated function owns a `static` [`FunctionSite`] that the macro emits. A call costs
 //! two clock reads and four plain (unlocked) additions to the calling thread's own cells (see
@@ -41,6 +43,7 @@ static DURATION_BOUNDS: TickBounds<BUCKET_COUNT> =
 pub(crate) const CALLS_TOTAL: &str = names::FUNCTION_CALLS_TOTAL.name;
 pub(crate) const CALLS_DURATION: &str = names::FUNCTION_CALLS_DURATION_SECONDS.name;
 pub(crate) const CALLS_CONCURRENT: &str = names::FUNCTION_CALLS_CONCURRENT.name;
+const CALLS_BUSY: &str = names::FUNCTION_CALLS_BUSY_DURATION_SECONDS.name;
 
 /// The metrics of one annotated function. Created in a `static` by `#[instrumented]`.
 pub struct FunctionSite {
@@ -67,7 +70,10 @@ const ERRORS: usize = 2;
 const BUCKETS: usize = 3;
 /// The sum of the calls' durations in ticks, scaled when scraped.
 const SUM_TICKS: usize = BUCKETS + BUCKET_COUNT + 1;
-const SITE_CELLS: usize = SUM_TICKS + 1;
+/// The busy time of async calls ([`CallTimer::finish_polled`]), bucketed like the durations.
+const BUSY_BUCKETS: usize = SUM_TICKS + 1;
+const BUSY_SUM_TICKS: usize = BUSY_BUCKETS + BUCKET_COUNT + 1;
+const SITE_CELLS: usize = BUSY_SUM_TICKS + 1;
 
 static SITES: Mutex<Vec<&'static FunctionSite>> = Mutex::new(Vec::new());
 
@@ -144,11 +150,7 @@ impl FunctionSite {
     /// `ticks`.
     #[inline(always)]
     fn record(&self, ticks: u64, ok: bool) {
-        let index = DURATION_BOUNDS
-            .ticks()
-            .iter()
-            .position(|&bound| ticks <= bound)
-            .unwrap_or(BUCKET_COUNT);
+        let index = bucket_of(ticks);
         let base = self.cells.load(Relaxed);
         // The error before the bucket: see `snapshot` for why the order matters.
         if ok {
@@ -162,6 +164,16 @@ impl FunctionSite {
         if crate::trace::is_enabled() {
             self.record_exemplar(ticks);
         }
+    }
+
+    /// Records the busy time of an async call that started on this site.
+    #[inline]
+    fn record_busy(&self, ticks: u64) {
+        let base = self.cells.load(Relaxed);
+        cells::add_many(
+            base,
+            &[(BUSY_BUCKETS + bucket_of(ticks), 1), (BUSY_SUM_TICKS, ticks)],
+        );
     }
 
     /// A call that did not return: an error when unwinding from a panic, else cancelled (a
@@ -206,6 +218,7 @@ impl FunctionSite {
         // largest `ok` reported so far keeps the counter monotonic without drift, since every
         // bucket is eventually seen.
         let buckets: [u64; BUCKET_COUNT + 1] = std::array::from_fn(|i| raw[BUCKETS + i]);
+        let busy_buckets: [u64; BUCKET_COUNT + 1] = std::array::from_fn(|i| raw[BUSY_BUCKETS + i]);
         let errors = raw[ERRORS];
         let total: u64 = buckets.iter().sum();
         let ok_now = total.saturating_sub(errors);
@@ -213,6 +226,8 @@ impl FunctionSite {
         Snapshot {
             buckets,
             sum_seconds: clock::ticks_as_nanos(raw[SUM_TICKS]) as f64 / 1e9,
+            busy_buckets,
+            busy_sum_seconds: clock::ticks_as_nanos(raw[BUSY_SUM_TICKS]) as f64 / 1e9,
             ok,
             errors,
             // Started and ended may be seen out of order too: a negative reading shows as 0.
@@ -221,10 +236,22 @@ impl FunctionSite {
     }
 }
 
+/// The bucket of a duration in ticks (`BUCKET_COUNT`: above the largest bound).
+#[inline(always)]
+fn bucket_of(ticks: u64) -> usize {
+    DURATION_BOUNDS
+        .ticks()
+        .iter()
+        .position(|&bound| ticks <= bound)
+        .unwrap_or(BUCKET_COUNT)
+}
+
 #[derive(Default)]
 struct Snapshot {
     buckets: [u64; BUCKET_COUNT + 1],
     sum_seconds: f64,
+    busy_buckets: [u64; BUCKET_COUNT + 1],
+    busy_sum_seconds: f64,
     ok: u64,
     errors: u64,
     concurrent: i64,
@@ -236,6 +263,10 @@ impl Snapshot {
             *a += b;
         }
         self.sum_seconds += other.sum_seconds;
+        for (a, b) in self.busy_buckets.iter_mut().zip(other.busy_buckets) {
+            *a += b;
+        }
+        self.busy_sum_seconds += other.busy_sum_seconds;
         self.ok += other.ok;
         self.errors += other.errors;
         self.concurrent += other.concurrent;
@@ -270,6 +301,16 @@ impl CallTimer {
         self.finish_in_place(ok, ended);
     }
 
+    /// [`finish_at`](Self::finish_at) for an async call, with the time its polls took (recorded
+    /// when they were timed).
+    #[inline(always)]
+    pub fn finish_polled(mut self, ok: bool, ended: Option<Tick>, poll: &crate::trace::poll::PollTime) {
+        if self.start.is_some() && poll.is_on() {
+            self.site.record_busy(poll.busy_ticks());
+        }
+        self.finish_in_place(ok, ended);
+    }
+
     /// [`finish_at`](Self::finish_at) for a timer that is not owned (the macro's guard borrows
     /// it): it records nothing more, and its `Drop` then does nothing.
     #[inline(always)]
@@ -295,8 +336,8 @@ impl Drop for CallTimer {
 /// global registry.
 pub(crate) struct FunctionMetricsCollector;
 
-fn descs() -> &'static [Desc; 3] {
-    static DESCS: OnceLock<[Desc; 3]> = OnceLock::new();
+fn descs() -> &'static [Desc; 4] {
+    static DESCS: OnceLock<[Desc; 4]> = OnceLock::new();
     DESCS.get_or_init(|| {
         let desc = |name: &str, help: &str, labels: &[&str]| {
             Desc::new(
@@ -321,6 +362,11 @@ fn descs() -> &'static [Desc; 3] {
             desc(
                 CALLS_CONCURRENT,
                 names::FUNCTION_CALLS_CONCURRENT.help,
+                &[label::FUNCTION, label::MODULE],
+            ),
+            desc(
+                CALLS_BUSY,
+                names::FUNCTION_CALLS_BUSY_DURATION_SECONDS.help,
                 &[label::FUNCTION, label::MODULE],
             ),
         ]
@@ -348,6 +394,25 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
     family
 }
 
+/// A histogram over [`DURATION_BUCKETS_SECONDS`] from non-cumulative counts (the last one above
+/// the largest bound).
+fn histogram(counts: &[u64; BUCKET_COUNT + 1], sum_seconds: f64) -> proto::Histogram {
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(BUCKET_COUNT);
+    for (bound, count) in DURATION_BUCKETS_SECONDS.iter().zip(counts) {
+        cumulative += count;
+        let mut bucket = proto::Bucket::default();
+        bucket.set_upper_bound(*bound);
+        bucket.set_cumulative_count(cumulative);
+        buckets.push(bucket);
+    }
+    let mut histogram = proto::Histogram::default();
+    histogram.set_sample_count(cumulative + counts[BUCKET_COUNT]);
+    histogram.set_sample_sum(sum_seconds);
+    histogram.set_bucket(buckets);
+    histogram
+}
+
 impl Collector for FunctionMetricsCollector {
     fn desc(&self) -> Vec<&Desc> {
         descs().iter().collect()
@@ -366,7 +431,8 @@ impl Collector for FunctionMetricsCollector {
                     .add(&site.snapshot(&reader));
             }
         }
-        let (mut calls, mut durations, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut calls, mut durations, mut concurrent, mut busy) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((function, module, objective), snap) in &grouped {
             // Label names in order, as the exposition lists them.
             let objective_calls = objective.as_ref().and_then(Objective::calls_labels);
@@ -389,25 +455,20 @@ impl Collector for FunctionMetricsCollector {
                 calls.push(metric);
             }
 
-            let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(BUCKET_COUNT);
-            for (bound, count) in DURATION_BUCKETS_SECONDS.iter().zip(snap.buckets) {
-                cumulative += count;
-                let mut bucket = proto::Bucket::default();
-                bucket.set_upper_bound(*bound);
-                bucket.set_cumulative_count(cumulative);
-                buckets.push(bucket);
-            }
-            let mut histogram = proto::Histogram::default();
-            histogram.set_sample_count(cumulative + snap.buckets[BUCKET_COUNT]);
-            histogram.set_sample_sum(snap.sum_seconds);
-            histogram.set_bucket(buckets);
             let mut metric = proto::Metric::default();
             let mut pairs = vec![(label::FUNCTION, *function), (label::MODULE, *module)];
             pairs.extend(objective_duration.into_iter().flatten());
             metric.set_label(labels(&pairs));
-            metric.set_histogram(histogram);
+            metric.set_histogram(histogram(&snap.buckets, snap.sum_seconds));
             durations.push(metric);
+
+            // Sync functions, and async ones before their first completed call, have none.
+            if snap.busy_buckets.iter().any(|&count| count > 0) {
+                let mut metric = proto::Metric::default();
+                metric.set_label(labels(&[(label::FUNCTION, function), (label::MODULE, module)]));
+                metric.set_histogram(histogram(&snap.busy_buckets, snap.busy_sum_seconds));
+                busy.push(metric);
+            }
 
             let mut gauge = proto::Gauge::default();
             gauge.set_value(snap.concurrent.max(0) as f64);
@@ -416,7 +477,7 @@ impl Collector for FunctionMetricsCollector {
             metric.set_gauge(gauge);
             concurrent.push(metric);
         }
-        let [d_calls, d_duration, d_concurrent] = descs();
+        let [d_calls, d_duration, d_concurrent, d_busy] = descs();
         [
             family(CALLS_TOTAL, &d_calls.help, MetricType::COUNTER, calls),
             family(CALLS_DURATION, &d_duration.help, MetricType::HISTOGRAM, durations),
@@ -426,6 +487,7 @@ impl Collector for FunctionMetricsCollector {
                 MetricType::GAUGE,
                 concurrent,
             ),
+            family(CALLS_BUSY, &d_busy.help, MetricType::HISTOGRAM, busy),
         ]
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())

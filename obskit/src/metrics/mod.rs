@@ -29,6 +29,7 @@ pub(crate) mod function;
 mod guard;
 mod openmetrics;
 pub(crate) mod render;
+pub mod runtime;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};

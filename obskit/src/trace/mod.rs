@@ -70,6 +70,7 @@ mod handoff;
 pub(crate) mod late_events;
 mod limits;
 pub mod otlp;
+pub mod poll;
 pub mod propagation;
 mod recent;
 mod sampler;

@@ -17,7 +17,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::clock::Tick;
+use crate::debug::in_flight;
 
+use super::poll::{self, PollTime};
 use super::{
     current, limits, random_ids, restore_current, sample, set_current, sink, AttrValue, Attributes,
     CurrentSpan, DroppedCounts, FinishedSpan, SpanContext, SpanEvent, SpanKind, SpanLink, SpanStatus,
@@ -33,6 +35,19 @@ struct Core {
     status: SpanStatus,
     /// Set by [`SpanBuilder::start`].
     started: Option<Tick>,
+    /// The span's entry in `/debug/requests` while it is open: only a span with a `'static`
+    /// name has one (see [`crate::debug::in_flight`]).
+    in_flight: Option<in_flight::Ticket>,
+}
+
+impl Core {
+    /// Lists the started span in `/debug/requests` until it ends.
+    #[inline]
+    fn track_in_flight(&mut self) {
+        if let (Cow::Borrowed(name), Some(started)) = (&self.name, self.started) {
+            self.in_flight = in_flight::open(in_flight::Entry::span(name, started, self.context));
+        }
+    }
 }
 
 /// What only a recording span has.
@@ -111,6 +126,7 @@ pub fn start_span_in(span: &mut Span, name: impl Into<Cow<'static, str>>, starte
     span.live = Some(live(name.into(), Some(started)));
     if let Some(live) = &mut span.live {
         live.record_if_sampled();
+        live.core.track_in_flight();
     }
 }
 
@@ -143,6 +159,7 @@ fn live(name: Cow<'static, str>, started: Option<Tick>) -> Live {
             },
             status: SpanStatus::Unset,
             started,
+            in_flight: None,
         },
         recorded: None,
     }
@@ -230,6 +247,7 @@ impl SpanBuilder {
         // Set in place and the option moved whole: taking `Live` out of it and wrapping it
         // again shifts every field (the option's tag moves), so the copy could not be elided.
         live.core.started = Some(Tick::now());
+        live.core.track_in_flight();
         Span { live: self.live }
     }
 }
@@ -361,6 +379,27 @@ impl Span {
             );
         }
         self.set_status(SpanStatus::Error(message));
+    }
+
+    /// Records how long this span's future spent in its polls ([`super::poll`]'s three
+    /// attributes), once: `poll` is then off. Nothing for a span that does not record.
+    pub(crate) fn record_poll_time(&mut self, poll: &mut PollTime) {
+        if !poll.is_on() {
+            return;
+        }
+        let taken = std::mem::take(poll);
+        let Some(started) = self.core().and_then(|c| c.started) else {
+            return;
+        };
+        if !self.is_recording() {
+            return;
+        }
+        let busy = taken.busy_nanos();
+        let wall = started.nanos_until(Tick::now());
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.set_attr(poll::BUSY_NS, as_i64(busy));
+        self.set_attr(poll::IDLE_NS, as_i64(wall.saturating_sub(busy)));
+        self.set_attr(poll::POLLS, i64::from(taken.polls()));
     }
 
     /// Makes this span current on this thread until the guard drops.
@@ -516,11 +555,21 @@ impl Drop for Entered<'_> {
 
 pin_project_lite::pin_project! {
     /// A future whose span is current while it is polled, and ends when the future completes
-    /// or is dropped.
+    /// or is dropped. A recording span also gets the time spent in the future's polls, beside
+    /// its wall time ([`super::poll`]): whether it waited or computed.
     pub struct Instrumented<F> {
         #[pin]
         inner: F,
         span: Span,
+        poll: PollTime,
+    }
+
+    impl<F> PinnedDrop for Instrumented<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Completed or cancelled, the span ends now: with what its polls took.
+            let this = this.project();
+            this.span.record_poll_time(this.poll);
+        }
     }
 }
 
@@ -530,7 +579,8 @@ impl<F: Future> Future for Instrumented<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let _entered = this.span.enter();
-        this.inner.poll(cx)
+        let inner = this.inner;
+        this.poll.measure(|| inner.poll(cx))
     }
 }
 
@@ -553,7 +603,12 @@ pub trait InstrumentExt: Future + Sized {
     /// # }
     /// ```
     fn instrument(self, span: Span) -> Instrumented<Self> {
-        Instrumented { inner: self, span }
+        let poll = PollTime::new(span.is_recording());
+        Instrumented {
+            inner: self,
+            span,
+            poll,
+        }
     }
 }
 

@@ -416,6 +416,106 @@ fn async_panic_counts_as_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Waiting or computing: an async call's busy time beside its wall time
+// ---------------------------------------------------------------------------------------------
+
+#[instrumented]
+async fn m_waits() {
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+}
+
+#[instrumented]
+async fn m_computes() -> u64 {
+    tokio::task::yield_now().await;
+    let started = std::time::Instant::now();
+    let mut x = 1u64;
+    while started.elapsed() < std::time::Duration::from_millis(150) {
+        x = std::hint::black_box(
+            x.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        );
+    }
+    x
+}
+
+#[instrumented(metrics = false)]
+async fn m_waits_span_only() {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+fn int_attr(span: &FinishedSpan, key: &str) -> i64 {
+    match span.attribute(key) {
+        Some(AttrValue::I64(n)) => *n,
+        other => panic!("{key} of {}: {other:?}", span.name),
+    }
+}
+
+#[test]
+fn async_calls_record_their_busy_time_beside_their_wall_time() {
+    let capture = Capture::start();
+    let rt = runtime();
+    rt.block_on(m_waits());
+    rt.block_on(m_computes());
+    rt.block_on(m_waits_span_only());
+    let spans = capture.finish(&["m_waits", "m_computes", "m_waits_span_only"]);
+
+    let sum = |family: &str, function: &str| {
+        series(&format!("{family}_sum"), &labels(function, MODULE))
+            .unwrap_or_else(|| panic!("{family} of {function}"))
+    };
+    let (wall, busy) = (
+        sum("function_calls_duration_seconds", "m_waits"),
+        sum("function_calls_busy_duration_seconds", "m_waits"),
+    );
+    assert!(
+        wall >= 0.15 && busy < wall / 10.0,
+        "a sleeping call waits: wall {wall}, busy {busy}"
+    );
+    let (wall, busy) = (
+        sum("function_calls_duration_seconds", "m_computes"),
+        sum("function_calls_busy_duration_seconds", "m_computes"),
+    );
+    assert!(
+        wall >= 0.15 && busy > wall * 0.9 && busy <= wall,
+        "a computing call is busy: wall {wall}, busy {busy}"
+    );
+    assert_eq!(
+        series(
+            "function_calls_busy_duration_seconds_count",
+            &labels("m_computes", MODULE)
+        ),
+        Some(1.0)
+    );
+    // Sync functions have no busy series.
+    let text = Registry::global().encode_text();
+    assert!(!text.contains(r#"function_calls_busy_duration_seconds_count{function="m_in_module""#));
+
+    for (name, computes) in [
+        ("m_waits", false),
+        ("m_computes", true),
+        ("m_waits_span_only", false),
+    ] {
+        let span = one(&spans, name);
+        let (busy, idle) = (int_attr(span, "time.busy_ns"), int_attr(span, "time.idle_ns"));
+        let wall = span.duration.as_nanos() as i64;
+        assert!(
+            int_attr(span, "time.polls") >= 2,
+            "{name} was polled more than once"
+        );
+        // Busy and idle add up to the span's wall time (read a few clock reads apart).
+        assert!(
+            (busy + idle - wall).abs() < 5_000_000,
+            "{name}: {busy} + {idle} vs {wall}"
+        );
+        if computes {
+            assert!(busy > idle * 9, "{name} computed: busy {busy}, idle {idle}");
+        } else {
+            assert!(idle > busy * 9, "{name} waited: busy {busy}, idle {idle}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shapes: methods, generics, lifetimes, traits
 // ---------------------------------------------------------------------------------------------
 

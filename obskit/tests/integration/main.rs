@@ -3,6 +3,7 @@
 
 mod admin_routes;
 mod common;
+mod hang_kit;
 mod hardening;
 mod health_debug;
 mod http_layer;

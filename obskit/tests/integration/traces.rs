@@ -254,12 +254,26 @@ async fn debug_traces_groups_filters_and_masks() {
     );
     let slowest = server.traces("slowest_minutes=5").await;
     let slowest = slowest["slowest"]["traces"].as_array().unwrap();
-    let entry = slowest
+    // Other tests of this binary serve slow requests too, into the same process-wide buffer: the
+    // slow request is listed unless as many slower ones as the list holds were.
+    match slowest
         .iter()
         .find(|t| t["trace_id"] == format!("{:032x}", trace_id(2)))
-        .expect("the slow request is among the slowest");
-    assert_eq!(entry["root"], "GET /api/orders/{id}");
-    assert_eq!(entry["http.response.status_code"], 200);
+    {
+        Some(entry) => {
+            assert_eq!(entry["root"], "GET /api/orders/{id}");
+            assert_eq!(entry["http.response.status_code"], 200);
+        }
+        None => {
+            assert!(slowest.len() >= obskit::trace::SLOW_PER_MINUTE, "{slowest:#?}");
+            assert!(
+                slowest
+                    .iter()
+                    .all(|t| t["duration_ms"].as_f64().unwrap() >= 140.0),
+                "only slower traces push the slow request out: {slowest:#?}"
+            );
+        }
+    }
 
     // Protected like every /debug endpoint, and strict about its parameters.
     let proxied = client

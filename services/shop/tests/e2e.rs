@@ -368,6 +368,35 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
         }
     }
 
+    // The hang kit of a running service (the workspace builds with `--cfg tokio_unstable` and the
+    // shop with obskit's `taskdump`): the runtime's figures and the async calls' busy time in
+    // `/metrics`, what is in flight, and a task dump naming where tasks wait.
+    let metrics = client
+        .get(format!("http://127.0.0.1:{}/metrics", ports.cart))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "tokio_workers ",
+        "tokio_alive_tasks ",
+        "tokio_worker_busy_seconds_total{worker=\"0\"} ",
+        "tokio_blocking_threads ",
+        "function_calls_busy_duration_seconds_count{",
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(series)), "{series} in {metrics}");
+    }
+    let in_flight = get(&client, format!("http://127.0.0.1:{}/debug/requests", ports.cart)).await;
+    assert!(in_flight["requests"].is_array(), "{in_flight}");
+    let dump = get(&client, format!("http://127.0.0.1:{}/debug/tasks", ports.backend)).await;
+    let tasks = dump["tasks"].as_array().unwrap();
+    assert!(
+        tasks.iter().any(|t| t["trace"].as_str().unwrap().contains(".rs:")),
+        "each task's trace names where it waits: {dump}"
+    );
+
     // Restart on the same data: users, orders, carts and stock are all still there.
     assert!(shop.stop(), "the shop stops cleanly on SIGTERM");
     let shop = Shop::start(&data.0, ports);
