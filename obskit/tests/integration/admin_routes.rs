@@ -182,6 +182,7 @@ async fn every_table_route_is_served_by_the_admin_surface() {
             // Parts the build leaves out.
             AdminEndpoint::DebugLogLevel if cfg!(not(feature = "tracing-bridge")) => 501,
             AdminEndpoint::DebugMetrics if cfg!(not(feature = "process-metrics")) => 501,
+            AdminEndpoint::DebugTasks if !obskit::debug::tasks::SUPPORTED => 501,
             _ => 200,
         };
         assert_eq!(status, expected, "{path}: {body}");

@@ -386,14 +386,19 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
         "tokio_blocking_threads ",
         "function_calls_busy_duration_seconds_count{",
     ] {
-        assert!(metrics.lines().any(|l| l.starts_with(series)), "{series} in {metrics}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "{series} in {metrics}"
+        );
     }
     let in_flight = get(&client, format!("http://127.0.0.1:{}/debug/requests", ports.cart)).await;
     assert!(in_flight["requests"].is_array(), "{in_flight}");
     let dump = get(&client, format!("http://127.0.0.1:{}/debug/tasks", ports.backend)).await;
     let tasks = dump["tasks"].as_array().unwrap();
     assert!(
-        tasks.iter().any(|t| t["trace"].as_str().unwrap().contains(".rs:")),
+        tasks
+            .iter()
+            .any(|t| t["trace"].as_str().unwrap().contains(".rs:")),
         "each task's trace names where it waits: {dump}"
     );
 
