@@ -36,18 +36,30 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dump may be allowed to take at most.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether this build can take task dumps: see the [module](self).
-pub const SUPPORTED: bool = cfg!(all(
-    tokio_unstable,
-    feature = "taskdump",
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-));
+/// Items for a build in which tokio takes task dumps, then for any other: the one place that
+/// says which build that is (tokio's own condition for `Handle::dump`).
+macro_rules! by_dump_support {
+    (supported: { $($yes:item)* } otherwise: { $($no:item)* }) => {
+        $(
+            #[cfg(all(
+                tokio_unstable,
+                feature = "taskdump",
+                target_os = "linux",
+                any(target_arch = "aarch64", target_arch = "x86", target_arch = "x86_64", target_arch = "s390x")
+            ))]
+            $yes
+        )*
+        $(
+            #[cfg(not(all(
+                tokio_unstable,
+                feature = "taskdump",
+                target_os = "linux",
+                any(target_arch = "aarch64", target_arch = "x86", target_arch = "x86_64", target_arch = "s390x")
+            )))]
+            $no
+        )*
+    };
+}
 
 /// Why this build takes no dumps, for the `501`.
 pub fn unsupported_reason() -> &'static str {
@@ -149,48 +161,37 @@ pub async fn dump(timeout: Duration) -> Result<TaskDump, DumpError> {
     take(handle, timeout).await
 }
 
-#[cfg(all(
-    tokio_unstable,
-    feature = "taskdump",
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-))]
-async fn take(handle: tokio::runtime::Handle, timeout: Duration) -> Result<TaskDump, DumpError> {
-    let dump = tokio::time::timeout(timeout, handle.dump())
-        .await
-        .map_err(|_| DumpError::TimedOut(timeout))?;
-    let tasks: Vec<TaskTrace> = dump
-        .tasks()
-        .iter()
-        .map(|task| TaskTrace {
-            id: task.id().to_string(),
-            trace: task.trace().to_string(),
-        })
-        .collect();
-    Ok(TaskDump {
-        tasks_count: tasks.len(),
-        tasks,
-    })
-}
+by_dump_support! {
+    supported: {
+        /// Whether this build can take task dumps: see the [module](self).
+        pub const SUPPORTED: bool = true;
 
-#[cfg(not(all(
-    tokio_unstable,
-    feature = "taskdump",
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-)))]
-async fn take(_handle: tokio::runtime::Handle, _timeout: Duration) -> Result<TaskDump, DumpError> {
-    Err(DumpError::Unsupported)
+        async fn take(handle: tokio::runtime::Handle, timeout: Duration) -> Result<TaskDump, DumpError> {
+            let dump = tokio::time::timeout(timeout, handle.dump())
+                .await
+                .map_err(|_| DumpError::TimedOut(timeout))?;
+            let tasks: Vec<TaskTrace> = dump
+                .tasks()
+                .iter()
+                .map(|task| TaskTrace {
+                    id: task.id().to_string(),
+                    trace: task.trace().to_string(),
+                })
+                .collect();
+            Ok(TaskDump {
+                tasks_count: tasks.len(),
+                tasks,
+            })
+        }
+    }
+    otherwise: {
+        /// Whether this build can take task dumps: see the [module](self).
+        pub const SUPPORTED: bool = false;
+
+        async fn take(_handle: tokio::runtime::Handle, _timeout: Duration) -> Result<TaskDump, DumpError> {
+            Err(DumpError::Unsupported)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -408,19 +408,7 @@ fn histogram_metric(
     raw: &[u64],
     sum_of: fn(u64) -> f64,
 ) -> proto::Metric {
-    let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(bounds.len());
-    for (bound, count) in bounds.iter().zip(raw) {
-        cumulative += count;
-        let mut bucket = proto::Bucket::default();
-        bucket.set_upper_bound(*bound);
-        bucket.set_cumulative_count(cumulative);
-        buckets.push(bucket);
-    }
-    let mut histogram = proto::Histogram::default();
-    histogram.set_sample_count(cumulative + raw[bounds.len()]);
-    histogram.set_sample_sum(sum_of(raw[bounds.len() + 1]));
-    histogram.set_bucket(buckets);
+    let histogram = crate::metrics::exposition::histogram(bounds, raw, sum_of(raw[bounds.len() + 1]));
     let mut metric = proto::Metric::default();
     metric.set_label(labels);
     metric.set_histogram(histogram);

@@ -1,10 +1,29 @@
 //! Exposition of gathered metric families in the Prometheus text format.
 
-use prometheus::proto::MetricFamily;
+use prometheus::proto::{self, MetricFamily};
 use prometheus::{Encoder, TextEncoder};
 
 /// `Content-Type` of the Prometheus text format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A histogram over `bounds` from the collectors' non-cumulative bucket counts: `counts[i]` for
+/// `(bounds[i-1], bounds[i]]`, and `counts[bounds.len()]` for everything above the largest bound.
+pub(crate) fn histogram(bounds: &[f64], counts: &[u64], sum: f64) -> proto::Histogram {
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(bounds.len());
+    for (bound, count) in bounds.iter().zip(counts) {
+        cumulative += count;
+        let mut bucket = proto::Bucket::default();
+        bucket.set_upper_bound(*bound);
+        bucket.set_cumulative_count(cumulative);
+        buckets.push(bucket);
+    }
+    let mut histogram = proto::Histogram::default();
+    histogram.set_sample_count(cumulative + counts[bounds.len()]);
+    histogram.set_sample_sum(sum);
+    histogram.set_bucket(buckets);
+    histogram
+}
 
 /// Encodes families as Prometheus text. Families without series are skipped.
 pub(crate) fn encode_text(families: &[MetricFamily]) -> String {

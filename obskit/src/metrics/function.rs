@@ -394,23 +394,9 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
     family
 }
 
-/// A histogram over [`DURATION_BUCKETS_SECONDS`] from non-cumulative counts (the last one above
-/// the largest bound).
+/// A histogram over [`DURATION_BUCKETS_SECONDS`] from a snapshot's counts.
 fn histogram(counts: &[u64; BUCKET_COUNT + 1], sum_seconds: f64) -> proto::Histogram {
-    let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(BUCKET_COUNT);
-    for (bound, count) in DURATION_BUCKETS_SECONDS.iter().zip(counts) {
-        cumulative += count;
-        let mut bucket = proto::Bucket::default();
-        bucket.set_upper_bound(*bound);
-        bucket.set_cumulative_count(cumulative);
-        buckets.push(bucket);
-    }
-    let mut histogram = proto::Histogram::default();
-    histogram.set_sample_count(cumulative + counts[BUCKET_COUNT]);
-    histogram.set_sample_sum(sum_seconds);
-    histogram.set_bucket(buckets);
-    histogram
+    super::exposition::histogram(&DURATION_BUCKETS_SECONDS, counts, sum_seconds)
 }
 
 impl Collector for FunctionMetricsCollector {

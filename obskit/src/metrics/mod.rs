@@ -24,7 +24,7 @@
 //! ```
 
 pub(crate) mod cells;
-mod exposition;
+pub(crate) mod exposition;
 pub(crate) mod function;
 mod guard;
 mod openmetrics;
