@@ -33,7 +33,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 
 cargo build --release -q --locked -p obskit-benches --bin instructions
-bin=target/release/instructions
+bin=${CARGO_TARGET_DIR:-target}/release/instructions
 if [ $# -gt 0 ]; then variants=("$@"); else mapfile -t variants < <("$bin" --list | grep -vx empty); fi
 work=$(mktemp -d /tmp/bench-callgrind.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -34,7 +34,7 @@ check_count() {
 }
 
 check_count default "$(crate_count)"
-for set in "" otlp profiling process-metrics tracing-bridge reqwest taskdump; do
+for set in "" otlp profiling process-metrics tracing-bridge reqwest taskdump heap-profiling; do
   args=(--no-default-features)
   name="default-features = false"
   if [ -n "$set" ]; then

@@ -23,6 +23,23 @@ fn obskit_traced(a: u64, b: u64) -> u64 {
     black_box(a) + black_box(b)
 }
 
+/// An async call whose future is ready at its first poll: what one poll of a span's future costs.
+#[obskit::instrumented]
+#[inline(never)]
+async fn obskit_traced_async(a: u64, b: u64) -> u64 {
+    black_box(a) + black_box(b)
+}
+
+/// Polls a future that is ready at once.
+fn poll_ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => unreachable!("the bench's future is ready at once"),
+    }
+}
+
 #[tracing::instrument]
 #[inline(never)]
 fn tracing_traced(a: u64, b: u64) -> u64 {
@@ -114,6 +131,23 @@ fn traced_calls(c: &mut Criterion) {
     group.bench_function("obskit_instrumented_unsampled", |b| {
         b.iter(|| obskit_traced(black_box(1), black_box(2)))
     });
+    // One sampled async call, polled once: without a CPU capture, during one, and during one
+    // that labels its samples by span (issue 16: each poll goes through the span's slot frames).
+    Sampler::AlwaysOn.install();
+    group.bench_function("obskit_async_sampled", |b| {
+        b.iter(|| poll_ready(obskit_traced_async(black_box(1), black_box(2))))
+    });
+    for (name, labels) in [
+        ("obskit_async_sampled_capturing", false),
+        ("obskit_async_sampled_capturing_labelled", true),
+    ] {
+        let options = obskit::profile::CaptureOptions::new("bench").span_labels(labels);
+        let capture = obskit::profile::Capture::start(options).expect("a CPU capture starts");
+        group.bench_function(name, |b| {
+            b.iter(|| poll_ready(obskit_traced_async(black_box(1), black_box(2))))
+        });
+        drop(capture);
+    }
     // `#[tracing::instrument]` under obskit's own subscriber (issue 14): the span bridged into
     // an obskit span, sampled and exported like the ones above, against tracing-opentelemetry
     // below; and with the bridge off, what a library's span costs when no target enables it.

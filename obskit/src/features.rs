@@ -23,6 +23,8 @@ pub const FEATURES: &[&str] = &[
     "reqwest",
     #[cfg(feature = "taskdump")]
     "taskdump",
+    #[cfg(feature = "heap-profiling")]
+    "heap-profiling",
 ];
 
 /// What is said of a part this build leaves out.

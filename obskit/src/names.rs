@@ -527,6 +527,8 @@ pub mod env {
     pub const OBSKIT_TRACING_SPANS: &str = "OBSKIT_TRACING_SPANS";
     /// Distinct label sets per metric in the global registry.
     pub const OBSKIT_LABEL_LIMIT: &str = "OBSKIT_LABEL_LIMIT";
+    /// The heap profiler's mean bytes between samples; `0` stops sampling.
+    pub const OBSKIT_HEAP_PROFILE_INTERVAL_BYTES: &str = "OBSKIT_HEAP_PROFILE_INTERVAL_BYTES";
 }
 
 /// Every environment variable obskit reads: the constants of [`env`].
@@ -571,6 +573,7 @@ pub const ENV_VARS: &[&str] = &[
     env::OBSKIT_LOG_QUEUE_BYTES,
     env::OBSKIT_TRACING_SPANS,
     env::OBSKIT_LABEL_LIMIT,
+    env::OBSKIT_HEAP_PROFILE_INTERVAL_BYTES,
 ];
 
 #[cfg(test)]

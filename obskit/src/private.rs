@@ -266,7 +266,10 @@ impl<F: std::future::Future> std::future::Future for InSpan<F> {
         let output = {
             let _entered = this.span.enter();
             let inner = this.inner;
-            std::task::ready!(this.poll.measure(|| inner.poll(cx)))
+            let poll = &mut *this.poll;
+            std::task::ready!(this
+                .span
+                .poll_labelled(|| None, || poll.measure(|| inner.poll(cx))))
         };
         let poll = *this.poll;
         this.span.record_poll_time(this.poll);

@@ -72,11 +72,17 @@ impl AdminSurface {
             AdminEndpoint::PprofProfile => {
                 crate::profile::pprof_profile(self.profiles(), request.uri.query()).await
             }
+            AdminEndpoint::PprofHeap => {
+                crate::profile::pprof_heap(self.profiles(), request.uri.query(), false).await
+            }
+            AdminEndpoint::PprofAllocs => {
+                crate::profile::pprof_heap(self.profiles(), request.uri.query(), true).await
+            }
             AdminEndpoint::ProfileList => json(
                 StatusCode::OK,
                 &serde_json::json!({ "profiles": self.profiles().list() }),
             ),
-            AdminEndpoint::ProfileFile => self.profile_file(request.uri.path()),
+            AdminEndpoint::ProfileFile => self.profile_file(request.uri.path(), request.uri.query()),
         }
     }
 
@@ -148,16 +154,29 @@ impl AdminSurface {
     }
 
     /// `/profiles/{name}`.
-    fn profile_file(&self, path: &str) -> Response<Full<Bytes>> {
+    /// `/profiles/{name}`, and with `?trace_id=` (a pprof file of a labelling capture) only the
+    /// samples of that trace.
+    fn profile_file(&self, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
         // The raw path, not percent-decoded: a stored name never contains `%`, so an encoded
         // one is refused as it is, and never decoded into a path.
         let name = path
             .strip_prefix("/profiles/")
             .unwrap_or_default()
             .trim_end_matches('/');
+        let trace_id = match crate::profile::trace_filter(query) {
+            Ok(trace_id) => trace_id,
+            Err(problem) => return error(StatusCode::BAD_REQUEST, "bad_query", &problem),
+        };
         match self.profiles().get(name) {
             Ok(data) => {
-                let mut response = with_type(StatusCode::OK, data.content_type(), data.bytes.clone());
+                let bytes = match trace_id {
+                    None => data.bytes.clone(),
+                    Some(trace_id) => match crate::profile::of_trace(&data, trace_id) {
+                        Ok(bytes) => bytes,
+                        Err(problem) => return error(StatusCode::BAD_REQUEST, "bad_query", &problem),
+                    },
+                };
+                let mut response = with_type(StatusCode::OK, data.content_type(), bytes);
                 if let Ok(value) = HeaderValue::from_str(&data.content_disposition()) {
                     response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
                 }

@@ -1,6 +1,7 @@
 //! The admin surface: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/debug/metrics`,
 //! `/debug/config`, `/debug/traces`, `/debug/log-level`, `/debug/requests`, `/debug/tasks`,
-//! `/debug/pprof/profile`, `/profiles/` and `/profiles/{name}`, and their protection.
+//! `/debug/pprof/profile`, `/debug/pprof/heap`, `/debug/pprof/allocs`, `/profiles/` and
+//! `/profiles/{name}`, and their protection.
 //!
 //! # Routes
 //!
@@ -33,13 +34,23 @@
 //!   Only one capture runs at a time in a process: a request arriving while one runs (another
 //!   request's, or a `#[profiled]` function's) is answered `409 Conflict` at once. The capture
 //!   is also kept in the profile store. A client that disconnects stops its capture. `HEAD` is
-//!   `405`: it would take a capture for nothing.
+//!   `405`: it would take a capture for nothing. Its samples are labelled with the span they
+//!   were taken in (`trace_id`, `span_name`, `http.route`; `&labels=off` leaves them out), see
+//!   [`CaptureOptions::span_labels`](crate::profile::CaptureOptions::span_labels).
+//! - `GET /debug/pprof/heap` and `GET /debug/pprof/allocs` answer heap profiles from jemalloc's
+//!   sampling profiler (feature `heap-profiling`, see `profile::heap`): pprof protobufs
+//!   with Go's heap sample types, led by in-use and by allocated bytes; `?format=svg` for the
+//!   flamegraph. Kept in the store too; one at a time (409); `HEAD` is `405`. Without jemalloc's
+//!   profiler they answer 501, saying what is missing.
 //! - `GET /profiles/` lists the stored profiles as JSON, newest first: name, function, kind
-//!   (`pprof` or `flamegraph`), size, created, duration, sample count, download URL.
+//!   (`pprof` or `flamegraph`), profile type (`cpu` or `heap`), size, created, duration, sample
+//!   count, sampling rate, download URL.
 //! - `GET /profiles/{name}` downloads one, with its content type and a `Content-Disposition`
 //!   naming the file. Names are made by the store and looked up in its index: anything it could
 //!   not have made (`..`, `/`, `%2e`, NUL, ...) is 400, a well-formed unknown name 404, and no
-//!   path is ever built from the request (see [`crate::profile::ProfileStore`]).
+//!   path is ever built from the request (see [`crate::profile::ProfileStore`]). With
+//!   `?trace_id=` (32 hex digits), a labelled CPU capture's pprof file is cut to that trace's
+//!   samples (the link `/debug/traces` gives beside each span the capture labelled).
 //!
 //! # A hung service
 //!

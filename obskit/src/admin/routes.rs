@@ -35,6 +35,10 @@ pub enum AdminEndpoint {
     DebugTasks,
     /// `/debug/pprof/profile`: an on-demand CPU profile of the whole process.
     PprofProfile,
+    /// `/debug/pprof/heap`: what is allocated and not freed, by allocating stack.
+    PprofHeap,
+    /// `/debug/pprof/allocs`: what was allocated since profiling started, by allocating stack.
+    PprofAllocs,
     /// `/profiles/`: the list of stored profiles.
     ProfileList,
     /// `/profiles/{name}`: one stored profile.
@@ -81,7 +85,8 @@ const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 /// The log level is read, changed for a while, or put back.
 const LOG_LEVEL_METHODS: &[Method] = &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE];
 /// Each `/debug/pprof/profile` request takes a capture (and the process's only profiler), each
-/// `/debug/tasks` request a dump (pausing every worker): a `HEAD` would take one for nothing.
+/// `/debug/tasks` request a dump (pausing every worker), each heap profile a jemalloc dump: a
+/// `HEAD` would take one for nothing.
 const GET_ONLY: &[Method] = &[Method::GET];
 
 const fn route(
@@ -189,6 +194,20 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
         "/debug/pprof/profile",
         PathMatch::Exact,
         AdminEndpoint::PprofProfile,
+        Protection::Protected,
+        GET_ONLY,
+    ),
+    route(
+        "/debug/pprof/heap",
+        PathMatch::Exact,
+        AdminEndpoint::PprofHeap,
+        Protection::Protected,
+        GET_ONLY,
+    ),
+    route(
+        "/debug/pprof/allocs",
+        PathMatch::Exact,
+        AdminEndpoint::PprofAllocs,
         Protection::Protected,
         GET_ONLY,
     ),

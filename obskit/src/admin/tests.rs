@@ -264,6 +264,9 @@ fn the_table_decides_every_path() {
         ("/debug/config", Some(AdminEndpoint::DebugConfig)),
         ("/debug/traces", Some(AdminEndpoint::DebugTraces)),
         ("/debug/pprof/profile", Some(AdminEndpoint::PprofProfile)),
+        ("/debug/pprof/heap", Some(AdminEndpoint::PprofHeap)),
+        ("/debug/pprof/allocs/", Some(AdminEndpoint::PprofAllocs)),
+        ("/debug/pprof/heapx", None),
         ("/profiles", Some(AdminEndpoint::ProfileList)),
         ("/profiles/", Some(AdminEndpoint::ProfileList)),
         ("/profiles/a.svg", Some(AdminEndpoint::ProfileFile)),
@@ -318,7 +321,13 @@ async fn profiles_are_protected_and_names_checked() {
     let store = ProfileStore::in_memory(4, 1 << 20);
     let names = store.insert(&crate::profile::Profile::from_parts("f", b"pb", b"<svg/>"));
     let admin = surface(AdminAccess::LoopbackOnly).profile_store(store);
-    for path in ["/profiles/", "/profiles", "/debug/pprof/profile?seconds=1"] {
+    for path in [
+        "/profiles/",
+        "/profiles",
+        "/debug/pprof/profile?seconds=1",
+        "/debug/pprof/heap",
+        "/debug/pprof/allocs",
+    ] {
         assert_eq!(
             status(&admin, request(path, "10.0.0.8:1", &[])).await,
             403,
@@ -394,6 +403,10 @@ async fn a_part_left_out_of_the_build_answers_501_naming_its_feature() {
     }
     if cfg!(not(feature = "profiling")) {
         left_out.push(("/debug/pprof/profile?seconds=1", "profiling"));
+    }
+    if cfg!(not(feature = "heap-profiling")) {
+        left_out.push(("/debug/pprof/heap", "heap-profiling"));
+        left_out.push(("/debug/pprof/allocs?format=svg", "heap-profiling"));
     }
     for (path, feature) in left_out {
         let response = admin.handle(request(path, "127.0.0.1:1", &[])).await;

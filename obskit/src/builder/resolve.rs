@@ -66,6 +66,7 @@ pub(super) fn settings(builder: &ObskitBuilder, env: &impl EnvSource) -> Result<
         } else {
             None
         },
+        heap_profile_interval_bytes: env.parse(crate::names::env::OBSKIT_HEAP_PROFILE_INTERVAL_BYTES)?,
         extra: builder.config.clone(),
     })
 }

@@ -29,6 +29,19 @@ pub(super) fn wire(builder: ObskitBuilder, settings: Settings) -> Result<Obskit,
     // registry, and their flamegraphs are titled with this service.
     crate::profile::register_metrics(&registry);
     crate::profile::set_service(&service.name);
+    #[cfg(feature = "heap-profiling")]
+    if let Some(bytes) = settings.heap_profile_interval_bytes {
+        match crate::profile::heap::set_sample_interval(bytes) {
+            // A binary without jemalloc's profiler has nothing to set; its endpoints say why.
+            Ok(()) | Err(crate::profile::heap::HeapError::NotEnabled(_)) => {}
+            Err(e) => {
+                return Err(BuildError::Environment {
+                    name: crate::names::env::OBSKIT_HEAP_PROFILE_INTERVAL_BYTES,
+                    problem: e.to_string(),
+                })
+            }
+        }
+    }
     build_info
         .with(&[
             &service.name,

@@ -54,6 +54,21 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// The inner future's poll while a CPU capture labels its samples: under the server span's
+/// label, with the request's route. Out of line: the poll outside a capture stays as it was.
+#[cold]
+#[inline(never)]
+fn poll_labelled<F: Future>(
+    guard: Option<&RequestGuard>,
+    inner: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    match guard.and_then(|g| Some((g, g.span()?))) {
+        Some((guard, span)) => span.poll_labelled(|| Some(guard.route()), || inner.poll(cx)),
+        None => inner.poll(cx),
+    }
+}
+
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -64,8 +79,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = {
-            let _entered = this.guard.as_ref().and_then(RequestGuard::span).map(Span::enter);
-            ready!(this.inner.poll(cx))
+            let span = this.guard.as_ref().and_then(RequestGuard::span);
+            let _entered = span.map(Span::enter);
+            if crate::profile::labels::active() {
+                ready!(poll_labelled(this.guard.as_ref(), this.inner, cx))
+            } else {
+                ready!(this.inner.poll(cx))
+            }
         };
         let mut guard = this.guard.take();
         match result {

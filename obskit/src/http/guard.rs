@@ -87,7 +87,7 @@ impl RequestGuard {
     /// (so call it once the span is set).
     pub(crate) fn track_in_flight(&mut self) {
         let context = self.span().and_then(Span::context);
-        let route = self.shared.endpoint(self.slot);
+        let route = self.route();
         let entry = in_flight::Entry::request(self.slot % METHOD_COUNT, route, self.start, context);
         self.in_flight = in_flight::open(entry);
     }
@@ -95,6 +95,11 @@ impl RequestGuard {
     /// The request's server span, ended when the guard drops; a disabled one is not kept.
     pub(crate) fn set_span(&mut self, span: Span) {
         self.span = span.context().is_some().then(|| Box::new(span));
+    }
+
+    /// The request's route template (or the label standing for one: `unmatched`, `__overflow__`).
+    pub(crate) fn route(&self) -> &'static str {
+        self.shared.endpoint(self.slot)
     }
 
     /// The server span, if the request has one.

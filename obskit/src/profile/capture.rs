@@ -18,7 +18,12 @@ use pprof::protos::Message;
 use pprof::{Frames, Symbol};
 
 #[cfg(feature = "profiling")]
+use super::labels;
+#[cfg(feature = "profiling")]
 use super::metrics::{count_skip, metrics, SKIP_BUSY, SKIP_ERROR};
+use super::span_samples::SpanCpu;
+#[cfg(feature = "profiling")]
+use super::span_samples::{TopFrame, TOP_FRAMES};
 
 /// The default sampling rate, in Hz.
 pub const DEFAULT_FREQUENCY: u32 = 99;
@@ -37,7 +42,7 @@ pub(crate) fn set_service(name: &str) {
 }
 
 #[cfg(feature = "profiling")]
-fn service() -> String {
+pub(super) fn service() -> String {
     if let Some(name) = SERVICE.read().unwrap_or_else(|p| p.into_inner()).clone() {
         return name;
     }
@@ -56,6 +61,8 @@ pub struct CaptureOptions {
     /// Keep only samples whose stack passes through a frame whose name contains this, cut the
     /// stack there and root it at `function` (how `#[profiled]` attributes samples).
     marker: Option<&'static str>,
+    /// Label each sample with the span it was taken in.
+    span_labels: bool,
 }
 
 impl CaptureOptions {
@@ -68,7 +75,18 @@ impl CaptureOptions {
             frequency: DEFAULT_FREQUENCY,
             service: None,
             marker: None,
+            span_labels: false,
         }
+    }
+
+    /// Labels each sample with the span current on its thread (pprof labels `trace_id`,
+    /// `span_name`, and `http.route` for the spans of a request), so that
+    /// `go tool pprof -tagfocus trace_id=…` keeps one trace's work. Off by default; the
+    /// on-demand captures of `/debug/pprof/profile` turn it on. While such a capture runs, each
+    /// poll of a span's future costs a lock and two calls more (see `BENCHMARKS.md`).
+    pub fn span_labels(mut self, on: bool) -> Self {
+        self.span_labels = on;
+        self
     }
 
     /// The sampling rate in Hz, clamped to `1..=`[`MAX_FREQUENCY`].
@@ -135,6 +153,9 @@ pub struct Capture {
     #[cfg(not(feature = "profiling"))]
     never: std::convert::Infallible,
     options: CaptureOptions,
+    /// Whether this capture labels samples by span (and so must stop the labelling).
+    #[cfg(feature = "profiling")]
+    labelling: bool,
     started_at: SystemTime,
     started: Instant,
 }
@@ -180,6 +201,10 @@ impl Capture {
             .build();
         match built {
             Ok(guard) => Ok(Capture {
+                labelling: options.span_labels && {
+                    labels::begin();
+                    true
+                },
                 guard: Some(guard),
                 options,
                 started_at: SystemTime::now(),
@@ -237,6 +262,7 @@ impl Capture {
             .expect("a capture holds its guard until finished");
         let unresolved = guard.report().build_unresolved();
         drop(guard);
+        let labelled = self.stop_labelling();
         ACTIVE.store(false, Ordering::Release);
         let unresolved = match unresolved {
             Ok(report) => report,
@@ -247,9 +273,16 @@ impl Capture {
         };
         let duration = self.started.elapsed();
         let mut data: HashMap<Frames, isize> = HashMap::new();
+        let mut by_span: HashMap<(Frames, Option<usize>), isize> = HashMap::new();
         let mut samples = 0u64;
         for (key, count) in unresolved.data {
             let mut frames = Frames::from(key);
+            let slot = labels::take_slot(&mut frames.frames, |frame| {
+                frame
+                    .iter()
+                    .find_map(|symbol| symbol.name.as_deref().and_then(labels::slot_frame))
+            });
+            frames.frames.retain(|frame| !frame_matches(frame, LABEL_FRAMES));
             if !trim(&mut frames, &self.options) {
                 continue;
             }
@@ -257,6 +290,7 @@ impl Capture {
             // part of `Frames`' identity, but says nothing the profile shows).
             frames.sample_timestamp = self.started_at;
             samples += count.max(0) as u64;
+            *by_span.entry((frames.clone(), slot)).or_insert(0) += count;
             *data.entry(frames).or_insert(0) += count;
         }
         let mut timing = unresolved.timing;
@@ -264,7 +298,7 @@ impl Capture {
         let report = pprof::Report { data, timing };
         let service = self.options.service.clone().unwrap_or_else(service);
         let title = title(&self.options.function, &service, self.started_at, duration);
-        let encoded = catch_unwind(AssertUnwindSafe(|| encode(&report, &title)));
+        let encoded = catch_unwind(AssertUnwindSafe(|| encode(&report, &by_span, &labelled, &title)));
         let (pprof, svg) = match encoded {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
@@ -281,6 +315,8 @@ impl Capture {
             .with_label_values(&[&self.options.function])
             .inc();
         Ok(Profile {
+            profile_type: ProfileType::Cpu,
+            sample_interval_bytes: 0,
             function: self.options.function.clone(),
             service,
             started_at: self.started_at,
@@ -289,7 +325,18 @@ impl Capture {
             samples,
             pprof,
             svg,
+            span_cpu: span_cpu(&by_span, &labelled.labels),
         })
+    }
+
+    /// Stops labelling samples by span, if this capture did, and hands over the spans.
+    #[cfg(feature = "profiling")]
+    fn stop_labelling(&mut self) -> labels::Labelled {
+        if std::mem::take(&mut self.labelling) {
+            labels::end()
+        } else {
+            labels::Labelled::default()
+        }
     }
 }
 
@@ -299,14 +346,28 @@ impl Drop for Capture {
         if let Some(guard) = self.guard.take() {
             // Stop the timer and the handler first, then let the next capture in.
             drop(guard);
+            self.stop_labelling();
             ACTIVE.store(false, Ordering::Release);
         }
     }
 }
 
+/// What a profile measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileType {
+    /// CPU time, sampled at a frequency ([`Capture`]).
+    Cpu,
+    /// Heap allocations, sampled by bytes allocated (`profile::heap`, feature `heap-profiling`).
+    Heap,
+}
+
 /// A finished capture, encoded both ways.
 #[derive(Clone)]
 pub struct Profile {
+    profile_type: ProfileType,
+    /// The heap's sampling interval in bytes (0 for CPU captures).
+    sample_interval_bytes: u64,
     function: String,
     service: String,
     started_at: SystemTime,
@@ -315,6 +376,8 @@ pub struct Profile {
     samples: u64,
     pprof: Bytes,
     svg: Bytes,
+    /// What each labelled span took (labelling captures only).
+    span_cpu: Vec<SpanCpu>,
 }
 
 impl fmt::Debug for Profile {
@@ -336,6 +399,8 @@ impl Profile {
     #[cfg(test)]
     pub(crate) fn from_parts(function: &str, pprof: &[u8], svg: &[u8]) -> Profile {
         Profile {
+            profile_type: ProfileType::Cpu,
+            sample_interval_bytes: 0,
             function: function.to_string(),
             service: "test".to_string(),
             started_at: SystemTime::now(),
@@ -344,10 +409,47 @@ impl Profile {
             samples: 1,
             pprof: Bytes::copy_from_slice(pprof),
             svg: Bytes::copy_from_slice(svg),
+            span_cpu: Vec::new(),
         }
     }
 
-    /// The capture's label (the `#[profiled]` name, or `on_demand`).
+    /// A heap profile made at `at` (it covers no window of its own: its counts are from
+    /// when sampling started).
+    #[cfg(feature = "heap-profiling")]
+    pub(super) fn heap(
+        function: &str,
+        service: String,
+        at: SystemTime,
+        sample_interval_bytes: u64,
+        stacks: u64,
+        pprof: Bytes,
+        svg: Bytes,
+    ) -> Profile {
+        Profile {
+            profile_type: ProfileType::Heap,
+            sample_interval_bytes,
+            function: function.to_string(),
+            service,
+            started_at: at,
+            duration: Duration::ZERO,
+            frequency: 0,
+            samples: stacks,
+            pprof,
+            svg,
+            span_cpu: Vec::new(),
+        }
+    }
+
+    /// What it measures.
+    pub fn profile_type(&self) -> ProfileType {
+        self.profile_type
+    }
+    /// A heap profile's sampling interval, in bytes (`None` for CPU captures).
+    pub fn sample_interval_bytes(&self) -> Option<u64> {
+        (self.profile_type == ProfileType::Heap).then_some(self.sample_interval_bytes)
+    }
+    /// The capture's label (the `#[profiled]` name, `on_demand`, or `heap` and `allocs` for
+    /// heap profiles).
     pub fn function(&self) -> &str {
         &self.function
     }
@@ -363,11 +465,11 @@ impl Profile {
     pub fn duration(&self) -> Duration {
         self.duration
     }
-    /// The sampling rate, in Hz.
+    /// The sampling rate, in Hz (0 for heap profiles).
     pub fn frequency(&self) -> u32 {
         self.frequency
     }
-    /// Samples kept after trimming.
+    /// Samples kept after trimming (for heap profiles: the allocating stacks sampled).
     pub fn samples(&self) -> u64 {
         self.samples
     }
@@ -379,15 +481,30 @@ impl Profile {
     pub fn svg(&self) -> &Bytes {
         &self.svg
     }
+    /// What each span labelled by the capture took.
+    pub(crate) fn span_cpu(&self) -> &[SpanCpu] {
+        &self.span_cpu
+    }
 }
 
 #[cfg(feature = "profiling")]
-fn encode(report: &pprof::Report, title: &str) -> Result<(Bytes, Bytes), String> {
-    let pprof = report
-        .pprof()
-        .map_err(|e| e.to_string())?
-        .write_to_bytes()
-        .map_err(|e| e.to_string())?;
+fn encode(
+    report: &pprof::Report,
+    by_span: &HashMap<(Frames, Option<usize>), isize>,
+    labelled: &labels::Labelled,
+    title: &str,
+) -> Result<(Bytes, Bytes), String> {
+    let timing = &report.timing;
+    let pprof = super::proto::cpu_profile(
+        by_span,
+        &labelled.labels,
+        labelled.unlabelled,
+        timing.frequency,
+        timing.start_time,
+        timing.duration,
+    )
+    .write_to_bytes()
+    .map_err(|e| e.to_string())?;
     let svg = if report.data.is_empty() {
         // inferno writes nothing at all for no samples; a profile must still open.
         empty_svg(title)
@@ -404,8 +521,47 @@ fn encode(report: &pprof::Report, title: &str) -> Result<(Bytes, Bytes), String>
     Ok((Bytes::from(pprof), Bytes::from(svg)))
 }
 
+/// Each labelled span's samples (those taken while it was the innermost span current) and their
+/// innermost functions, most sampled first.
 #[cfg(feature = "profiling")]
-fn empty_svg(title: &str) -> Vec<u8> {
+fn span_cpu(by_span: &HashMap<(Frames, Option<usize>), isize>, labels: &[labels::SpanLabel]) -> Vec<SpanCpu> {
+    let mut per_slot: HashMap<usize, (u64, HashMap<String, u64>)> = HashMap::new();
+    for ((frames, slot), count) in by_span {
+        let (Some(slot), Ok(count)) = (slot, u64::try_from(*count)) else {
+            continue;
+        };
+        let (samples, leaves) = per_slot.entry(*slot).or_default();
+        *samples += count;
+        if let Some(leaf) = frames.frames.first().and_then(|frame| frame.first()) {
+            *leaves.entry(leaf.name()).or_default() += count;
+        }
+    }
+    per_slot
+        .into_iter()
+        .filter_map(|(slot, (samples, leaves))| {
+            let label = labels.get(slot)?;
+            let mut top: Vec<TopFrame> = leaves
+                .into_iter()
+                .map(|(function, samples)| TopFrame { function, samples })
+                .collect();
+            top.sort_by(|a, b| {
+                b.samples
+                    .cmp(&a.samples)
+                    .then_with(|| a.function.cmp(&b.function))
+            });
+            top.truncate(TOP_FRAMES);
+            Some(SpanCpu {
+                span_id: label.span_id,
+                trace_id: label.trace_id,
+                samples,
+                top_frames: top,
+            })
+        })
+        .collect()
+}
+
+#[cfg(feature = "profiling")]
+pub(super) fn empty_svg(title: &str) -> Vec<u8> {
     format!(
         concat!(
             r#"<?xml version="1.0" standalone="no"?>"#,
@@ -495,6 +651,14 @@ const PROFILER_FRAMES: &[&str] = &[
     "__restore_rt",
     "_Unwind_",
     "__libc_sigaction",
+];
+
+/// The span-label machinery's own frames (`super::labels`), found between a span's poll and
+/// the future it polls, and dropped from every sample once its span is read.
+#[cfg(feature = "profiling")]
+const LABEL_FRAMES: &[&str] = &[
+    "obskit::profile::labels::",
+    "obskit::trace::span::Span::poll_labelled",
 ];
 
 /// A sample whose leaf-side frames include one of these was taken on a thread waiting for work

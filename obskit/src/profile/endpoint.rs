@@ -1,5 +1,6 @@
-//! `GET /debug/pprof/profile`: an on-demand CPU profile of the whole process, answered as a
-//! pprof protobuf or a flamegraph and kept in the profile store. The admin surface routes and
+//! `GET /debug/pprof/profile`: an on-demand CPU profile of the whole process, and
+//! `GET /debug/pprof/heap` and `/debug/pprof/allocs`: heap profiles, each answered as a pprof
+//! protobuf or a flamegraph and kept in the profile store. The admin surface routes and
 //! protects the request (see [`crate::admin`]); this file takes the capture.
 
 use std::time::Duration;
@@ -9,7 +10,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use super::{
-    Capture, CaptureError, CaptureOptions, ProfileStore, DEFAULT_FREQUENCY, MAX_FREQUENCY, ON_DEMAND,
+    Capture, CaptureError, CaptureOptions, Profile, ProfileKind, ProfileStore, DEFAULT_FREQUENCY,
+    MAX_FREQUENCY, ON_DEMAND,
 };
 use crate::admin::{error, with_type};
 
@@ -26,7 +28,9 @@ pub(crate) async fn pprof_profile(store: ProfileStore, query: Option<&str>) -> R
         Ok(query) => query,
         Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
     };
-    let options = CaptureOptions::new(ON_DEMAND).frequency(query.frequency);
+    let options = CaptureOptions::new(ON_DEMAND)
+        .frequency(query.frequency)
+        .span_labels(query.span_labels);
     // Starting the sampler blocks for ~0.5 ms (far longer the first time in a process):
     // off the async workers. A busy profiler still answers at once.
     let started = tokio::task::spawn_blocking(move || Capture::start(options).map(OffThread::map))
@@ -85,21 +89,82 @@ pub(crate) async fn pprof_profile(store: ProfileStore, query: Option<&str>) -> R
             )
         }
     };
-    let names = store.insert(&profile);
-    let (content_type, body, extension) = if query.svg {
-        ("image/svg+xml", profile.svg().clone(), "svg")
+    stored(&store, &profile, query.svg)
+}
+
+/// Keeps `profile` in `store` and answers it, as its flamegraph or its pprof protobuf, as an
+/// attachment named as stored.
+fn stored(store: &ProfileStore, profile: &Profile, svg: bool) -> Response<Full<Bytes>> {
+    let names = store.insert(profile);
+    // `/debug/traces` shows what each labelled span took, with a link into this capture.
+    if let Some(pprof) = names.iter().find(|n| n.ends_with(".pb")) {
+        super::span_samples::record(pprof, profile.span_cpu());
+    }
+    let kind = if svg {
+        ProfileKind::Flamegraph
     } else {
-        ("application/octet-stream", profile.pprof().clone(), "pb")
+        ProfileKind::Pprof
     };
-    let mut response = with_type(StatusCode::OK, content_type, body);
+    let body = match kind {
+        ProfileKind::Flamegraph => profile.svg().clone(),
+        ProfileKind::Pprof => profile.pprof().clone(),
+    };
+    let mut response = with_type(StatusCode::OK, kind.content_type(), body);
+    let extension = kind.extension();
     let file = names
         .into_iter()
         .find(|n| n.ends_with(&format!(".{extension}")))
-        .unwrap_or_else(|| format!("on_demand.{extension}"));
+        .unwrap_or_else(|| format!("{}.{extension}", profile.function()));
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
         response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+/// Answers `GET /debug/pprof/heap?{query}` (`allocs` false: what is in use) and
+/// `/debug/pprof/allocs` (`allocs` true: what was allocated): jemalloc's samples now, kept in `store` and answered as a pprof protobuf or
+/// (`format=svg`) a flamegraph. Without jemalloc's profiler `501` says why; another dump being
+/// made is `409`; a bad query `400`.
+pub(crate) async fn pprof_heap(
+    store: ProfileStore,
+    query: Option<&str>,
+    allocs: bool,
+) -> Response<Full<Bytes>> {
+    let svg = match ProfileQuery::parse(query.unwrap_or("")) {
+        Ok(query) => query.svg,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    #[cfg(not(feature = "heap-profiling"))]
+    {
+        let _ = (store, svg, allocs);
+        error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_built",
+            &crate::features::not_built("heap-profiling"),
+        )
+    }
+    #[cfg(feature = "heap-profiling")]
+    {
+        use super::heap::{self, HeapError, HeapView};
+        let view = if allocs { HeapView::Allocs } else { HeapView::InUse };
+        // Dumping and resolving frames is blocking work: off the async workers. A client that
+        // goes away meanwhile leaves a dump that finishes and is stored.
+        let made = tokio::task::spawn_blocking(move || heap::dump(view))
+            .await
+            .unwrap_or_else(|_| Err(HeapError::Failed("the dump task failed".into())));
+        match made {
+            Ok(profile) => stored(&store, &profile, svg),
+            Err(e @ HeapError::Busy) => error(StatusCode::CONFLICT, "profile_in_progress", &e.to_string()),
+            Err(e @ HeapError::NotEnabled(_)) => {
+                error(StatusCode::NOT_IMPLEMENTED, "not_enabled", &e.to_string())
+            }
+            Err(e @ HeapError::Failed(_)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "profiler_failed",
+                &e.to_string(),
+            ),
+        }
+    }
 }
 
 /// Holds an on-demand capture; if the request is dropped mid-capture, stops it on a blocking
@@ -129,6 +194,8 @@ pub(crate) struct ProfileQuery {
     pub(crate) duration: Duration,
     pub(crate) frequency: u32,
     pub(crate) svg: bool,
+    /// Samples labelled by span (`labels=off` turns it off).
+    pub(crate) span_labels: bool,
 }
 
 impl ProfileQuery {
@@ -137,6 +204,7 @@ impl ProfileQuery {
             duration: Duration::from_secs(DEFAULT_PROFILE_SECONDS),
             frequency: DEFAULT_FREQUENCY,
             svg: false,
+            span_labels: true,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -152,6 +220,10 @@ impl ProfileQuery {
                         format!("frequency must be a positive integer in Hz (at most {MAX_FREQUENCY})")
                     })?;
                     parsed.frequency = hz.min(MAX_FREQUENCY);
+                }
+                "labels" => {
+                    parsed.span_labels = crate::settings::parse_switch(value)
+                        .ok_or_else(|| "labels must be on or off".to_string())?;
                 }
                 "format" => {
                     parsed.svg = match value {
@@ -178,6 +250,8 @@ mod tests {
             (q.duration, q.frequency, q.svg),
             (Duration::from_secs(10), 99, false)
         );
+        assert!(ProfileQuery::parse("").unwrap().span_labels);
+        assert!(!ProfileQuery::parse("labels=off").unwrap().span_labels);
         let q = ProfileQuery::parse("seconds=600&frequency=1000&format=svg&debug=1").unwrap();
         assert_eq!(
             (q.duration, q.frequency, q.svg),
@@ -189,6 +263,7 @@ mod tests {
             "seconds=abc",
             "frequency=0",
             "format=png",
+            "labels=maybe",
         ] {
             assert!(ProfileQuery::parse(bad).is_err(), "{bad}");
         }

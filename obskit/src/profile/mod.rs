@@ -1,5 +1,7 @@
 //! CPU profiles: the one-profiler-at-a-time [`Capture`], the bounded [`ProfileStore`], and the
-//! two encodings every capture produces, a flamegraph SVG and a pprof protobuf.
+//! two encodings every capture produces, a flamegraph SVG and a pprof protobuf. Heap profiles,
+//! from jemalloc's sampling profiler, are in `heap` (feature `heap-profiling`), stored and
+//! encoded the same way.
 //!
 //! Captures come from two places: `GET /debug/pprof/profile` on the admin surface (the whole
 //! process, like Go's `net/http/pprof`) and `#[profiled]` functions (only the samples taken
@@ -46,6 +48,17 @@
 //! idling in the runtime (tokio's park loop, `epoll_wait`, futex waits) are dropped, so the
 //! flamegraph shows work, not waiting.
 //!
+//! # Samples labelled by span
+//!
+//! An on-demand capture ([`CaptureOptions::span_labels`]) labels each sample with the span
+//! current on the sampled thread: pprof labels `trace_id`, `span_name` and `http.route`, so
+//! `go tool pprof -tagfocus trace_id=…` keeps one trace's work. While it runs, each poll of a
+//! span's future runs under two frames of obskit's that stand for the span (one pair per span,
+//! 4096 per capture); the capture reads the span back from the innermost pair and cuts the
+//! frames out. A frame, because pprof-rs's sampler records the stack and the thread only, and
+//! merges a thread's samples of one stack. What each span took is kept for `/debug/traces`
+//! (its samples and top frames, and a link to its trace's part of the capture).
+//!
 //! # Limits
 //!
 //! Unix only (pprof-rs). pprof-rs keeps its samples in a temporary file once they outgrow
@@ -86,19 +99,90 @@
 
 mod capture;
 mod endpoint;
+#[cfg(feature = "heap-profiling")]
+pub mod heap;
+pub(crate) mod labels;
 mod metrics;
+#[cfg(feature = "profiling")]
+mod proto;
 mod site;
+pub(crate) mod span_samples;
 mod store;
 
 pub(crate) use capture::set_service;
-pub use capture::{Capture, CaptureError, CaptureOptions, Profile, DEFAULT_FREQUENCY, MAX_FREQUENCY};
-pub(crate) use endpoint::{pprof_profile, ProfileQuery};
+pub use capture::{
+    Capture, CaptureError, CaptureOptions, Profile, ProfileType, DEFAULT_FREQUENCY, MAX_FREQUENCY,
+};
+pub(crate) use endpoint::{pprof_heap, pprof_profile, ProfileQuery};
 pub use metrics::register_metrics;
 pub(crate) use metrics::ON_DEMAND;
 pub use site::{current_function, ProfileSite, Profiled};
 pub use store::{
     ProfileData, ProfileInfo, ProfileKind, ProfileStore, StoreError, DEFAULT_MAX_BYTES, DEFAULT_MAX_PROFILES,
 };
+
+/// The `trace_id` of a `/profiles/{name}?trace_id=…` query: 32 hex digits, or none asked for.
+pub(crate) fn trace_filter(query: Option<&str>) -> Result<Option<u128>, String> {
+    let Some(value) = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("trace_id="))
+    else {
+        return Ok(None);
+    };
+    if value.len() != 32 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("trace_id must be 32 hex digits".to_string());
+    }
+    u128::from_str_radix(value, 16)
+        .map(Some)
+        .map_err(|_| "trace_id must be 32 hex digits".to_string())
+}
+
+/// A stored pprof profile cut to the samples labelled with `trace_id` (see [`CaptureOptions::span_labels`]).
+pub(crate) fn of_trace(data: &ProfileData, trace_id: u128) -> Result<bytes::Bytes, String> {
+    if data.info.kind != ProfileKind::Pprof {
+        return Err("only pprof files (.pb) are cut to one trace".to_string());
+    }
+    #[cfg(feature = "profiling")]
+    {
+        proto::samples_of_trace(&data.bytes, trace_id).map(bytes::Bytes::from)
+    }
+    #[cfg(not(feature = "profiling"))]
+    {
+        let _ = trace_id;
+        Err(crate::features::not_built("profiling"))
+    }
+}
+
+/// Makes jemalloc the process's allocator, started with its heap profiler on (obskit's
+/// `heap-profiling` feature): declare it once, in the binary. See [`profile::heap`](crate::profile::heap).
+///
+/// ```ignore
+/// obskit::heap_profiling_allocator!();
+///
+/// fn main() { /* `/debug/pprof/heap` now answers heap profiles */ }
+/// ```
+#[cfg(feature = "heap-profiling")]
+#[macro_export]
+macro_rules! heap_profiling_allocator {
+    () => {
+        #[global_allocator]
+        static OBSKIT_GLOBAL_ALLOCATOR: $crate::profile::heap::Jemalloc = $crate::profile::heap::Jemalloc;
+
+        /// The options jemalloc reads when it starts, before `main` (its `malloc_conf`).
+        #[unsafe(export_name = "_rjem_malloc_conf")]
+        static OBSKIT_MALLOC_CONF: $crate::profile::heap::MallocConf = $crate::profile::heap::MALLOC_CONF;
+    };
+}
+
+/// Without obskit's `heap-profiling` feature there is no jemalloc to declare.
+#[cfg(not(feature = "heap-profiling"))]
+#[macro_export]
+macro_rules! heap_profiling_allocator {
+    () => {
+        compile_error!("obskit::heap_profiling_allocator!() needs obskit's `heap-profiling` cargo feature");
+    };
+}
 
 /// The unit tests that start captures take turns: one profiler per process.
 #[cfg(all(test, feature = "profiling"))]

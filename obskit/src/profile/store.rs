@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::capture::{rfc3339, Profile};
+use super::capture::{rfc3339, Profile, ProfileType};
 use super::metrics::metrics;
 
 /// Profiles kept by default: the newest 64 files (32 captures, each stored both ways).
@@ -58,8 +58,10 @@ impl ProfileKind {
 pub struct ProfileInfo {
     /// The file name, made by the store: `checkout-20261124T140305Z-0007.svg`.
     pub name: String,
-    /// The capture's label (the `#[profiled]` name, or `on_demand`).
+    /// The capture's label (the `#[profiled]` name, `on_demand`, `heap` or `allocs`).
     pub function: String,
+    /// What the profile measures: `cpu` or `heap`.
+    pub profile_type: ProfileType,
     /// What the file holds.
     pub kind: ProfileKind,
     /// Its size in bytes.
@@ -70,8 +72,11 @@ pub struct ProfileInfo {
     pub duration_seconds: f64,
     /// Samples kept.
     pub sample_count: u64,
-    /// The sampling rate.
+    /// The sampling rate (0 for heap profiles).
     pub frequency_hz: u32,
+    /// A heap profile's sampling interval, in bytes (left out for CPU captures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_interval_bytes: Option<u64>,
     /// Where to download it.
     pub download_url: String,
 }
@@ -304,12 +309,14 @@ impl ProfileStore {
                     download_url: format!("{URL_PREFIX}{name}"),
                     name: name.clone(),
                     function: profile.function().to_string(),
+                    profile_type: profile.profile_type(),
                     kind,
                     size,
                     created: rfc3339(profile.started_at()),
                     duration_seconds: profile.duration().as_secs_f64(),
                     sample_count: profile.samples(),
                     frequency_hz: profile.frequency(),
+                    sample_interval_bytes: profile.sample_interval_bytes(),
                 },
                 content,
             });

@@ -104,6 +104,10 @@ pub struct Settings {
     /// `tracing-bridge`.)
     #[cfg(feature = "tracing-bridge")]
     pub logs: Option<crate::log::LogSettings>,
+    /// The heap profiler's mean bytes between samples, set when the [`Obskit`](crate::Obskit) is
+    /// built (`OBSKIT_HEAP_PROFILE_INTERVAL_BYTES`; `0` stops sampling); `None` leaves jemalloc's
+    /// own (feature `heap-profiling`, see [`crate::profile`]).
+    pub heap_profile_interval_bytes: Option<u64>,
     /// The service's own entries for `/debug/config` (`ObskitBuilder::config_entry`).
     pub extra: Vec<(String, String)>,
 }
@@ -169,6 +173,16 @@ impl Settings {
         }
         #[cfg(not(feature = "tracing-bridge"))]
         entries.push(("log".to_string(), crate::features::not_built("tracing-bridge")));
+        let heap = if cfg!(feature = "heap-profiling") {
+            match self.heap_profile_interval_bytes {
+                Some(0) => "off".to_string(),
+                Some(bytes) => format!("a sample per {bytes} bytes"),
+                None => "jemalloc's interval (512 KiB unless _RJEM_MALLOC_CONF says otherwise)".to_string(),
+            }
+        } else {
+            crate::features::not_built("heap-profiling")
+        };
+        entries.push(("profile.heap".to_string(), heap));
         entries.push(("obskit.features".to_string(), crate::FEATURES.join(" ")));
         entries.extend(self.extra.iter().cloned());
         entries

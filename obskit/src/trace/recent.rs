@@ -584,7 +584,7 @@ fn span_json(span: &FinishedSpan, trace_start: SystemTime) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut json = json!({
         "span_id": format!("{:016x}", span.context.span_id),
         "parent_span_id": span.parent_span_id.map(|p| format!("{p:016x}")),
         "name": shown_str(&span.name),
@@ -599,7 +599,12 @@ fn span_json(span: &FinishedSpan, trace_start: SystemTime) -> Value {
         "dropped_attributes_count": span.dropped.attributes,
         "dropped_events_count": span.dropped.events,
         "dropped_links_count": span.dropped.links,
-    })
+    });
+    // Taken while a labelling CPU capture ran: its samples, top frames and trace profile.
+    if let Some(samples) = crate::profile::span_samples::lookup(span.context.span_id) {
+        json["cpu_samples"] = json!(samples);
+    }
+    json
 }
 
 /// A string as a report shows it: secrets masked by shape, cut to [`REPORT_VALUE_LENGTH`].

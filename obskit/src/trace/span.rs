@@ -411,6 +411,24 @@ impl Span {
         }
     }
 
+    /// Runs `poll` (a poll of this span's future) so that a running CPU capture labels its
+    /// samples with this span (and the route `route` gives, for a server span): see
+    /// `profile::labels`. Outside a capture, one relaxed load.
+    #[inline]
+    pub(crate) fn poll_labelled<R>(
+        &self,
+        route: impl FnOnce() -> Option<&'static str>,
+        poll: impl FnOnce() -> R,
+    ) -> R {
+        if !crate::profile::labels::active() {
+            return poll();
+        }
+        match &self.live {
+            Some(live) => crate::profile::labels::poll_in(live.core.context, &live.core.name, route(), poll),
+            None => poll(),
+        }
+    }
+
     /// Runs `f` with this span current.
     pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let _entered = self.enter();
@@ -580,7 +598,9 @@ impl<F: Future> Future for Instrumented<F> {
         let this = self.project();
         let _entered = this.span.enter();
         let inner = this.inner;
-        this.poll.measure(|| inner.poll(cx))
+        let poll = this.poll;
+        this.span
+            .poll_labelled(|| None, || poll.measure(|| inner.poll(cx)))
     }
 }
 

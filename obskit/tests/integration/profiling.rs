@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Held by every test that captures.
-static PROFILER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static PROFILER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Some CPU work per request, so that a capture under load has something to sample.
 async fn work_handler(request: Request<RequestBody<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -49,8 +49,8 @@ fn handler_work(rounds: u64) -> u64 {
 }
 
 /// A served Obskit keeping its profiles in `dir` (or in memory), aborted when dropped.
-struct Server {
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -60,11 +60,23 @@ impl Drop for Server {
     }
 }
 
-async fn serve(store: ProfileStore) -> Server {
+pub(crate) async fn serve(store: ProfileStore) -> Server {
+    serve_routes(store, &["/api/work"], work_handler).await
+}
+
+/// A served Obskit with `routes`, answered by `handler`.
+async fn serve_routes<F>(
+    store: ProfileStore,
+    routes: &[&str],
+    handler: fn(Request<RequestBody<Incoming>>) -> F,
+) -> Server
+where
+    F: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     let obskit = Obskit::builder()
         .service("profiled-shop")
         .registry(Registry::new())
-        .routes(["/api/work"])
+        .routes(routes.iter().map(|r| r.to_string()))
         .admin_access(AdminAccess::LoopbackOnly)
         .profile_store(store)
         .build()
@@ -75,7 +87,7 @@ async fn serve(store: ProfileStore) -> Server {
         obskit
             .serve_with_shutdown(
                 listener,
-                hyper::service::service_fn(work_handler),
+                hyper::service::service_fn(handler),
                 std::future::pending(),
             )
             .await
@@ -100,7 +112,7 @@ async fn raw_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     (status, response)
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("obskit-it-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -109,9 +121,15 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Runs `go tool pprof -top` on a protobuf profile and returns what it printed; fails the test
 /// when it cannot (Go is installed by `scripts/ensure-tools.sh`, which CI runs).
-pub fn go_pprof_top(profile: &Path) -> String {
+pub(crate) fn go_pprof_top(profile: &Path) -> String {
+    go_pprof(&["-top"], profile)
+}
+
+/// Runs `go tool pprof ARGS FILE` and returns what it printed; fails the test when it cannot.
+fn go_pprof(args: &[&str], profile: &Path) -> String {
     let output = Command::new("go")
-        .args(["tool", "pprof", "-top"])
+        .args(["tool", "pprof"])
+        .args(args)
         .arg(profile)
         .env("HOME", std::env::temp_dir())
         .env("PPROF_TMPDIR", std::env::temp_dir())
@@ -120,7 +138,7 @@ pub fn go_pprof_top(profile: &Path) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "go tool pprof -top failed:\n{stdout}\n{}",
+        "go tool pprof {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
@@ -618,4 +636,217 @@ async fn store_stays_within_its_bounds_after_100_captures() {
     );
     assert!(text.contains("obskit_profiles_captured_total{function=\"it_bounds\"} 100"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples labelled by span
+// ---------------------------------------------------------------------------------------------
+
+/// Request A's CPU work: a frame of its own in every build, and the innermost one of its
+/// samples (plain operators, no calls even in a debug build).
+#[inline(never)]
+fn labelled_work_a(rounds: u64) -> u64 {
+    let mut x = 0x2545_f491_4f6c_dd1du64 ^ rounds;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+/// Request B's.
+#[inline(never)]
+fn labelled_work_b(rounds: u64) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ rounds;
+    for _ in 0..rounds {
+        x ^= x << 11;
+        x ^= x >> 9;
+        x ^= x << 15;
+    }
+    x
+}
+
+/// Computes for `ms` in slices, yielding between them, so that the two requests' polls
+/// interleave on the runtime's workers (and a task may move from one worker to the other).
+#[obskit::instrumented]
+async fn labelled_request(which: char, ms: u64) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut x = 0;
+    while std::time::Instant::now() < until {
+        x ^= match which {
+            'a' => labelled_work_a(20_000),
+            _ => labelled_work_b(20_000),
+        };
+        tokio::task::yield_now().await;
+    }
+    x
+}
+
+async fn labelled_handler(
+    request: Request<RequestBody<Incoming>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let which = if request.uri().path().ends_with("/a") {
+        'a'
+    } else {
+        'b'
+    };
+    let x = labelled_request(which, 1500).await;
+    Ok(Response::new(Full::new(Bytes::from(x.to_string()))))
+}
+
+/// `go tool pprof -tagfocus KEY=VALUE -top FILE`.
+fn go_pprof_top_focused(profile: &Path, focus: &str) -> String {
+    go_pprof(
+        &["-top", "-nodecount=200", &format!("-tagfocus={focus}")],
+        profile,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_filtered_by_trace_id_holds_only_that_requests_work() {
+    let _turn = PROFILER.lock().await;
+    let store = ProfileStore::in_memory(16, 8 << 20);
+    let server = serve_routes(store, &["/api/label/a", "/api/label/b"], labelled_handler).await;
+    let addr = server.addr;
+    let client = reqwest::Client::new();
+    let trace_a = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let trace_b = "0af7651916cd43dd8448eb211c80319c";
+    let call = |path: &'static str, trace: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+                .send()
+                .await
+                .expect("the request is answered");
+            assert_eq!(response.status(), 200);
+        }
+    };
+    let capture = async {
+        let response = client
+            .get(format!(
+                "http://{}/debug/pprof/profile?seconds=3&frequency=250",
+                server.addr
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap()
+    };
+    // The requests start once the capture samples (this process's), so that both run inside it
+    // however slowly a loaded machine starts it.
+    let requests = async {
+        while !obskit::profile::Capture::running() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::join!(call("/api/label/a", trace_a), call("/api/label/b", trace_b));
+    };
+    let (pprof, ()) = tokio::join!(capture, requests);
+    let dir = temp_dir("labels");
+    let file = dir.join("labelled.pb");
+    std::fs::write(&file, &pprof).unwrap();
+
+    let whole = go_pprof_top(&file);
+    assert!(
+        whole.contains("labelled_work_a") && whole.contains("labelled_work_b"),
+        "both requests' work was sampled:\n{whole}"
+    );
+    assert!(
+        !whole.contains("obskit::profile::labels"),
+        "the label frames are trimmed:\n{whole}"
+    );
+    let a = go_pprof_top_focused(&file, &format!("trace_id={trace_a}"));
+    assert!(a.contains("labelled_work_a"), "trace A holds its work:\n{a}");
+    assert!(!a.contains("labelled_work_b"), "and not B's:\n{a}");
+    let b = go_pprof_top_focused(&file, &format!("trace_id={trace_b}"));
+    assert!(
+        b.contains("labelled_work_b") && !b.contains("labelled_work_a"),
+        "{b}"
+    );
+    // The span's name and the server span's route are labels too.
+    let by_span = go_pprof_top_focused(&file, "span_name=labelled_request");
+    assert!(
+        by_span.contains("labelled_work_a") && by_span.contains("labelled_work_b"),
+        "{by_span}"
+    );
+    let tags = go_pprof(&["-tags"], &file);
+    assert!(
+        tags.contains("http.route") && tags.contains("/api/label/a"),
+        "{tags}"
+    );
+
+    // /debug/traces shows, for each span of trace A, the samples it took, its top frames, and
+    // where that trace's part of the capture downloads.
+    let traces: serde_json::Value = client
+        .get(format!("http://{}/debug/traces?trace_id={trace_a}", server.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spans = traces["traces"][0]["spans"].as_array().expect("trace A is held");
+    let work = spans
+        .iter()
+        .find(|s| s["name"] == "labelled_request")
+        .unwrap_or_else(|| panic!("the instrumented span: {traces}"));
+    let cpu = &work["cpu_samples"];
+    assert!(cpu["samples"].as_u64().unwrap_or(0) >= 10, "{cpu}");
+    // Its innermost functions: its own work (in a debug build, with the range's `next` and
+    // the additions it calls), never the other request's.
+    let top: Vec<&str> = cpu["top_frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        top.iter().any(|f| f.contains("labelled_work_a"))
+            && !top.iter().any(|f| f.contains("labelled_work_b")),
+        "the span's top frames are its own work: {cpu}"
+    );
+    let link = cpu["profile"].as_str().unwrap();
+    assert!(
+        link.starts_with("/profiles/on_demand-") && link.ends_with(&format!(".pb?trace_id={trace_a}")),
+        "{link}"
+    );
+    let only_a = client
+        .get(format!("http://{}{link}", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_a.status(), 200);
+    let file_a = dir.join("trace-a.pb");
+    std::fs::write(&file_a, only_a.bytes().await.unwrap()).unwrap();
+    let top_a = go_pprof_top(&file_a);
+    assert!(
+        top_a.contains("labelled_work_a") && !top_a.contains("labelled_work_b"),
+        "{top_a}"
+    );
+    let bad = client
+        .get(format!("http://{}{}", server.addr, link.replace(trace_a, "xyz")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Without labels, the same capture has none.
+    let unlabelled = client
+        .get(format!(
+            "http://{}/debug/pprof/profile?seconds=1&labels=off",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let file = dir.join("unlabelled.pb");
+    std::fs::write(&file, &unlabelled).unwrap();
+    assert!(!go_pprof(&["-tags"], &file).contains("trace_id"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,6 +2,12 @@
 //! `shop serve <backend|cart|order|user>` runs one service in the foreground (what the launcher
 //! starts as its children).
 
+// jemalloc with its heap profiler on, for every service the shop runs (`shop serve NAME` is
+// this binary too): `/debug/pprof/heap` and `/debug/pprof/allocs` on each admin surface. The
+// services' own binaries keep the system allocator (the user service tunes glibc's for its
+// password hashes, see user's allocator.rs).
+obskit::heap_profiling_allocator!();
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

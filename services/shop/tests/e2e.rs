@@ -402,6 +402,35 @@ async fn the_shop_serves_the_seeds_flows_through_its_gateway_and_a_restart_loses
         "each task's trace names where it waits: {dump}"
     );
 
+    // The shop runs on jemalloc with its heap profiler on (`heap_profiling_allocator!` in its
+    // main.rs): the backend's heap profile is one `go tool pprof` reads, with obskit's own
+    // frames resolved in it, and it is kept in `/profiles/`.
+    let heap = client
+        .get(format!("http://127.0.0.1:{}/debug/pprof/heap", ports.backend))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(heap.status(), StatusCode::OK);
+    let heap_file = std::env::temp_dir().join(format!("shop-e2e-heap-{}.pb", std::process::id()));
+    std::fs::write(&heap_file, heap.bytes().await.unwrap()).unwrap();
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&heap_file)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("`go` is installed (scripts/ensure-tools.sh)");
+    let _ = std::fs::remove_file(&heap_file);
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.contains("Type: inuse_space") && top.contains("obskit::"),
+        "go tool pprof reads the shop's heap profile:\n{top}"
+    );
+    let listing = get(&client, format!("http://127.0.0.1:{}/profiles/", ports.backend)).await;
+    assert!(
+        listing.to_string().contains("\"profile_type\":\"heap\""),
+        "{listing}"
+    );
+
     // Restart on the same data: users, orders, carts and stock are all still there.
     assert!(shop.stop(), "the shop stops cleanly on SIGTERM");
     let shop = Shop::start(&data.0, ports);
