@@ -128,12 +128,25 @@ pub(crate) fn poll_in<R>(
     let route = route.or_else(|| ROUTE.get());
     match slot_of(context, name, route) {
         Some(slot) => {
-            let outer = ROUTE.replace(route);
-            let out = run_in_slot(slot, poll);
-            ROUTE.set(outer);
-            out
+            let _route = RouteScope::enter(route);
+            run_in_slot(slot, poll)
         }
         None => poll(),
+    }
+}
+
+/// Makes `route` this thread's request route until dropped (a poll that panics included).
+struct RouteScope(Option<&'static str>);
+
+impl RouteScope {
+    fn enter(route: Option<&'static str>) -> RouteScope {
+        RouteScope(ROUTE.replace(route))
+    }
+}
+
+impl Drop for RouteScope {
+    fn drop(&mut self) {
+        ROUTE.set(self.0);
     }
 }
 

@@ -8,6 +8,7 @@ use pprof::protos::{self, Message};
 use pprof::Frames;
 
 use super::labels::SpanLabel;
+use crate::secrets::mask_secrets;
 
 /// pprof's string table: index 0 is the empty string, each string is stored once.
 pub(super) struct Strings {
@@ -98,7 +99,8 @@ pub(super) fn cpu_profile(
         label(THREAD, &frames.thread_name_or_id());
         if let Some(span) = slot.and_then(|slot| labels.get(slot)) {
             label(TRACE_ID, &span.trace_id_hex());
-            label(SPAN_NAME, &span.span_name);
+            // Masked by shape, as `/debug/traces` shows span names.
+            label(SPAN_NAME, &mask_secrets(&span.span_name));
             if let Some(route) = span.route {
                 label(ROUTE, route);
             }
@@ -154,4 +156,68 @@ pub(super) fn samples_of_trace(pprof: &[u8], trace_id: u128) -> Result<Vec<u8>, 
     let mut keep = keep.into_iter();
     profile.sample.retain(|_| keep.next().unwrap_or(false));
     profile.write_to_bytes().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::UNIX_EPOCH;
+
+    use pprof::Symbol;
+
+    use super::*;
+
+    fn frames(names: &[&str]) -> Frames {
+        Frames {
+            frames: names
+                .iter()
+                .map(|name| {
+                    vec![Symbol {
+                        name: Some(name.as_bytes().to_vec()),
+                        addr: None,
+                        lineno: Some(1),
+                        filename: None,
+                    }]
+                })
+                .collect(),
+            thread_name: "worker".to_string(),
+            thread_id: 1,
+            sample_timestamp: UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn samples_carry_their_spans_labels_masked_and_cut_to_one_trace() {
+        let labels = [SpanLabel {
+            trace_id: 0xab,
+            span_id: 7,
+            span_name: Cow::Owned("connect password=hunter2".to_string()),
+            route: Some("/api/cart"),
+        }];
+        let samples = HashMap::from([
+            ((frames(&["work", "main"]), Some(0)), 3),
+            ((frames(&["idle", "main"]), None), 2),
+        ]);
+        let profile = cpu_profile(&samples, &labels, 9, 99, UNIX_EPOCH, Duration::from_secs(1));
+        let text = |i: i64| profile.string_table[i as usize].clone();
+        let labelled: Vec<Vec<(String, String)>> = profile
+            .sample
+            .iter()
+            .map(|s| s.label.iter().map(|l| (text(l.key), text(l.str))).collect())
+            .collect();
+        let with_span = labelled.iter().find(|l| l.len() > 1).expect("a labelled sample");
+        assert!(with_span.contains(&(TRACE_ID.to_string(), format!("{:032x}", 0xab))));
+        assert!(with_span.contains(&(SPAN_NAME.to_string(), "connect password=***".to_string())));
+        assert!(with_span.contains(&(ROUTE.to_string(), "/api/cart".to_string())));
+        assert!(!profile.string_table.iter().any(|s| s.contains("hunter2")));
+        assert!(profile.comment.iter().any(|&c| text(c).contains("9 spans")));
+
+        let bytes = profile.write_to_bytes().unwrap();
+        let only = protos::Profile::parse_from_bytes(&samples_of_trace(&bytes, 0xab).unwrap()).unwrap();
+        assert_eq!(only.sample.len(), 1);
+        assert_eq!(only.sample[0].value[0], 3);
+        let none = protos::Profile::parse_from_bytes(&samples_of_trace(&bytes, 0xcd).unwrap()).unwrap();
+        assert!(none.sample.is_empty());
+        assert!(samples_of_trace(b"not a profile", 1).is_err());
+    }
 }
