@@ -153,7 +153,6 @@ impl AdminSurface {
         }
     }
 
-    /// `/profiles/{name}`.
     /// `/profiles/{name}`, and with `?trace_id=` (a pprof file of a labelling capture) only the
     /// samples of that trace.
     fn profile_file(&self, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {

@@ -176,7 +176,7 @@ impl Settings {
         let heap = if cfg!(feature = "heap-profiling") {
             match self.heap_profile_interval_bytes {
                 Some(0) => "off".to_string(),
-                Some(bytes) => format!("a sample per {bytes} bytes"),
+                Some(bytes) => format!("a sample per {bytes} bytes (rounded down to a power of two)"),
                 None => "jemalloc's interval (512 KiB unless _RJEM_MALLOC_CONF says otherwise)".to_string(),
             }
         } else {

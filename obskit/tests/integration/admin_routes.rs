@@ -183,6 +183,12 @@ async fn every_table_route_is_served_by_the_admin_surface() {
             AdminEndpoint::DebugLogLevel if cfg!(not(feature = "tracing-bridge")) => 501,
             AdminEndpoint::DebugMetrics if cfg!(not(feature = "process-metrics")) => 501,
             AdminEndpoint::DebugTasks if !obskit::debug::tasks::SUPPORTED => 501,
+            // With the feature, this binary runs on jemalloc's profiler (main.rs).
+            AdminEndpoint::PprofHeap | AdminEndpoint::PprofAllocs
+                if cfg!(not(feature = "heap-profiling")) =>
+            {
+                501
+            }
             _ => 200,
         };
         assert_eq!(status, expected, "{path}: {body}");
