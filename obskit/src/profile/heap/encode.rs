@@ -83,20 +83,28 @@ fn enters_allocator(function: &Function) -> bool {
     PREFIXES.iter().any(|p| function.name.starts_with(p))
 }
 
+/// A stack's return addresses, innermost first, from the first one past the allocator's: the
+/// outermost address whose functions enter the allocator and every address inside it are
+/// dropped (the allocator's entry points are symbols of their own, never inlined into the code
+/// that allocates, so the cut falls between addresses).
+fn own_addrs<'s>(stack: &'s Stack, resolved: &Resolved) -> &'s [usize] {
+    let enters = |addr: &usize| {
+        resolved
+            .get(addr)
+            .is_some_and(|fs| fs.iter().any(enters_allocator))
+    };
+    let first_own = stack.addrs.iter().rposition(enters).map_or(0, |entry| entry + 1);
+    &stack.addrs[first_own..]
+}
+
 /// A stack's functions, innermost first, the allocator's own left out (empty when nothing else
 /// is left).
 pub(super) fn functions<'a>(stack: &Stack, resolved: &'a Resolved) -> Vec<&'a Function> {
-    let all: Vec<&Function> = stack
-        .addrs
+    own_addrs(stack, resolved)
         .iter()
         .filter_map(|addr| resolved.get(addr))
         .flatten()
-        .collect();
-    let first_own = all
-        .iter()
-        .rposition(|f| enters_allocator(f))
-        .map_or(0, |entry| entry + 1);
-    all[first_own..].to_vec()
+        .collect()
 }
 
 /// The pprof protobuf: Go's four heap sample types (allocated objects and bytes, in-use
@@ -128,14 +136,12 @@ pub(super) fn pprof(
     mapping.has_inline_frames = true;
     profile.mapping.push(mapping);
     for stack in &dump.stacks {
-        let own = functions(stack, resolved);
+        let own = own_addrs(stack, resolved);
         if own.is_empty() {
             continue;
         }
-        // The innermost own frame's address onwards: the allocator's addresses are left out.
-        let skip = stack.addrs.len() - addrs_holding(stack, resolved, own.len());
         let mut sample = protos::Sample::new();
-        for &addr in &stack.addrs[skip..] {
+        for &addr in own {
             let next_id = location_ids.len() as u64 + 1;
             let id = *location_ids.entry(addr).or_insert_with(|| {
                 let mut location = protos::Location::new();
@@ -191,21 +197,6 @@ pub(super) fn pprof(
     profile.time_nanos = time_nanos;
     profile.string_table = strings.into_table();
     profile.write_to_bytes().map_err(|e| e.to_string())
-}
-
-/// How many of the stack's addresses (counted from the outermost) resolve to the `own` last
-/// functions: an address may stand for several inlined functions.
-fn addrs_holding(stack: &Stack, resolved: &Resolved, own: usize) -> usize {
-    let mut functions = 0;
-    let mut addrs = 0;
-    for addr in stack.addrs.iter().rev() {
-        if functions >= own {
-            break;
-        }
-        functions += resolved.get(addr).map_or(0, Vec::len);
-        addrs += 1;
-    }
-    addrs
 }
 
 /// The flamegraph's folded lines (`outermost;…;innermost value`), the view's bytes as values,
