@@ -791,7 +791,8 @@ pub(crate) mod tests {
         assert_eq!(failed.parent_span_id, Some(6));
         assert!(!failed.context.sampled);
         assert!(failed.attributes.is_empty() && failed.events.is_empty());
-        assert!(spans[1].duration >= Duration::from_millis(30));
+        // 30 ms by std's clock; spans read quanta's, which may run a fraction of a percent apart.
+        assert!(spans[1].duration >= Duration::from_millis(29));
         assert_eq!(spans[1].end, spans[1].start + spans[1].duration);
     }
 
