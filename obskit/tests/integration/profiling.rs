@@ -667,13 +667,21 @@ fn labelled_work_b(rounds: u64) -> u64 {
     x
 }
 
-/// Computes for `ms` in slices, yielding between them, so that the two requests' polls
-/// interleave on the runtime's workers (and a task may move from one worker to the other).
+/// Computes in slices until the capture is over (at most `limit`), yielding between them, so
+/// that the two requests' polls interleave on the runtime's workers (and a task may move from
+/// one worker to the other).
+///
+/// Until the capture is over, not for a fixed time: the profiler's timer is armed somewhere
+/// inside the window in which [`Capture::running`] is true, and on a loaded machine that can be
+/// late in it. A clean-clone CI run whose requests computed for a fixed 1.5 s found 5 samples in
+/// the 3 s capture, none of them the requests'.
+///
+/// [`Capture::running`]: obskit::profile::Capture::running
 #[obskit::instrumented]
-async fn labelled_request(which: char, ms: u64) -> u64 {
-    let until = std::time::Instant::now() + Duration::from_millis(ms);
+async fn labelled_request(which: char, limit: Duration) -> u64 {
+    let started = std::time::Instant::now();
     let mut x = 0;
-    while std::time::Instant::now() < until {
+    while obskit::profile::Capture::running() && started.elapsed() < limit {
         x ^= match which {
             'a' => labelled_work_a(20_000),
             _ => labelled_work_b(20_000),
@@ -691,7 +699,7 @@ async fn labelled_handler(
     } else {
         'b'
     };
-    let x = labelled_request(which, 1500).await;
+    let x = labelled_request(which, Duration::from_secs(60)).await;
     Ok(Response::new(Full::new(Bytes::from(x.to_string()))))
 }
 
@@ -736,8 +744,8 @@ async fn a_capture_filtered_by_trace_id_holds_only_that_requests_work() {
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap()
     };
-    // The requests start once the capture samples (this process's), so that both run inside it
-    // however slowly a loaded machine starts it.
+    // The requests start once the capture runs (this process's) and compute until it is over,
+    // so that both run inside it however slowly a loaded machine starts it.
     let requests = async {
         while !obskit::profile::Capture::running() {
             tokio::time::sleep(Duration::from_millis(10)).await;
