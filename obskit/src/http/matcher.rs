@@ -192,9 +192,34 @@ impl Compiled {
 /// that stalled on an Intel Xeon VM: perf put 17.7 % of `http_request/with_red_layer` in
 /// `memcmp`, 95 % of it on the instruction after that load, and the request took 726 ns with
 /// it, 579 ns with this loop (criterion, the same machine, bare service 408 and 396 ns).
+///
+/// Eight bytes at a time: a text of 8 bytes or more is compared in words, the last word read
+/// where it ends (overlapping the one before), so no byte is left over. `/api/products/`
+/// (14 bytes) is two word comparisons instead of fourteen byte ones.
 #[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0;
+    }
+    let mut diff = word(a, n - 8) ^ word(b, n - 8);
+    let mut at = 0;
+    while at + 8 < n {
+        diff |= word(a, at) ^ word(b, at);
+        at += 8;
+    }
+    diff == 0
+}
+
+/// The eight bytes of `bytes` from `at` (`at + 8 <= bytes.len()`), as one word.
+#[inline]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_ne_bytes(word)
 }
 
 fn starts_with(text: &str, prefix: &str) -> bool {
@@ -302,6 +327,14 @@ mod tests {
             "/api/products/42",
             "/api/productz/",
             "x-1.json",
+            "x-1.jsoN",
+            "12345678",
+            "123456789",
+            "023456789",
+            "123456780",
+            "/api/products/{id}/reviews",
+            "/api/products/{id}/reviewz",
+            "/api/producTs/{id}/reviews",
         ];
         for a in texts {
             for b in texts {
