@@ -14,6 +14,7 @@
 //! which matchit's tree search tries a node's children (static first, backtracking to the
 //! wildcard), so both agree; the tests check it against matchit.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// The most parameters a template may have (matchit's own limit is 25 per route, past which it
@@ -21,31 +22,37 @@ use std::ops::Range;
 pub(crate) const MAX_PARAMS: usize = 16;
 
 /// Where a match's parameters are in the path, in template order.
+///
+/// The room is left uninitialised: zeroing its 256 bytes was a `memset` call on every request,
+/// most of whose paths have one parameter or none.
 pub(crate) struct Spans {
-    ranges: [Range<usize>; MAX_PARAMS],
+    /// `ranges[..len]` are initialised.
+    ranges: [MaybeUninit<Range<usize>>; MAX_PARAMS],
     len: usize,
 }
-
-const NO_RANGE: Range<usize> = 0..0;
 
 impl Spans {
     /// Room for a match; filled by [`Matcher::find`], which the caller lends it to so that it
     /// is not moved around with the result.
     pub(crate) fn new() -> Spans {
         Spans {
-            ranges: [NO_RANGE; MAX_PARAMS],
+            ranges: [const { MaybeUninit::uninit() }; MAX_PARAMS],
             len: 0,
         }
     }
 
     fn push(&mut self, range: Range<usize>) {
-        // A template has at most MAX_PARAMS parameters (checked when compiled).
-        self.ranges[self.len] = range;
+        // A template has at most MAX_PARAMS parameters (checked when compiled): past that,
+        // this indexing panics rather than writing out of bounds.
+        self.ranges[self.len].write(range);
         self.len += 1;
     }
 
     pub(crate) fn as_slice(&self) -> &[Range<usize>] {
-        &self.ranges[..self.len]
+        let initialised = &self.ranges[..self.len];
+        // SAFETY: `push` initialised `ranges[..len]` (`len` only grows by `push` and is reset to
+        // 0), and `MaybeUninit<T>` has the layout of `T`.
+        unsafe { std::slice::from_raw_parts(initialised.as_ptr().cast::<Range<usize>>(), initialised.len()) }
     }
 }
 
