@@ -671,10 +671,11 @@ fn labelled_work_b(rounds: u64) -> u64 {
 /// that the two requests' polls interleave on the runtime's workers (and a task may move from
 /// one worker to the other).
 ///
-/// Until the capture is over, not for a fixed time: the profiler's timer is armed somewhere
-/// inside the window in which [`Capture::running`] is true, and on a loaded machine that can be
-/// late in it. A clean-clone CI run whose requests computed for a fixed 1.5 s found 5 samples in
-/// the 3 s capture, none of them the requests'.
+/// Until the capture is over, not for a fixed time. A loaded clean-clone CI run whose requests
+/// computed for a fixed 1.5 s, started once [`Capture::running`] was true, found 5 samples in
+/// the 3 s capture, none of them the requests' (why was not found: the profiler's timer is armed
+/// somewhere inside that window). Computing until the capture is over keeps the requests'
+/// work inside whatever part of the window was sampled.
 ///
 /// [`Capture::running`]: obskit::profile::Capture::running
 #[obskit::instrumented]
