@@ -1,12 +1,11 @@
 //! What one recorded request holds while it is in flight, and the recording done when it ends.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
 use super::grpc;
-use super::routes::{HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
+use super::routes::{span_name_method, RouteNames, HEAD_INDEX, METHOD_COUNT, METHOD_LABELS, OTHER_INDEX};
 use super::shared::Shared;
 use crate::clock::{self, Tick};
 use crate::debug::in_flight;
@@ -199,7 +198,7 @@ impl Drop for RequestGuard {
 pub(crate) fn server_span(
     method: &Method,
     method_index: usize,
-    route: Option<&str>,
+    route: Option<RouteNames>,
     path: &str,
     parent: Option<SpanContext>,
 ) -> Span {
@@ -211,14 +210,9 @@ pub(crate) fn server_span(
     } else {
         METHOD_LABELS[method_index]
     };
-    let name_method = if method_index == OTHER_INDEX {
-        "HTTP"
-    } else {
-        method_attr
-    };
-    let name: Cow<'static, str> = match route {
-        Some(route) => Cow::Owned(format!("{name_method} {route}")),
-        None => Cow::Borrowed(name_method),
+    let name = match route {
+        Some(route) => route.span_name,
+        None => span_name_method(method_index),
     };
     let mut builder = trace::span(name);
     if let Some(parent) = parent {
@@ -226,13 +220,20 @@ pub(crate) fn server_span(
     }
     builder = builder
         .kind(SpanKind::Server)
+        // Room for every attribute a server span gets (`request_attributes` and the response's
+        // included) in one allocation, rather than the inline room and then growth.
+        .reserve_attributes(SERVER_SPAN_ATTRIBUTES)
         .attr("http.request.method", method_attr);
     if method_index == OTHER_INDEX {
         builder = builder.request_attr("http.request.method_original", method.as_str());
     }
     if let Some(route) = route {
-        builder = builder.attr("http.route", route.to_string());
+        builder = builder.attr("http.route", route.template);
     }
     // The path is the client's: held to the request value limit (SpanLimits).
     builder.request_attr("url.path", path).start()
 }
+
+/// How many attributes a server span usually ends with: method, route, path, address, port,
+/// user agent, protocol version, status code (and the original method, or an error type).
+const SERVER_SPAN_ATTRIBUTES: usize = 10;

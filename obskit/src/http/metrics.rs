@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
+use super::routes::RouteNames;
 use crate::clock::{self, TickBounds};
 use crate::metrics::cells::{self, Cells};
 use crate::metrics::{
@@ -243,10 +244,17 @@ pub(crate) struct Handles {
     /// Exemplar cells of this pair's duration series, written only by sampled requests.
     pub(crate) duration_exemplars: Arc<HistogramExemplars>,
     statuses: [OnceLock<Arc<Cells>>; CACHED_STATUSES.len()],
+    /// The server span's names when this pair's route matched (the unmatched row's are unused).
+    pub(crate) route_names: RouteNames,
 }
 
 impl Handles {
-    pub(crate) fn resolve(metrics: &HttpMetrics, method: &str, endpoint: &str) -> Handles {
+    pub(crate) fn resolve(
+        metrics: &HttpMetrics,
+        method: &str,
+        endpoint: &str,
+        route_names: RouteNames,
+    ) -> Handles {
         let labels = [method, endpoint];
         // The four families share their labels, so their guards admit the same pairs; each is
         // asked so that each counts its own folds in `obskit_metric_label_overflow_total`.
@@ -279,6 +287,7 @@ impl Handles {
                 buckets::HTTP_LATENCY_SECONDS,
             ),
             statuses: Default::default(),
+            route_names,
         }
     }
 

@@ -210,6 +210,42 @@ pub(crate) fn intern_template(text: &str) -> &'static str {
     &Template::interned(text).text
 }
 
+/// A matched route's names for its server span, resolved once per method and route.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteNames {
+    /// The route's template: the `http.route` attribute.
+    pub(crate) template: &'static str,
+    /// `{method} {template}`: the span's name.
+    pub(crate) span_name: &'static str,
+}
+
+impl RouteNames {
+    /// The names of `template` requested with the method at `method_index`. The span name is
+    /// interned, so a request formats and allocates no name; the texts kept are bounded by the
+    /// methods times the templates a process declares (or learns, within its label limit).
+    pub(crate) fn resolve(method_index: usize, template: &'static str) -> RouteNames {
+        static INTERNED: OnceLock<Mutex<HashMap<(usize, &'static str), &'static str>>> = OnceLock::new();
+        let mut interned = INTERNED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let span_name = *interned.entry((method_index, template)).or_insert_with(|| {
+            let name = format!("{} {template}", span_name_method(method_index));
+            Box::leak(name.into_boxed_str())
+        });
+        RouteNames { template, span_name }
+    }
+}
+
+/// The method part of a server span's name: `HTTP` for a non-standard method.
+pub(crate) fn span_name_method(method_index: usize) -> &'static str {
+    if method_index == OTHER_INDEX {
+        "HTTP"
+    } else {
+        METHOD_LABELS[method_index]
+    }
+}
+
 impl Default for Routes {
     /// No templates: every path is unmatched.
     fn default() -> Self {

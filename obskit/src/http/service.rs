@@ -193,8 +193,8 @@ fn start_recording<B: Body>(
         let remote =
             Some(RemoteContext::extract(request.headers())).filter(|r| *r != RemoteContext::default());
         let parent = remote.as_ref().and_then(|r| r.parent);
-        let template = route.map(|_| shared.endpoint(slot));
-        let mut span = server_span(request.method(), method, template, request.uri().path(), parent);
+        let names = route.map(|_| handles.route_names);
+        let mut span = server_span(request.method(), method, names, request.uri().path(), parent);
         if span.is_recording() {
             request_attributes(&mut span, request);
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::framework::{LearnedTemplates, TemplateFrom, LEARNED_TEMPLATES};
 use super::metrics::{HandleTable, Handles, HttpMetrics};
-use super::routes::{Routes, METHOD_COUNT, METHOD_LABELS, UNMATCHED_ENDPOINT};
+use super::routes::{RouteNames, Routes, METHOD_COUNT, METHOD_LABELS, UNMATCHED_ENDPOINT};
 use crate::metrics::OVERFLOW_LABEL_VALUE;
 
 /// What a layer is configured with.
@@ -97,7 +97,9 @@ impl Shared {
     /// only.
     pub(crate) fn handles(&self, slot: usize) -> &Handles {
         self.handles.get(slot, || {
-            Handles::resolve(&self.config.metrics, Shared::method(slot), self.endpoint(slot))
+            let endpoint = self.endpoint(slot);
+            let route_names = RouteNames::resolve(slot % METHOD_COUNT, endpoint);
+            Handles::resolve(&self.config.metrics, Shared::method(slot), endpoint, route_names)
         })
     }
 

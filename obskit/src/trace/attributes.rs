@@ -51,6 +51,12 @@ impl Attributes {
         self.0.push(attribute);
     }
 
+    /// Room for `additional` more in one allocation, where pushing one at a time would grow
+    /// the storage repeatedly once the inline room is full.
+    pub fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
+    }
+
     /// Keeps the first `len`.
     pub fn truncate(&mut self, len: usize) {
         self.0.truncate(len);

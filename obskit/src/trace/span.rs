@@ -195,6 +195,18 @@ impl SpanBuilder {
         self
     }
 
+    /// Makes room for `count` attributes in all (up to the attribute count limit) at once, for
+    /// a span that will get more than the inline room holds: one allocation instead of the
+    /// storage growing as they are set. Does nothing on a span that is not recording.
+    pub fn reserve_attributes(mut self, count: usize) -> Self {
+        if let Some(recorded) = self.recorded() {
+            let count = count.min(limits::attribute_count());
+            let additional = count.saturating_sub(recorded.attributes.len());
+            recorded.attributes.reserve(additional);
+        }
+        self
+    }
+
     /// Sets an attribute whose value came from a client: see [`Span::set_request_attr`].
     pub fn request_attr(mut self, key: &'static str, value: &str) -> Self {
         if let Some(recorded) = self.recorded() {

@@ -34,6 +34,27 @@ pub use self::scylla::{
 };
 pub use sqlite::SqliteStore;
 
+/// One kind of statement a store runs: its table, its verb (`SELECT`, `INSERT`, ...), and its
+/// span's name, `{operation} {table}` as OpenTelemetry's database conventions name a query span.
+#[derive(Clone, Copy)]
+struct Statement {
+    table: &'static str,
+    operation: &'static str,
+    span_name: &'static str,
+}
+
+/// The [`Statement`] on `table` with `operation`, its span name joined at compile time (no
+/// query formats or allocates a name).
+macro_rules! statement {
+    ($table:literal, $operation:literal) => {
+        Statement {
+            table: $table,
+            operation: $operation,
+            span_name: concat!($operation, " ", $table),
+        }
+    };
+}
+
 /// A product of the catalogue, as the contract shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Product {
@@ -440,24 +461,30 @@ impl Store {
         })
     }
 
-    /// Awaits `query`, timed and traced as one query on `table` with `operation` (the
-    /// statement's verb: `SELECT`, `INSERT`, ...), whatever backend runs it.
+    /// Awaits `query`, timed and traced as one `statement`, whatever backend runs it.
     async fn timed<T>(
         &self,
-        table: &'static str,
-        operation: &'static str,
+        statement: Statement,
         query: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let Statement {
+            table,
+            operation,
+            span_name,
+        } = statement;
         // Started here, in the caller's task, so that the handler's span is its parent (a
         // blocking thread has no current span). The query future has not run yet: futures
         // start when awaited.
-        let mut span = trace::span(format!("{operation} {table}"))
-            .kind(SpanKind::Client)
-            .attr("db.system.name", self.backend.system())
-            .attr("db.namespace", self.namespace.clone())
-            .attr("db.collection.name", table)
-            .attr("db.operation.name", operation)
-            .start();
+        let mut span = trace::span(span_name).kind(SpanKind::Client);
+        // Only a recording span copies the namespace (its attributes are no-ops otherwise).
+        if span.is_recording() {
+            span = span
+                .attr("db.system.name", self.backend.system())
+                .attr("db.namespace", self.namespace.clone())
+                .attr("db.collection.name", table)
+                .attr("db.operation.name", operation);
+        }
+        let mut span = span.start();
         let started = Instant::now();
         let result = query.await;
         self.metrics
@@ -478,7 +505,7 @@ impl Store {
                 Backend::Scylla(c) => c.ping().await,
             }
         };
-        self.timed("system", "SELECT", query).await
+        self.timed(statement!("system", "SELECT"), query).await
     }
 
     // ---- catalogue -------------------------------------------------------------------------
@@ -492,7 +519,7 @@ impl Store {
                 Backend::Scylla(c) => c.seed_catalogue(products).await,
             }
         };
-        self.timed("products", "INSERT", query).await
+        self.timed(statement!("products", "INSERT"), query).await
     }
 
     /// Category names, sorted.
@@ -503,7 +530,7 @@ impl Store {
                 Backend::Scylla(c) => c.categories().await,
             }
         };
-        self.timed("categories", "SELECT", query).await
+        self.timed(statement!("categories", "SELECT"), query).await
     }
 
     /// Whether a category exists.
@@ -517,7 +544,7 @@ impl Store {
                 Backend::Scylla(c) => c.category_exists(name).await,
             }
         };
-        self.timed("categories", "SELECT", query).await
+        self.timed(statement!("categories", "SELECT"), query).await
     }
 
     /// One page of products (sorted by name, then id), of one category or of all.
@@ -537,7 +564,7 @@ impl Store {
                 Backend::Scylla(c) => c.list_products(category, page, limit).await,
             }
         };
-        self.timed("products", "SELECT", query).await
+        self.timed(statement!("products", "SELECT"), query).await
     }
 
     /// One product.
@@ -551,7 +578,7 @@ impl Store {
                 Backend::Scylla(c) => c.product(id).await,
             }
         };
-        self.timed("products", "SELECT", query).await
+        self.timed(statement!("products", "SELECT"), query).await
     }
 
     /// Creates a product (and its category if new).
@@ -563,7 +590,7 @@ impl Store {
                 Backend::Scylla(c) => c.create_product(id, &product).await,
             }
         };
-        self.timed("products", "INSERT", query).await
+        self.timed(statement!("products", "INSERT"), query).await
     }
 
     /// Changes the given fields of a product.
@@ -577,7 +604,7 @@ impl Store {
                 Backend::Scylla(c) => c.update_product(id, &update).await,
             }
         };
-        self.timed("products", "UPDATE", query).await
+        self.timed(statement!("products", "UPDATE"), query).await
     }
 
     /// Deletes a product.
@@ -591,7 +618,7 @@ impl Store {
                 Backend::Scylla(c) => c.delete_product(id).await,
             }
         };
-        self.timed("products", "DELETE", query).await
+        self.timed(statement!("products", "DELETE"), query).await
     }
 
     /// Adds `quantity` units to a product's stock.
@@ -605,7 +632,7 @@ impl Store {
                 Backend::Scylla(c) => c.restock(id, quantity).await,
             }
         };
-        self.timed("products", "UPDATE", query).await
+        self.timed(statement!("products", "UPDATE"), query).await
     }
 
     /// Takes `quantity` units of each product, all or nothing: when any product is missing or
@@ -619,7 +646,7 @@ impl Store {
                 Backend::Scylla(c) => c.decrement_stock(&items).await,
             }
         };
-        self.timed("products", "UPDATE", query).await
+        self.timed(statement!("products", "UPDATE"), query).await
     }
 
     // ---- users -----------------------------------------------------------------------------
@@ -646,7 +673,7 @@ impl Store {
                 Backend::Scylla(c) => c.create_user(user).await,
             }
         };
-        self.timed("users", "INSERT", query).await
+        self.timed(statement!("users", "INSERT"), query).await
     }
 
     /// A user by id.
@@ -660,7 +687,7 @@ impl Store {
                 Backend::Scylla(c) => c.user(id).await,
             }
         };
-        self.timed("users", "SELECT", query).await
+        self.timed(statement!("users", "SELECT"), query).await
     }
 
     /// A user by username (without regard to ASCII case).
@@ -674,7 +701,7 @@ impl Store {
                 Backend::Scylla(c) => c.user_by_username(username).await,
             }
         };
-        self.timed("users", "SELECT", query).await
+        self.timed(statement!("users", "SELECT"), query).await
     }
 
     // ---- carts -----------------------------------------------------------------------------
@@ -690,12 +717,16 @@ impl Store {
                 Backend::Scylla(c) => c.cart(user_id).await,
             }
         };
-        self.timed("carts", "SELECT", query).await
+        self.timed(statement!("carts", "SELECT"), query).await
     }
 
     /// Sets a cart line: inserts it, replaces its quantity, or removes it when `quantity` is 0.
     pub async fn set_cart_item(&self, user_id: &str, item: CartItem) -> Result<(), StoreError> {
-        let operation = if item.quantity == 0 { "DELETE" } else { "UPSERT" };
+        let statement = if item.quantity == 0 {
+            statement!("carts", "DELETE")
+        } else {
+            statement!("carts", "UPSERT")
+        };
         let query = async {
             match &self.backend {
                 Backend::Sqlite(s) => {
@@ -705,7 +736,7 @@ impl Store {
                 Backend::Scylla(c) => c.set_cart_item(user_id, &item).await,
             }
         };
-        self.timed("carts", operation, query).await
+        self.timed(statement, query).await
     }
 
     /// Empties a cart.
@@ -719,7 +750,7 @@ impl Store {
                 Backend::Scylla(c) => c.clear_cart(user_id).await,
             }
         };
-        self.timed("carts", "DELETE", query).await
+        self.timed(statement!("carts", "DELETE"), query).await
     }
 
     /// Records activity on a cart at `at` (seconds since the Unix epoch): a change of its lines
@@ -740,7 +771,7 @@ impl Store {
                 Backend::Scylla(c) => c.touch_cart(user_id, at, checkout_attempted).await,
             }
         };
-        self.timed("cart_activity", "UPSERT", query).await
+        self.timed(statement!("cart_activity", "UPSERT"), query).await
     }
 
     /// The activity record of a cart, if any.
@@ -754,7 +785,7 @@ impl Store {
                 Backend::Scylla(c) => c.cart_activity(user_id).await,
             }
         };
-        self.timed("cart_activity", "SELECT", query).await
+        self.timed(statement!("cart_activity", "SELECT"), query).await
     }
 
     /// Forgets a cart's activity (a checkout emptied it: nothing is left to abandon).
@@ -768,7 +799,7 @@ impl Store {
                 Backend::Scylla(c) => c.forget_cart_activity(user_id).await,
             }
         };
-        self.timed("cart_activity", "DELETE", query).await
+        self.timed(statement!("cart_activity", "DELETE"), query).await
     }
 
     /// Claims at most `limit` abandoned carts: carts holding lines, idle since before `cutoff`
@@ -786,7 +817,7 @@ impl Store {
                 Backend::Scylla(c) => c.claim_abandoned_carts(cutoff, limit).await,
             }
         };
-        self.timed("cart_activity", "UPDATE", query).await
+        self.timed(statement!("cart_activity", "UPDATE"), query).await
     }
 
     // ---- orders ----------------------------------------------------------------------------
@@ -819,7 +850,7 @@ impl Store {
                 Backend::Scylla(c) => c.create_order(order).await,
             }
         };
-        self.timed("orders", "INSERT", query).await
+        self.timed(statement!("orders", "INSERT"), query).await
     }
 
     /// An order with its history.
@@ -833,7 +864,7 @@ impl Store {
                 Backend::Scylla(c) => c.order(id).await,
             }
         };
-        self.timed("orders", "SELECT", query).await
+        self.timed(statement!("orders", "SELECT"), query).await
     }
 
     /// One page of a user's orders, newest first (then by id); `page` starts at 1. One query
@@ -848,7 +879,7 @@ impl Store {
                 Backend::Scylla(c) => c.user_orders(user_id, page, limit).await,
             }
         };
-        self.timed("orders", "SELECT", query).await
+        self.timed(statement!("orders", "SELECT"), query).await
     }
 
     /// Moves an order from `expected` to `status` and appends the change to its history;
@@ -870,7 +901,7 @@ impl Store {
                 Backend::Scylla(c) => c.set_order_status(id, expected, status, at).await,
             }
         };
-        self.timed("orders", "UPDATE", query).await
+        self.timed(statement!("orders", "UPDATE"), query).await
     }
 
     /// Creates the order of checkout `checkout_id` in `status`, once: a repeated call answers
@@ -904,7 +935,7 @@ impl Store {
                 Backend::Scylla(c) => c.create_checkout_order(order).await,
             }
         };
-        self.timed("order_checkouts", "INSERT", query).await
+        self.timed(statement!("order_checkouts", "INSERT"), query).await
     }
 
     /// Makes sure no order is ever created for `checkout_id`: the order that exists already
@@ -919,7 +950,7 @@ impl Store {
                 Backend::Scylla(c) => c.abort_checkout(checkout_id).await,
             }
         };
-        self.timed("order_checkouts", "INSERT", query).await
+        self.timed(statement!("order_checkouts", "INSERT"), query).await
     }
 
     /// Moves an order from `expected` to `cancelled` like [`Store::set_order_status`] and, in
@@ -937,7 +968,7 @@ impl Store {
                 Backend::Scylla(c) => c.cancel_order(id, expected, cancelled, at).await,
             }
         };
-        self.timed("orders", "UPDATE", query).await
+        self.timed(statement!("orders", "UPDATE"), query).await
     }
 
     /// Cancelled orders whose stock is still to be given back, oldest first, at most `limit`.
@@ -948,7 +979,7 @@ impl Store {
                 Backend::Scylla(c) => c.pending_restocks(limit).await,
             }
         };
-        self.timed("order_restocks", "SELECT", query).await
+        self.timed(statement!("order_restocks", "SELECT"), query).await
     }
 
     /// Records that the stock of a cancelled order was given back.
@@ -962,7 +993,7 @@ impl Store {
                 Backend::Scylla(c) => c.restock_done(order_id).await,
             }
         };
-        self.timed("order_restocks", "UPDATE", query).await
+        self.timed(statement!("order_restocks", "UPDATE"), query).await
     }
 
     // ---- stock reservations (backend) ------------------------------------------------------
@@ -984,7 +1015,8 @@ impl Store {
                 Backend::Scylla(c) => c.reserve_stock(reservation_id, &items).await,
             }
         };
-        self.timed("stock_reservations", "INSERT", query).await
+        self.timed(statement!("stock_reservations", "INSERT"), query)
+            .await
     }
 
     /// Gives back the units reserved under `reservation_id`, once, and refuses the id for any
@@ -1000,7 +1032,8 @@ impl Store {
                 Backend::Scylla(c) => c.release_reservation(reservation_id).await,
             }
         };
-        self.timed("stock_reservations", "UPDATE", query).await
+        self.timed(statement!("stock_reservations", "UPDATE"), query)
+            .await
     }
 
     // ---- checkout journal (cart) -----------------------------------------------------------
@@ -1014,7 +1047,7 @@ impl Store {
                 Backend::Scylla(c) => c.begin_checkout(&checkout).await,
             }
         };
-        self.timed("checkouts", "INSERT", query).await
+        self.timed(statement!("checkouts", "INSERT"), query).await
     }
 
     /// A checkout's journal row.
@@ -1028,7 +1061,7 @@ impl Store {
                 Backend::Scylla(c) => c.checkout(id).await,
             }
         };
-        self.timed("checkouts", "SELECT", query).await
+        self.timed(statement!("checkouts", "SELECT"), query).await
     }
 
     /// Moves a checkout from `from` to `to` (compare-and-set: [`StoreError::Stale`] when it is
@@ -1056,7 +1089,7 @@ impl Store {
                 Backend::Scylla(c) => c.advance_checkout(id, from, to, order.as_deref(), at).await,
             }
         };
-        self.timed("checkouts", "UPDATE", query).await
+        self.timed(statement!("checkouts", "UPDATE"), query).await
     }
 
     /// Checkouts not in a final state, accepted before `before` (seconds since the Unix epoch),
@@ -1079,7 +1112,7 @@ impl Store {
                 Backend::Scylla(c) => c.unfinished_checkouts(user_id, before, limit).await,
             }
         };
-        self.timed("checkouts", "SELECT", query).await
+        self.timed(statement!("checkouts", "SELECT"), query).await
     }
 
     /// Orders currently in `status`, oldest first, at most `limit` (for the lifecycle task).
@@ -1093,7 +1126,7 @@ impl Store {
                 Backend::Scylla(c) => c.orders_in_status(status, limit).await,
             }
         };
-        self.timed("orders", "SELECT", query).await
+        self.timed(statement!("orders", "SELECT"), query).await
     }
 }
 
