@@ -87,6 +87,42 @@ pub fn install_obskit_sampler(sampled: bool) {
     }
 }
 
+/// A span shaped like a request's server span (its kind, its ten attributes' room, eight
+/// attributes, three of them strings from the client), ended: what the recent-span buffer
+/// behind `/debug/traces` receives for each sampled request.
+#[inline(never)]
+pub fn obskit_server_like_span() {
+    let mut span = trace::span("GET /api/products")
+        .kind(trace::SpanKind::Server)
+        .reserve_attributes(10)
+        .attr("http.request.method", "GET")
+        .attr("http.route", "/api/products")
+        .request_attr("url.path", black_box("/api/products"))
+        .request_attr("server.address", black_box("127.0.0.1"))
+        .attr("server.port", 8080i64)
+        .request_attr("user_agent.original", black_box("shop_load/1"))
+        .attr("network.protocol.version", "1.1")
+        .start();
+    span.set_attr("http.response.status_code", 200i64);
+}
+
+/// Installs a recent-span buffer of the default capacity as the only sink (the shop's spans
+/// when no exporter is configured), already full, so that each span it keeps lets the oldest
+/// go, as in a service that has run for a while.
+pub fn install_full_recent_spans() -> trace::RecentSpans {
+    let recent = trace::RecentSpans::new(trace::DEFAULT_CAPACITY);
+    trace::set_sink(Arc::new(recent.clone()));
+    install_obskit_sampler(true);
+    for _ in 0..trace::DEFAULT_CAPACITY + 64 {
+        obskit_server_like_span();
+        if recent.len() == trace::DEFAULT_CAPACITY {
+            break;
+        }
+    }
+    trace::flush();
+    recent
+}
+
 /// A tracing-opentelemetry provider with the batch exporter; keep it to shut it down.
 pub fn tracing_opentelemetry_provider(endpoint: &str, sampled: bool) -> SdkTracerProvider {
     let sampler = if sampled {

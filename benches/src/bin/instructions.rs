@@ -46,8 +46,10 @@ const VARIANTS: &[&str] = &[
     "traced_call/fastrace_sampled",
     "traced_call/tracing_instrument_obskit_bridge_sampled",
     "traced_call/tracing_instrument_obskit_bridge_off",
+    "span_collector/server_span_into_recent_spans",
     "http_request/bare_service",
     "http_request/with_red_layer",
+    "http_request/with_red_layer_traced",
     "http_request/with_red_layer_no_matched_route_extension",
     "http_request/with_red_layer_matched_route_extension",
     "http_request/tower_http_trace_metrics",
@@ -148,8 +150,37 @@ fn variant(name: &str) -> Option<Box<dyn FnMut()>> {
                 black_box(traced::fastrace_traced(a, b));
             })
         }
+        // Counts the collector's side too: every 32nd call drains the rings into the full
+        // recent-span buffer inside the count, so a call is one server-like span ended plus a
+        // 32nd of a drain of 32 (the batch the buffer receives). No criterion twin: on the
+        // collector thread, time is shared with everything else the process runs.
+        "span_collector/server_span_into_recent_spans" => {
+            let recent = traced::install_full_recent_spans();
+            // Counted from minus the warm-up, so that the measured chunks (of 64) start on a
+            // drain and end on one: the drain between chunks, outside the count, finds nothing.
+            let mut ended = 0u32.wrapping_sub(WARM_UP);
+            Box::new(move || {
+                let _recent = &recent;
+                traced::obskit_server_like_span();
+                ended = ended.wrapping_add(1);
+                if ended.is_multiple_of(32) {
+                    obskit::trace::flush();
+                }
+            })
+        }
         "http_request/bare_service" => serving(http_services::bare()),
         "http_request/with_red_layer" => serving(http_services::obskit_red_layer(None)),
+        // With spans on, sampled, into the full recent-span buffer (the shop's setup without
+        // an exporter): the server span's cost on the request path. Its drain is the
+        // collector's, outside the count (`span_collector/*` counts that side).
+        "http_request/with_red_layer_traced" => {
+            let recent = traced::install_full_recent_spans();
+            let mut serve = serving(http_services::obskit_red_layer(None));
+            Box::new(move || {
+                let _recent = &recent;
+                serve()
+            })
+        }
         "http_request/with_red_layer_no_matched_route_extension" => {
             serving(http_services::obskit_red_layer(Some(false)))
         }

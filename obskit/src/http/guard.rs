@@ -218,20 +218,26 @@ pub(crate) fn server_span(
     if let Some(parent) = parent {
         builder = builder.parent(parent);
     }
-    builder = builder
+    let mut span = builder
         .kind(SpanKind::Server)
         // Room for every attribute a server span gets (`request_attributes` and the response's
         // included) in one allocation, rather than the inline room and then growth.
         .reserve_attributes(SERVER_SPAN_ATTRIBUTES)
-        .attr("http.request.method", method_attr);
-    if method_index == OTHER_INDEX {
-        builder = builder.request_attr("http.request.method_original", method.as_str());
+        .start();
+    // Set on the started span, in place: each builder call takes and gives back the whole
+    // builder, a copy of a few hundred bytes when it is not inlined.
+    if span.is_recording() {
+        span.set_attr("http.request.method", method_attr);
+        if method_index == OTHER_INDEX {
+            span.set_request_attr("http.request.method_original", method.as_str());
+        }
+        if let Some(route) = route {
+            span.set_attr("http.route", route.template);
+        }
+        // The path is the client's: held to the request value limit (SpanLimits).
+        span.set_request_attr("url.path", path);
     }
-    if let Some(route) = route {
-        builder = builder.attr("http.route", route.template);
-    }
-    // The path is the client's: held to the request value limit (SpanLimits).
-    builder.request_attr("url.path", path).start()
+    span
 }
 
 /// How many attributes a server span usually ends with: method, route, path, address, port,

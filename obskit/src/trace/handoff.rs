@@ -125,19 +125,26 @@ fn wake() {
 /// ```
 pub fn flush() -> usize {
     let _delivering = DELIVERING.lock().unwrap_or_else(|p| p.into_inner());
-    let mut drained = Vec::new();
-    {
+    let drained = {
         let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
-        rings.retain_mut(|ring| {
-            // Abandoned first: once the producer is gone nothing more arrives, so a ring that
-            // is then empty can go.
-            let abandoned = ring.is_abandoned();
-            while let Ok(span) = ring.pop() {
-                drained.push(span);
+        // Abandoned first: once the producer is gone nothing more arrives, so a ring that is
+        // then empty can go. Counted before taking any: the spans are moved once, into a
+        // vector of the right size (growing it would copy every span taken so far again), and
+        // each ring is read as one chunk, its read position published once.
+        let waiting: Vec<(bool, usize)> = rings
+            .iter()
+            .map(|ring| (ring.is_abandoned(), ring.slots()))
+            .collect();
+        let mut drained = Vec::with_capacity(waiting.iter().map(|&(_, count)| count).sum());
+        for (ring, &(_, count)) in rings.iter_mut().zip(&waiting) {
+            if let Ok(chunk) = ring.read_chunk(count) {
+                drained.extend(chunk);
             }
-            !abandoned
-        });
-    }
+        }
+        let mut waiting = waiting.iter();
+        rings.retain(|_| waiting.next().is_some_and(|&(abandoned, _)| !abandoned));
+        drained
+    };
     // Delivered outside the rings' lock: a sink that ends a span of its own would otherwise
     // wait on the lock that the span's own ring needs. (A sink must not flush, install or clear
     // sinks from `on_end`: this drain holds `DELIVERING` meanwhile.)

@@ -37,7 +37,7 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::SpanContext;
 
@@ -47,6 +47,13 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// The `baggage` header name.
 pub const BAGGAGE: &str = "baggage";
+
+// The same names as `HeaderName`s, for looking headers up and setting them: a `&str` name is
+// validated and lowercased again at every lookup, and a request's server span looks up all
+// three.
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
+const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
 /// Length of a version-00 `traceparent` value.
 const TRACEPARENT_LEN: usize = 55;
@@ -410,7 +417,7 @@ pub struct RemoteContext {
 impl RemoteContext {
     /// Reads the propagation headers of a request.
     pub fn extract(headers: &HeaderMap) -> RemoteContext {
-        let mut lines = headers.get_all(TRACEPARENT).iter();
+        let mut lines = headers.get_all(TRACEPARENT_NAME).iter();
         // Two `traceparent` lines cannot both be right: trust neither.
         let parent = match (lines.next(), lines.next()) {
             (Some(value), None) => value.to_str().ok().and_then(|v| parse_traceparent(v).ok()),
@@ -418,10 +425,10 @@ impl RemoteContext {
         };
         // A `tracestate` without a valid `traceparent` must not be used.
         let trace_state = match parent {
-            Some(_) => TraceState::parse_bytes(&joined_bytes(headers, TRACESTATE, MAX_TRACESTATE_BYTES)),
+            Some(_) => TraceState::parse_bytes(&joined_bytes(headers, TRACESTATE_NAME, MAX_TRACESTATE_BYTES)),
             None => TraceState::default(),
         };
-        let baggage = joined(headers, BAGGAGE, MAX_BAGGAGE_BYTES);
+        let baggage = joined(headers, BAGGAGE_NAME, MAX_BAGGAGE_BYTES);
         RemoteContext {
             parent,
             trace_state,
@@ -434,18 +441,18 @@ impl RemoteContext {
     /// already there.
     pub fn inject(&self, span: Option<&SpanContext>, headers: &mut HeaderMap) {
         if let Some(span) = span {
-            headers.insert(TRACEPARENT, traceparent_header(span));
+            headers.insert(TRACEPARENT_NAME, traceparent_header(span));
             // A `tracestate` left from another trace would be attributed to this one.
-            headers.remove(TRACESTATE);
+            headers.remove(TRACESTATE_NAME);
             if !self.trace_state.is_empty() {
                 if let Ok(value) = HeaderValue::from_str(&self.trace_state.to_string()) {
-                    headers.insert(TRACESTATE, value);
+                    headers.insert(TRACESTATE_NAME, value);
                 }
             }
         }
         if let Some(baggage) = &self.baggage {
             if let Ok(value) = HeaderValue::from_str(baggage) {
-                headers.insert(BAGGAGE, value);
+                headers.insert(BAGGAGE_NAME, value);
             }
         }
     }
@@ -453,7 +460,7 @@ impl RemoteContext {
 
 /// The raw bytes of all lines of header `name` joined with `,`, stopping once more than
 /// `limit` bytes are gathered (the caller drops what the limit cut).
-fn joined_bytes(headers: &HeaderMap, name: &str, limit: usize) -> Vec<u8> {
+fn joined_bytes(headers: &HeaderMap, name: HeaderName, limit: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, value) in headers.get_all(name).iter().enumerate() {
         if i > 0 {
@@ -471,7 +478,7 @@ fn joined_bytes(headers: &HeaderMap, name: &str, limit: usize) -> Vec<u8> {
 
 /// All lines of header `name` joined with `,`, if any and if all are visible ASCII and the
 /// result is at most `limit` bytes.
-fn joined(headers: &HeaderMap, name: &str, limit: usize) -> Option<String> {
+fn joined(headers: &HeaderMap, name: HeaderName, limit: usize) -> Option<String> {
     let mut out = String::new();
     for value in headers.get_all(name) {
         let value = value.to_str().ok()?;

@@ -169,7 +169,7 @@ impl RecentSpans {
         let mut state = self.lock();
         state.capacity = capacity.max(1);
         while state.spans.len() > state.capacity {
-            state.pop_oldest();
+            drop(state.pop_oldest());
         }
         let capacity = state.capacity;
         state.spans.shrink_to(capacity);
@@ -199,7 +199,7 @@ impl RecentSpans {
     pub fn set_max_bytes(&self, max_bytes: usize) {
         let mut state = self.lock();
         state.max_bytes = max_bytes.max(1);
-        state.trim_to_bytes();
+        state.trim_to_bytes(&mut Vec::new());
     }
 
     /// How many bytes the held spans take (their [`FinishedSpan::approximate_bytes`]).
@@ -307,39 +307,64 @@ impl RecentSpans {
 
 impl SpanSink for RecentSpans {
     fn on_end(&self, span: FinishedSpan) {
-        // Sized and boxed before taking the lock: the lock covers pushes and pops only.
+        // As a batch of one: sized and boxed before the lock, what it lets go freed after.
         let bytes = span.approximate_bytes();
         let span = Arc::new(span);
+        let mut let_go = Vec::new();
+        self.lock().keep(span, bytes, &mut let_go);
+    }
+
+    /// The collector's path: every span of the batch is sized and boxed before the lock is
+    /// taken, the lock is taken once, and the spans let go for the new ones are freed after it
+    /// is released. The lock covers pushes and pops only, so a report waits for no allocation.
+    fn on_end_batch(&self, spans: Vec<FinishedSpan>) {
+        let sized: Vec<(Arc<FinishedSpan>, usize)> = spans
+            .into_iter()
+            .map(|span| {
+                let bytes = span.approximate_bytes();
+                (Arc::new(span), bytes)
+            })
+            .collect();
+        let mut let_go = Vec::with_capacity(sized.len());
         let mut state = self.lock();
-        // A local root (no parent, or the server span of a request from another process) ends
-        // its trace's part in this process: remember it if it is among the slowest of its
-        // minute.
-        if span.parent_span_id.is_none() || span.kind == SpanKind::Server {
-            remember_if_slow(&mut state.slow, &span);
+        for (span, bytes) in sized {
+            state.keep(span, bytes, &mut let_go);
         }
-        if state.spans.len() >= state.capacity {
-            state.pop_oldest();
-        }
-        state.bytes += bytes;
-        state.spans.push_back((span, bytes));
-        state.trim_to_bytes();
+        drop(state);
+        drop(let_go);
     }
 }
 
 impl State {
-    fn pop_oldest(&mut self) -> bool {
-        match self.spans.pop_front() {
-            Some((_, bytes)) => {
-                self.bytes -= bytes;
-                true
-            }
-            None => false,
+    /// Holds `span`, whose size is `bytes`. The spans let go to make room (the oldest) are
+    /// moved into `let_go`, for the caller to free once the lock is released.
+    fn keep(&mut self, span: Arc<FinishedSpan>, bytes: usize, let_go: &mut Vec<Arc<FinishedSpan>>) {
+        // A local root (no parent, or the server span of a request from another process) ends
+        // its trace's part in this process: remember it if it is among the slowest of its
+        // minute.
+        if span.parent_span_id.is_none() || span.kind == SpanKind::Server {
+            remember_if_slow(&mut self.slow, &span);
         }
+        if self.spans.len() >= self.capacity {
+            let_go.extend(self.pop_oldest());
+        }
+        self.bytes += bytes;
+        self.spans.push_back((span, bytes));
+        self.trim_to_bytes(let_go);
     }
 
-    /// Lets the oldest spans go until the rest fit in `max_bytes`, counting each.
-    fn trim_to_bytes(&mut self) {
-        while self.bytes > self.max_bytes && self.pop_oldest() {
+    fn pop_oldest(&mut self) -> Option<Arc<FinishedSpan>> {
+        let (span, bytes) = self.spans.pop_front()?;
+        self.bytes -= bytes;
+        Some(span)
+    }
+
+    /// Lets the oldest spans go (into `let_go`) until the rest fit in `max_bytes`, counting
+    /// each.
+    fn trim_to_bytes(&mut self, let_go: &mut Vec<Arc<FinishedSpan>>) {
+        while self.bytes > self.max_bytes {
+            let Some(span) = self.pop_oldest() else { break };
+            let_go.push(span);
             if let Some(counter) = &self.dropped {
                 counter.inc();
             }
@@ -841,6 +866,58 @@ mod tests {
             .as_array()
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_batch_keeps_what_the_same_spans_one_by_one_keep() {
+        // Spans of uneven sizes, more than the capacity, with a byte bound that lets some go
+        // sooner. Held: the longest run of the newest that fits both bounds, the same as when
+        // the spans come one at a time, with the same let-go count.
+        let spans = || -> Vec<FinishedSpan> {
+            (1..=12u64)
+                .map(|i| {
+                    let mut span = span(1, i, Some(100), 0, 1);
+                    let blob = "x".repeat(if i % 3 == 0 { 3000 } else { 10 });
+                    span.attributes.push(("blob".into(), AttrValue::from(blob)));
+                    span
+                })
+                .collect()
+        };
+        let sizes: Vec<usize> = spans().iter().map(FinishedSpan::approximate_bytes).collect();
+        let (capacity, max_bytes) = (6, sizes[8..].iter().sum::<usize>() + 100);
+        let mut expected = Vec::new();
+        let mut bytes = 0;
+        for (i, size) in sizes.iter().enumerate().rev() {
+            if expected.len() == capacity || bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            expected.insert(0, i as u64 + 1);
+        }
+        assert!(expected.len() < capacity, "the byte bound decides: {expected:?}");
+
+        let held = |batched: bool| {
+            let recent = RecentSpans::new(capacity);
+            recent.set_max_bytes(max_bytes);
+            let dropped = crate::metrics::Registry::new()
+                .counter("recent_dropped_total", "test")
+                .unwrap();
+            recent.count_drops_in(dropped.clone());
+            recent.on_end(span(1, 99, Some(100), 0, 1));
+            if batched {
+                recent.on_end_batch(spans());
+            } else {
+                spans().into_iter().for_each(|span| recent.on_end(span));
+            }
+            let state = recent.lock();
+            let ids: Vec<u64> = state.spans.iter().map(|(s, _)| s.context.span_id).collect();
+            (ids, state.bytes, dropped.get())
+        };
+        let (ids, held_bytes, dropped) = held(true);
+        assert_eq!(ids, expected);
+        assert_eq!(held_bytes, bytes);
+        assert!(dropped > 0, "some were let go for bytes");
+        assert_eq!(held(false), (ids, held_bytes, dropped));
     }
 
     #[test]
