@@ -49,8 +49,8 @@ pub const TRACESTATE: &str = "tracestate";
 pub const BAGGAGE: &str = "baggage";
 
 // The same names as `HeaderName`s, for looking headers up and setting them: a `&str` name is
-// validated and lowercased again at every lookup, and a request's server span looks up all
-// three.
+// validated and lowercased again at every lookup, and every traced request looks up two of
+// them (`tracestate` too when its `traceparent` is valid).
 const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
